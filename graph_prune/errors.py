@@ -1,0 +1,50 @@
+"""Error types raised by graph_prune.
+
+Every error caused by bad user input is a `ValueError` subclass, so callers
+that already catch `ValueError` keep working, while callers that want to
+tell the cases apart can catch the specific type.
+"""
+
+
+class GraphPruneError(Exception):
+  """Base class of every error graph_prune raises on purpose."""
+
+
+class HParamsError(GraphPruneError, ValueError):
+  """A pruning hyperparameter spec string or value is invalid."""
+
+
+class UnknownHParamError(HParamsError):
+  """A spec names an hparam that does not exist."""
+
+
+class HParamTypeError(HParamsError):
+  """An hparam value has the wrong type (e.g. a float for an int hparam)."""
+
+
+class HParamValueError(HParamsError):
+  """An hparam value is of the right type but breaks a rule (range, form)."""
+
+
+class HParamSyntaxError(HParamsError):
+  """A spec string is malformed (bad clause, unbalanced brackets, ...)."""
+
+
+class MaskError(GraphPruneError, ValueError):
+  """A weight cannot be masked as asked (shape, dtype or structure)."""
+
+
+class GraphRewriteError(GraphPruneError, ValueError):
+  """The graph pass cannot rewrite the given computation."""
+
+
+class UntraceableError(GraphRewriteError):
+  """The computation cannot be traced into one concrete graph."""
+
+
+class NoPrunableWeightsError(GraphRewriteError):
+  """The traced graph holds no weight that can be pruned."""
+
+
+class WeightMatchError(GraphRewriteError):
+  """An hparam map entry matches weights ambiguously."""

@@ -1,0 +1,22 @@
+"""graph_prune: magnitude pruning for TensorFlow 2, done as a graph pass."""
+
+import setuptools
+
+setuptools.setup(
+    name='graph_prune',
+    version='0.1.0',
+    description='Magnitude pruning for TensorFlow 2 as a graph pass '
+    '(successor of tf.contrib.model_pruning).',
+    packages=setuptools.find_packages(include=['graph_prune', 'graph_prune.*']),
+    package_data={'graph_prune': ['data/*.npz']},
+    python_requires='>=3.10',
+    install_requires=[
+        'tensorflow>=2.16',
+        'numpy',
+        'absl-py',
+    ],
+    extras_require={
+        'test': ['pytest', 'pytest-xdist', 'hypothesis', 'tf_keras'],
+    },
+    entry_points={'console_scripts': []},
+)
