@@ -46,5 +46,5 @@ class NoPrunableWeightsError(GraphRewriteError):
   """The traced graph holds no weight that can be pruned."""
 
 
-class WeightMatchError(GraphRewriteError):
-  """An hparam map entry matches weights ambiguously."""
+class WeightMatchError(HParamsError):
+  """Several entries of an hparam map match one weight."""

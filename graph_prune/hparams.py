@@ -1,0 +1,577 @@
+"""Pruning hyperparameters: contrib-compatible spec strings, parsed and checked.
+
+A spec is what `tf.contrib.model_pruning.get_pruning_hparams().parse(spec)`
+took in TF1, so an old string keeps parsing and meaning the same:
+
+    name=cifar10_pruning,begin_pruning_step=10000,end_pruning_step=100000,
+    target_sparsity=0.9,weight_sparsity_map=[conv1:0.8,.*kernel:0.6]
+
+Grammar (contrib's `HParams.parse`, extended where contrib could not parse):
+  * clauses `name=value` separated by commas;
+  * a list value is `[a,b,c]`; commas inside `()`, `[]` or `{}` and escaped
+    characters belong to the element, so regexes such as `conv[0-9]{1,2}`
+    work (contrib rejected them);
+  * the type comes from the default: an int may be given for a float, a float
+    for an int is an error; bools take true/false/True/False/1/0;
+  * map entries are `regex:value`, split on the last ':' (so `(?:...)` works).
+  Contrib's indexed assignment `name[0]=value` is not supported.
+
+Every check happens here, when a spec is parsed or a `PruningHParams` built, so
+traced code never meets a bad value.
+"""
+
+import dataclasses
+import difflib
+import math
+import re
+from typing import Any, Optional, Tuple
+
+from graph_prune import errors
+
+_NAME_RE = re.compile(r'^[A-Za-z0-9_.][A-Za-z0-9_.\-/]*$')
+_CLAUSE_NAME_RE = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_.]*)\s*=')
+_OPEN = '([{'
+_CLOSE = ')]}'
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightSettings:
+  """Pruning settings resolved for one weight by name.
+
+  Attributes:
+    target_sparsity: the sparsity this weight reaches at the schedule's end.
+    block_dims: (height, width) of the pruning blocks; -1 is a whole dimension.
+    has_own_target: True when `weight_sparsity_map` named this weight; such a
+      weight is pruned on its own even under `pruning_scope=global`.
+  """
+  target_sparsity: float
+  block_dims: Tuple[int, int]
+  has_own_target: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class PruningHParams:
+  """All pruning hyperparameters, with contrib's names and defaults.
+
+  Contrib's hparams (see contrib `get_pruning_hparams`):
+
+  Attributes:
+    name: name scope of the pruning variables and summaries.
+    begin_pruning_step: first step at which masks may update (>= 0).
+    end_pruning_step: last step at which masks may update; -1 never stops.
+    weight_sparsity_map: `regex:sparsity` entries giving some weights their
+      own target sparsity (regex searched in the weight's name).
+    block_dims_map: `regex:HxW` entries giving some weights their own block.
+    threshold_decay: EMA factor of the threshold, in [0, 1).
+    pruning_frequency: minimum number of steps between two mask updates.
+    nbins: histogram bins of `threshold_method=histogram`.
+    block_height: rows per block; -1 means the whole dimension.
+    block_width: columns per block; -1 means the whole dimension.
+    block_pooling_function: 'AVG' or 'MAX' pooling of |w| inside a block.
+    initial_sparsity: sparsity at the schedule's begin, in [0, 1).
+    target_sparsity: sparsity at the schedule's end, in [0, 1).
+    sparsity_function_begin_step: first step of the schedule (>= 0).
+    sparsity_function_end_step: last step of the schedule (> begin).
+    sparsity_function_exponent: exponent of the polynomial schedule (> 0).
+    use_tpu: accepted for compatibility, has no effect.
+
+  graph_prune's additions (their defaults keep contrib's behaviour):
+
+  Attributes:
+    do_not_prune: regexes; a weight whose name matches one stays dense.
+    pruning_scope: 'layer' (one threshold per weight) or 'global' (one
+      threshold over all weights without their own map target).
+    granularity: 'weight' (single weights or blocks) or 'unit' (whole output
+      units: slices along a kernel's last axis, ranked by L2 norm).
+    sparsity_m_by_n: None, or (N, M): at most N non-zeros in every M
+      consecutive weights along the input axis (axis -2). Written `N:M`.
+    threshold_method: 'exact' (exactly round(s * n) pruned, ties broken by
+      index) or 'histogram' (older contrib's histogram CDF with `nbins`).
+  """
+  name: str = 'model_pruning'
+  begin_pruning_step: int = 0
+  end_pruning_step: int = -1
+  weight_sparsity_map: Tuple[str, ...] = ()
+  block_dims_map: Tuple[str, ...] = ()
+  threshold_decay: float = 0.0
+  pruning_frequency: int = 10
+  nbins: int = 256
+  block_height: int = 1
+  block_width: int = 1
+  block_pooling_function: str = 'AVG'
+  initial_sparsity: float = 0.0
+  target_sparsity: float = 0.5
+  sparsity_function_begin_step: int = 0
+  sparsity_function_end_step: int = 100
+  sparsity_function_exponent: float = 3.0
+  use_tpu: bool = False
+  do_not_prune: Tuple[str, ...] = ()
+  pruning_scope: str = 'layer'
+  granularity: str = 'weight'
+  sparsity_m_by_n: Optional[Tuple[int, int]] = None
+  threshold_method: str = 'exact'
+
+  def __post_init__(self):
+    for field in dataclasses.fields(self):
+      value = _coerce(field.name, getattr(self, field.name))
+      object.__setattr__(self, field.name, value)
+    _validate(self)
+
+  @property
+  def block_dims(self) -> Tuple[int, int]:
+    """The default block (height, width)."""
+    return (self.block_height, self.block_width)
+
+  def to_string(self, only_changed: bool = False) -> str:
+    """Writes the spec string that `parse_hparams` turns back into `self`.
+
+    Args:
+      only_changed: write only the hparams that differ from their default.
+
+    Returns:
+      A comma-separated `name=value` spec.
+    """
+    clauses = []
+    for field in dataclasses.fields(self):
+      value = getattr(self, field.name)
+      if only_changed and value == field.default:
+        continue
+      clauses.append(f'{field.name}={_format_value(field.name, value)}')
+    return ','.join(clauses)
+
+  def weight_settings(self, weight_name: str) -> WeightSettings:
+    """Resolves the per-weight maps for one weight.
+
+    Args:
+      weight_name: the weight's name, searched by each map entry's regex.
+
+    Returns:
+      The weight's `WeightSettings`.
+
+    Raises:
+      WeightMatchError: if several entries of one map match the weight.
+    """
+    target = _match_map('weight_sparsity_map', self.weight_sparsity_map,
+                        weight_name)
+    block = _match_map('block_dims_map', self.block_dims_map, weight_name)
+    return WeightSettings(
+        target_sparsity=(self.target_sparsity if target is None
+                         else _parse_map_sparsity(target)),
+        block_dims=(self.block_dims if block is None
+                    else _parse_block_dims('block_dims_map', block)),
+        has_own_target=target is not None)
+
+  def unmatched_map_entries(self, weight_names) -> Tuple[str, ...]:
+    """Map entries (of both maps) that match none of `weight_names`."""
+    names = tuple(weight_names)
+    unmatched = []
+    for entry in self.weight_sparsity_map + self.block_dims_map:
+      regex = _split_entry('map', entry)[0]
+      if not any(re.search(regex, n) for n in names):
+        unmatched.append(entry)
+    return tuple(unmatched)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(PruningHParams)}
+_LIST_FIELDS = ('weight_sparsity_map', 'block_dims_map', 'do_not_prune')
+_CHOICES = {
+    'block_pooling_function': ('AVG', 'MAX'),
+    'pruning_scope': ('layer', 'global'),
+    'granularity': ('weight', 'unit'),
+    'threshold_method': ('exact', 'histogram'),
+}
+
+
+def _kind(name: str) -> type:
+  """The scalar type of an hparam, taken from its default."""
+  if name in _LIST_FIELDS:
+    return list
+  if name == 'sparsity_m_by_n':
+    return tuple
+  return type(_FIELDS[name].default)
+
+
+def parse_hparams(spec: str = '',
+                  base: Optional[PruningHParams] = None) -> PruningHParams:
+  """Parses a contrib-style hparams spec string.
+
+  Args:
+    spec: `name=value` clauses separated by commas, e.g.
+      `'target_sparsity=0.9,begin_pruning_step=1000'`. Empty gives defaults.
+    base: the hparams the spec overrides; defaults to `PruningHParams()`.
+
+  Returns:
+    A validated, frozen `PruningHParams`.
+
+  Raises:
+    HParamsError: (a ValueError) with the hparam, the value and the rule,
+      for any malformed, unknown, repeated, mistyped or out-of-range value.
+  """
+  if not isinstance(spec, str):
+    raise errors.HParamTypeError(
+        f'The hparams spec must be a string, got {type(spec).__name__} '
+        f'{spec!r}; write it as "name=value,name=value".')
+  values = {}
+  for name, raw in _split_clauses(spec):
+    if name not in _FIELDS:
+      raise errors.UnknownHParamError(
+          f'Unknown hparam {name!r} in {spec!r}{_did_you_mean(name)}')
+    if name in values:
+      raise errors.HParamSyntaxError(
+          f'Hparam {name!r} is given twice in {spec!r}; give it once.')
+    values[name] = _parse_value(name, raw)
+  base = base if base is not None else PruningHParams()
+  return dataclasses.replace(base, **values)
+
+
+def _did_you_mean(name: str) -> str:
+  close = difflib.get_close_matches(name, list(_FIELDS), n=1, cutoff=0.6)
+  if close:
+    return f"; did you mean {close[0]!r}?"
+  return f'; known hparams are {", ".join(sorted(_FIELDS))}.'
+
+
+def _split_clauses(spec: str):
+  """Yields (name, raw value) of each clause; raw is a str or list of str."""
+  pos = 0
+  n = len(spec)
+  while pos < n:
+    if spec[pos:].strip() == '':
+      return
+    m = _CLAUSE_NAME_RE.match(spec, pos)
+    if not m:
+      bad = spec[pos:].split(',')[0]
+      raise errors.HParamSyntaxError(
+          f'Malformed clause {bad!r} at position {pos} of {spec!r}; '
+          'each clause must be name=value, separated by commas.')
+    name = m.group(1)
+    pos = m.end()
+    while pos < n and spec[pos] == ' ':
+      pos += 1
+    if pos < n and spec[pos] == '[':
+      items, pos = _scan_list(spec, pos, name)
+      raw = items
+    else:
+      end = spec.find(',', pos)
+      end = n if end < 0 else end
+      raw = spec[pos:end].strip()
+      if '[' in raw or ']' in raw or '=' in raw:
+        raise errors.HParamSyntaxError(
+            f'Malformed value {raw!r} of hparam {name!r} in {spec!r}; a list '
+            'must start with "[" and end with "]", and clauses are separated '
+            'by commas.')
+      pos = end
+    while pos < n and spec[pos] == ' ':
+      pos += 1
+    if pos < n:
+      if spec[pos] != ',':
+        raise errors.HParamSyntaxError(
+            f'Expected "," after the value of hparam {name!r} at position '
+            f'{pos} of {spec!r}, found {spec[pos]!r}.')
+      pos += 1
+      if spec[pos:].strip() == '':
+        raise errors.HParamSyntaxError(
+            f'Trailing comma at the end of {spec!r}; remove it.')
+    yield name, raw
+
+
+def _scan_list(spec: str, pos: int, name: str):
+  """Scans `[a,b,...]` starting at spec[pos] == '['; returns (items, end)."""
+  items, current, depth = [], [], 0
+  i = pos + 1
+  while i < len(spec):
+    ch = spec[i]
+    if ch == '\\' and i + 1 < len(spec):
+      current.append(spec[i:i + 2])
+      i += 2
+      continue
+    if ch in _OPEN:
+      depth += 1
+    elif ch in _CLOSE:
+      if depth == 0:
+        if ch != ']':
+          break
+        items.append(''.join(current).strip())
+        items = [item for item in items if item]
+        return items, i + 1
+      depth -= 1
+    elif ch == ',' and depth == 0:
+      items.append(''.join(current).strip())
+      current = []
+      i += 1
+      continue
+    current.append(ch)
+    i += 1
+  raise errors.HParamSyntaxError(
+      f'Unbalanced brackets in the list value of hparam {name!r} in '
+      f'{spec!r}; write lists as [a,b,c] with balanced (), [] and {{}}.')
+
+
+def _parse_value(name: str, raw):
+  """Converts a raw clause value to the hparam's type (no range checks)."""
+  kind = _kind(name)
+  if kind is list:
+    if isinstance(raw, str):
+      # contrib accepted a single value for a list hparam.
+      raw = [raw] if raw else []
+    return tuple(raw)
+  if isinstance(raw, list):
+    raise errors.HParamTypeError(
+        f'Hparam {name!r} takes a single {kind.__name__}, got the list '
+        f'{raw!r}; drop the brackets.')
+  if kind is bool:
+    lowered = raw.lower()
+    if lowered in ('true', '1'):
+      return True
+    if lowered in ('false', '0'):
+      return False
+    raise errors.HParamTypeError(
+        f'Hparam {name!r} takes a bool (true or false), got {raw!r}.')
+  if kind is int:
+    try:
+      return int(raw)
+    except ValueError:
+      raise errors.HParamTypeError(
+          f'Hparam {name!r} takes an int, got {raw!r}; write a whole number '
+          'such as 100.') from None
+  if kind is float:
+    try:
+      return float(raw)
+    except ValueError:
+      raise errors.HParamTypeError(
+          f'Hparam {name!r} takes a float, got {raw!r}; write a number such '
+          'as 0.9.') from None
+  if name == 'sparsity_m_by_n':
+    return _parse_m_by_n(raw) if raw else None
+  return raw
+
+
+def _coerce(name: str, value: Any):
+  """Normalizes a Python value given to the dataclass to the field's type."""
+  kind = _kind(name)
+  if kind is list:
+    if isinstance(value, str):
+      raise errors.HParamTypeError(
+          f'Hparam {name!r} takes a list of strings, got the string '
+          f'{value!r}; pass [{value!r}] or a tuple.')
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(v, str) for v in value):
+      raise errors.HParamTypeError(
+          f'Hparam {name!r} takes a list of strings, got {value!r}.')
+    return tuple(v for v in value if v)
+  if name == 'sparsity_m_by_n':
+    if value is None or value == '':
+      return None
+    if isinstance(value, str):
+      return _parse_m_by_n(value)
+    if (isinstance(value, (tuple, list)) and len(value) == 2 and
+        all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+      return tuple(value)
+    raise errors.HParamTypeError(
+        f'Hparam sparsity_m_by_n takes "N:M" or a pair of ints, got {value!r}.')
+  if kind is bool:
+    if isinstance(value, bool):
+      return value
+  elif kind is int:
+    if isinstance(value, int) and not isinstance(value, bool):
+      return value
+  elif kind is float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+      return float(value)
+  elif isinstance(value, str):
+    return value
+  raise errors.HParamTypeError(
+      f'Hparam {name!r} takes a {kind.__name__}, got {type(value).__name__} '
+      f'{value!r}.')
+
+
+def _parse_m_by_n(raw: str) -> Tuple[int, int]:
+  m = re.fullmatch(r'\s*(\d+)\s*:\s*(\d+)\s*', raw)
+  if not m:
+    raise errors.HParamValueError(
+        f'Hparam sparsity_m_by_n must be N:M with two whole numbers, such as '
+        f'2:4, got {raw!r}.')
+  return (int(m.group(1)), int(m.group(2)))
+
+
+def _split_entry(field: str, entry: str) -> Tuple[str, str]:
+  regex, sep, value = entry.rpartition(':')
+  if not sep or not regex:
+    raise errors.HParamSyntaxError(
+        f'Malformed {field} entry {entry!r}; write regex:value, e.g. '
+        f'{_MAP_EXAMPLE[field]}.')
+  return regex, value.strip()
+
+
+_MAP_EXAMPLE = {
+    'weight_sparsity_map': '[conv1:0.8,.*kernel:0.6]',
+    'block_dims_map': '[dense1:4x4,dense2:1x16]',
+    'map': 'regex:value',
+}
+
+
+def _parse_map_sparsity(entry: str) -> float:
+  value = _split_entry('weight_sparsity_map', entry)[1]
+  try:
+    sparsity = float(value)
+  except ValueError:
+    raise errors.HParamTypeError(
+        f'weight_sparsity_map entry {entry!r} has sparsity {value!r}, which '
+        'is not a number; write regex:0.8.') from None
+  if not 0.0 <= sparsity < 1.0:
+    raise errors.HParamValueError(
+        f'weight_sparsity_map entry {entry!r} has sparsity {sparsity}; it '
+        'must be in [0, 1).')
+  return sparsity
+
+
+def _parse_block_dims(field: str, text: str) -> Tuple[int, int]:
+  value = _split_entry(field, text)[1]
+  m = re.fullmatch(r'(-?\d+)x(-?\d+)', value)
+  if not m:
+    raise errors.HParamValueError(
+        f'{field} entry {text!r} has block {value!r}; write HxW with two '
+        'whole numbers, e.g. 4x4 or 1x-1.')
+  dims = (int(m.group(1)), int(m.group(2)))
+  for d in dims:
+    if d < 1 and d != -1:
+      raise errors.HParamValueError(
+          f'{field} entry {text!r} has block dimension {d}; each dimension '
+          'must be >= 1, or -1 for the whole dimension.')
+  return dims
+
+
+def _check_regex(field: str, regex: str, entry: str):
+  try:
+    re.compile(regex)
+  except re.error as e:
+    raise errors.HParamValueError(
+        f'{field} entry {entry!r} has the regex {regex!r}, which does not '
+        f'compile ({e}); escape special characters with a backslash.') from None
+
+
+def _validate(h: PruningHParams):
+  """Checks contrib's rules and graph_prune's; raises HParamValueError."""
+
+  def fail(name, rule):
+    raise errors.HParamValueError(
+        f'Hparam {name}={_format_value(name, getattr(h, name))} is invalid: '
+        f'{rule}.')
+
+  for field in dataclasses.fields(h):
+    value = getattr(h, field.name)
+    if isinstance(value, float) and not math.isfinite(value):
+      fail(field.name, 'it must be a finite number')
+  if not _NAME_RE.match(h.name):
+    fail('name', 'it must be a non-empty name scope of letters, digits and '
+         '"_.-/" (no commas or brackets)')
+  if h.begin_pruning_step < 0:
+    fail('begin_pruning_step', 'it must be >= 0')
+  if h.end_pruning_step != -1 and h.end_pruning_step < h.begin_pruning_step:
+    fail('end_pruning_step', f'it must be -1 (never stop) or >= '
+         f'begin_pruning_step={h.begin_pruning_step}: the end step is before '
+         'the begin step')
+  if not 0.0 <= h.threshold_decay < 1.0:
+    fail('threshold_decay', 'it must be in [0, 1)')
+  if h.pruning_frequency < 1:
+    fail('pruning_frequency', 'it must be >= 1')
+  if h.nbins < 2:
+    fail('nbins', 'it must be >= 2')
+  for name in ('block_height', 'block_width'):
+    if getattr(h, name) < 1 and getattr(h, name) != -1:
+      fail(name, 'it must be >= 1, or -1 for the whole dimension')
+  for name in ('initial_sparsity', 'target_sparsity'):
+    if not 0.0 <= getattr(h, name) < 1.0:
+      fail(name, 'it must be in [0, 1)')
+  if h.sparsity_function_begin_step < 0:
+    fail('sparsity_function_begin_step', 'it must be >= 0')
+  if h.sparsity_function_end_step <= h.sparsity_function_begin_step:
+    fail('sparsity_function_end_step', 'it must be > '
+         f'sparsity_function_begin_step={h.sparsity_function_begin_step}')
+  if not h.sparsity_function_exponent > 0:
+    fail('sparsity_function_exponent', 'it must be > 0 (1 is linear)')
+  for name, choices in _CHOICES.items():
+    if getattr(h, name) not in choices:
+      fail(name, f'it must be one of {", ".join(choices)}')
+  for entry in h.weight_sparsity_map:
+    _check_regex('weight_sparsity_map', _split_entry(
+        'weight_sparsity_map', entry)[0], entry)
+    _parse_map_sparsity(entry)
+  for entry in h.block_dims_map:
+    _check_regex('block_dims_map', _split_entry('block_dims_map', entry)[0],
+                 entry)
+    _parse_block_dims('block_dims_map', entry)
+  for regex in h.do_not_prune:
+    _check_regex('do_not_prune', regex, regex)
+  for name in _LIST_FIELDS:
+    for entry in getattr(h, name):
+      top = _top_level(entry)
+      if entry != entry.strip() or top is None or ',' in top:
+        fail(name, f'entry {entry!r} must have balanced (), [] and {{}}, and '
+             'no surrounding spaces or commas outside brackets')
+  uses_blocks = (h.block_dims != (1, 1) or any(
+      _parse_block_dims('block_dims_map', e) != (1, 1)
+      for e in h.block_dims_map))
+  if h.granularity == 'unit' and uses_blocks:
+    fail('granularity', 'unit pruning cannot be combined with blocks '
+         '(block_height, block_width, block_dims_map); use one of them')
+  if h.sparsity_m_by_n is not None:
+    n, m = h.sparsity_m_by_n
+    if not 1 <= n < m:
+      fail('sparsity_m_by_n', 'N:M needs 1 <= N < M, e.g. 2:4')
+    conflicts = []
+    if uses_blocks:
+      conflicts.append('blocks')
+    if h.granularity != 'weight':
+      conflicts.append(f'granularity={h.granularity}')
+    if h.pruning_scope != 'layer':
+      conflicts.append(f'pruning_scope={h.pruning_scope}')
+    if h.weight_sparsity_map:
+      conflicts.append('weight_sparsity_map')
+    if conflicts:
+      fail('sparsity_m_by_n', 'N:M sparsity fixes each weight\'s pattern and '
+           f'cannot be combined with {", ".join(conflicts)}; drop one')
+
+
+def _top_level(text: str) -> Optional[str]:
+  """`text` with bracketed and escaped parts removed; None if unbalanced."""
+  out, stack, i = [], [], 0
+  while i < len(text):
+    ch = text[i]
+    if ch == '\\':
+      if i + 1 == len(text):
+        return None  # A trailing backslash would escape the list's ']'.
+      i += 2
+      continue
+    if ch in _OPEN:
+      stack.append(_CLOSE[_OPEN.index(ch)])
+    elif ch in _CLOSE:
+      if not stack or stack.pop() != ch:
+        return None
+    elif not stack:
+      out.append(ch)
+    i += 1
+  return None if stack else ''.join(out)
+
+
+def _match_map(field: str, entries, weight_name: str) -> Optional[str]:
+  matches = [e for e in entries
+             if re.search(_split_entry(field, e)[0], weight_name)]
+  if len(matches) > 1:
+    raise errors.WeightMatchError(
+        f'Weight {weight_name!r} is matched by {len(matches)} entries of '
+        f'{field}: {matches}; make the regexes exclusive (e.g. anchor them '
+        'with ^ and $).')
+  return matches[0] if matches else None
+
+
+def _format_value(name: str, value) -> str:
+  if name in _LIST_FIELDS:
+    return '[' + ','.join(value) + ']'
+  if name == 'sparsity_m_by_n':
+    return '' if value is None else f'{value[0]}:{value[1]}'
+  if isinstance(value, bool):
+    return 'true' if value else 'false'
+  if isinstance(value, float):
+    return repr(value)
+  return str(value)
