@@ -48,3 +48,7 @@ class NoPrunableWeightsError(GraphRewriteError):
 
 class WeightMatchError(HParamsError):
   """Several entries of an hparam map match one weight."""
+
+
+class DataError(GraphPruneError, ValueError):
+  """A dataset file or folder is missing or malformed."""
