@@ -1,0 +1,406 @@
+"""Mask math: from weights and a sparsity to masks and thresholds.
+
+Pure tensor functions, eager or inside `tf.function`, with no state: the
+caller keeps masks and thresholds in variables. Each weight has a static
+`MaskStructure` that says how it is scored:
+
+  * elementwise: score |w| per weight;
+  * blocks (weights that squeeze to rank 2): |w| pooled (AVG or MAX) over
+    blocks of `block_dims`; a whole block is kept or pruned;
+  * unit: the L2 norm of each slice along the last axis (a Dense column, a
+    conv filter); a whole output unit is kept or pruned;
+  * m-by-n: in every M consecutive weights along axis -2 (the input axis of
+    Dense and Conv kernels) keep the N largest |w|.
+
+Scores are then selected: the `round(n * s)` smallest of the n scores are
+pruned (`exact`, ties pruned lowest index first, at least one score always
+survives), or older contrib's histogram CDF cut (`histogram`). The threshold
+of `exact` is the smallest surviving score (contrib's convention); that of
+`histogram` is the cut at or below which scores are pruned.
+"""
+
+import dataclasses
+from typing import List, NamedTuple, Optional, Sequence, Tuple
+
+import tensorflow as tf
+
+from graph_prune import errors
+from graph_prune import hparams as hparams_lib
+from graph_prune import selection
+
+
+class MaskResult(NamedTuple):
+  """A mask in the weight's shape and dtype, and the threshold that made it."""
+  mask: tf.Tensor
+  threshold: tf.Tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskStructure:
+  """How one weight is scored and selected (static, checked when built).
+
+  Attributes:
+    granularity: 'weight' (elementwise or blocks) or 'unit'.
+    block_dims: (height, width) of blocks of the squeezed rank-2 weight; -1
+      is the whole dimension; (1, 1) is elementwise.
+    pooling: 'AVG' or 'MAX' pooling of |w| over a block.
+    m_by_n: None, or (N, M) for N:M sparsity along axis -2.
+    method: 'exact' or 'histogram'.
+    nbins: histogram bins for `method='histogram'`.
+  """
+  granularity: str = 'weight'
+  block_dims: Tuple[int, int] = (1, 1)
+  pooling: str = 'AVG'
+  m_by_n: Optional[Tuple[int, int]] = None
+  method: str = 'exact'
+  nbins: int = 256
+
+  def __post_init__(self):
+    if self.granularity not in ('weight', 'unit'):
+      raise errors.MaskError(
+          f'granularity={self.granularity!r} is not weight or unit.')
+    if self.pooling not in ('AVG', 'MAX'):
+      raise errors.MaskError(f'pooling={self.pooling!r} is not AVG or MAX.')
+    if self.method not in ('exact', 'histogram'):
+      raise errors.MaskError(
+          f'method={self.method!r} is not exact or histogram.')
+    if any(d < 1 and d != -1 for d in self.block_dims):
+      raise errors.MaskError(
+          f'block_dims={self.block_dims} needs dims >= 1 or -1.')
+    if self.granularity == 'unit' and self.uses_blocks:
+      raise errors.MaskError('unit granularity cannot use blocks.')
+
+  @property
+  def uses_blocks(self) -> bool:
+    return tuple(self.block_dims) != (1, 1)
+
+
+def structure_for(shape: Sequence[int], hparams: hparams_lib.PruningHParams,
+                  settings: hparams_lib.WeightSettings,
+                  ) -> Tuple[MaskStructure, str]:
+  """The structure for a weight of `shape` under `hparams`.
+
+  Like contrib, blocks apply only to weights that squeeze to rank 2; any
+  other weight falls back to elementwise, and the returned note says so.
+
+  Args:
+    shape: the weight's static shape (fully defined).
+    hparams: the pruning hparams.
+    settings: the weight's resolved settings (`hparams.weight_settings`).
+
+  Returns:
+    (structure, note): note is '' or a sentence explaining a fallback.
+
+  Raises:
+    MaskError: if the weight cannot be masked as asked (rank < 2 for unit or
+      m-by-n pruning, an unknown dimension).
+  """
+  shape = _static_shape(shape)
+  note = ''
+  block_dims = tuple(settings.block_dims)
+  if block_dims != (1, 1) and len(_squeezed(shape)) != 2:
+    note = (f'blocks {block_dims[0]}x{block_dims[1]} need a weight that '
+            f'squeezes to rank 2, shape {list(shape)} does not; pruned '
+            'elementwise (as contrib did)')
+    block_dims = (1, 1)
+  if hparams.granularity == 'unit' and len(shape) < 2:
+    raise errors.MaskError(
+        f'Unit pruning needs a weight of rank >= 2, got shape {list(shape)}.')
+  if hparams.sparsity_m_by_n is not None and len(shape) < 2:
+    raise errors.MaskError(
+        f'sparsity_m_by_n needs a weight of rank >= 2, got shape '
+        f'{list(shape)}.')
+  structure = MaskStructure(
+      granularity=hparams.granularity,
+      block_dims=block_dims,
+      pooling=hparams.block_pooling_function,
+      m_by_n=hparams.sparsity_m_by_n,
+      method=hparams.threshold_method,
+      nbins=hparams.nbins)
+  return structure, note
+
+
+def _static_shape(shape) -> Tuple[int, ...]:
+  dims = tf.TensorShape(shape)
+  if not dims.is_fully_defined():
+    raise errors.MaskError(
+        f'A weight to prune needs a fully defined shape, got {dims}.')
+  return tuple(dims.as_list())
+
+
+def _squeezed(shape: Sequence[int]) -> Tuple[int, ...]:
+  return tuple(d for d in shape if d != 1)
+
+
+def score_dtype(weight_dtype) -> tf.DType:
+  """The dtype scores and thresholds of a weight are computed in."""
+  weight_dtype = tf.as_dtype(weight_dtype)
+  return tf.float64 if weight_dtype == tf.float64 else tf.float32
+
+
+def scores(weight: tf.Tensor, structure: MaskStructure) -> tf.Tensor:
+  """The score grid of a weight: one score per prunable group.
+
+  Args:
+    weight: the weight tensor (static shape).
+    structure: its `MaskStructure` (not m-by-n).
+
+  Returns:
+    |w| for elementwise (weight's shape); pooled |w| of shape
+    [ceil(H/bh), ceil(W/bw)] for blocks; the L2 norm of each last-axis slice
+    (shape [units]) for unit.
+  """
+  magnitude = tf.abs(tf.cast(weight, score_dtype(weight.dtype)))
+  if structure.granularity == 'unit':
+    flat = tf.reshape(magnitude, [-1, magnitude.shape[-1]])
+    return tf.sqrt(tf.reduce_sum(tf.square(flat), axis=0))
+  if structure.uses_blocks:
+    return _pool_blocks(magnitude, structure)
+  return magnitude
+
+
+def _block_geometry(shape, block_dims):
+  height, width = _squeezed(shape)
+  bh = height if block_dims[0] == -1 else block_dims[0]
+  bw = width if block_dims[1] == -1 else block_dims[1]
+  return height, width, bh, bw
+
+
+def _pool_blocks(magnitude: tf.Tensor, structure: MaskStructure) -> tf.Tensor:
+  """AVG or MAX of |w| over blocks (contrib: pooling, SAME padding)."""
+  height, width, bh, bw = _block_geometry(magnitude.shape, structure.block_dims)
+  rows, cols = -(-height // bh), -(-width // bw)
+  padding = [[0, rows * bh - height], [0, cols * bw - width]]
+  grid = tf.reshape(magnitude, [height, width])
+  padded = tf.reshape(tf.pad(grid, padding), [rows, bh, cols, bw])
+  if structure.pooling == 'MAX':
+    return tf.reduce_max(padded, axis=[1, 3])
+  # SAME-padded average pooling divides by the real (unpadded) element count.
+  ones = tf.pad(tf.ones_like(grid), padding)
+  counts = tf.reduce_sum(tf.reshape(ones, [rows, bh, cols, bw]), axis=[1, 3])
+  return tf.reduce_sum(padded, axis=[1, 3]) / counts
+
+
+def expand(keep: tf.Tensor, structure: MaskStructure, weight_shape,
+           dtype) -> tf.Tensor:
+  """Expands a keep-grid of scores back to a mask of the weight's shape.
+
+  Args:
+    keep: bool tensor in the shape `scores` returned.
+    structure: the weight's `MaskStructure`.
+    weight_shape: the weight's static shape.
+    dtype: the mask's dtype (the weight's).
+
+  Returns:
+    A 0/1 mask of `weight_shape` and `dtype`.
+  """
+  weight_shape = _static_shape(weight_shape)
+  keep = tf.cast(keep, dtype)
+  if structure.granularity == 'unit':
+    return tf.broadcast_to(keep, weight_shape)
+  if structure.uses_blocks:
+    height, width, bh, bw = _block_geometry(weight_shape, structure.block_dims)
+    full = tf.repeat(tf.repeat(keep, bh, axis=0), bw, axis=1)
+    return tf.reshape(full[:height, :width], weight_shape)
+  return tf.reshape(keep, weight_shape)
+
+
+def num_to_prune(num_scores, sparsity) -> tf.Tensor:
+  """How many of `num_scores` to prune at `sparsity`: n - max(1, round(n(1-s))).
+
+  At least one score survives, so a sparsity close to 1 never empties a
+  weight; sparsity 0 prunes none. Rounding is half-to-even (as tf.round and
+  np.round).
+  """
+  n = tf.cast(num_scores, tf.float64)
+  keep = tf.maximum(tf.round(n * (1.0 - tf.cast(sparsity, tf.float64))), 1.0)
+  keep = tf.minimum(keep, n)
+  return tf.cast(n - keep, tf.int32)
+
+
+def select(flat_scores: tf.Tensor, sparsity, structure: MaskStructure,
+           previous_threshold=None,
+           threshold_decay: float = 0.0) -> Tuple[tf.Tensor, tf.Tensor]:
+  """Chooses the scores to keep at `sparsity`.
+
+  With `threshold_decay` d > 0 the threshold is smoothed as contrib did,
+  t = (1 - d) * t_now + d * previous_threshold, and the mask follows the
+  smoothed threshold (`exact`: keep scores >= t; `histogram`: keep > t); the
+  largest score always survives.
+
+  Args:
+    flat_scores: 1-D scores (>= 0).
+    sparsity: the fraction to prune (float or scalar tensor) in [0, 1].
+    structure: gives the method and nbins.
+    previous_threshold: the previous threshold, used when decay > 0.
+    threshold_decay: d in [0, 1), static.
+
+  Returns:
+    (keep, threshold): bool [n] and a scalar in the scores' dtype.
+  """
+  if structure.method == 'histogram':
+    keep, threshold = selection.histogram_prune(
+        flat_scores, tf.cast(sparsity, flat_scores.dtype), structure.nbins)
+  else:
+    keep, threshold = selection.prune_smallest(
+        flat_scores, num_to_prune(tf.size(flat_scores), sparsity))
+  if not threshold_decay:
+    return keep, threshold
+  previous = (tf.zeros_like(threshold) if previous_threshold is None
+              else tf.cast(previous_threshold, threshold.dtype))
+  smoothed = (1.0 - threshold_decay) * threshold + threshold_decay * previous
+  if structure.method == 'histogram':
+    smoothed_keep = flat_scores > smoothed
+  else:
+    smoothed_keep = flat_scores >= smoothed
+  smoothed_keep = tf.logical_or(
+      smoothed_keep,
+      tf.equal(tf.range(tf.size(flat_scores)),
+               tf.cast(tf.argmax(flat_scores), tf.int32)))
+  keep = tf.cond(tf.equal(smoothed, threshold), lambda: keep,
+                 lambda: smoothed_keep)
+  return keep, smoothed
+
+
+def m_by_n_mask(weight: tf.Tensor, n: int, m: int) -> tf.Tensor:
+  """Keeps the n largest |w| in every m consecutive weights along axis -2.
+
+  A last group shorter than m (when the axis is not a multiple of m) also
+  keeps at most n. Ties keep the lower index.
+
+  Args:
+    weight: a weight of rank >= 2 and static shape.
+    n: weights kept per group.
+    m: group length.
+
+  Returns:
+    A 0/1 mask of the weight's shape and dtype.
+  """
+  shape = _static_shape(weight.shape)
+  rank = len(shape)
+  axis = rank - 2
+  perm = [i for i in range(rank) if i != axis] + [axis]
+  inverse = [perm.index(i) for i in range(rank)]
+  magnitude = tf.transpose(
+      tf.abs(tf.cast(weight, score_dtype(weight.dtype))), perm)
+  channels = shape[axis]
+  groups = -(-channels // m)
+  pad = [[0, 0]] * (rank - 1) + [[0, groups * m - channels]]
+  # Padding scores -1 lose to every real |w| >= 0, so a short group keeps
+  # its own n largest.
+  padded = tf.pad(magnitude, pad, constant_values=-1.0)
+  grouped = tf.reshape(padded, [-1, groups, m])
+  _, top = tf.math.top_k(grouped, k=n, sorted=False)
+  keep = tf.reduce_max(tf.one_hot(top, m, dtype=weight.dtype), axis=-2)
+  keep = tf.reshape(keep, magnitude.shape[:-1].as_list() + [groups * m])
+  keep = keep[..., :channels]
+  return tf.transpose(keep, inverse)
+
+
+def _check_finite(weight: tf.Tensor, name: Optional[str]) -> tf.Tensor:
+  label = f'weight {name!r}' if name else 'the weight'
+  return tf.debugging.check_numerics(
+      weight,
+      f'graph_prune: {label} holds NaN or Inf, so its pruning mask cannot be '
+      'computed; training has diverged (lower the learning rate or clip '
+      'gradients) or the weight was loaded wrong')
+
+
+def compute_mask(weight: tf.Tensor, sparsity, structure: MaskStructure,
+                 previous_threshold=None, threshold_decay: float = 0.0,
+                 name: Optional[str] = None) -> MaskResult:
+  """The mask of one weight at `sparsity` (layer scope).
+
+  Args:
+    weight: the weight tensor (static shape, floating dtype).
+    sparsity: fraction of scores to prune, float or scalar tensor.
+    structure: the weight's `MaskStructure`.
+    previous_threshold: the last threshold, for `threshold_decay`.
+    threshold_decay: contrib's threshold EMA factor, static.
+    name: the weight's name, for error messages.
+
+  Returns:
+    `MaskResult(mask, threshold)`; m-by-n masks have threshold 0.
+
+  Raises:
+    tf.errors.InvalidArgumentError: at run time, if the weight holds NaN or
+      Inf (the message names the weight).
+  """
+  weight = _check_finite(tf.convert_to_tensor(weight), name)
+  if structure.m_by_n is not None:
+    mask = m_by_n_mask(weight, *structure.m_by_n)
+    return MaskResult(mask, tf.zeros([], score_dtype(weight.dtype)))
+  grid = scores(weight, structure)
+  keep, threshold = select(tf.reshape(grid, [-1]), sparsity, structure,
+                           previous_threshold, threshold_decay)
+  keep = tf.reshape(keep, tf.shape(grid))
+  return MaskResult(expand(keep, structure, weight.shape, weight.dtype),
+                    threshold)
+
+
+def compute_global_masks(weights: Sequence[tf.Tensor], sparsity,
+                         structures: Sequence[MaskStructure],
+                         previous_threshold=None,
+                         threshold_decay: float = 0.0,
+                         names: Optional[Sequence[str]] = None,
+                         ) -> Tuple[List[tf.Tensor], tf.Tensor]:
+  """Masks of several weights from one threshold over all their scores.
+
+  The scores of every weight are pooled together and `round(n * s)` of all n
+  are pruned, so weights end with different sparsities that add up to `s`.
+
+  Args:
+    weights: the weights (static shapes).
+    sparsity: fraction of all scores to prune.
+    structures: one `MaskStructure` per weight; all must share method and
+      nbins, and none may be m-by-n.
+    previous_threshold: the last shared threshold, for `threshold_decay`.
+    threshold_decay: contrib's threshold EMA factor, static.
+    names: the weights' names, for error messages.
+
+  Returns:
+    (masks, threshold): a mask per weight and the shared threshold.
+  """
+  if not weights:
+    raise errors.MaskError('Global pruning needs at least one weight.')
+  if len(structures) != len(weights):
+    raise errors.MaskError(
+        f'Got {len(weights)} weights but {len(structures)} structures.')
+  if any(s.m_by_n is not None for s in structures):
+    raise errors.MaskError('m-by-n sparsity cannot be pruned globally.')
+  methods = {(s.method, s.nbins) for s in structures}
+  if len(methods) != 1:
+    raise errors.MaskError(
+        f'Global pruning needs one threshold method, got {sorted(methods)}.')
+  names = list(names) if names is not None else [None] * len(weights)
+  dtype = (tf.float64 if any(score_dtype(w.dtype) == tf.float64
+                             for w in weights) else tf.float32)
+  grids, flats = [], []
+  for weight, structure, name in zip(weights, structures, names):
+    weight = _check_finite(tf.convert_to_tensor(weight), name)
+    grid = scores(weight, structure)
+    grids.append(grid)
+    flats.append(tf.cast(tf.reshape(grid, [-1]), dtype))
+  keep, threshold = select(tf.concat(flats, 0), sparsity, structures[0],
+                           previous_threshold, threshold_decay)
+  sizes = [int(g.shape.num_elements()) for g in grids]
+  masks = []
+  for part, grid, structure, weight in zip(
+      tf.split(keep, sizes), grids, structures, weights):
+    masks.append(expand(tf.reshape(part, tf.shape(grid)), structure,
+                        weight.shape, weight.dtype))
+  return masks, threshold
+
+
+def elementwise_mask(weight: tf.Tensor, sparsity, method: str = 'exact',
+                     nbins: int = 256) -> MaskResult:
+  """Shortcut: the elementwise mask of one weight (what benchmarks time)."""
+  return compute_mask(weight, sparsity,
+                      MaskStructure(method=method, nbins=nbins))
+
+
+def mask_sparsity(mask: tf.Tensor) -> tf.Tensor:
+  """Fraction of zeros in a mask, as float32."""
+  mask = tf.convert_to_tensor(mask)
+  zeros = tf.reduce_sum(tf.cast(tf.equal(mask, 0), tf.float32))
+  return zeros / tf.cast(tf.size(mask), tf.float32)

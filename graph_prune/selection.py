@@ -1,0 +1,509 @@
+"""Exact, sort-free selection of the smallest scores: the kernel of every mask update.
+
+`prune_smallest(scores, num_prune)` returns a keep mask with exactly `num_prune`
+False entries: the `num_prune` smallest scores, ties broken towards the lower
+flat index, i.e. the pruned set is `np.argsort(scores, kind='stable')[:num_prune]`.
+`histogram_prune(scores, sparsity, nbins)` is older contrib's histogram method.
+
+Why not sort: tfmot and contrib sort every weight (`top_k` with k = size) at each
+update, 2.7 s for a 4096x4096 weight. We only need one order statistic, so this
+module selects it:
+
+1. Non-negative float32 values bitcast to int32 keep their order, so all the work
+   is done on int32 bits. That also makes it exact for denormals: TF's CPU kernels
+   run with denormals-are-zero, so float compares (and `tf.sort`) treat 1e-45 as 0.
+2. A strided sample of ~2**18 scores gives a narrow bracket [lo, hi] of bit
+   patterns that holds the cut with overwhelming probability. Two full passes
+   (`bits < lo`, `bits <= hi`) count the scores below the bracket and verify it.
+3. The few candidates inside the bracket are gathered with a word trick (see
+   `_nonzero_indices`) and the exact cut is found among them with a two-level
+   radix select (`tf.raw_ops.Bincount` over 16-bit digits).
+4. If the sample misled us (the check in step 2 failed), a full 16-bit histogram
+   of all scores gives an exact bracket instead (`_bucket_bracket`), so the
+   result never depends on the sample; only the speed does.
+
+Every pass over the full tensor writes at most one byte per score. On CPU, TF
+elementwise ops that write a fresh int32/float32 tensor are dominated by page
+faults of the new buffer (~100 ms for 67M values with the default allocator), so
+the design avoids them. See bench/mask_update.py for timings.
+"""
+
+import tensorflow as tf
+
+__all__ = ['prune_smallest', 'histogram_threshold', 'histogram_prune']
+
+# Clears the sign bit of float32 / float64 bit patterns.
+_SIGN_MASK_32 = 0x7FFFFFFF
+_SIGN_MASK_64 = 0x7FFFFFFFFFFFFFFF
+# Digits of the radix select: 15 high bits (the sign bit is clear) then 16 low.
+_HIGH_BINS = 1 << 15
+_LOW_BINS = 1 << 16
+# Sample size and precision of the sampled bracket. A bigger sample narrows the
+# bracket (fewer candidates to gather) but costs more to histogram; 2**18 was
+# the best trade-off measured on 8192x8192 weights (see the module docstring of
+# bench/mask_update.py). The sample histogram uses 2**(31 - _SAMPLE_SHIFT) bins.
+_SAMPLE_SIZE = 1 << 20
+_SAMPLE_SHIFT = 14
+# Half-width of the bracket in standard deviations of a sample quantile, plus a
+# constant that covers extreme quantiles where the deviation vanishes. With 5
+# deviations a random sample misses with probability < 1e-6; a miss costs one
+# extra pass, never a wrong answer.
+_BRACKET_SIGMAS = 4.0
+_BRACKET_SLACK = 16.0
+# Below this many scores the sampled bracket does not pay for itself.
+_SMALL_SIZE = 1 << 16
+# Full passes group scores in rows of this many bytes, see `_split_rows`.
+_ROW = 64
+
+
+def prune_smallest(scores, num_prune):
+  """Marks the `num_prune` smallest scores for pruning, exactly.
+
+  Ties are broken deterministically: among equal scores the one with the lower
+  flat index is pruned first, so the pruned set equals NumPy's
+  `np.argsort(scores, kind='stable')[:num_prune]`. Scores are compared on their
+  bit patterns, which is exact for denormals, infinities and NaN (NaN ranks
+  above +inf, as in NumPy). The sign bit is ignored, so -0.0 ties with 0.0.
+
+  Example: `prune_smallest([3., 1., 2., 1.], 2)` returns
+  `keep = [True, False, True, False]` and `threshold = 2.0`.
+
+  Works eagerly and inside `tf.function`, with `num_prune` a tensor. float16 and
+  bfloat16 are selected exactly in float32; float64 takes a slower path that
+  sorts.
+
+  Args:
+    scores: 1-D float tensor (float16, bfloat16, float32 or float64) of scores
+      >= 0, e.g. magnitudes, pooled magnitudes or L2 norms.
+    num_prune: int scalar (Python or tensor) in [0, n - 1], the number of scores
+      to prune; at least one score survives. A tensor outside that range is
+      clipped into it.
+
+  Returns:
+    `(keep, threshold)`: `keep` is a bool tensor of shape [n] with exactly
+    `num_prune` False entries; `threshold` is the smallest surviving score (a
+    scalar of the dtype of `scores`), so every score > threshold survives, every
+    score < threshold is pruned, and scores equal to it are pruned in index
+    order. With `num_prune == 0`, `threshold` is the smallest score.
+
+  Raises:
+    ValueError: if `scores` is not a non-empty 1-D float tensor, or a static
+      `num_prune` is outside [0, n - 1].
+  """
+  scores = tf.convert_to_tensor(scores)
+  num_prune = _checked_num_prune(scores, num_prune)
+  if scores.dtype == tf.float64:
+    return _prune_smallest_by_sorting(scores, num_prune)
+  bits, threshold_bits, pruned_ties = _select_bits(_float32_bits(scores),
+                                                  num_prune)
+  keep = tf.greater_equal(bits, threshold_bits)
+  # TensorScatterUpdate copies its input on CPU, so only scatter when some
+  # scores equal to the threshold must be pruned.
+  keep = tf.cond(tf.size(pruned_ties) > 0,
+                 lambda: _set_false(keep, pruned_ties),
+                 lambda: keep)
+  threshold = tf.bitcast(threshold_bits, tf.float32)
+  return keep, tf.cast(threshold, scores.dtype)
+
+
+def histogram_threshold(scores, sparsity, nbins=256):
+  """The threshold of older contrib's histogram method, computed exactly.
+
+  The formula, with n scores and m = max(scores):
+
+  1. bin(x) = min(floor(x / (m / nbins)), nbins - 1), in float64 arithmetic on
+     the float32 value, exactly as `tf.histogram_fixed_width(scores, [0, m],
+     nbins)` assigns bins;
+  2. cdf[i] = number of scores with bin <= i, and norm_cdf = cdf / n (float64);
+  3. j = number of bins i with norm_cdf[i] < sparsity;
+  4. threshold = float32(j / nbins) * m (float32 arithmetic, as contrib).
+
+  `histogram_prune` then prunes the scores <= threshold (contrib compared with
+  `greater`), except when j == 0, which prunes nothing (so sparsity 0 keeps
+  zeros), and it never prunes the maximum.
+
+  The histogram is never built: j is the bin of the score of rank r - 1, where r
+  is the smallest count with r / n >= sparsity, and that score is found with the
+  same exact selection as `prune_smallest`. This equals the histogram formula
+  (tests compare with a NumPy implementation of it) and avoids
+  `tf.histogram_fixed_width`, which takes ~0.4 s for 67M scores on CPU.
+
+  Args:
+    scores: 1-D float tensor of scores >= 0 (any float dtype; float64 scores are
+      rounded to float32, the precision of contrib's histogram).
+    sparsity: float scalar (Python or tensor) in [0, 1).
+    nbins: Python int >= 1, the number of histogram bins.
+
+  Returns:
+    The float32 threshold: 0 exactly when j == 0 (nothing to prune), which
+    includes sparsity 0 and all scores 0.
+
+  Raises:
+    ValueError: if `scores` is not a non-empty 1-D float tensor or `nbins` < 1.
+  """
+  scores = tf.convert_to_tensor(scores)
+  _check_scores(scores)
+  if not isinstance(nbins, int) or nbins < 1:
+    raise ValueError(f'nbins must be an int >= 1, got {nbins!r}.')
+  return _histogram_threshold_bits(_float32_bits(scores), sparsity, nbins)[0]
+
+
+def histogram_prune(scores, sparsity, nbins=256):
+  """Prunes the scores <= `histogram_threshold(scores, sparsity, nbins)`.
+
+  Nothing is pruned when no bin lies below the sparsity (j == 0, e.g. sparsity
+  0) or when all scores are 0, and the maximum score always survives, so the
+  result never prunes every score. Unlike `prune_smallest`, the number pruned is
+  only approximately sparsity * n: whole bins are pruned at once.
+
+  Args:
+    scores: 1-D float tensor of scores >= 0.
+    sparsity: float scalar (Python or tensor) in [0, 1).
+    nbins: Python int >= 1, the number of histogram bins.
+
+  Returns:
+    `(keep, threshold)`: a bool tensor of the shape of `scores` and the float32
+    threshold of `histogram_threshold`.
+
+  Raises:
+    ValueError: if `scores` is not a non-empty 1-D float tensor or `nbins` < 1.
+  """
+  scores = tf.convert_to_tensor(scores)
+  _check_scores(scores)
+  if not isinstance(nbins, int) or nbins < 1:
+    raise ValueError(f'nbins must be an int >= 1, got {nbins!r}.')
+  bits, threshold, cut_bits = _histogram_threshold_bits(
+      _float32_bits(scores), sparsity, nbins)
+  return tf.greater(bits, cut_bits), threshold
+
+
+# Argument checks (static: they run when the function is traced).
+
+
+def _check_scores(scores):
+  if not scores.dtype.is_floating:
+    raise ValueError(
+        f'scores must be a float tensor, got dtype {scores.dtype.name}; '
+        'cast it to float32.')
+  if scores.shape.rank != 1:
+    raise ValueError(
+        f'scores must be 1-D, got shape {scores.shape}; flatten it with '
+        'tf.reshape(scores, [-1]).')
+  if scores.shape[0] == 0:
+    raise ValueError('scores must not be empty; there is nothing to prune.')
+
+
+def _checked_num_prune(scores, num_prune):
+  """Checks a static `num_prune`, clips a dynamic one; returns an int32 scalar."""
+  _check_scores(scores)
+  n = scores.shape[0]
+  static = tf.get_static_value(num_prune)
+  if static is not None and n is not None and not 0 <= int(static) < n:
+    raise ValueError(
+        f'num_prune must be in [0, {n - 1}] for {n} scores, got {int(static)}; '
+        'at least one score must survive.')
+  num_prune = tf.cast(num_prune, tf.int32)
+  if num_prune.shape.rank != 0:
+    raise ValueError(f'num_prune must be a scalar, got shape {num_prune.shape}.')
+  return tf.clip_by_value(num_prune, 0, tf.size(scores) - 1)
+
+
+# Bit patterns.
+
+
+def _float32_bits(scores):
+  """Returns the float32 bit patterns of `scores` as int32.
+
+  float16 and bfloat16 convert to float32 exactly; float64 (histogram method
+  only) is rounded. Patterns with the sign bit set (-0.0, negative scores) are
+  negative int32: `_select_bits` detects them without an extra pass.
+  """
+  if scores.dtype != tf.float32:
+    scores = tf.cast(scores, tf.float32)
+  return tf.bitcast(scores, tf.int32)
+
+
+def _canonical(bits):
+  """Clears the sign bits: orders scores by magnitude, -0.0 equal to 0.0."""
+  return tf.bitwise.bitwise_and(bits, _SIGN_MASK_32)
+
+
+def _set_false(keep, indices):
+  """Returns `keep` with the flat int64 `indices` set to False."""
+  return tf.tensor_scatter_nd_update(
+      keep, indices[:, tf.newaxis], tf.zeros_like(indices, dtype=tf.bool))
+
+
+# Full passes over the scores.
+
+
+def _split_rows(x):
+  """Splits a 1-D tensor into `[rows, _ROW]` (a view) and the < _ROW tail.
+
+  Ops over `[rows, _ROW]` stay vectorized, and a prefix of a whole number of
+  64-byte rows is a zero-copy slice in TF.
+  """
+  n = tf.size(x)
+  head = n - n % _ROW
+  rows = tf.reshape(tf.slice(x, [0], [head]), [-1, _ROW])
+  return rows, tf.slice(x, [head], [n - head])
+
+
+def _count_nonzero_u8(flags):
+  """Counts the ones of a 0/1 uint8 tensor [n] with one vectorized pass.
+
+  Sums of 64 ones fit a uint8, so the wide reduction stays in uint8 and only
+  n / 64 partial sums are widened; `tf.math.count_nonzero` would first write an
+  int64 copy of the whole tensor.
+  """
+  rows, tail = _split_rows(flags)
+  partial = tf.cast(tf.reduce_sum(rows, axis=1), tf.int32)
+  return tf.reduce_sum(partial) + tf.reduce_sum(tf.cast(tail, tf.int32))
+
+
+def _words(flags):
+  """Views the 0/1 uint8 `flags` of `_split_rows`' head as uint64 words of 8.
+
+  A word is non-zero iff one of its 8 scores is flagged, so `tf.where` over the
+  words scans 8 times fewer elements (it is serial: ~47 ms over 67M bools, however
+  few are set), and words combine with one uint64 op per 8 flags.
+  """
+  rows, _ = _split_rows(flags)
+  return tf.bitcast(tf.reshape(rows, [-1, 8]), tf.uint64)
+
+
+def _gather_range(bits, words, lo, hi):
+  """Returns the flat int64 indices and the values of the bits in [lo, hi].
+
+  Only the 8-score words flagged in `words` are gathered (one cache miss each),
+  then filtered by value, so the flags need not be gathered too; the short tail
+  after `_split_rows`' head is filtered directly. Indices come out increasing,
+  which the tie-break relies on.
+
+  Args:
+    bits: int32 [n].
+    words: uint64 [head / 8] from `_words`, non-zero at least where a word holds
+      a value in [lo, hi].
+    lo: int32 scalar.
+    hi: int32 scalar.
+
+  Returns:
+    `(indices, values, signed)`: int64 [c], int32 [c], and whether a gathered
+    value has its sign bit set.
+  """
+  rows, tail = _split_rows(bits)
+  word_index = tf.where(words)[:, 0]
+  values = tf.gather(tf.reshape(rows, [-1, 8]), word_index)
+  positions = word_index[:, tf.newaxis] * 8 + tf.range(8, dtype=tf.int64)
+  head = tf.cast(tf.size(rows), tf.int64)
+  values = tf.concat([tf.reshape(values, [-1]), tail], axis=0)
+  positions = tf.concat(
+      [tf.reshape(positions, [-1]),
+       head + tf.range(tf.size(tail, out_type=tf.int64))], axis=0)
+  inside = tf.where(tf.logical_and(values >= lo, values <= hi))[:, 0]
+  signed = tf.reduce_any(values < 0)
+  return tf.gather(positions, inside), tf.gather(values, inside), signed
+
+
+# Selection.
+
+
+def _select_bits(bits, k):
+  """Finds the bits of the score of stable rank k and the ties pruned before it.
+
+  Args:
+    bits: int32 [n] float32 bit patterns, possibly with sign bits set.
+    k: int32 scalar in [0, n - 1].
+
+  Returns:
+    `(bits, threshold_bits, pruned_ties)`: `bits` with the sign bits cleared
+    (the input itself when none was set), the k-th smallest of them (0-based),
+    and the int64 flat indices of the scores equal to it that rank below k,
+    i.e. that must be pruned although they equal the threshold.
+  """
+  n = bits.shape[0]
+  if n is not None and n <= _SMALL_SIZE:
+    # Every score is a candidate.
+    bits = _canonical(bits)
+    num_below = tf.constant(0, tf.int32)
+    indices = tf.range(n, dtype=tf.int64)
+    candidates = bits
+  else:
+    bits, num_below, indices, candidates = _candidates(bits, k)
+  k_in = k - num_below
+  threshold_bits, num_less = _radix_select(candidates, k_in)
+  ties = tf.boolean_mask(indices, tf.equal(candidates, threshold_bits))
+  return bits, threshold_bits, ties[:k_in - num_less]
+
+
+def _candidates(bits, k):
+  """Gathers the scores inside a range of bit patterns that holds rank k.
+
+  The range comes from a sample; two full passes count the scores below it and
+  flag the 8-score words that hold candidates. If the count shows the range
+  misses rank k, or a sign bit is set, an exact histogram of the (cleared) bits
+  gives the range instead.
+
+  `below` compares as uint32 and `upto` as int32, so a pattern with the sign bit
+  set is in `upto` but not in `below`: its word is flagged like a candidate's,
+  and the gathered values reveal it for free.
+
+  Returns:
+    `(bits, num_below, indices, values)`: the bits with sign bits cleared, the
+    number of scores below the range, and the int64 flat indices (increasing)
+    and int32 values of the scores inside it.
+  """
+  lo, hi = _sample_bracket(bits, k)
+  below = tf.cast(
+      tf.less(tf.bitcast(bits, tf.uint32), tf.bitcast(lo, tf.uint32)), tf.uint8)
+  upto = tf.cast(tf.less_equal(bits, hi), tf.uint8)
+  num_upto = _count_nonzero_u8(upto)
+  # below is a subset of upto, so XOR flags the words holding candidates.
+  words = tf.bitwise.bitwise_xor(_words(upto), _words(below))
+  indices, values, signed = _gather_range(bits, words, lo, hi)
+  num_below = num_upto - tf.size(values)
+  hit = tf.logical_and(num_below <= k, k < num_upto)
+  return tf.cond(tf.logical_and(hit, tf.logical_not(signed)),
+                 lambda: (bits, num_below, indices, values),
+                 lambda: _bucket_candidates(_canonical(bits), k))
+
+
+def _sample_bracket(bits, k):
+  """Guesses bit patterns [lo, hi] holding rank k from a strided sample.
+
+  The stride is odd so that it does not align with power-of-two row lengths;
+  a sample that is still unrepresentative only costs the fallback pass.
+  """
+  n = tf.size(bits)
+  stride = tf.maximum(n // _SAMPLE_SIZE, 1) // 2 * 2 + 1
+  sample = _canonical(tf.strided_slice(bits, [0], [n], [stride]))
+  m = tf.cast(tf.size(sample), tf.float64)
+  q = tf.cast(k, tf.float64) / tf.cast(n, tf.float64)
+  spread = _BRACKET_SIGMAS * tf.sqrt(m * q * (1.0 - q)) + _BRACKET_SLACK
+  rank_lo = tf.cast(tf.floor(q * m - spread), tf.int32)
+  rank_hi = tf.cast(tf.math.ceil(q * m + spread), tf.int32)
+  num_bins = 1 << (31 - _SAMPLE_SHIFT)
+  counts = _bincount(tf.bitwise.right_shift(sample, _SAMPLE_SHIFT), num_bins)
+  cumulative = tf.cumsum(counts)
+  # Bin holding sample rank r = number of bins whose cumulative count is <= r.
+  bin_lo = _count_true(cumulative <= rank_lo)
+  bin_hi = _count_true(cumulative <= rank_hi)
+  lo = tf.where(rank_lo < 0, 0, bin_lo * (1 << _SAMPLE_SHIFT))
+  hi = tf.where(rank_hi >= tf.size(sample), _SIGN_MASK_32,
+                bin_hi * (1 << _SAMPLE_SHIFT) + ((1 << _SAMPLE_SHIFT) - 1))
+  return lo, hi
+
+
+def _bucket_candidates(bits, k):
+  """Exact fallback: the 16-bit bucket of rank k, from a histogram of all bits.
+
+  Args:
+    bits: int32 [n] >= 0.
+    k: int32 scalar in [0, n - 1].
+
+  Returns:
+    Like `_candidates`.
+  """
+  high = tf.bitwise.right_shift(bits, 16)
+  bucket, num_below = _locate(_bincount(high, _HIGH_BINS), k)
+  words = _words(tf.cast(tf.equal(high, bucket), tf.uint8))
+  lo = bucket * _LOW_BINS
+  indices, values, _ = _gather_range(bits, words, lo, lo + (_LOW_BINS - 1))
+  return bits, num_below, indices, values
+
+
+def _radix_select(values, k):
+  """Exact k-th smallest of non-negative int32 `values`, with two histograms.
+
+  Args:
+    values: int32 [c] >= 0.
+    k: int32 scalar in [0, c - 1].
+
+  Returns:
+    `(kth, num_less)`: the k-th smallest value (0-based) and how many values are
+    strictly smaller than it.
+  """
+  high = tf.bitwise.right_shift(values, 16)
+  bucket, below_bucket = _locate(_bincount(high, _HIGH_BINS), k)
+  low = tf.boolean_mask(tf.bitwise.bitwise_and(values, _LOW_BINS - 1),
+                        tf.equal(high, bucket))
+  digit, below_digit = _locate(_bincount(low, _LOW_BINS), k - below_bucket)
+  return bucket * _LOW_BINS + digit, below_bucket + below_digit
+
+
+def _locate(counts, k):
+  """Returns the bin holding rank k of a histogram, and the count below it."""
+  cumulative = tf.cumsum(counts)
+  index = _count_true(cumulative <= k)
+  return index, cumulative[index] - counts[index]
+
+
+def _bincount(values, size):
+  """Counts non-negative int32 `values` < size into `size` int32 bins.
+
+  Calls the raw op: `tf.math.bincount` adds a `reduce_max` pass over `values`.
+  """
+  return tf.raw_ops.Bincount(
+      arr=values, size=size, weights=tf.constant([], tf.int32))
+
+
+def _count_true(condition):
+  return tf.reduce_sum(tf.cast(condition, tf.int32))
+
+
+def _prune_smallest_by_sorting(scores, k):
+  """float64 path: a stable sort of the magnitude bits (int64, exact)."""
+  bits = tf.bitwise.bitwise_and(tf.bitcast(scores, tf.int64), _SIGN_MASK_64)
+  order = tf.argsort(bits, stable=True)
+  keep = _set_false(tf.ones_like(bits, dtype=tf.bool),
+                    tf.cast(order[:k], tf.int64))
+  threshold = tf.bitcast(tf.gather(bits, order[k]), tf.float64)
+  return keep, threshold
+
+
+# Histogram method.
+
+
+def _histogram_threshold_bits(bits, sparsity, nbins):
+  """The histogram method on float32 bit patterns.
+
+  Returns:
+    `(bits, threshold, cut_bits)`: `bits` with sign bits cleared, the float32
+    threshold, and the int32 pattern such that scores whose bits are <= it are
+    pruned (-1 when nothing is).
+  """
+  n = tf.size(bits)
+  sparsity = tf.cast(sparsity, tf.float64)
+  rank = _first_count_reaching(sparsity, n)
+  # j is the bin of the score of rank `rank - 1`; a rank of 0 means that no bin
+  # is below the sparsity, a rank > n that all are (only if sparsity > 1).
+  bits, kth_bits, _ = _select_bits(bits, tf.clip_by_value(rank - 1, 0, n - 1))
+  max_bits = tf.reduce_max(bits)
+  max_value = tf.bitcast(max_bits, tf.float32)
+  step = tf.cast(max_value, tf.float64) / nbins
+  kth = tf.cast(tf.bitcast(kth_bits, tf.float32), tf.float64)
+  kth_bin = tf.minimum(tf.cast(kth / step, tf.int32), nbins - 1)
+  j = tf.where(rank < 1, 0, tf.where(rank > n, nbins, kth_bin))
+  j = tf.where(max_bits > 0, j, 0)  # All zeros: nothing to separate.
+  threshold = tf.cast(j, tf.float32) / float(nbins) * max_value
+  # Scores <= threshold are pruned; never the maximum, nothing when j == 0.
+  cut_bits = tf.minimum(tf.bitcast(threshold, tf.int32), max_bits - 1)
+  cut_bits = tf.where(j > 0, cut_bits, -1)
+  return bits, threshold, cut_bits
+
+
+def _first_count_reaching(sparsity, n):
+  """Smallest integer r in [0, n + 1] with r / n >= sparsity (float64), n + 1 if none.
+
+  `cdf / n < sparsity` holds exactly for the counts cdf < r, because float64
+  division by n is monotone. ceil(sparsity * n) is off by at most one.
+  """
+  n64 = tf.cast(n, tf.float64)
+  guess = tf.cast(tf.clip_by_value(tf.math.ceil(sparsity * n64), 0.0, n64 + 1.0),
+                  tf.int32)
+  candidates = guess + tf.constant([-1, 0, 1])
+  reaches = tf.logical_and(
+      tf.cast(candidates, tf.float64) / n64 >= sparsity, candidates >= 0)
+  reaches = tf.logical_or(reaches, candidates > n)
+  return tf.reduce_min(tf.where(reaches, candidates, n + 1))
+
