@@ -9,6 +9,9 @@ from graph_prune.errors import UntraceableError
 from graph_prune.errors import WeightMatchError
 from graph_prune.hparams import parse_hparams
 from graph_prune.hparams import PruningHParams
+from graph_prune.pruned import apply_pruning
+from graph_prune.pruned import PrunedModel
+from graph_prune.pruned import Sparsity
 
 __all__ = [
     'GraphPruneError',
@@ -16,8 +19,11 @@ __all__ = [
     'HParamsError',
     'MaskError',
     'NoPrunableWeightsError',
+    'PrunedModel',
     'PruningHParams',
+    'Sparsity',
     'UntraceableError',
     'WeightMatchError',
+    'apply_pruning',
     'parse_hparams',
 ]

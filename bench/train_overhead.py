@@ -1,0 +1,135 @@
+"""Benchmark: training-step cost of pruning, and the cost of apply_pruning.
+
+Usage:
+  python bench/train_overhead.py [--steps=N] [--repeats=R] [--skip_resnet]
+
+For a 784-1000-1000-500-200-10 ReLU MLP and a 784-4096-4096-4096-10 MLP at
+batch 256, times one training step (forward, backward, Adam) of the dense
+model and of the pruned model with the mask update called every step at
+pruning_frequency 1, 10 and 100, interleaving the variants so that machine
+noise hits them alike, and prints the ratios to dense. Then times
+`apply_pruning` on Keras ResNet50 (weights=None) against tracing the same
+model. Writes bench/results/train_overhead.json.
+"""
+
+import json
+import os
+import time
+
+from absl import app
+from absl import flags
+import keras
+import numpy as np
+import tensorflow as tf
+
+import graph_prune
+
+_STEPS = flags.DEFINE_integer('steps', 30, 'Timed steps per variant and round.')
+_REPEATS = flags.DEFINE_integer('repeats', 5, 'Interleaved rounds.')
+_SKIP_RESNET = flags.DEFINE_bool('skip_resnet', False, 'Skip ResNet50.')
+_OUT = flags.DEFINE_string(
+    'out', os.path.join(os.path.dirname(__file__), 'results',
+                        'train_overhead.json'), 'JSON output path.')
+
+_MODELS = {
+    'mlp_1000_1000_500_200': [1000, 1000, 500, 200],
+    'mlp_4096x3': [4096, 4096, 4096],
+}
+_BATCH = 256
+
+
+def _mlp(hidden, seed):
+  keras.utils.set_random_seed(seed)
+  layers = [keras.Input((784,))]
+  layers += [keras.layers.Dense(h, activation='relu') for h in hidden]
+  layers.append(keras.layers.Dense(10))
+  return keras.Sequential(layers)
+
+
+def _step_fn(model, forward, pruned, frequency):
+  optimizer = keras.optimizers.Adam(1e-4)
+  optimizer.build(model.trainable_variables)
+  loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+  @tf.function
+  def step(x, y):
+    with tf.GradientTape() as tape:
+      loss = loss_fn(y, forward(x))
+    variables = model.trainable_variables
+    optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    if pruned is not None:
+      pruned.conditional_mask_update(optimizer.iterations)
+    return loss
+
+  del frequency
+  return step
+
+
+def _time(step, x, y, n):
+  step(x, y).numpy()
+  start = time.perf_counter()
+  for _ in range(n):
+    loss = step(x, y)
+  loss.numpy()
+  return (time.perf_counter() - start) / n
+
+
+def bench_mlp(name, hidden):
+  rng = np.random.RandomState(0)
+  x = tf.constant(rng.standard_normal((_BATCH, 784)).astype(np.float32))
+  y = tf.constant(rng.randint(0, 10, _BATCH).astype(np.int32))
+  variants = {}
+  model = _mlp(hidden, 0)
+  variants['dense'] = _step_fn(model, model, None, None)
+  for frequency in (1, 10, 100):
+    model = _mlp(hidden, 0)
+    pruned = graph_prune.apply_pruning(
+        model, f'target_sparsity=0.9,pruning_frequency={frequency},'
+        'sparsity_function_end_step=1000000')
+    variants[f'freq_{frequency}'] = _step_fn(model, pruned, pruned, frequency)
+  times = {k: [] for k in variants}
+  for _ in range(_REPEATS.value):
+    for key, step in variants.items():
+      times[key].append(_time(step, x, y, _STEPS.value))
+  median = {k: float(np.median(v)) for k, v in times.items()}
+  return {k: {'ms_per_step': 1e3 * v, 'ratio_to_dense': v / median['dense']}
+          for k, v in median.items()}
+
+
+def bench_resnet():
+  model = keras.applications.ResNet50(weights=None)
+  signature = [tf.TensorSpec([None, 224, 224, 3], tf.float32)]
+  start = time.perf_counter()
+  tf.function(lambda x: model(x, training=False),
+              input_signature=signature).get_concrete_function()
+  trace = time.perf_counter() - start
+  start = time.perf_counter()
+  pruned = graph_prune.apply_pruning(model, 'target_sparsity=0.5')
+  apply = time.perf_counter() - start
+  return {'trace_s': trace, 'apply_pruning_s': apply,
+          'ratio': apply / trace, 'masked_weights': len(pruned.masks)}
+
+
+def main(argv):
+  del argv
+  results = {'batch': _BATCH, 'steps': _STEPS.value,
+             'repeats': _REPEATS.value}
+  print(f'{"model":<24} {"variant":<10} {"ms/step":>9} {"x dense":>8}')
+  for name, hidden in _MODELS.items():
+    results[name] = bench_mlp(name, hidden)
+    for key, row in results[name].items():
+      print(f'{name:<24} {key:<10} {row["ms_per_step"]:9.2f} '
+            f'{row["ratio_to_dense"]:8.3f}')
+  if not _SKIP_RESNET.value:
+    results['resnet50'] = r = bench_resnet()
+    print(f'\nResNet50: trace {r["trace_s"]:.2f} s, apply_pruning '
+          f'{r["apply_pruning_s"]:.2f} s ({r["ratio"]:.2f}x trace), '
+          f'{r["masked_weights"]} weights masked')
+  os.makedirs(os.path.dirname(_OUT.value), exist_ok=True)
+  with open(_OUT.value, 'w') as f:
+    json.dump(results, f, indent=2)
+  print(f'\nwrote {_OUT.value}')
+
+
+if __name__ == '__main__':
+  app.run(main)

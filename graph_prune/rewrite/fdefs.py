@@ -1,0 +1,211 @@
+"""Reading and editing `FunctionDef` protos: tensor names, outputs, consumers.
+
+The pass works on FunctionDefs only (the traced function's own
+`ConcreteFunction.function_def` and its library), so there is one tensor
+naming convention to handle. In a FunctionDef a tensor is named
+  * `arg`                     an input argument of the function,
+  * `node:output_arg:index`   the index-th tensor of output arg
+                              `output_arg` of `node`,
+  * `^node`                   a control dependency.
+(See tensorflow/core/framework/function.proto.)
+"""
+
+import collections
+import dataclasses
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+
+from tensorflow.core.framework import function_pb2
+from tensorflow.core.framework import graph_pb2
+
+from graph_prune import _tf_internal
+from graph_prune import errors
+
+Library = Dict[str, function_pb2.FunctionDef]
+
+
+@dataclasses.dataclass(frozen=True)
+class Ref:
+  """A data tensor of a function: an argument or a node output."""
+  node: str                       # node name, or argument name
+  arg: Optional[str] = None       # output arg name; None for an argument
+  index: int = 0
+
+  def __str__(self):
+    return self.node if self.arg is None else (
+        f'{self.node}:{self.arg}:{self.index}')
+
+
+def parse_ref(text: str, arg_names) -> Optional[Ref]:
+  """Parses a data input name; returns None for control inputs."""
+  if text.startswith('^'):
+    return None
+  parts = text.split(':')
+  if len(parts) == 3:
+    return Ref(parts[0], parts[1], int(parts[2]))
+  if parts[0] in arg_names and (len(parts) == 1 or parts[1] == '0'):
+    return Ref(parts[0])
+  raise errors.GraphRewriteError(f'Unexpected tensor name {text!r} in a '
+                                 'FunctionDef; cannot rewrite it.')
+
+
+def arg_names(fdef) -> List[str]:
+  return [a.name for a in fdef.signature.input_arg]
+
+
+def output_arg_names(node, library: Library) -> List[Tuple[str, int]]:
+  """The (output_arg, index) pairs of `node`'s outputs, in flat order."""
+  if node.op in library:
+    return [(a.name, 0) for a in library[node.op].signature.output_arg]
+  op_def = _tf_internal.op_def(node.op)
+  if op_def is None:
+    raise errors.GraphRewriteError(
+        f'Op type {node.op!r} of node {node.name!r} is not registered; '
+        'cannot rewrite the graph.')
+  names = []
+  for arg in op_def.output_arg:
+    if arg.number_attr:
+      count = node.attr[arg.number_attr].i
+    elif arg.type_list_attr:
+      count = len(node.attr[arg.type_list_attr].list.type)
+    else:
+      count = 1
+    names.extend((arg.name, i) for i in range(count))
+  return names
+
+
+def output_ref(node, flat_index: int, library: Library) -> Ref:
+  name, index = output_arg_names(node, library)[flat_index]
+  return Ref(node.name, name, index)
+
+
+class Consumers:
+  """Index from a data tensor to the (node, data input position) reading it."""
+
+  def __init__(self, fdef):
+    self._names = set(arg_names(fdef))
+    self._by_ref = collections.defaultdict(list)
+    for node in fdef.node_def:
+      for position, text in enumerate(node.input):
+        ref = parse_ref(text, self._names)
+        if ref is not None:
+          self._by_ref[ref].append((node, position))
+    self.returns = collections.defaultdict(list)   # ref -> output indices
+    out_index = {a.name: i for i, a in enumerate(fdef.signature.output_arg)}
+    for out_name, text in fdef.ret.items():
+      self.returns[parse_ref(text, self._names)].append(out_index[out_name])
+
+  def of(self, ref: Ref):
+    return self._by_ref.get(ref, ())
+
+
+def returned_args(fdef) -> Dict[int, List[int]]:
+  """Maps an argument index to the outputs that return it (through Identity)."""
+  names = arg_names(fdef)
+  nodes = {n.name: n for n in fdef.node_def}
+  result = collections.defaultdict(list)
+  for out_index, out_arg in enumerate(fdef.signature.output_arg):
+    ref = parse_ref(fdef.ret[out_arg.name], set(names))
+    while ref.arg is not None and nodes[ref.node].op == 'Identity':
+      ref = parse_ref(nodes[ref.node].input[0], set(names))
+    if ref.arg is None:
+      result[names.index(ref.node)].append(out_index)
+  return result
+
+
+def rename_refs(fdef, mapping: Mapping[str, str]):
+  """Replaces data/control input names and returns per `mapping`, in place."""
+  if not mapping:
+    return
+  for node in fdef.node_def:
+    for i, text in enumerate(node.input):
+      if text in mapping:
+        node.input[i] = mapping[text]
+  for key, text in list(fdef.ret.items()):
+    if text in mapping:
+      fdef.ret[key] = mapping[text]
+
+
+def called_functions(node) -> List[Tuple[str, str]]:
+  """The (attr name, function name) pairs a node calls through func attrs."""
+  called = []
+  for key, value in node.attr.items():
+    if value.HasField('func') and value.func.name:
+      called.append((key, value.func.name))
+    elif value.HasField('list') and value.list.func:
+      called.extend((key, f.name) for f in value.list.func)
+  return called
+
+
+def reachable(names: Iterable[str], library: Library) -> List[str]:
+  """Names of the library functions reachable from `names`, callees first."""
+  order, seen = [], set()
+
+  def visit(name):
+    if name in seen or name not in library:
+      return
+    seen.add(name)
+    for node in library[name].node_def:
+      for _, callee in called_functions(node):
+        visit(callee)
+      if node.op in library:
+        visit(node.op)
+    order.append(name)
+
+  for name in names:
+    visit(name)
+  return order
+
+
+def to_graph_def(fdef, library: Library, input_shapes=None):
+  """Converts a FunctionDef body to a GraphDef (args become Placeholders).
+
+  Returns:
+    (graph_def, flat) where `flat(text)` maps a FunctionDef tensor name to
+    the GraphDef one (`node:flat_index`).
+  """
+  graph_def = graph_pb2.GraphDef()
+  flat_names = {}
+  names = arg_names(fdef)
+  for i, arg in enumerate(fdef.signature.input_arg):
+    node = graph_def.node.add(name=arg.name, op='Placeholder')
+    node.attr['dtype'].type = arg.type
+    shapes = fdef.arg_attr[i].attr.get('_output_shapes') if (
+        i in fdef.arg_attr) else None
+    if input_shapes is not None and input_shapes[i] is not None:
+      node.attr['shape'].shape.CopyFrom(input_shapes[i])
+    elif shapes is not None and shapes.list.shape:
+      node.attr['shape'].shape.CopyFrom(shapes.list.shape[0])
+    flat_names[arg.name] = f'{arg.name}:0'
+  for node in fdef.node_def:
+    for flat_index, (out_arg, index) in enumerate(
+        output_arg_names(node, library)):
+      flat_names[f'{node.name}:{out_arg}:{index}'] = f'{node.name}:{flat_index}'
+  known = {n.name for n in graph_def.node} | {n.name for n in fdef.node_def}
+  for node in fdef.node_def:
+    new = graph_def.node.add()
+    new.CopyFrom(node)
+    _drop_unknown_colocation(new, known)
+    for i, text in enumerate(new.input):
+      if not text.startswith('^'):
+        ref = parse_ref(text, names)
+        new.input[i] = flat_names[str(ref)]
+  return graph_def, lambda text: flat_names[text]
+
+
+def _drop_unknown_colocation(node, known):
+  """Drops `_class: loc:@x` entries naming nodes absent from the graph.
+
+  A read of a captured variable is colocated with the variable's handle by
+  its graph name, which the FunctionDef's argument does not keep (and a
+  masked weight has no handle any more); import_graph_def rejects those.
+  """
+  if '_class' not in node.attr:
+    return
+  entries = [e for e in node.attr['_class'].list.s
+             if not e.startswith(b'loc:@') or e[5:].decode() in known]
+  if entries:
+    node.attr['_class'].list.ClearField('s')
+    node.attr['_class'].list.s.extend(entries)
+  else:
+    del node.attr['_class']
+

@@ -1,0 +1,120 @@
+"""Inlining a function call node into the FunctionDef that contains it.
+
+Why inline: a `PartitionedCall`/`StatefulPartitionedCall` whose callee is
+rewritten gets its Python gradient from the `_gradient_op_type` the original
+trace registered, which differentiates the *original* callee; without it TF
+falls back to `SymbolicGradient`, which cannot differentiate resource reads,
+loops or the tf_keras RNN functions tagged `api_implements` (a copy tagged so
+could also be swapped back for the unmasked cuDNN/standard version by
+Grappler). Inlining the callee removes the call and with it both problems,
+and is what Grappler does before running the function anyway.
+
+Before/after (`y = call(x)`, the callee computes `r = Relu(a)`):
+  caller:  c = StatefulPartitionedCall(x, f=callee);  y = Neg(c:output:0)
+  after:   c/r = Relu(x);  y = Neg(c/r:activations:0)
+"""
+
+from tensorflow.core.framework import node_def_pb2
+
+from graph_prune import errors
+from graph_prune.rewrite import fdefs
+
+
+def inline_call(fdef, call_name: str, library: fdefs.Library) -> None:
+  """Replaces node `call_name` of `fdef` by the body of its callee, in place.
+
+  Args:
+    fdef: the caller FunctionDef (a copy the caller owns).
+    call_name: name of a PartitionedCall/StatefulPartitionedCall (or a node
+      whose op type is a library function) in `fdef`.
+    library: function name -> FunctionDef; not modified.
+
+  Raises:
+    GraphRewriteError: the callee is missing from the library.
+  """
+  nodes = list(fdef.node_def)
+  call = next(n for n in nodes if n.name == call_name)
+  callee_name = call.op if call.op in library else call.attr['f'].func.name
+  if callee_name not in library:
+    raise errors.GraphRewriteError(
+        f'Function {callee_name!r} called by node {call_name!r} is not in the '
+        'graph library; cannot inline it.')
+  callee = library[callee_name]
+  names_in_caller = {n.name for n in nodes} | set(fdefs.arg_names(fdef))
+  prefix = _unique_prefix(call_name, names_in_caller)
+  data_inputs = [t for t in call.input if not t.startswith('^')]
+  control_inputs = [t for t in call.input if t.startswith('^')]
+  callee_args = fdefs.arg_names(callee)
+  if len(data_inputs) != len(callee_args):
+    raise errors.GraphRewriteError(
+        f'Node {call_name!r} passes {len(data_inputs)} inputs to '
+        f'{callee_name!r}, which takes {len(callee_args)}; cannot inline it.')
+  arg_value = dict(zip(callee_args, data_inputs))
+  arg_names = set(callee_args)
+
+  def mapped(text):
+    if text.startswith('^'):
+      source = text[1:]
+      if source in arg_value:
+        producer = arg_value[source].lstrip('^').split(':')[0]
+        return '^' + producer
+      return '^' + prefix + source
+    ref = fdefs.parse_ref(text, arg_names)
+    if ref.arg is None:
+      return arg_value[ref.node]
+    return f'{prefix}{ref.node}:{ref.arg}:{ref.index}'
+
+  new_nodes = []
+  gate = None
+  if control_inputs:
+    gate = node_def_pb2.NodeDef(name=prefix + '_inlined_inputs', op='NoOp')
+    gate.input.extend(control_inputs)
+    new_nodes.append(gate)
+  for node in callee.node_def:
+    new = node_def_pb2.NodeDef()
+    new.CopyFrom(node)
+    new.name = prefix + node.name
+    del new.input[:]
+    data = [mapped(t) for t in node.input if not t.startswith('^')]
+    control = [mapped(t) for t in node.input if t.startswith('^')]
+    if gate is not None:
+      control.append('^' + gate.name)
+    new.input.extend(data + list(dict.fromkeys(control)))
+    new_nodes.append(new)
+
+  # Everything that waited on the call waits on the callee's side effects and
+  # outputs instead.
+  done = node_def_pb2.NodeDef(name=prefix + '_inlined_outputs', op='NoOp')
+  waits = [prefix + n for n in callee.control_ret.values()]
+  for text in callee.ret.values():
+    ref = fdefs.parse_ref(text, arg_names)
+    if ref.arg is not None:
+      waits.append(prefix + ref.node)
+  done.input.extend('^' + w for w in dict.fromkeys(waits))
+  new_nodes.append(done)
+
+  renames = {'^' + call_name: '^' + done.name}
+  out_names = [a.name for a in callee.signature.output_arg]
+  for k, out_name in enumerate(out_names):
+    target = mapped(callee.ret[out_name])
+    if call.op in library:
+      renames[f'{call_name}:{out_name}:0'] = target
+    else:
+      renames[f'{call_name}:output:{k}'] = target
+
+  kept = [n for n in nodes if n.name != call_name]
+  del fdef.node_def[:]
+  fdef.node_def.extend(kept + new_nodes)
+  fdefs.rename_refs(fdef, renames)
+  for key, value in list(fdef.control_ret.items()):
+    if value == call_name:
+      fdef.control_ret[key] = done.name
+
+
+def _unique_prefix(call_name, taken):
+  prefix = call_name + '/'
+  i = 0
+  while any(t.startswith(prefix) for t in taken):
+    i += 1
+    prefix = f'{call_name}_inlined_{i}/'
+  return prefix

@@ -1,0 +1,226 @@
+"""Inserting `weight * mask` for every chosen weight of a traced graph.
+
+`insert_masks(traced, masks)` returns a new `tf.function` computing the
+traced computation with each masked weight replaced by `weight * mask`:
+
+  before:  h = <captured handle of kernel>;  y = MatMul(x, ReadVariableOp(h))
+  after:   y = MatMul(x, kernel/masked_weight)
+           where kernel/masked_weight = Mul(kernel.read_value(),
+                                            mask.read_value())
+
+How: the traced function's FunctionDef is rewritten (functions.py) so that
+the argument that received the weight's handle receives the masked value,
+through nested loops, branches and calls; it is turned into a GraphDef and
+imported into a new `tf.function` with `import_graph_def(input_map=...)`:
+inputs map to the new function's inputs, masked weights to `weight * mask`
+computed with public variable reads (so a `GradientTape` sees them), every
+other capture to the same external value. Unmasked variables are read by the
+imported raw `ReadVariableOp`s, in their original order relative to any
+writes; they are marked as accessed so a tape watches them as it would the
+original function's variables.
+"""
+
+import dataclasses
+import itertools
+from typing import Any, Mapping, Tuple
+
+import tensorflow as tf
+
+from graph_prune import _tf_internal
+from graph_prune import errors
+from graph_prune.rewrite import fdefs
+from graph_prune.rewrite import functions
+from graph_prune.rewrite import scan
+
+MASKED_WEIGHT_SUFFIX = '/masked_weight'
+_IMPORT_SCOPE = 'pruned'
+# Makes names of rewritten functions unique per call within a process.
+_call_ids = itertools.count(1)
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskedWeight:
+  """A weight the pass replaced by `weight * mask`.
+
+  Attributes:
+    name: the weight's name (see scan.py).
+    shape: its shape.
+    consumers: (op type, node path) of the weight-consuming ops reading it.
+  """
+  name: str
+  shape: Tuple[int, ...]
+  consumers: Tuple[Tuple[str, str], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class RewriteReport:
+  """What `insert_masks` did.
+
+  Attributes:
+    masked: tuple of `MaskedWeight`, in capture order.
+    skipped: tuple of `Skipped(name, reason)` for every captured variable
+      not masked.
+    functions: tuple of (original name, new name) of rewritten nested
+      functions (loop bodies, branches); inlined calls are not listed.
+  """
+  masked: Tuple[MaskedWeight, ...]
+  skipped: Tuple[Tuple[str, str], ...]
+  functions: Tuple[Tuple[str, str], ...]
+
+
+def insert_masks(traced, masks: Mapping[Any, Any], scan_result=None):
+  """Returns a `tf.function` computing `traced` with weights * masks.
+
+  Args:
+    traced: a `graph_prune.tracing.Traced`; not modified.
+    masks: maps each weight to mask -> its mask `tf.Variable` of the same
+      shape and dtype, created by the caller (contrib named them
+      '<weight>/mask'). A key is the weight's name (`WeightUse.name`) or
+      `variable.ref()` of its `tf.Variable` (or of the Keras variable).
+    scan_result: the `WeightScan` from `find_weights(traced, ...)`, if the
+      caller has one: saves a second scan and keeps its skip reasons (e.g.
+      `do_not_prune`) in the report.
+
+  Returns:
+    `(fn, report)`: `fn` is a `tf.function` with `traced.input_signature`,
+    `report` a `RewriteReport`. `fn` captures the original variables and the
+    masks; an object saving it (SavedModel/Checkpoint) must track both.
+
+  Raises:
+    MaskError: a key of `masks` is not a prunable weight of `traced`, or a
+      mask's shape or dtype differs from its weight's.
+    GraphRewriteError: the graph uses a weight in a way the pass cannot
+      rewrite.
+  """
+  cf = traced.concrete_function
+  infos = scan.analyse(traced)
+  prunable = scan.scan_infos(infos)
+  weights = scan_result or prunable
+  masks = _masks_by_name(masks, infos, traced.name)
+  _check_masks(masks, {w.name: w for w in prunable.candidates}, traced.name)
+
+  call_id = next(_call_ids)
+  suffix = f'graph_prune_{call_id}'
+  library = scan.library_of(cf)
+  rewriter = functions.FunctionRewriter(library, suffix)
+  masked_args = {}
+  for info in infos:
+    if info.name in masks:
+      v = info.variable
+      masked_args[info.arg_index] = functions.Value(
+          v.dtype.as_datatype_enum, tuple(v.shape.as_list()))
+  top = cf.function_def
+  new_top, _ = rewriter.rewrite(top, masked_args,
+                                f'{top.signature.name}_{suffix}')
+  full_library = dict(library)
+  full_library.update(
+      (f.signature.name, f) for f in rewriter.new_functions)
+  graph_def, flat_name = fdefs.to_graph_def(new_top, full_library)
+  called = set()
+  for node in new_top.node_def:
+    called.update(name for _, name in fdefs.called_functions(node))
+    if node.op in full_library:
+      called.add(node.op)
+  for name in fdefs.reachable(sorted(called), full_library):
+    graph_def.library.function.add().CopyFrom(full_library[name])
+  for f in rewriter.new_functions:
+    _tf_internal.register_function_def(f)
+
+  fn = _build_function(traced, infos, masks, new_top, graph_def, flat_name,
+                       f'{_IMPORT_SCOPE}_{call_id}')
+  report = RewriteReport(
+      masked=tuple(
+          MaskedWeight(name=w.name, shape=w.shape, consumers=w.consumers)
+          for w in prunable.candidates if w.name in masks),
+      skipped=tuple(s for s in weights.skipped if s.name not in masks) + tuple(
+          scan.Skipped(w.name, 'no mask given') for w in weights.candidates
+          if w.name not in masks),
+      functions=tuple(rewriter.renamed))
+  return fn, report
+
+
+def _masks_by_name(masks, infos, what):
+  """Normalizes the keys of `masks` to weight names."""
+  name_of_handle = {id(info.variable.handle): info.name for info in infos}
+  by_name = {}
+  for key, mask in masks.items():
+    if not isinstance(key, str):
+      variable = key.deref() if hasattr(key, 'deref') else key
+      if not isinstance(variable, tf.Variable):
+        variable = getattr(variable, 'value', variable)  # Keras 3 variable
+      handle = getattr(variable, 'handle', None)
+      if id(handle) not in name_of_handle:
+        raise errors.MaskError(
+            f'Mask key {key!r} is not a variable captured by {what}; key masks '
+            'by weight name or by variable.ref().')
+      key = name_of_handle[id(handle)]
+    if key in by_name:
+      raise errors.MaskError(f'Two masks given for weight {key!r}.')
+    by_name[key] = mask
+  return by_name
+
+
+def _check_masks(masks, candidates, what):
+  for name, mask in masks.items():
+    weight = candidates.get(name)
+    if weight is None:
+      raise errors.MaskError(
+          f'{name!r} is not a prunable weight of {what}; the prunable weights '
+          f'are {sorted(candidates)}.')
+    if tuple(mask.shape.as_list()) != weight.shape:
+      raise errors.MaskError(
+          f'The mask for {name!r} has shape {tuple(mask.shape.as_list())} '
+          f'but the weight has shape {weight.shape}; create it with the '
+          "weight's shape.")
+    if mask.dtype != weight.dtype:
+      raise errors.MaskError(
+          f'The mask for {name!r} has dtype {mask.dtype.name} but the weight '
+          f'has dtype {weight.dtype.name}; create it with the weight\'s dtype.')
+
+
+def _build_function(traced, infos, masks, new_top, graph_def, flat_name,
+                    scope):
+  """The `tf.function` that imports the rewritten graph."""
+  cf = traced.concrete_function
+  arg_names = fdefs.arg_names(new_top)
+  position = {id(t): i for i, t in enumerate(cf.graph.inputs)}
+  info_by_arg = {info.arg_index: info for info in infos}
+  captures = [(external, position[id(internal)])
+              for external, internal in cf.graph.captures]
+  n_inputs = len(arg_names) - len(captures)
+  ret_names = [flat_name(new_top.ret[a.name])
+               for a in new_top.signature.output_arg]
+  flat_outputs = tf.nest.flatten(cf.structured_outputs, expand_composites=True)
+  output_index = {id(t): i for i, t in enumerate(cf.graph.outputs)}
+
+  def masked_call(*args):
+    graph = tf.compat.v1.get_default_graph()
+    flat_args = tf.nest.flatten(args, expand_composites=True)
+    if len(flat_args) != n_inputs:
+      raise errors.GraphRewriteError(
+          f'The pruned {traced.name} takes {n_inputs} input tensors, got '
+          f'{len(flat_args)}.')
+    input_map = {f'{arg_names[i]}:0': t for i, t in enumerate(flat_args)}
+    for external, i in captures:
+      info = info_by_arg.get(i)
+      if info is not None and info.name in masks:
+        masked = tf.multiply(info.variable.read_value(),
+                             masks[info.name].read_value(),
+                             name=info.name + MASKED_WEIGHT_SUFFIX)
+        input_map[f'{arg_names[i]}:0'] = masked
+        continue
+      input_map[f'{arg_names[i]}:0'] = _tf_internal.capture(graph, external)
+      if info is not None:
+        _tf_internal.mark_variable_accessed(info.variable)
+    results = tf.graph_util.import_graph_def(
+        graph_def, input_map=input_map, return_elements=ret_names, name=scope)
+    flat = []
+    for t in flat_outputs:
+      index = output_index.get(id(t)) if isinstance(t, tf.Tensor) else None
+      flat.append(t if index is None else results[index])
+    return tf.nest.pack_sequence_as(cf.structured_outputs, flat,
+                                    expand_composites=True)
+
+  return tf.function(masked_call,
+                     input_signature=list(traced.input_signature),
+                     autograph=False)

@@ -1,0 +1,94 @@
+"""Per-op-type rules of the pass, in tables keyed by op type.
+
+What counts as a weight, which ops pass a weight's value along unchanged,
+and how a control-flow op hands its inputs to the functions it calls.
+"""
+
+from typing import List, Optional, Tuple
+
+ANY = None  # every data input may hold the weight (e.g. Einsum operands)
+
+# Weight-consuming ops: op type -> data input positions that hold a weight.
+# A trainable floating variable of rank >= 2 whose value reaches one of these
+# positions is prunable.
+WEIGHT_INPUTS = {
+    'MatMul': (0, 1),                 # Dense, tf.matmul (weight on either side)
+    'BatchMatMul': (0, 1),
+    'BatchMatMulV2': (0, 1),
+    'BatchMatMulV3': (0, 1),
+    'Einsum': ANY,                    # EinsumDense, MultiHeadAttention
+    'Conv2D': (1,),                   # Conv1D lowers to ExpandDims + Conv2D
+    'Conv3D': (1,),
+    'Conv': (1,),                     # generic N-d convolution op
+    'DepthwiseConv2dNative': (1,),
+    'Conv2DBackpropInput': (1,),      # Conv2DTranspose
+    'Conv3DBackpropInputV2': (1,),    # Conv3DTranspose
+    'Gather': (0,),                   # embedding lookups
+    'GatherV2': (0,),
+}
+
+# Ops reading a weight straight from its resource handle: op type -> input.
+RESOURCE_WEIGHT_INPUTS = {
+    'ResourceGather': (0,),
+}
+
+# Ops whose output 0 carries the weight's values from input 0, only reshaped,
+# transposed or cast; the scan follows the value through them.
+VALUE_PASSTHROUGH = frozenset([
+    'Identity', 'Snapshot', 'Reshape', 'Transpose', 'Cast', 'ExpandDims',
+    'Squeeze',
+])
+
+# Resource-handle ops the rewrite knows how to turn into value ops.
+RESOURCE_READ = 'ReadVariableOp'
+RESOURCE_IDENTITY = 'Identity'
+
+WHILE_OPS = frozenset(['While', 'StatelessWhile'])
+IF_OPS = frozenset(['If', 'StatelessIf'])
+CASE_OPS = frozenset(['Case', 'StatelessCase'])
+CALL_OPS = frozenset(['PartitionedCall', 'StatefulPartitionedCall'])
+
+# Function attrs of each control-flow op, in the order they are rewritten.
+_FUNC_ATTRS = {
+    'While': ('cond', 'body'), 'StatelessWhile': ('cond', 'body'),
+    'If': ('then_branch', 'else_branch'),
+    'StatelessIf': ('then_branch', 'else_branch'),
+    'Case': ('branches',), 'StatelessCase': ('branches',),
+    'PartitionedCall': ('f',), 'StatefulPartitionedCall': ('f',),
+}
+
+
+def is_call(node, library) -> bool:
+  """A plain function call (inlined by the rewrite), not a loop or branch."""
+  return node.op in CALL_OPS or node.op in library
+
+
+def callees(node, position: int,
+            library) -> Optional[Tuple[List[Tuple[str, int, str]], int]]:
+  """How control-flow `node` passes its data input `position` on.
+
+  Returns:
+    None if `node` is not a control-flow/call op. Otherwise
+    `(targets, arg)`: `targets` lists `(attr, list_index, function)` for
+    every function that receives the input as its argument `arg` (empty when
+    the input is an If predicate or a Case index).
+  """
+  op = node.op
+  if op in library:
+    return [('', -1, op)], position
+  if op not in _FUNC_ATTRS:
+    return None
+  if op in IF_OPS or op in CASE_OPS:
+    if position == 0:
+      return [], -1
+    arg = position - 1
+  else:
+    arg = position
+  targets = []
+  for attr in _FUNC_ATTRS[op]:
+    value = node.attr[attr]
+    if value.HasField('list'):
+      targets.extend((attr, i, f.name) for i, f in enumerate(value.list.func))
+    else:
+      targets.append((attr, -1, value.func.name))
+  return targets, arg

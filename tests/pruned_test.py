@@ -1,0 +1,280 @@
+"""End-to-end tests of apply_pruning and the PrunedModel it returns."""
+
+import glob
+import os
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import graph_prune
+from graph_prune import errors
+
+
+def _mlp(seed=0):
+  keras.utils.set_random_seed(seed)
+  return keras.Sequential([
+      keras.Input((12,)),
+      keras.layers.Dense(16, activation='relu', name='d1'),
+      keras.layers.Dense(8, activation='relu', name='d2'),
+      keras.layers.Dense(4, name='out'),
+  ])
+
+
+def _np_forward(x, params, masks):
+  """The MLP in NumPy with every kernel multiplied by its mask."""
+  (k1, b1), (k2, b2), (k3, b3) = params
+  m1, m2, m3 = masks
+  h = np.maximum(x @ (k1 * m1) + b1, 0)
+  h = np.maximum(h @ (k2 * m2) + b2, 0)
+  return h @ (k3 * m3) + b3
+
+
+def _params(model):
+  return [(layer.kernel.numpy(), layer.bias.numpy()) for layer in model.layers]
+
+
+def _random_masks(pruned, seed=1, keep=0.5):
+  rng = np.random.RandomState(seed)
+  masks = []
+  for mask in pruned.masks:
+    value = (rng.rand(*mask.shape) < keep).astype(np.float32)
+    mask.assign(value)
+    masks.append(value)
+  return masks
+
+
+def _data(n=64, seed=0):
+  rng = np.random.RandomState(seed)
+  return (rng.standard_normal((n, 12)).astype(np.float32),
+          rng.randint(0, 4, n).astype(np.int32))
+
+
+_SPEC = ('target_sparsity=0.75,begin_pruning_step=0,end_pruning_step=40,'
+         'sparsity_function_begin_step=0,sparsity_function_end_step=30,'
+         'pruning_frequency=5')
+
+
+class ApplyPruningTest(tf.test.TestCase):
+
+  def test_masks_kernels_only(self):
+    pruned = graph_prune.apply_pruning(_mlp(), _SPEC)
+    self.assertLen(pruned.masks, 3)
+    self.assertEqual([tuple(m.shape) for m in pruned.masks],
+                     [(12, 16), (16, 8), (8, 4)])
+    for name in pruned.weight_names:
+      self.assertRegex(name, r'kernel$')
+    self.assertLen(pruned.thresholds, 3)
+    self.assertEqual(pruned.hparams.target_sparsity, 0.75)
+
+  def test_output_equals_numpy_masked_computation(self):
+    model = _mlp()
+    pruned = graph_prune.apply_pruning(model, _SPEC)
+    x, _ = _data()
+    self.assertAllClose(pruned(x), model(x), atol=1e-6)
+    masks = _random_masks(pruned)
+    self.assertAllClose(pruned(x), _np_forward(x, _params(model), masks),
+                        atol=1e-5)
+
+  def test_gradients_equal_hand_written_masked_computation(self):
+    model = _mlp()
+    pruned = graph_prune.apply_pruning(model, _SPEC)
+    masks = _random_masks(pruned)
+    x, y = _data()
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    with tf.GradientTape() as tape:
+      loss = loss_fn(y, pruned(x))
+    grads = tape.gradient(loss, model.trainable_variables)
+    self.assertNotIn(None, grads)
+
+    params = [tf.constant(v) for pair in _params(model) for v in pair]
+    with tf.GradientTape() as tape:
+      tape.watch(params)
+      h = x
+      for i in range(3):
+        h = tf.matmul(h, params[2 * i] * masks[i]) + params[2 * i + 1]
+        if i < 2:
+          h = tf.nn.relu(h)
+      expected_loss = loss_fn(y, h)
+    expected = tape.gradient(expected_loss, params)
+    self.assertAllClose(loss, expected_loss, atol=1e-6)
+    for got, want in zip(grads, expected):
+      self.assertAllClose(got, want, atol=1e-5)
+    for grad, mask in zip(grads[::2], masks):
+      self.assertAllEqual(np.asarray(grad)[mask == 0], np.zeros(
+          int((mask == 0).sum())))
+
+  def test_training_reaches_schedule_and_pruned_stay_pruned(self):
+    model = _mlp()
+    pruned = graph_prune.apply_pruning(model, _SPEC)
+    optimizer = keras.optimizers.Adam(0.01)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    x, y = _data(256)
+
+    @tf.function
+    def train_step(xb, yb):
+      with tf.GradientTape() as tape:
+        loss = loss_fn(yb, pruned(xb))
+      variables = model.trainable_variables
+      optimizer.apply_gradients(zip(tape.gradient(loss, variables),
+                                    variables))
+      return pruned.conditional_mask_update(optimizer.iterations)
+
+    updates = []
+    for step in range(1, 46):
+      i = (step * 32) % 256
+      if bool(train_step(x[i:i + 32], y[i:i + 32])):
+        updates.append(step)
+    self.assertEqual(updates, [5, 10, 15, 20, 25, 30, 35, 40])
+    self.assertEqual(int(pruned.last_mask_update_step.numpy()), 40)
+    sparsity = pruned.sparsity()
+    for name in pruned.weight_names:
+      self.assertAllClose(sparsity.per_weight[name], 0.75, atol=0.02)
+    self.assertAllClose(sparsity.overall, 0.75, atol=0.01)
+    # Each mask is exactly the top |w| of its kernel as of the last update;
+    # positions with mask 0 contribute nothing to the output.
+    params = _params(model)
+    masks = [m.numpy() for m in pruned.masks]
+    noisy = [(k + (m == 0) * 7.0, b) for (k, b), m in zip(params, masks)]
+    self.assertAllClose(pruned(x), _np_forward(x, noisy, masks), atol=1e-4)
+    self.assertAllClose(pruned(x), _np_forward(x, params, masks), atol=1e-4)
+
+  def test_mask_update_matches_numpy_top_k(self):
+    model = _mlp()
+    pruned = graph_prune.apply_pruning(model, _SPEC)
+    pruned.mask_update(30)  # schedule end: 0.75
+    for (kernel, _), mask in zip(_params(model), pruned.masks):
+      n = kernel.size
+      keep = max(1, int(np.round(n * 0.25)))
+      order = np.argsort(np.abs(kernel).ravel(), kind='stable')
+      expected = np.ones(n)
+      expected[order[:n - keep]] = 0
+      self.assertAllEqual(mask.numpy().ravel(), expected)
+    self.assertEqual(int(pruned.last_mask_update_step.numpy()), 30)
+
+  def test_eager_conditional_update(self):
+    pruned = graph_prune.apply_pruning(_mlp(), _SPEC)
+    self.assertFalse(bool(pruned.conditional_mask_update(3)))
+    self.assertTrue(bool(pruned.conditional_mask_update(5)))
+    self.assertFalse(bool(pruned.conditional_mask_update(6)))
+    self.assertEqual(int(pruned.last_mask_update_step.numpy()), 5)
+
+  def test_checkpoint_resume_gives_identical_masks(self):
+    x, y = _data(256, seed=3)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def make():
+      model = _mlp(seed=5)
+      pruned = graph_prune.apply_pruning(model, _SPEC)
+      optimizer = keras.optimizers.SGD(0.05, momentum=0.9)
+      optimizer.build(model.trainable_variables)
+
+      @tf.function
+      def train_step(xb, yb):
+        with tf.GradientTape() as tape:
+          loss = loss_fn(yb, pruned(xb))
+        variables = model.trainable_variables
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables),
+                                      variables))
+        pruned.conditional_mask_update(optimizer.iterations)
+
+      ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer,
+                                 pruned=pruned)
+      return pruned, optimizer, train_step, ckpt
+
+    def run(train_step, optimizer, until):
+      while int(optimizer.iterations.numpy()) < until:
+        i = (int(optimizer.iterations.numpy()) * 32) % 256
+        train_step(x[i:i + 32], y[i:i + 32])
+
+    pruned_a, opt_a, step_a, _ = make()
+    run(step_a, opt_a, 42)
+
+    pruned_b, opt_b, step_b, ckpt_b = make()
+    run(step_b, opt_b, 17)
+    path = ckpt_b.save(os.path.join(tempfile.mkdtemp(), 'ckpt'))
+    pruned_c, opt_c, step_c, ckpt_c = make()
+    ckpt_c.restore(path).assert_existing_objects_matched()
+    self.assertEqual(int(pruned_c.last_mask_update_step.numpy()), 15)
+    run(step_c, opt_c, 42)
+    for a, c in zip(pruned_a.masks, pruned_c.masks):
+      self.assertAllEqual(a, c)
+    for a, c in zip(pruned_a.weights, pruned_c.weights):
+      self.assertAllClose(a, c, atol=1e-6)
+    for a, c in zip(pruned_a.thresholds, pruned_c.thresholds):
+      self.assertAllClose(a, c)
+
+  def test_saved_model_round_trip(self):
+    model = _mlp()
+    pruned = graph_prune.apply_pruning(model, _SPEC)
+    _random_masks(pruned)
+    x, _ = _data()
+    export = os.path.join(tempfile.mkdtemp(), 'saved')
+    tf.saved_model.save(pruned, export)
+    loaded = tf.saved_model.load(export)
+    self.assertIn('serving_default', loaded.signatures)
+    self.assertAllClose(loaded(x), pruned(x), atol=1e-6)
+    outputs = loaded.signatures['serving_default'](tf.constant(x))
+    self.assertAllClose(list(outputs.values())[0], pruned(x), atol=1e-6)
+
+  def test_write_summaries(self):
+    pruned = graph_prune.apply_pruning(_mlp(), _SPEC)
+    pruned.mask_update(30)
+    logdir = tempfile.mkdtemp()
+    with tf.summary.create_file_writer(logdir).as_default():
+      pruned.write_summaries(30)
+    tags = {}
+    for path in glob.glob(os.path.join(logdir, 'events*')):
+      for event in tf.compat.v1.train.summary_iterator(path):
+        for value in event.summary.value:
+          tags[value.tag] = float(tf.make_ndarray(value.tensor))
+          # TensorBoard shows it as a scalar.
+          self.assertEqual(value.metadata.plugin_data.plugin_name, 'scalars')
+    for name in pruned.weight_names:
+      self.assertAllClose(tags[f'{name}/sparsity'], 0.75, atol=0.02)
+      self.assertIn(f'{name}/threshold', tags)
+    self.assertAllClose(tags['model_pruning/sparsity'], 0.75)
+    self.assertEqual(tags['model_pruning/last_mask_update_step'], 30)
+
+
+class ErrorsTest(tf.test.TestCase):
+
+  def test_no_prunable_weight_lists_what_was_seen(self):
+    v = tf.Variable([1.0, 2.0], name='bias_only')
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2])])
+    def fn(x):
+      return x + v
+
+    with self.assertRaisesRegex(errors.NoPrunableWeightsError,
+                                r'no prunable weight.*bias_only'):
+      graph_prune.apply_pruning(fn, 'target_sparsity=0.5')
+
+  def test_polymorphic_function_without_signature(self):
+    @tf.function
+    def fn(x):
+      return x
+
+    with self.assertRaisesRegex(errors.UntraceableError, 'input_signature'):
+      graph_prune.apply_pruning(fn, '')
+
+  def test_bad_hparams(self):
+    with self.assertRaisesRegex(errors.UnknownHParamError, 'did you mean'):
+      graph_prune.apply_pruning(_mlp(), 'target_sparsty=0.5')
+    with self.assertRaisesRegex(errors.HParamTypeError, 'PruningHParams'):
+      graph_prune.apply_pruning(_mlp(), {'target_sparsity': 0.5})
+
+  def test_two_map_entries_matching_one_weight(self):
+    with self.assertRaises(errors.WeightMatchError):
+      graph_prune.apply_pruning(
+          _mlp(), 'weight_sparsity_map=[d1:0.5,kernel:0.6]')
+
+  def test_unmatched_map_entry_warns(self):
+    with self.assertLogs(level='WARNING') as logs:
+      graph_prune.apply_pruning(_mlp(), 'weight_sparsity_map=[nothing:0.5]')
+    self.assertTrue(any('nothing:0.5' in line for line in logs.output))
+
+
+if __name__ == '__main__':
+  tf.test.main()
