@@ -17,6 +17,13 @@ setuptools.setup(
     ],
     extras_require={
         'test': ['pytest', 'pytest-xdist', 'hypothesis', 'tf_keras'],
+        'plots': ['matplotlib'],
     },
-    entry_points={'console_scripts': []},
+    entry_points={
+        'console_scripts': [
+            'strip_masks = graph_prune.cli.strip_masks:run',
+            'graph_prune_train = graph_prune.train:run',
+            'sparsity_sweep = graph_prune.cli.sparsity_sweep:run',
+        ],
+    },
 )

@@ -1,0 +1,1 @@
+"""Command-line binaries (absl apps): each maps flags to library calls."""
