@@ -1,31 +1,38 @@
-"""Exact, sort-free selection of the smallest scores: the kernel of every mask update.
+"""Exact, sort-free selection of the smallest scores, for every mask update.
 
-`prune_smallest(scores, num_prune)` returns a keep mask with exactly `num_prune`
-False entries: the `num_prune` smallest scores, ties broken towards the lower
-flat index, i.e. the pruned set is `np.argsort(scores, kind='stable')[:num_prune]`.
+`prune_smallest(scores, num_prune)` returns a keep mask with exactly
+`num_prune` False entries: the `num_prune` smallest scores, ties broken towards
+the lower flat index, i.e. the pruned set is
+`np.argsort(scores, kind='stable')[:num_prune]`.
 `histogram_prune(scores, sparsity, nbins)` is older contrib's histogram method.
 
-Why not sort: tfmot and contrib sort every weight (`top_k` with k = size) at each
-update, 2.7 s for a 4096x4096 weight. We only need one order statistic, so this
-module selects it:
+Why not sort: tfmot and contrib sort every weight (`top_k` with k = size) at
+each update, 4 s for a 4096x4096 weight on 2 cores. One order statistic is
+enough:
 
-1. Non-negative float32 values bitcast to int32 keep their order, so all the work
-   is done on int32 bits. That also makes it exact for denormals: TF's CPU kernels
-   run with denormals-are-zero, so float compares (and `tf.sort`) treat 1e-45 as 0.
-2. A strided sample of ~2**18 scores gives a narrow bracket [lo, hi] of bit
-   patterns that holds the cut with overwhelming probability. Two full passes
-   (`bits < lo`, `bits <= hi`) count the scores below the bracket and verify it.
-3. The few candidates inside the bracket are gathered with a word trick (see
-   `_nonzero_indices`) and the exact cut is found among them with a two-level
-   radix select (`tf.raw_ops.Bincount` over 16-bit digits).
-4. If the sample misled us (the check in step 2 failed), a full 16-bit histogram
-   of all scores gives an exact bracket instead (`_bucket_bracket`), so the
-   result never depends on the sample; only the speed does.
+1. Non-negative float32 values bitcast to int32 keep their order, so all the
+   work is done on int32 bits. That also makes it exact for denormals: TF's CPU
+   kernels run with denormals-are-zero, so float compares (and `tf.sort`) treat
+   1e-45 as 0.
+2. A range of bit patterns [lo, hi] that holds the cut is chosen:
+   * up to 2**16 scores, all of them (`_SMALL_SIZE`);
+   * below 3 * 2**20, the 16-bit bucket of the cut, from a `Bincount` of the
+     high bits of all scores (`_bucket_candidates`);
+   * above, from the histogram of a strided sample of ~2**20 scores, widened by
+     4 standard deviations of a sample quantile (`_sample_bracket`). Two full
+     compare passes count the scores below the range and flag the words that
+     hold candidates (`_candidates`); if the count shows that the sample misled
+     us, the exact bucket is used instead, so only speed depends on the sample.
+3. The candidates (~200K of 67M for a normal 8192x8192 weight) are gathered
+   8 scores at a time (`_words`, `_gather_range`) and the exact cut is found
+   among them by a radix select over 11-, 10- and 10-bit digits.
+4. keep = bits >= cut; only when scores equal to the cut must be pruned too
+   are their indices, the first ones among the candidates, scattered to False.
 
-Every pass over the full tensor writes at most one byte per score. On CPU, TF
-elementwise ops that write a fresh int32/float32 tensor are dominated by page
-faults of the new buffer (~100 ms for 67M values with the default allocator), so
-the design avoids them. See bench/mask_update.py for timings.
+Every full pass writes at most one byte per score: TF ops that write a fresh
+4-byte tensor pay for page faults of the new buffer (~100 ms per 67M values
+with the default CPU allocator). At most 2**31 - 2 scores (int32 counts).
+bench/mask_update.py times the whole update.
 """
 
 import tensorflow as tf
@@ -35,23 +42,33 @@ __all__ = ['prune_smallest', 'histogram_threshold', 'histogram_prune']
 # Clears the sign bit of float32 / float64 bit patterns.
 _SIGN_MASK_32 = 0x7FFFFFFF
 _SIGN_MASK_64 = 0x7FFFFFFFFFFFFFFF
-# Digits of the radix select: 15 high bits (the sign bit is clear) then 16 low.
+# Bit widths of the radix select's digits, high to low: they cover the 31 bits
+# of a non-negative int32. Measured on 1e3..4e5 values, (11, 10, 10) beat
+# (15, 16) by 2-4x: a histogram of 2**16 bins costs ~0.5 ms to clear and scan.
+_RADIX_DIGITS = (11, 10, 10)
+# The exact fallback histograms the high 15 bits (the sign bit is clear), then
+# gathers the 16-bit bucket that holds the cut.
 _HIGH_BINS = 1 << 15
 _LOW_BINS = 1 << 16
-# Sample size and precision of the sampled bracket. A bigger sample narrows the
-# bracket (fewer candidates to gather) but costs more to histogram; 2**18 was
-# the best trade-off measured on 8192x8192 weights (see the module docstring of
-# bench/mask_update.py). The sample histogram uses 2**(31 - _SAMPLE_SHIFT) bins.
+# Sample size and resolution of the sampled bracket. A bigger sample narrows the
+# bracket (fewer candidates to gather) but costs more to take and histogram. On
+# an 8192x8192 weight at sparsity 0.9: 2**18 samples and 5 deviations left 403K
+# candidates, 2**20 and 4 deviations 175K, 2**22 95K; 2**20 and 2**22 were ~10%
+# faster than 2**18. The sample histogram has 2**(31 - _SAMPLE_SHIFT) bins.
 _SAMPLE_SIZE = 1 << 20
 _SAMPLE_SHIFT = 14
 # Half-width of the bracket in standard deviations of a sample quantile, plus a
-# constant that covers extreme quantiles where the deviation vanishes. With 5
-# deviations a random sample misses with probability < 1e-6; a miss costs one
-# extra pass, never a wrong answer.
+# constant that covers extreme quantiles where the deviation vanishes. With 4
+# deviations a random sample misses with probability ~1e-4; a miss costs the
+# exact histogram pass (~2x the time), never a wrong answer.
 _BRACKET_SIGMAS = 4.0
 _BRACKET_SLACK = 16.0
-# Below this many scores the sampled bracket does not pay for itself.
+# Up to _SMALL_SIZE scores, all are candidates of the radix select; below
+# _SAMPLED_SIZE, the exact histogram brackets the cut (a sample would be nearly
+# all the scores); from _SAMPLED_SIZE on, and when the length is only known at
+# run time, a sample does. Crossovers measured on |normal| scores.
 _SMALL_SIZE = 1 << 16
+_SAMPLED_SIZE = 3 << 20
 # Full passes group scores in rows of this many bytes, see `_split_rows`.
 _ROW = 64
 
@@ -114,8 +131,9 @@ def histogram_threshold(scores, sparsity, nbins=256):
   1. bin(x) = min(floor(x / (m / nbins)), nbins - 1), in float64 arithmetic on
      the float32 value, exactly as `tf.histogram_fixed_width(scores, [0, m],
      nbins)` assigns bins;
-  2. cdf[i] = number of scores with bin <= i, and norm_cdf = cdf / n (float64);
-  3. j = number of bins i with norm_cdf[i] < sparsity;
+  2. cdf[i] = number of scores with bin <= i, and norm_cdf = cdf / n, in
+     float32 as contrib computed it;
+  3. j = number of bins i with norm_cdf[i] < sparsity (float32);
   4. threshold = float32(j / nbins) * m (float32 arithmetic, as contrib).
 
   `histogram_prune` then prunes the scores <= threshold (contrib compared with
@@ -135,8 +153,9 @@ def histogram_threshold(scores, sparsity, nbins=256):
     nbins: Python int >= 1, the number of histogram bins.
 
   Returns:
-    The float32 threshold: 0 exactly when j == 0 (nothing to prune), which
-    includes sparsity 0 and all scores 0.
+    The threshold, float32 (float64 for float64 scores, the same value): 0
+    exactly when j == 0 (nothing to prune), which includes sparsity 0 and all
+    scores 0.
 
   Raises:
     ValueError: if `scores` is not a non-empty 1-D float tensor or `nbins` < 1.
@@ -145,7 +164,9 @@ def histogram_threshold(scores, sparsity, nbins=256):
   _check_scores(scores)
   if not isinstance(nbins, int) or nbins < 1:
     raise ValueError(f'nbins must be an int >= 1, got {nbins!r}.')
-  return _histogram_threshold_bits(_float32_bits(scores), sparsity, nbins)[0]
+  _, threshold, _ = _histogram_threshold_bits(
+      _float32_bits(scores), sparsity, nbins)
+  return _widen(threshold, scores.dtype)
 
 
 def histogram_prune(scores, sparsity, nbins=256):
@@ -162,7 +183,7 @@ def histogram_prune(scores, sparsity, nbins=256):
     nbins: Python int >= 1, the number of histogram bins.
 
   Returns:
-    `(keep, threshold)`: a bool tensor of the shape of `scores` and the float32
+    `(keep, threshold)`: a bool tensor of the shape of `scores` and the
     threshold of `histogram_threshold`.
 
   Raises:
@@ -174,7 +195,12 @@ def histogram_prune(scores, sparsity, nbins=256):
     raise ValueError(f'nbins must be an int >= 1, got {nbins!r}.')
   bits, threshold, cut_bits = _histogram_threshold_bits(
       _float32_bits(scores), sparsity, nbins)
-  return tf.greater(bits, cut_bits), threshold
+  return tf.greater(bits, cut_bits), _widen(threshold, scores.dtype)
+
+
+def _widen(threshold, dtype):
+  """float64 scores get a float64 threshold (exact), so callers can compare."""
+  return tf.cast(threshold, tf.float64) if dtype == tf.float64 else threshold
 
 
 # Argument checks (static: they run when the function is traced).
@@ -194,7 +220,7 @@ def _check_scores(scores):
 
 
 def _checked_num_prune(scores, num_prune):
-  """Checks a static `num_prune`, clips a dynamic one; returns an int32 scalar."""
+  """Checks a static `num_prune`, clips a dynamic one; returns int32."""
   _check_scores(scores)
   n = scores.shape[0]
   static = tf.get_static_value(num_prune)
@@ -204,7 +230,8 @@ def _checked_num_prune(scores, num_prune):
         'at least one score must survive.')
   num_prune = tf.cast(num_prune, tf.int32)
   if num_prune.shape.rank != 0:
-    raise ValueError(f'num_prune must be a scalar, got shape {num_prune.shape}.')
+    raise ValueError(
+        f'num_prune must be a scalar, got shape {num_prune.shape}.')
   return tf.clip_by_value(num_prune, 0, tf.size(scores) - 1)
 
 
@@ -265,8 +292,8 @@ def _words(flags):
   """Views the 0/1 uint8 `flags` of `_split_rows`' head as uint64 words of 8.
 
   A word is non-zero iff one of its 8 scores is flagged, so `tf.where` over the
-  words scans 8 times fewer elements (it is serial: ~47 ms over 67M bools, however
-  few are set), and words combine with one uint64 op per 8 flags.
+  words scans 8 times fewer elements (it is serial: ~47 ms over 67M bools,
+  however few are set), and words combine with one uint64 op per 8 flags.
   """
   rows, _ = _split_rows(flags)
   return tf.bitcast(tf.reshape(rows, [-1, 8]), tf.uint64)
@@ -275,8 +302,8 @@ def _words(flags):
 def _gather_range(bits, words, lo, hi):
   """Returns the flat int64 indices and the values of the bits in [lo, hi].
 
-  Only the 8-score words flagged in `words` are gathered (one cache miss each),
-  then filtered by value, so the flags need not be gathered too; the short tail
+  Only the 8-score words flagged in `words` are gathered, then filtered by
+  value, so the flags need not be gathered too; the short tail
   after `_split_rows`' head is filtered directly. Indices come out increasing,
   which the tie-break relies on.
 
@@ -292,17 +319,24 @@ def _gather_range(bits, words, lo, hi):
     value has its sign bit set.
   """
   rows, tail = _split_rows(bits)
+  # A word's 8 values are gathered together, so this costs one cache miss per
+  # word holding a candidate.
   word_index = tf.where(words)[:, 0]
-  values = tf.gather(tf.reshape(rows, [-1, 8]), word_index)
-  positions = word_index[:, tf.newaxis] * 8 + tf.range(8, dtype=tf.int64)
-  head = tf.cast(tf.size(rows), tf.int64)
-  values = tf.concat([tf.reshape(values, [-1]), tail], axis=0)
-  positions = tf.concat(
-      [tf.reshape(positions, [-1]),
-       head + tf.range(tf.size(tail, out_type=tf.int64))], axis=0)
+  gathered = tf.size(word_index, out_type=tf.int64) * 8
+  values = tf.concat(
+      [tf.reshape(tf.gather(tf.reshape(rows, [-1, 8]), word_index), [-1]),
+       tail], axis=0)
   inside = tf.where(tf.logical_and(values >= lo, values <= hi))[:, 0]
+  # Flat positions, computed for the values inside only: word_index[i // 8] * 8
+  # + i % 8 within the gathered words, then the tail after the head. The
+  # appended 0 keeps the gather in bounds for tail values.
+  word = tf.gather(tf.concat([word_index, [0]], axis=0),
+                   tf.minimum(inside // 8, gathered // 8))
+  head = tf.cast(tf.size(rows), tf.int64)
+  positions = tf.where(inside < gathered, word * 8 + inside % 8,
+                       head + inside - gathered)
   signed = tf.reduce_any(values < 0)
-  return tf.gather(positions, inside), tf.gather(values, inside), signed
+  return positions, tf.gather(values, inside), signed
 
 
 # Selection.
@@ -328,6 +362,9 @@ def _select_bits(bits, k):
     num_below = tf.constant(0, tf.int32)
     indices = tf.range(n, dtype=tf.int64)
     candidates = bits
+  elif n is not None and n < _SAMPLED_SIZE:
+    bits, num_below, indices, candidates = _bucket_candidates(
+        _canonical(bits), k)
   else:
     bits, num_below, indices, candidates = _candidates(bits, k)
   k_in = k - num_below
@@ -395,7 +432,10 @@ def _sample_bracket(bits, k):
 
 
 def _bucket_candidates(bits, k):
-  """Exact fallback: the 16-bit bucket of rank k, from a histogram of all bits.
+  """Gathers the 16-bit bucket of rank k, found by a histogram of all bits.
+
+  Exact, at the price of an int32 pass (the high bits) and a `Bincount` over
+  all scores: the mid-size path, and the fallback of the sampled one.
 
   Args:
     bits: int32 [n] >= 0.
@@ -413,7 +453,11 @@ def _bucket_candidates(bits, k):
 
 
 def _radix_select(values, k):
-  """Exact k-th smallest of non-negative int32 `values`, with two histograms.
+  """Exact k-th smallest of non-negative int32 `values`, by radix digits.
+
+  Each level histograms one digit of the values that share the digits found so
+  far (`_RADIX_DIGITS`, high to low). Small digits keep the fixed cost of each
+  `Bincount` and `cumsum` low, which dominates for a few thousand values.
 
   Args:
     values: int32 [c] >= 0.
@@ -423,12 +467,20 @@ def _radix_select(values, k):
     `(kth, num_less)`: the k-th smallest value (0-based) and how many values are
     strictly smaller than it.
   """
-  high = tf.bitwise.right_shift(values, 16)
-  bucket, below_bucket = _locate(_bincount(high, _HIGH_BINS), k)
-  low = tf.boolean_mask(tf.bitwise.bitwise_and(values, _LOW_BINS - 1),
-                        tf.equal(high, bucket))
-  digit, below_digit = _locate(_bincount(low, _LOW_BINS), k - below_bucket)
-  return bucket * _LOW_BINS + digit, below_bucket + below_digit
+  kth = tf.constant(0, tf.int32)
+  num_less = tf.constant(0, tf.int32)
+  shift = 31
+  for level, width in enumerate(_RADIX_DIGITS):
+    shift -= width
+    digit = tf.bitwise.bitwise_and(tf.bitwise.right_shift(values, shift),
+                                   (1 << width) - 1)
+    found, below = _locate(_bincount(digit, 1 << width), k)
+    kth = kth * (1 << width) + found
+    num_less += below
+    k -= below
+    if level < len(_RADIX_DIGITS) - 1:
+      values = tf.boolean_mask(values, tf.equal(digit, found))
+  return kth, num_less
 
 
 def _locate(counts, k):
@@ -473,7 +525,7 @@ def _histogram_threshold_bits(bits, sparsity, nbins):
     pruned (-1 when nothing is).
   """
   n = tf.size(bits)
-  sparsity = tf.cast(sparsity, tf.float64)
+  sparsity = tf.cast(sparsity, tf.float32)
   rank = _first_count_reaching(sparsity, n)
   # j is the bin of the score of rank `rank - 1`; a rank of 0 means that no bin
   # is below the sparsity, a rank > n that all are (only if sparsity > 1).
@@ -484,7 +536,9 @@ def _histogram_threshold_bits(bits, sparsity, nbins):
   kth = tf.cast(tf.bitcast(kth_bits, tf.float32), tf.float64)
   kth_bin = tf.minimum(tf.cast(kth / step, tf.int32), nbins - 1)
   j = tf.where(rank < 1, 0, tf.where(rank > n, nbins, kth_bin))
-  j = tf.where(max_bits > 0, j, 0)  # All zeros: nothing to separate.
+  # All zeros (or a denormal maximum, which TF's CPU kernels flush to zero):
+  # nothing to separate.
+  j = tf.where(step > 0, j, 0)
   threshold = tf.cast(j, tf.float32) / float(nbins) * max_value
   # Scores <= threshold are pruned; never the maximum, nothing when j == 0.
   cut_bits = tf.minimum(tf.bitcast(threshold, tf.int32), max_bits - 1)
@@ -493,17 +547,20 @@ def _histogram_threshold_bits(bits, sparsity, nbins):
 
 
 def _first_count_reaching(sparsity, n):
-  """Smallest integer r in [0, n + 1] with r / n >= sparsity (float64), n + 1 if none.
+  """Smallest count r in [0, n] with r / n >= sparsity in float32, else n + 1.
 
-  `cdf / n < sparsity` holds exactly for the counts cdf < r, because float64
-  division by n is monotone. ceil(sparsity * n) is off by at most one.
+  float32 division by n is monotone in the count, so `cdf / n < sparsity`
+  holds exactly for the counts cdf < r. ceil(sparsity * n) is within
+  n * 2**-22 + 1 of r (float32 rounds counts above 2**24), so r is found among
+  the counts in that window.
   """
-  n64 = tf.cast(n, tf.float64)
-  guess = tf.cast(tf.clip_by_value(tf.math.ceil(sparsity * n64), 0.0, n64 + 1.0),
+  n32 = tf.cast(n, tf.float32)
+  guess = tf.math.ceil(tf.cast(sparsity, tf.float64) * tf.cast(n, tf.float64))
+  guess = tf.cast(tf.clip_by_value(guess, 0.0, tf.cast(n + 1, tf.float64)),
                   tf.int32)
-  candidates = guess + tf.constant([-1, 0, 1])
-  reaches = tf.logical_and(
-      tf.cast(candidates, tf.float64) / n64 >= sparsity, candidates >= 0)
-  reaches = tf.logical_or(reaches, candidates > n)
-  return tf.reduce_min(tf.where(reaches, candidates, n + 1))
-
+  width = n // (1 << 22) + 2
+  counts = guess + tf.range(-width, width + 1)
+  reaches = tf.logical_and(tf.cast(counts, tf.float32) / n32 >= sparsity,
+                           counts >= 0)
+  reaches = tf.logical_or(reaches, counts > n)
+  return tf.reduce_min(tf.where(reaches, counts, n + 1))
