@@ -52,3 +52,27 @@ class WeightMatchError(HParamsError):
 
 class DataError(GraphPruneError, ValueError):
   """A dataset file or folder is missing or malformed."""
+
+
+class StripError(GraphPruneError, ValueError):
+  """A pruned model cannot be stripped or exported as asked."""
+
+
+class SavedModelNotFoundError(StripError):
+  """The input path does not exist or is not a SavedModel directory."""
+
+
+class NoPruningVariablesError(StripError):
+  """The input holds no mask variable of graph_prune."""
+
+
+class UnknownSignatureError(StripError):
+  """A signature key names no signature of the SavedModel."""
+
+
+class OutputExistsError(StripError):
+  """An output path exists (non-empty) and overwriting was not asked for."""
+
+
+class FoldError(StripError):
+  """A masked weight cannot be folded into a constant."""

@@ -1,0 +1,40 @@
+"""`app.run` for graph_prune's binaries: bad input ends in one line.
+
+A bad flag (absl's validators) or a bad value found later by the library (a
+`GraphPruneError`: bad hparams, missing data, a model_dir of another model)
+ends the binary with exit status 1 and one line on stderr naming the value and
+the fix, instead of absl's two-line parse error or a traceback. Any other
+exception is a bug and keeps its traceback.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+from graph_prune import errors
+
+
+def _program() -> str:
+  return os.path.basename(sys.argv[0]) if sys.argv else 'graph_prune'
+
+
+def _parse_flags(argv):
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    message = ' '.join(str(e).split())
+    sys.exit(f'{_program()}: {message}')
+
+
+def run(main) -> None:
+  """Runs `main(argv)` like `app.run`, with one-line errors for bad input."""
+
+  def guarded(argv):
+    try:
+      return main(argv)
+    except errors.GraphPruneError as e:
+      sys.exit(f'{_program()}: {" ".join(str(e).split())}')
+
+  app.run(guarded, flags_parser=_parse_flags)

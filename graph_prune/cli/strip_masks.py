@@ -1,0 +1,97 @@
+"""Folds the masks of a pruned SavedModel into its weights and exports it.
+
+Usage:
+  strip_masks --saved_model=IN --output_dir=OUT [--signature=KEY[,KEY...]]
+      [--tflite=FILE] [--frozen_graph=FILE] [--overwrite]
+
+IN is a SavedModel of a graph_prune PrunedModel, with its masks
+(tf.saved_model.save(pruned, IN)). OUT receives a SavedModel with the same
+signatures (all of them, or those named by --signature) giving the same
+outputs, in which every masked weight is one constant weight * mask and no
+mask, threshold or step variable, and no mask arithmetic, is left. The other
+weights (biases, norms) stay variables.
+
+  --tflite=FILE        also write a TFLite flatbuffer with sparse weight
+                       encoding (tf.lite.Optimize.EXPERIMENTAL_SPARSITY).
+  --frozen_graph=FILE  also write a frozen GraphDef (.pb) of one signature
+                       (the only one selected, or serving_default), as
+                       contrib's strip_pruning_vars did.
+
+IN is never modified. Outputs are written to temporary paths beside them and
+renamed when everything succeeded, so a failed run leaves no output. An
+existing non-empty output is replaced only with --overwrite. Each stripped
+signature is checked against the input on random inputs before the rename.
+
+Prints a report: each folded weight's shape and sparsity, the parameter
+count and non-zeros, and the sizes of the input and outputs, raw and
+gzip-compressed. A bad input exits with status 1 and a one-line message.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from graph_prune import errors
+from graph_prune.strip import strip_saved_model
+
+_SAVED_MODEL = flags.DEFINE_string(
+    'saved_model', None, 'SavedModel directory of a pruned model (input).')
+_OUTPUT_DIR = flags.DEFINE_string(
+    'output_dir', None, 'Directory to write the stripped SavedModel to.')
+_SIGNATURE = flags.DEFINE_list(
+    'signature', None,
+    'Signature keys to strip and write (default: every signature).')
+_TFLITE = flags.DEFINE_string(
+    'tflite', None, 'Also write a sparse TFLite flatbuffer to this file.')
+_FROZEN_GRAPH = flags.DEFINE_string(
+    'frozen_graph', None, 'Also write a frozen GraphDef (.pb) to this file.')
+_OVERWRITE = flags.DEFINE_bool(
+    'overwrite', False, 'Replace outputs that exist and are not empty.')
+
+flags.mark_flags_as_required(['saved_model', 'output_dir'])
+flags.register_validator(
+    'saved_model', lambda value: value is None or bool(value.strip()),
+    message='--saved_model must not be empty.')
+flags.register_validator(
+    'output_dir', lambda value: value is None or bool(value.strip()),
+    message='--output_dir must not be empty.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  if not flags.FLAGS['verbosity'].present:
+    # The report is the output; TensorFlow's INFO lines would bury it.
+    logging.set_verbosity(logging.WARNING)
+  try:
+    report = strip_saved_model(
+        _SAVED_MODEL.value, _OUTPUT_DIR.value,
+        signature_keys=_SIGNATURE.value,
+        tflite_path=_TFLITE.value or None,
+        frozen_graph_path=_FROZEN_GRAPH.value or None,
+        overwrite=_OVERWRITE.value)
+  except (errors.GraphPruneError, OSError) as e:
+    print(f'strip_masks: error: {e}', file=sys.stderr)
+    return 1
+  print(f'Stripped {_SAVED_MODEL.value} -> {_OUTPUT_DIR.value}')
+  print(report.to_text())
+  return 0
+
+
+def run():
+  """Entry point of the `strip_masks` console script and tools/strip_masks."""
+  # absl prints the __main__ module's docstring as the --help usage text; a
+  # console script's generated __main__ has none, so lend it this one.
+  sys.modules['__main__'].__doc__ = __doc__
+  # ... and lists the flags of the module named by argv[0] under --help.
+  for holder in (_SAVED_MODEL, _OUTPUT_DIR, _SIGNATURE, _TFLITE,
+                 _FROZEN_GRAPH, _OVERWRITE):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0],
+                                             flags.FLAGS[holder.name])
+  app.run(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -1,0 +1,84 @@
+"""Sizes of exported models on disk, raw and gzip-compressed.
+
+A directory's gzipped size is the size of a `.tar.gz` of it, the way a
+SavedModel is usually shipped: a deterministic tar (entries sorted by path,
+mtime, owner and mode zeroed) compressed with gzip level 9, counted as it
+streams (nothing is written to disk). A file's gzipped size is that of
+`gzip -9` of its bytes. Tar adds 512 bytes of header per file and pads each
+file to 512 bytes, before compression.
+"""
+
+import dataclasses
+import gzip
+import io
+import os
+import tarfile
+
+_GZIP_LEVEL = 9
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+  """Bytes on disk (`raw`) and after gzip (`gzipped`)."""
+  raw: int
+  gzipped: int
+
+
+class _CountingSink(io.RawIOBase):
+  """A write-only stream that only counts the bytes written to it."""
+
+  def __init__(self):
+    super().__init__()
+    self.count = 0
+
+  def writable(self):
+    return True
+
+  def write(self, data):
+    self.count += len(data)
+    return len(data)
+
+
+def raw_size(path: str) -> int:
+  """Bytes of a file, or of every regular file under a directory."""
+  if not os.path.isdir(path):
+    return os.path.getsize(path)
+  return sum(os.path.getsize(p) for p in _files(path))
+
+
+def gzipped_size(path: str) -> int:
+  """Bytes of `gzip -9` of a file, or of a deterministic tar of a directory."""
+  sink = _CountingSink()
+  with gzip.GzipFile(fileobj=sink, mode='wb', compresslevel=_GZIP_LEVEL,
+                     mtime=0) as stream:
+    if os.path.isdir(path):
+      with tarfile.open(fileobj=stream, mode='w|',
+                        format=tarfile.USTAR_FORMAT) as tar:
+        for file_path in _files(path):
+          info = tar.gettarinfo(file_path,
+                                arcname=os.path.relpath(file_path, path))
+          info.mtime = info.uid = info.gid = 0
+          info.uname = info.gname = ''
+          info.mode = 0o644
+          with open(file_path, 'rb') as f:
+            tar.addfile(info, f)
+    else:
+      with open(path, 'rb') as f:
+        while chunk := f.read(1 << 20):
+          stream.write(chunk)
+  return sink.count
+
+
+def measure(path: str) -> Size:
+  """The `Size` of a file or directory."""
+  return Size(raw=raw_size(path), gzipped=gzipped_size(path))
+
+
+def _files(directory):
+  """Regular files under `directory`, sorted by relative path."""
+  found = []
+  for root, dirs, files in os.walk(directory):
+    dirs.sort()
+    found.extend(os.path.join(root, name) for name in files
+                 if os.path.isfile(os.path.join(root, name)))
+  return sorted(found, key=lambda p: os.path.relpath(p, directory))

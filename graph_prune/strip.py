@@ -1,0 +1,404 @@
+"""Stripping a pruned model for inference: masks folded into the weights.
+
+    stripped = strip(pruned)                 # stripped(x) == pruned(x)
+    export_saved_model(pruned, '/tmp/model')  # serving_default, no masks
+    report = strip_saved_model('/tmp/pruned', '/tmp/model',
+                               tflite_path='/tmp/model.tflite')
+    print(report.to_text())
+
+`strip` takes a live `PrunedModel`; `strip_saved_model` (the strip_masks
+tool) a SavedModel of one, whose pruning variables it finds in the object
+graph (every object with `masks`, `thresholds` and `last_mask_update_step`,
+i.e. a saved `PrunedModel`). Both put each exported computation through one
+mechanism (`stripped.strip_function`, then `stripped.rebuild`; see
+stripped.py for what it does and why unpruned weights stay variables).
+
+`strip_saved_model` never modifies its input; its outputs are staged beside
+their final paths and renamed when everything succeeded (`staging`), after
+each stripped signature was checked against the input on random inputs.
+"""
+
+import dataclasses
+import os
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from graph_prune import errors
+from graph_prune import sizes
+from graph_prune import staging
+from graph_prune import strip_report
+from graph_prune.stripped import first_line
+from graph_prune.stripped import PruningVariables
+from graph_prune.stripped import rebuild
+from graph_prune.stripped import signature_input_specs
+from graph_prune.stripped import strip_function
+from graph_prune.stripped import StrippedModel
+from graph_prune.stripped import VariableCopies
+
+DEFAULT_SIGNATURE = 'serving_default'
+# How callers ask for overwriting, for messages (the tool, or Python).
+_OVERWRITE_HINT = '--overwrite (overwrite=True)'
+
+
+def strip(pruned, signatures: Optional[Mapping[str, Any]] = None
+          ) -> StrippedModel:
+  """Returns `pruned` as a `StrippedModel`: masks folded, no pruning state.
+
+  Args:
+    pruned: a `PrunedModel` from `graph_prune.apply_pruning`.
+    signatures: optional signature key -> `tf.function` with an input
+      signature (or `ConcreteFunction`) computing with `pruned`, e.g.
+      `tf.function(lambda x: {'probs': tf.nn.softmax(pruned(x))}, ...)`;
+      each is stripped too. A single function means {'serving_default': it}.
+
+  Returns:
+    A `StrippedModel` whose `__call__` has `pruned`'s input signature and
+    computes `pruned(x)` with every masked weight a constant `weight * mask`
+    (+0.0 where pruned) and every other weight a variable holding a copy of
+    its current value.
+
+  Raises:
+    StripError: `pruned` is not a PrunedModel, or a signature function has no
+      input signature.
+    FoldError: a masked weight cannot be folded.
+  """
+  for attr in ('masks', 'thresholds', 'last_mask_update_step', '__call__'):
+    if not hasattr(pruned, attr):
+      raise errors.StripError(
+          f'strip expects the PrunedModel returned by '
+          f'graph_prune.apply_pruning, got {type(pruned).__name__}.')
+  pruning = PruningVariables.of([pruned])
+  call = pruned.__call__
+  cf = _inference_trace(call)
+  stripped = strip_function(cf, pruning, 'the pruned model')
+  copies = VariableCopies()
+  functions = {}
+  folded = list(stripped.folded)
+  parameters = dict(stripped.parameters)
+  if signatures is not None:
+    if not isinstance(signatures, Mapping):
+      signatures = {DEFAULT_SIGNATURE: signatures}
+    for key, fn in signatures.items():
+      sig_cf = _concrete(fn, key)
+      sig = strip_function(sig_cf, pruning, f'signature {key!r}')
+      functions[key] = rebuild(sig, sig_cf, signature_input_specs(sig_cf),
+                               copies)
+      folded += sig.folded
+      parameters.update(sig.parameters)
+  report = strip_report.make_report(folded, parameters, tuple(functions) or (
+      DEFAULT_SIGNATURE,))
+  call = rebuild(stripped, cf, call.input_signature, copies)
+  return StrippedModel(call=call, signature_functions=functions,
+                       report=report, variables=copies.variables)
+
+
+def _inference_trace(function):
+  """A fresh trace of `function` for inference.
+
+  Once a model was differentiated inside a `tf.function`, TensorFlow keeps
+  the traced call as a forward function that also outputs the mask reads its
+  gradient needs; that graph cannot be folded. A new `tf.function` over the
+  same Python callable, traced outside any tape, is the plain inference
+  graph.
+  """
+  fresh = tf.function(function.python_function,
+                      input_signature=function.input_signature)
+  with tf.init_scope():
+    return fresh.get_concrete_function()
+
+
+def export_saved_model(pruned, export_dir: str,
+                       signatures: Optional[Mapping[str, Any]] = None,
+                       overwrite: bool = False) -> strip_report.StripReport:
+  """Writes `strip(pruned, signatures)` as a SavedModel.
+
+  The SavedModel has `__call__` and, without `signatures`, a
+  `serving_default` signature from it. It is written to a temporary
+  directory beside `export_dir` and renamed at the end.
+
+  Args:
+    pruned: a `PrunedModel`.
+    export_dir: the SavedModel directory to write.
+    signatures: as in `strip`.
+    overwrite: replace `export_dir` if it exists and is not empty.
+
+  Returns:
+    A `StripReport` with the output's size.
+
+  Raises:
+    OutputExistsError: `export_dir` is not empty and `overwrite` is False.
+    StripError, FoldError: as in `strip`.
+  """
+  staging.check_output(export_dir, overwrite, 'overwrite=True')
+  module = strip(pruned, signatures)
+  with staging.Staging(overwrite, 'overwrite=True') as stage:
+    module.save(stage.directory(export_dir))
+    stage.commit()
+  return dataclasses.replace(module.report,
+                             output_size=sizes.measure(export_dir))
+
+
+def load_pruned_saved_model(path: str):
+  """Loads a SavedModel of a pruned model and finds its pruning variables.
+
+  Returns:
+    (loaded object, `PruningVariables`).
+
+  Raises:
+    SavedModelNotFoundError: `path` is missing, not a SavedModel directory,
+      or cannot be loaded.
+    NoPruningVariablesError: it holds no PrunedModel's masks.
+  """
+  _check_saved_model_path(path)
+  try:
+    loaded = tf.saved_model.load(path)
+  except Exception as e:  # pylint: disable=broad-except
+    # Any failure to parse or restore: a corrupt or foreign SavedModel.
+    raise errors.SavedModelNotFoundError(
+        f'Cannot load SavedModel {path!r}: {first_line(e)}') from e
+  owners = [obj for obj in tf.train.TrackableView(loaded).descendants()
+            if all(hasattr(obj, a) for a in
+                   ('masks', 'thresholds', 'last_mask_update_step'))]
+  pruning = PruningVariables.of(owners)
+  if not pruning.masks:
+    raise errors.NoPruningVariablesError(
+        f'SavedModel {path!r} has no pruning variables (no mask of a '
+        'PrunedModel); save the model returned by graph_prune.apply_pruning '
+        '(tf.saved_model.save(pruned, path)), not the original model.')
+  return loaded, pruning
+
+
+def _check_saved_model_path(path: str) -> None:
+  if not os.path.exists(path):
+    raise errors.SavedModelNotFoundError(
+        f'SavedModel path {path!r} does not exist; pass the directory '
+        'tf.saved_model.save wrote.')
+  if not os.path.isdir(path) or not tf.saved_model.contains_saved_model(path):
+    raise errors.SavedModelNotFoundError(
+        f'{path!r} is not a SavedModel directory (it has no saved_model.pb); '
+        'pass the directory tf.saved_model.save wrote.')
+
+
+def strip_saved_model(saved_model_dir: str, output_dir: str,
+                      signature_keys: Optional[Sequence[str]] = None,
+                      tflite_path: Optional[str] = None,
+                      frozen_graph_path: Optional[str] = None,
+                      overwrite: bool = False,
+                      verify: bool = True) -> strip_report.StripReport:
+  """Strips a SavedModel of a pruned model into a new SavedModel.
+
+  The input is never modified. Every output is written to a temporary path
+  beside it and renamed at the end, so a failure leaves no output.
+
+  Args:
+    saved_model_dir: a SavedModel of a `PrunedModel` (with its masks).
+    output_dir: the stripped SavedModel to write.
+    signature_keys: the signatures to strip and write (default: all).
+    tflite_path: also write a TFLite flatbuffer of the stripped signatures
+      with sparse weight encoding (`tf.lite.Optimize.EXPERIMENTAL_SPARSITY`).
+    frozen_graph_path: also write the frozen GraphDef (.pb) of one
+      signature: the only one selected, or 'serving_default'.
+    overwrite: replace outputs that exist and are not empty.
+    verify: run each stripped signature and its original on the same random
+      inputs (numeric inputs only) and fail if they differ.
+
+  Returns:
+    A `StripReport` with sizes.
+
+  Raises:
+    SavedModelNotFoundError, NoPruningVariablesError, UnknownSignatureError,
+    OutputExistsError, FoldError, StripError: each with a one-sentence
+    message naming the value and the fix.
+  """
+  _check_saved_model_path(saved_model_dir)
+  outputs = [p for p in (output_dir, tflite_path, frozen_graph_path) if p]
+  _check_paths(saved_model_dir, outputs)
+  for path in outputs:
+    staging.check_output(path, overwrite, _OVERWRITE_HINT)
+  loaded, pruning = load_pruned_saved_model(saved_model_dir)
+  keys = _select_signatures(loaded, saved_model_dir, signature_keys)
+  frozen_key = _frozen_graph_key(keys) if frozen_graph_path else None
+
+  functions, stripped_by_key, copies = {}, {}, VariableCopies()
+  for key in keys:
+    cf = loaded.signatures[key]
+    stripped = strip_function(cf, pruning, f'signature {key!r}')
+    stripped_by_key[key] = stripped
+    functions[key] = rebuild(
+        stripped, cf, signature_input_specs(cf), copies)
+  folded = [w for s in stripped_by_key.values() for w in s.folded]
+  if not folded:
+    raise errors.NoPruningVariablesError(
+        f'No signature of {saved_model_dir!r} ({", ".join(keys)}) computes a '
+        'masked weight; choose the signature that calls the pruned model.')
+  parameters = {}
+  for s in stripped_by_key.values():
+    parameters.update(s.parameters)
+  report = strip_report.make_report(folded, parameters, tuple(keys))
+  module = StrippedModel(signature_functions=functions,
+                                   report=report, variables=copies.variables)
+
+  with staging.Staging(overwrite, _OVERWRITE_HINT) as stage:
+    tmp_dir = stage.directory(output_dir)
+    module.save(tmp_dir)
+    if verify:
+      verify_signatures(loaded, tmp_dir, keys)
+    if tflite_path:
+      write_tflite(tmp_dir, keys, stage.file(tflite_path))
+    if frozen_graph_path:
+      with open(stage.file(frozen_graph_path), 'wb') as f:
+        f.write(stripped_by_key[frozen_key].graph_def.SerializeToString())
+    stage.commit()
+
+  frozen = stripped_by_key.get(frozen_key)
+  return dataclasses.replace(
+      report,
+      input_size=sizes.measure(saved_model_dir),
+      output_size=sizes.measure(output_dir),
+      tflite_size=sizes.measure(tflite_path) if tflite_path else None,
+      frozen_graph_size=(sizes.measure(frozen_graph_path)
+                         if frozen_graph_path else None),
+      frozen_graph_inputs=frozen.input_names if frozen else (),
+      frozen_graph_outputs=frozen.output_names if frozen else ())
+
+
+def write_tflite(saved_model_dir: str, signature_keys: Sequence[str],
+                 path: str) -> None:
+  """Converts a (stripped) SavedModel to TFLite with sparse weights.
+
+  Raises:
+    StripError: the converter fails (the message has its first line).
+  """
+  converter = tf.lite.TFLiteConverter.from_saved_model(
+      saved_model_dir, signature_keys=list(signature_keys))
+  converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+  try:
+    flatbuffer = converter.convert()
+  except Exception as e:  # pylint: disable=broad-except
+    # The converter raises ConverterError and others, all with a message.
+    raise errors.StripError(
+        f'The TFLite converter failed on signatures {list(signature_keys)} '
+        f'({_converter_message(e)}); TFLite builtin ops are used, so e.g. a '
+        'recurrent layer needs a fixed batch size in the input signature.'
+    ) from e
+  with open(path, 'wb') as f:
+    f.write(flatbuffer)
+
+
+def verify_signatures(original, stripped_dir: str, keys: Sequence[str],
+                      rtol: float = 1e-4, atol: float = 1e-5) -> None:
+  """Checks that each stripped signature computes what the original does.
+
+  Runs both on the same random inputs (batch 2 for unknown dimensions);
+  signatures with non-numeric inputs or inputs of unknown rank are skipped.
+
+  Raises:
+    FoldError: outputs differ (this is a bug of graph_prune).
+  """
+  stripped = tf.saved_model.load(stripped_dir)
+  rng = np.random.RandomState(0)
+  for key in keys:
+    want_fn = original.signatures[key]
+    got_fn = stripped.signatures[key]
+    inputs = _random_inputs(want_fn.structured_input_signature[1], rng)
+    if inputs is None:
+      continue
+    want, got = want_fn(**inputs), got_fn(**inputs)
+    for name in sorted(want):
+      a, b = np.asarray(want[name]), np.asarray(got[name])
+      if a.shape != b.shape or not np.allclose(a, b, rtol=rtol, atol=atol):
+        diff = (np.max(np.abs(a - b)) if a.shape == b.shape
+                else f'shape {b.shape} instead of {a.shape}')
+        raise errors.FoldError(
+            f'The stripped signature {key!r} differs from the input on output '
+            f'{name!r} (max difference {diff}); please report this bug.')
+
+
+def _random_inputs(specs, rng):
+  inputs = {}
+  for name, spec in specs.items():
+    if spec.shape.rank is None:
+      return None
+    shape = [2 if d is None else d for d in spec.shape]
+    if spec.dtype.is_floating:
+      value = rng.standard_normal(shape)
+    elif spec.dtype.is_integer or spec.dtype.is_bool:
+      value = np.zeros(shape)
+    else:
+      return None
+    inputs[name] = tf.constant(value, spec.dtype)
+  return inputs
+
+
+def _select_signatures(loaded, path, signature_keys):
+  available = sorted(loaded.signatures.keys())
+  if not available:
+    raise errors.UnknownSignatureError(
+        f'SavedModel {path!r} has no signatures; save it with '
+        'tf.saved_model.save(pruned, path), which writes serving_default.')
+  if not signature_keys:
+    return available
+  keys = list(dict.fromkeys(signature_keys))
+  for key in keys:
+    if key not in available:
+      raise errors.UnknownSignatureError(
+          f'Signature {key!r} is not in SavedModel {path!r}; its signatures '
+          f'are {available}.')
+  return keys
+
+
+def _frozen_graph_key(keys):
+  if len(keys) == 1:
+    return keys[0]
+  if DEFAULT_SIGNATURE in keys:
+    return DEFAULT_SIGNATURE
+  raise errors.StripError(
+      f'A frozen graph holds one signature but {keys} are selected and none '
+      f'is {DEFAULT_SIGNATURE!r}; choose one with --signature '
+      '(signature_keys).')
+
+
+def _check_paths(saved_model_dir, outputs):
+  """Refuses outputs that would write into or replace the input, or nest."""
+  source = os.path.realpath(saved_model_dir)
+  targets = [os.path.realpath(p) for p in outputs]
+  for i, path in enumerate(outputs):
+    for j, other in enumerate(outputs):
+      if i != j and (targets[i] == targets[j] or
+                     targets[i].startswith(targets[j] + os.sep)):
+        raise errors.StripError(
+            f'Output {path!r} is the same as or inside output {other!r}; '
+            'give each output its own path beside the others.')
+  for path in outputs:
+    target = os.path.realpath(path)
+    if target == source or target.startswith(source + os.sep):
+      raise errors.StripError(
+          f'Output {path!r} is inside the input SavedModel '
+          f'{saved_model_dir!r}; write it elsewhere (the input is never '
+          'modified).')
+    if source.startswith(target + os.sep):
+      raise errors.StripError(
+          f'Output {path!r} contains the input SavedModel '
+          f'{saved_model_dir!r}; write it elsewhere (the input is never '
+          'modified).')
+
+
+def _converter_message(error) -> str:
+  """The first error of a TFLite converter message, without MLIR locations."""
+  lines = str(error).splitlines() or [type(error).__name__]
+  line = next((l for l in lines if 'error:' in l), lines[0])
+  line = line.split('error:', 1)[-1]
+  return line.rsplit('): ', 1)[-1].strip()
+
+
+def _concrete(fn, key):
+  if isinstance(fn, tf.types.experimental.ConcreteFunction):
+    return fn
+  if getattr(fn, 'input_signature', None) is None:
+    raise errors.StripError(
+        f'Signature {key!r} is a function without an input signature; '
+        'declare it with tf.function(input_signature=[...]) or pass a '
+        'ConcreteFunction.')
+  return fn.get_concrete_function()

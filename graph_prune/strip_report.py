@@ -1,0 +1,92 @@
+"""What stripping did, and the sizes of what it wrote, as a report.
+
+    report = strip_saved_model(...)
+    print(report.to_text())
+"""
+
+import dataclasses
+from typing import Optional, Sequence, Tuple
+
+from graph_prune import sizes
+from graph_prune.folding import FoldedWeight
+
+
+@dataclasses.dataclass(frozen=True)
+class StripReport:
+  """What stripping did, and the sizes of what it wrote.
+
+  Attributes:
+    weights: the folded weights (shape, sparsity).
+    total_params: values of every weight of the stripped model.
+    nonzero_params: how many of them are not zero.
+    signatures: the signature keys written.
+    input_size, output_size, tflite_size, frozen_graph_size: `sizes.Size`
+      of the input SavedModel and of each output, None when not applicable.
+    frozen_graph_inputs, frozen_graph_outputs: tensor names to feed and
+      fetch in the frozen graph.
+  """
+  weights: Tuple[FoldedWeight, ...]
+  total_params: int
+  nonzero_params: int
+  signatures: Tuple[str, ...] = ()
+  input_size: Optional[sizes.Size] = None
+  output_size: Optional[sizes.Size] = None
+  tflite_size: Optional[sizes.Size] = None
+  frozen_graph_size: Optional[sizes.Size] = None
+  frozen_graph_inputs: Tuple[str, ...] = ()
+  frozen_graph_outputs: Tuple[str, ...] = ()
+
+  def to_text(self) -> str:
+    """The report as a table for people."""
+    lines = ['Masked weights folded into constants:']
+    width = max([len(w.name) for w in self.weights] + [6])
+    lines.append(f'  {"weight":<{width}}  {"shape":<16} {"sparsity":>9} '
+                 f'{"non-zeros":>11}')
+    for w in self.weights:
+      shape = 'x'.join(str(d) for d in w.shape)
+      lines.append(f'  {w.name:<{width}}  {shape:<16} {w.sparsity:>9.2%} '
+                   f'{w.nonzeros:>11,}')
+    zeros = 1 - self.nonzero_params / max(self.total_params, 1)
+    lines.append(f'Parameters: {self.total_params:,} total, '
+                 f'{self.nonzero_params:,} non-zero ({zeros:.2%} zeros).')
+    if self.signatures:
+      lines.append(f'Signatures: {", ".join(self.signatures)}.')
+    rows = [('input SavedModel', self.input_size),
+            ('stripped SavedModel', self.output_size),
+            ('TFLite (sparse)', self.tflite_size),
+            ('frozen GraphDef', self.frozen_graph_size)]
+    rows = [(label, size) for label, size in rows if size is not None]
+    if rows:
+      lines.append('Sizes (raw / gzip -9; a directory as a .tar.gz):')
+      for label, size in rows:
+        lines.append(f'  {label:<20} {_bytes(size.raw):>22} / '
+                     f'{_bytes(size.gzipped):>22}')
+    if self.frozen_graph_inputs or self.frozen_graph_outputs:
+      feeds = ', '.join(self.frozen_graph_inputs)
+      fetches = ', '.join(self.frozen_graph_outputs)
+      lines.append(f'Frozen GraphDef feeds {feeds} and fetches {fetches}.')
+    return '\n'.join(lines)
+
+
+def make_report(folded: Sequence[FoldedWeight], parameters,
+                signatures: Tuple[str, ...]) -> 'StripReport':
+  """A `StripReport` without sizes.
+
+  Args:
+    folded: the folded weights of every stripped function (a weight folded
+      in several functions counts once).
+    parameters: weight or variable name -> (size, non-zeros), over all
+      functions.
+    signatures: the signature keys.
+  """
+  unique = {}
+  for w in folded:
+    unique.setdefault(w.name, w)
+  total = sum(size for size, _ in parameters.values())
+  nonzero = sum(nz for _, nz in parameters.values())
+  return StripReport(weights=tuple(unique.values()), total_params=total,
+                     nonzero_params=nonzero, signatures=tuple(signatures))
+
+
+def _bytes(n: int) -> str:
+  return f'{n:,} B ({n / 2**20:.2f} MiB)'
