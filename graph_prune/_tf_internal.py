@@ -70,3 +70,66 @@ def op_def(op_type):
   """
   return _op_def_registry.get(op_type)
 
+
+def distributed_container(variable):
+  """The distributed variable `variable` is one per-device copy of, or None.
+
+  Under a `tf.distribute` strategy a model variable is a `MirroredVariable`
+  holding one `tf.Variable` per device. A traced graph captures one of those
+  copies (the first, when traced in cross-replica context), and
+  `cf.graph.variables` lists that copy, not the variable the model and the
+  optimizer hold. TensorFlow links each copy back to its container with a
+  private weak reference, which `distribute_utils.value_container` follows;
+  the public `strategy.extended.value_container` does the same but only for
+  the strategy currently in scope, and graph_prune must find the container
+  before it knows (or enters) that strategy.
+
+  Args:
+    variable: a `tf.Variable`.
+
+  Returns:
+    The `tf.distribute.DistributedValues` variable, or None when `variable`
+    is not a per-device copy.
+  """
+  # Imported here so that this wrapper, appended to the file, is
+  # self-contained; TensorFlow has already loaded the module.
+  from tensorflow.python.distribute import distribute_utils  # pylint: disable=g-import-not-at-top
+  container = distribute_utils.value_container(variable)
+  return None if container is variable else container
+
+
+def default_strategy():
+  """The default (no-op) `tf.distribute.Strategy`.
+
+  `tf.distribute.get_strategy()` returns it only outside every
+  `strategy.scope()`; graph_prune must recognise it (it is supported) and
+  return it from `make_strategy('default')` wherever it is called.
+  """
+  from tensorflow.python.distribute import distribute_lib  # pylint: disable=g-import-not-at-top
+  return distribute_lib._get_default_strategy()  # pylint: disable=protected-access
+
+
+def freeze_function(concrete_function):
+  """Returns `concrete_function` with every captured variable a constant.
+
+  Freezing a TF2 function (variables to Const, resource arguments of loop
+  bodies and branches retyped, function calls inlined by Grappler) is what
+  `convert_variables_to_constants_v2` does, and what the TFLite converter
+  uses internally; TensorFlow exports no public equivalent
+  (`tf.compat.v1.graph_util.convert_variables_to_constants` needs a TF1
+  session and reference variables). Control flow is not lowered, so While and
+  If stay functional ops (which the TFLite converter and `import_graph_def`
+  inside a `tf.function` both need).
+
+  Args:
+    concrete_function: a `ConcreteFunction` capturing variables.
+
+  Returns:
+    The frozen `ConcreteFunction`; its graph's Const node for a variable has
+    the name of the placeholder that captured the variable's handle, and its
+    `inputs`/`outputs` correspond to the original's non-captured inputs and
+    outputs, in order.
+  """
+  from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-import-not-at-top
+  return convert_to_constants.convert_variables_to_constants_v2(
+      concrete_function, lower_control_flow=False)

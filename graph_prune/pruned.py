@@ -18,11 +18,14 @@ State lives here and only here: the variables, and the `tf.cond` on the
 update condition; the math is in `update`, `masking` and `schedule`.
 """
 
-from typing import Any, Dict, NamedTuple, Optional, Sequence, Union
+import contextlib
+import functools
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Union
 
 from absl import logging
 import tensorflow as tf
 
+from graph_prune import distribute
 from graph_prune import errors
 from graph_prune import hparams as hparams_lib
 from graph_prune import masking
@@ -65,9 +68,11 @@ def _scalar_summary(tag, value, step):
 
 
 def _variable(initial_value, name):
-  # Masks, thresholds and the step are not trained: under a tf.distribute
-  # strategy every replica computes the same update, and ONLY_FIRST_REPLICA
-  # lets the assignment run in replica context without a reduction.
+  # Masks, thresholds and the step are not trained. Under a tf.distribute
+  # strategy they are MirroredVariables (ON_WRITE: a copy per device, every
+  # write goes to every copy). The update writes them in cross-replica context
+  # (see `mask_update`); ONLY_FIRST_REPLICA makes a write made in replica
+  # context copy the first replica's value to all. distribute.py explains.
   return tf.Variable(
       initial_value, trainable=False, name=name,
       synchronization=tf.VariableSynchronization.ON_WRITE,
@@ -90,17 +95,33 @@ class PrunedModel(tf.Module):
 
   def __init__(self, traced: tracing.Traced,
                hparams: hparams_lib.PruningHParams,
-               scan: 'rewrite.WeightScan', name: Optional[str] = None):
+               scan: 'rewrite.WeightScan', name: Optional[str] = None,
+               retrace: Optional[Callable[..., tracing.Traced]] = None,
+               training: Optional[bool] = False):
+    """Creates the masks and rewrites `traced`; see `apply_pruning`.
+
+    Args:
+      traced: the traced computation.
+      hparams: the `PruningHParams`.
+      scan: `rewrite.find_weights(traced, ...)`: the weights to mask.
+      name: the module's name; defaults to `hparams.name`.
+      retrace: for Keras models, `retrace(training=mode)` traces the model in
+        another mode (`__call__(..., training=mode)`); None otherwise.
+      training: the mode `traced` was traced in.
+    """
     super().__init__(name=name or hparams.name)
     self.hparams = hparams
     candidates = tuple(scan.candidates)
     names = [c.name for c in candidates]
     self.plans = update.plan_weights(names, [c.shape for c in candidates],
                                      hparams)
-    self.weights = [c.variable for c in candidates]
+    # Under a strategy the graph captured per-device copies; the model,
+    # optimizer and checkpoints hold their distributed containers.
+    self.weights = [distribute.container(c.variable) for c in candidates]
     # Every captured variable is tracked, so that checkpoints and SavedModels
     # hold the model's own weights too.
-    self._model_variables = list(traced.variables)
+    self._model_variables = [
+        distribute.container(v) for v in traced.variables]
     self.masks = [
         _variable(tf.ones(c.shape, c.dtype), f'{c.name}/mask')
         for c in candidates]
@@ -110,23 +131,68 @@ class PrunedModel(tf.Module):
     self.last_mask_update_step = _variable(
         tf.constant(0, tf.int64), f'{hparams.name}/last_mask_update_step')
     fn, self.report = rewrite.insert_masks(
-        traced, {w.ref(): m for w, m in zip(self.weights, self.masks)},
-        scan_result=scan)
+        traced, dict(zip(names, self.masks)), scan_result=scan)
     self._fn = _Untracked(fn)
+    self._training = training
+    self._retrace = _Untracked(retrace)
+    self._mode_fns = _Untracked({})  # training mode -> rewritten tf.function
     self._update_fn = _Untracked(tf.function(
         lambda step: self._update(step) and None))
     self.__call__ = tf.function(self._call,
                                 input_signature=traced.input_signature)
 
-  def __call__(self, *args):  # pylint: disable=method-hidden
+  def __call__(self, *args,  # pylint: disable=method-hidden
+               training: Optional[bool] = None):
+    """Runs the pruned computation.
+
+    Args:
+      *args: inputs matching the traced input signature.
+      training: for Keras models, the mode. None runs the graph
+        `apply_pruning` traced (its `training` argument: inference by
+        default); True the training graph (dropout active, batch norm using
+        batch statistics and updating its moving statistics); False the
+        inference graph. A mode's graph `apply_pruning` did not trace is
+        traced and rewritten on first use, with the same masks.
+
+    Returns:
+      The computation's outputs.
+
+    Raises:
+      UntraceableError: `training` is not a Python bool or None, or is given
+        for a computation that is not a Keras model.
+    """
     # The instance attribute `__call__` set in __init__ is a tf.function with
     # the original input signature: SavedModel exports it as the loaded
     # object's `__call__` and as `serving_default`. Python looks `__call__`
-    # up on the class, so this forwards to it.
-    return self.__dict__['__call__'](*args)
+    # up on the class, so this forwards to it. The other mode's function is
+    # held by an `_Untracked`, so it is no signature candidate.
+    if training is None or training is self._training:
+      return self.__dict__['__call__'](*args)
+    return self._mode_function(training)(*args)
 
   def _call(self, *args):
     return self._fn.value(*args)
+
+  def _mode_function(self, training):
+    """The rewritten graph of `training` mode, traced on first use."""
+    if not isinstance(training, bool):
+      raise errors.UntraceableError(
+          f'training must be None, True or False, got {training!r}; pass a '
+          'Python bool (each mode is a separate graph).')
+    functions = self._mode_fns.value
+    if training not in functions:
+      if self._retrace.value is None:
+        raise errors.UntraceableError(
+            f'training={training} selects the mode of a Keras model, but '
+            f'{self.name} was not traced from one; apply_pruning a function '
+            'of the wanted mode instead.')
+      # Out of any tf.function being traced (the first call is usually in a
+      # training step): tracing and rewriting build functions of their own.
+      with tf.init_scope():
+        traced = self._retrace.value(training=training)
+        functions[training], _ = rewrite.insert_masks(
+            traced, {w.ref(): m for w, m in zip(self.weights, self.masks)})
+    return functions[training]
 
   @property
   def weight_names(self):
@@ -135,12 +201,18 @@ class PrunedModel(tf.Module):
   def mask_update(self, step) -> tf.Operation:
     """Recomputes every mask at `step` and records `step` as the last update.
 
+    Inside `strategy.run` the update runs once per worker in cross-replica
+    context (through `merge_call`) and the strategy writes the masks into every
+    replica's copy.
+
     Args:
       step: int step (e.g. `optimizer.iterations`); the schedule's position.
 
     Returns:
       The update op in graph mode; None eagerly.
     """
+    if distribute.in_replica_context():
+      return distribute.call_in_cross_replica_context(self.mask_update, step)
     step = tf.cast(step, tf.int64)
     if tf.executing_eagerly():
       self._update_fn.value(step)
@@ -153,12 +225,20 @@ class PrunedModel(tf.Module):
     The condition: step in [begin_pruning_step, end_pruning_step] and at
     least `pruning_frequency` steps since the last update.
 
+    Inside `strategy.run` the condition and the update run once per worker in
+    cross-replica context (through `merge_call`, so not from inside a
+    `tf.cond` of the replica function) and the strategy writes the masks into
+    every replica's copy.
+
     Args:
       step: int step (e.g. `optimizer.iterations`).
 
     Returns:
       A bool scalar tensor: whether the masks were updated.
     """
+    if distribute.in_replica_context():
+      return distribute.call_in_cross_replica_context(
+          self.conditional_mask_update, step)
     step = tf.cast(step, tf.int64)
 
     def do_update():
@@ -245,7 +325,9 @@ def apply_pruning(graph_fn: Any,
     hparams: a contrib-style spec string or a `PruningHParams`.
     input_signature: the inputs, when `graph_fn` does not define them.
     training: for Keras models, the mode the model is traced in (False:
-      inference graph, dropout off, batch norm using moving statistics).
+      inference graph, dropout off, batch norm using moving statistics), the
+      mode `pruned(x)` runs; `pruned(x, training=True)` runs the other mode,
+      traced on first use with the same masks.
     name: the module's name; defaults to `hparams.name`.
 
   Returns:
@@ -256,6 +338,10 @@ def apply_pruning(graph_fn: Any,
     UntraceableError: `graph_fn` cannot be traced into one graph.
     NoPrunableWeightsError: no weight of the graph can be pruned (the message
       lists every variable seen and why it was skipped).
+    UnsupportedStrategyError: called under a `tf.distribute` strategy
+      graph_prune does not support (see `graph_prune.distribute`).
+    StrategyError: called inside `strategy.run`, or the weights were created
+      under another strategy than the current one.
   """
   if isinstance(hparams, str):
     hparams = hparams_lib.parse_hparams(hparams)
@@ -263,6 +349,12 @@ def apply_pruning(graph_fn: Any,
     raise errors.HParamTypeError(
         f'hparams must be a spec string or a PruningHParams, got '
         f'{type(hparams).__name__}.')
+  current = tf.distribute.get_strategy()
+  distribute.check_strategy(current)
+  if distribute.in_replica_context():
+    raise distribute.StrategyError(
+        'apply_pruning was called inside strategy.run; call it once under '
+        'strategy.scope(), where the model was built.')
   traced = tracing.trace(graph_fn, input_signature=input_signature,
                          training=training)
   scan = rewrite.find_weights(traced, do_not_prune=hparams.do_not_prune)
@@ -275,9 +367,43 @@ def apply_pruning(graph_fn: Any,
   for entry in hparams.unmatched_map_entries([c.name for c in scan.candidates]):
     logging.warning('graph_prune: hparam map entry %r matches no pruned '
                     'weight of %s.', entry, traced.name)
-  pruned = PrunedModel(traced, hparams, scan, name=name)
+  retrace = None
+  if tracing.is_keras_model(graph_fn):
+    retrace = functools.partial(tracing.trace, graph_fn,
+                                input_signature=traced.input_signature)
+  with _strategy_scope(current, scan, traced.name):
+    pruned = PrunedModel(traced, hparams, scan, name=name, retrace=retrace,
+                         training=training)
   for plan in pruned.plans:
     logging.info('graph_prune: masking %s %s, target sparsity %.4g, %s%s',
                  plan.name, list(plan.shape), plan.target_sparsity,
                  plan.scope, f' ({plan.note})' if plan.note else '')
   return pruned
+
+
+def _strategy_scope(current, scan, what):
+  """The scope the masks are created in: the weights' strategy.
+
+  Masks must be distributed like the weights they multiply. Under the
+  weights' strategy's scope (or with plain weights) that is the current
+  scope; called outside any scope with distributed weights, apply_pruning
+  enters their strategy's scope itself.
+  """
+  owner = distribute.strategy_of([c.variable for c in scan.candidates])
+  default = not tf.distribute.has_strategy()
+  if owner is None:
+    if not default and current.num_replicas_in_sync > 1:
+      raise distribute.StrategyError(
+          f'The weights of {what} were created outside '
+          f'{type(current).__name__}.scope(); build the model under the '
+          'scope apply_pruning is called in.')
+    return contextlib.nullcontext()
+  distribute.check_strategy(owner)
+  if default:
+    return owner.scope()
+  if owner is not current:
+    raise distribute.StrategyError(
+        f'The weights of {what} were created under another '
+        f'{type(owner).__name__} than the current {type(current).__name__}; '
+        'call apply_pruning under the scope the model was built in.')
+  return contextlib.nullcontext()

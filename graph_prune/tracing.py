@@ -75,7 +75,7 @@ def trace(graph_fn: Any,
     cf = graph_fn
   elif isinstance(graph_fn, tf.types.experimental.PolymorphicFunction):
     cf = _trace_tf_function(graph_fn, input_signature, name)
-  elif _is_keras_model(graph_fn):
+  elif is_keras_model(graph_fn):
     if input_signature is None:
       input_signature = _keras_input_signature(graph_fn, name)
     model = graph_fn
@@ -165,7 +165,9 @@ def _keras_model_classes():
   return tuple(classes)
 
 
-def _is_keras_model(obj) -> bool:
+def is_keras_model(obj) -> bool:
+  """Whether `obj` is a Keras model (Keras 3 or tf_keras), which `trace` can
+  trace in either mode (`training=`)."""
   classes = _keras_model_classes()
   return bool(classes) and isinstance(obj, classes)
 

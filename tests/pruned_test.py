@@ -238,6 +238,160 @@ class ApplyPruningTest(tf.test.TestCase):
     self.assertEqual(tags['model_pruning/last_mask_update_step'], 30)
 
 
+def _bn_dropout_model(seed=0):
+  keras.utils.set_random_seed(seed)
+  return keras.Sequential([
+      keras.Input((12,)),
+      keras.layers.Dense(16, name='d1'),
+      keras.layers.BatchNormalization(name='bn'),
+      keras.layers.ReLU(),
+      keras.layers.Dropout(0.5, name='drop'),
+      keras.layers.Dense(4, name='out'),
+  ])
+
+
+class TrainingModeTest(tf.test.TestCase):
+  """`pruned(x, training=True)`: the Keras model's training graph, masked.
+
+  The reference is a twin Keras model holding `kernel * mask` as its kernels
+  and a copy of every other variable (batch norm statistics, the dropout seed
+  generator's state), so that both draw the same dropout mask.
+  """
+
+  def _pruned_and_twin(self, training=False):
+    model = _bn_dropout_model()
+    pruned = graph_prune.apply_pruning(model, _SPEC, training=training)
+    masks = _random_masks(pruned)
+    twin = _bn_dropout_model(seed=1)
+    return model, pruned, masks, twin
+
+  def _sync(self, model, pruned, masks, twin):
+    """Copies model into twin, kernels multiplied by their masks."""
+    mask_of = {id(w): m for w, m in zip(pruned.weights, masks)}
+    self.assertEqual([(v.name, v.shape) for v in model.variables],
+                     [(v.name, v.shape) for v in twin.variables])
+    for source, target in zip(model.variables, twin.variables):
+      value = source.numpy()
+      mask = mask_of.get(id(source.value))
+      target.assign(value if mask is None else value * mask)
+
+  def test_outputs_and_batch_norm_updates_follow_keras_in_both_modes(self):
+    model, pruned, masks, twin = self._pruned_and_twin()
+    x, _ = _data()
+    bn = model.get_layer('bn')
+    for training in (False, True):
+      self._sync(model, pruned, masks, twin)
+      mean = bn.moving_mean.numpy()
+      got = pruned(x, training=training)
+      want = twin(x, training=training)
+      self.assertAllClose(got, want, atol=1e-5, msg=f'training={training}')
+      # Batch norm's moving statistics move in training mode only, as the
+      # twin's do.
+      twin_bn = twin.get_layer('bn')
+      self.assertAllClose(bn.moving_mean, twin_bn.moving_mean, atol=1e-6)
+      self.assertAllClose(bn.moving_variance, twin_bn.moving_variance,
+                          atol=1e-6)
+      self.assertEqual(bool(np.any(bn.moving_mean.numpy() != mean)), training)
+    self.assertAllClose(pruned(x), pruned(x, training=False))
+    # Dropout and batch statistics: the modes differ as Keras' do.
+    self.assertNotAllClose(pruned(x, training=True), pruned(x))
+    self.assertNotAllClose(pruned(x, training=True),
+                           pruned(x, training=True))  # a new dropout mask
+
+  def test_gradients_in_training_mode(self):
+    model, pruned, masks, twin = self._pruned_and_twin()
+    x, y = _data()
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    self._sync(model, pruned, masks, twin)
+    with tf.GradientTape() as tape:
+      loss = loss_fn(y, pruned(x, training=True))
+    grads = tape.gradient(loss, model.trainable_variables)
+    with tf.GradientTape() as tape:
+      twin_loss = loss_fn(y, twin(x, training=True))
+    twin_grads = tape.gradient(twin_loss, twin.trainable_variables)
+    self.assertAllClose(loss, twin_loss, atol=1e-6)
+    mask_of = {id(w): m for w, m in zip(pruned.weights, masks)}
+    for variable, grad, twin_grad in zip(model.trainable_variables, grads,
+                                         twin_grads):
+      self.assertIsNotNone(grad, variable.path)
+      # d loss / d kernel = d loss / d (kernel * mask) * mask.
+      mask = mask_of.get(id(variable.value), 1.0)
+      self.assertAllClose(grad, twin_grad * mask, atol=1e-5,
+                          msg=variable.path)
+
+  def test_traced_in_training_mode(self):
+    model, pruned, masks, twin = self._pruned_and_twin(training=True)
+    x, _ = _data()
+    self._sync(model, pruned, masks, twin)
+    self.assertAllClose(pruned(x), twin(x, training=True), atol=1e-5)
+    self.assertAllClose(pruned(x, training=False), twin(x, training=False),
+                        atol=1e-5)
+
+  def test_train_step_prunes_and_updates_statistics(self):
+    model = _bn_dropout_model()
+    pruned = graph_prune.apply_pruning(model, _SPEC)
+    optimizer = keras.optimizers.SGD(0.05)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    x, y = _data(256)
+
+    @tf.function
+    def train_step(xb, yb):
+      with tf.GradientTape() as tape:
+        loss = loss_fn(yb, pruned(xb, training=True))
+      variables = model.trainable_variables
+      grads = tape.gradient(loss, variables)
+      optimizer.apply_gradients(zip(grads, variables))
+      pruned.conditional_mask_update(optimizer.iterations)
+      return grads[0]
+
+    mean = model.get_layer('bn').moving_mean.numpy()
+    for step in range(1, 46):  # the last update is at step 40
+      i = (step * 32) % 256
+      grad = train_step(x[i:i + 32], y[i:i + 32])
+    self.assertNotAllClose(model.get_layer('bn').moving_mean, mean)
+    self.assertAllClose(pruned.sparsity().overall, 0.75, atol=0.01)
+    # Pruned positions of the first kernel get no gradient.
+    mask = pruned.masks[0].numpy()
+    self.assertAllEqual(grad.numpy()[mask == 0],
+                        np.zeros(int((mask == 0).sum())))
+
+  def test_training_graph_is_not_exported_or_checkpointed(self):
+    model = _bn_dropout_model()
+    pruned = graph_prune.apply_pruning(model, _SPEC)
+    x, _ = _data()
+    directory = tempfile.mkdtemp()
+    before = tf.train.list_variables(
+        tf.train.Checkpoint(pruned=pruned).save(os.path.join(directory, 'a')))
+    pruned(x, training=True)
+    after = tf.train.list_variables(
+        tf.train.Checkpoint(pruned=pruned).save(os.path.join(directory, 'b')))
+    self.assertEqual([name for name, _ in before],
+                     [name for name, _ in after])
+    export = os.path.join(directory, 'saved')
+    tf.saved_model.save(pruned, export)
+    loaded = tf.saved_model.load(export)
+    self.assertEqual(list(loaded.signatures), ['serving_default'])
+    outputs = loaded.signatures['serving_default'](tf.constant(x))
+    self.assertAllClose(list(outputs.values())[0], pruned(x), atol=1e-6)
+
+  def test_training_argument_errors(self):
+    v = tf.Variable(tf.ones([2, 2]), name='kernel')
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2])])
+    def fn(x):
+      return tf.matmul(x, v)
+
+    pruned = graph_prune.apply_pruning(fn, 'target_sparsity=0.5')
+    x = tf.ones([1, 2])
+    self.assertAllClose(pruned(x, training=None), pruned(x))
+    with self.assertRaisesRegex(errors.UntraceableError,
+                                'not traced from one'):
+      pruned(x, training=True)
+    keras_pruned = graph_prune.apply_pruning(_bn_dropout_model(), _SPEC)
+    with self.assertRaisesRegex(errors.UntraceableError, 'Python bool'):
+      keras_pruned(_data()[0], training=tf.constant(True))
+
+
 class ErrorsTest(tf.test.TestCase):
 
   def test_no_prunable_weight_lists_what_was_seen(self):

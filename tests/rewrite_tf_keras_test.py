@@ -10,6 +10,7 @@ from absl.testing import parameterized
 import tensorflow as tf
 import tf_keras
 
+import graph_prune
 import rewrite_keras3_test as common  # shared checks (not a test here)
 
 
@@ -107,6 +108,34 @@ class TfKerasTest(common.PassTestCase):
       zero = masks[w.name].numpy() == 0
       self.assertAllEqual(before[w.name][zero], w.variable.numpy()[zero])
       self.assertNotAllClose(before[w.name], w.variable.numpy())
+
+
+class TfKerasTrainingModeTest(tf.test.TestCase):
+  """`pruned(x, training=True)` on a tf_keras model with batch norm/dropout."""
+
+  def test_training_mode(self):
+    tf_keras.utils.set_random_seed(3)
+    model = tf_keras.Sequential([
+        L.Dense(8, input_shape=(6,)), L.BatchNormalization(), L.Dropout(0.5),
+        L.Dense(3)])
+    pruned = graph_prune.apply_pruning(model, 'target_sparsity=0.5')
+    x = tf.random.stateless_normal([16, 6], seed=[1, 2])
+    bn = model.layers[1]
+    mean = bn.moving_mean.numpy()
+    self.assertAllClose(pruned(x), model(x, training=False), atol=1e-6)
+    self.assertAllEqual(bn.moving_mean, mean)
+
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_sum(pruned(x, training=True) ** 2)
+    grads = tape.gradient(loss, model.trainable_variables)
+    self.assertNotIn(None, grads)
+    # The moving mean moved as Keras moves it (dropout comes after it).
+    updated = bn.moving_mean.numpy()
+    bn.moving_mean.assign(mean)
+    model(x, training=True)
+    self.assertAllClose(updated, bn.moving_mean, atol=1e-6)
+    self.assertNotAllClose(updated, mean)
+    self.assertNotAllClose(pruned(x, training=True), pruned(x))
 
 
 if __name__ == '__main__':

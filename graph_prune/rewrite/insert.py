@@ -18,6 +18,11 @@ other capture to the same external value. Unmasked variables are read by the
 imported raw `ReadVariableOp`s, in their original order relative to any
 writes; they are marked as accessed so a tape watches them as it would the
 original function's variables.
+
+Under a `tf.distribute` strategy the traced graph captured one per-device
+copy of each variable; the new function, traced once per replica, captures
+the calling replica's own copy of every variable instead
+(`distribute.replica_local`).
 """
 
 import dataclasses
@@ -27,6 +32,7 @@ from typing import Any, Mapping, Tuple
 import tensorflow as tf
 
 from graph_prune import _tf_internal
+from graph_prune import distribute
 from graph_prune import errors
 from graph_prune.rewrite import fdefs
 from graph_prune.rewrite import functions
@@ -146,14 +152,18 @@ def _masks_by_name(masks, infos, what):
   for key, mask in masks.items():
     if not isinstance(key, str):
       variable = key.deref() if hasattr(key, 'deref') else key
-      if not isinstance(variable, tf.Variable):
+      if not isinstance(variable, (tf.Variable,
+                                   tf.distribute.DistributedValues)):
         variable = getattr(variable, 'value', variable)  # Keras 3 variable
-      handle = getattr(variable, 'handle', None)
-      if id(handle) not in name_of_handle:
+      # A distributed variable: the graph captured one of its copies.
+      names = [name_of_handle.get(id(getattr(copy, 'handle', None)))
+               for copy in distribute.local_copies(variable)]
+      names = [name for name in names if name is not None]
+      if not names:
         raise errors.MaskError(
             f'Mask key {key!r} is not a variable captured by {what}; key masks '
             'by weight name or by variable.ref().')
-      key = name_of_handle[id(handle)]
+      key = names[0]
     if key in by_name:
       raise errors.MaskError(f'Two masks given for weight {key!r}.')
     by_name[key] = mask
@@ -203,15 +213,21 @@ def _build_function(traced, infos, masks, new_top, graph_def, flat_name,
     input_map = {f'{arg_names[i]}:0': t for i, t in enumerate(flat_args)}
     for external, i in captures:
       info = info_by_arg.get(i)
+      # Under a tf.distribute strategy the traced graph captured the first
+      # replica's copy of each variable; each replica reads its own.
+      variable = (None if info is None
+                  else distribute.replica_local(info.variable))
       if info is not None and info.name in masks:
-        masked = tf.multiply(info.variable.read_value(),
+        masked = tf.multiply(variable.read_value(),
                              masks[info.name].read_value(),
                              name=info.name + MASKED_WEIGHT_SUFFIX)
         input_map[f'{arg_names[i]}:0'] = masked
         continue
+      if variable is not None:
+        external = variable.handle
       input_map[f'{arg_names[i]}:0'] = _tf_internal.capture(graph, external)
-      if info is not None:
-        _tf_internal.mark_variable_accessed(info.variable)
+      if variable is not None:
+        _tf_internal.mark_variable_accessed(variable)
     results = tf.graph_util.import_graph_def(
         graph_def, input_map=input_map, return_elements=ret_names, name=scope)
     flat = []
