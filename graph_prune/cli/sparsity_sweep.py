@@ -1,0 +1,110 @@
+"""The classic pruning study on one trained model: one-shot vs gradual pruning.
+
+Usage:
+  sparsity_sweep [--out_dir=DIR] [--methods=M1,M2,...] [--sparsities=K1,K2,...]
+      [--seeds=0,1,2] [--model=mlp] [--data=PATH] [--dense_steps=N]
+      [--retrain_steps=N] [--schedule_fraction=F] [--pruning_frequency=N]
+      [--batch_size=B] [--learning_rate=LR]
+  (or tools/sparsity_sweep ...)
+
+Trains the dense 1000-1000-500-200 MLP on the embedded digits (one per seed),
+then prunes it to each sparsity k in 0, 25, 50, 60, 70, 80, 90, 95, 97, 99%
+with each method:
+
+  oneshot_weight_layer   once, no retraining; smallest |w| per layer
+  oneshot_weight_global  once; one threshold over all layers
+  oneshot_unit_layer     once; whole units (L2 of a unit's weights) per layer
+  oneshot_unit_global    once; units, one threshold over all layers
+  gradual_weight_layer   masked retraining while contrib's schedule raises the
+  gradual_weight_global  sparsity (any KIND_GRANULARITY_SCOPE is accepted)
+
+The output layer stays dense. Writes OUT_DIR/sweep.csv and sweep.json
+(sparsity, non-zeros, accuracy and loss per method and k, averaged over the
+seeds; the JSON also holds every seed's rows, the Pareto frontier and where
+each method drops by more than 2 points) and, with matplotlib installed,
+accuracy.png, loss.png and pareto.png. About four minutes per seed with the
+defaults on two cores.
+"""
+
+import os
+
+from absl import flags
+
+from graph_prune import study
+from graph_prune import study_plots
+from graph_prune.cli import runner
+
+_defaults = study.SweepConfig()
+_OUT_DIR = flags.DEFINE_string('out_dir', 'sweep_results',
+                               'Directory of the tables and plots.')
+_METHODS = flags.DEFINE_list('methods', list(_defaults.methods),
+                             'Methods, KIND_GRANULARITY_SCOPE.')
+_SPARSITIES = flags.DEFINE_list(
+    'sparsities', [f'{100 * k:g}' for k in _defaults.sparsities],
+    'Target sparsities in percent, each in [0, 100).')
+_SEEDS = flags.DEFINE_list('seeds', ['0'],
+                           'Seeds; one dense model each, results averaged.')
+_MODEL = flags.DEFINE_enum('model', _defaults.model, ['mlp', 'cnn', 'lstm'],
+                           'Built-in model.')
+_DATA = flags.DEFINE_string('data', '', 'An .npz file or an MNIST IDX folder; '
+                            'empty for the embedded digits.')
+_DENSE_STEPS = flags.DEFINE_integer('dense_steps', _defaults.dense_steps,
+                                    'Training steps of the dense model.',
+                                    lower_bound=1)
+_RETRAIN_STEPS = flags.DEFINE_integer(
+    'retrain_steps', _defaults.retrain_steps,
+    'Steps of each gradual masked retraining.', lower_bound=1)
+_SCHEDULE_FRACTION = flags.DEFINE_float(
+    'schedule_fraction', _defaults.schedule_fraction,
+    'Part of the retraining over which the sparsity rises.', lower_bound=0,
+    upper_bound=1)
+_PRUNING_FREQUENCY = flags.DEFINE_integer(
+    'pruning_frequency', _defaults.pruning_frequency,
+    'Steps between mask updates while retraining.', lower_bound=1)
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', _defaults.batch_size,
+                                   'Examples per step.', lower_bound=1)
+_LEARNING_RATE = flags.DEFINE_float('learning_rate', _defaults.learning_rate,
+                                    "Adam's learning rate.", lower_bound=0)
+
+
+def _numbers(name, values, kind):
+  try:
+    return tuple(kind(v) for v in values)
+  except ValueError as e:
+    raise study.SweepConfigError(
+        f'--{name}={",".join(values)} holds a value that is not a number; '
+        f'pass e.g. --{name}={"90,95" if kind is float else "0,1,2"}.') from e
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise study.SweepConfigError(
+        f'Unexpected arguments {argv[1:]}; every setting is a --flag.')
+  config = study.SweepConfig(
+      methods=tuple(_METHODS.value),
+      sparsities=tuple(k / 100.0 for k in _numbers(
+          'sparsities', _SPARSITIES.value, float)),
+      seeds=_numbers('seeds', _SEEDS.value, int),
+      model=_MODEL.value, data=_DATA.value, dense_steps=_DENSE_STEPS.value,
+      retrain_steps=_RETRAIN_STEPS.value,
+      schedule_fraction=_SCHEDULE_FRACTION.value,
+      pruning_frequency=_PRUNING_FREQUENCY.value,
+      batch_size=_BATCH_SIZE.value, learning_rate=_LEARNING_RATE.value)
+  result = study.sweep(config, log=lambda line: print(line, flush=True))
+  paths = study.write_tables(result, _OUT_DIR.value)
+  plots = study_plots.plot(result, _OUT_DIR.value)
+  if not plots:
+    print('plots skipped: matplotlib is not installed '
+          "(pip install 'graph_prune[plots]').")
+  print()
+  print(study.format_table(result))
+  for path in paths + plots:
+    print(f'wrote {os.path.abspath(path)}')
+
+
+def run():
+  runner.run(main)
+
+
+if __name__ == '__main__':
+  run()

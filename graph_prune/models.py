@@ -1,0 +1,109 @@
+"""Built-in Keras 3 models for the training binary and the sparsity sweep.
+
+    model = models.build('mlp', input_shape=(8, 8), num_classes=10, seed=0)
+
+* `mlp`: the classic 1000-1000-500-200 ReLU MLP of pruning studies (the
+  images are flattened first).
+* `cnn`: a small conv net: 3x3 conv, 3x3 depthwise conv, 1x1 conv, pooling and
+  two dense layers, so that pruning reaches a DepthwiseConv2D.
+* `lstm`: an LSTM reading the image one row per time step.
+
+Every layer has a fixed name (`dense_1`, ..., `logits`), so pruning hparams
+such as `do_not_prune=[logits]` or `weight_sparsity_map=[dense_1:0.8]` stay
+valid from run to run.
+"""
+
+from typing import Callable, Dict, Sequence
+
+import keras
+
+from graph_prune import errors
+
+MLP_UNITS = (1000, 1000, 500, 200)
+OUTPUT_LAYER = 'logits'
+
+
+class UnknownModelError(errors.GraphPruneError, ValueError):
+  """A model name or an input shape the built-in models cannot take."""
+
+
+def _mlp(input_shape, num_classes, hidden=MLP_UNITS):
+  layers = [keras.Input(input_shape, name='images'),
+            keras.layers.Flatten(name='flatten')]
+  layers += [keras.layers.Dense(units, activation='relu', name=f'dense_{i}')
+             for i, units in enumerate(hidden, start=1)]
+  layers.append(keras.layers.Dense(num_classes, name=OUTPUT_LAYER))
+  return keras.Sequential(layers, name='mlp')
+
+
+def _image_shape(input_shape, model):
+  """[h, w] or [h, w, c] images as [h, w, c]."""
+  if len(input_shape) == 2:
+    return tuple(input_shape) + (1,)
+  if len(input_shape) == 3:
+    return tuple(input_shape)
+  raise UnknownModelError(
+      f'--model={model} needs images of shape [h, w] or [h, w, c], got '
+      f'{list(input_shape)}; use --model=mlp for flat inputs.')
+
+
+def _cnn(input_shape, num_classes):
+  shape = _image_shape(input_shape, 'cnn')
+  L = keras.layers  # pylint: disable=invalid-name
+  return keras.Sequential([
+      keras.Input(tuple(input_shape), name='images'),
+      L.Reshape(shape, name='channels'),
+      L.Conv2D(32, 3, padding='same', activation='relu', name='conv_1'),
+      L.DepthwiseConv2D(3, padding='same', activation='relu',
+                        name='depthwise_1'),
+      L.Conv2D(64, 1, activation='relu', name='pointwise_1'),
+      L.MaxPooling2D(2, name='pool_1'),
+      L.Flatten(name='flatten'),
+      L.Dense(128, activation='relu', name='dense_1'),
+      L.Dense(num_classes, name=OUTPUT_LAYER),
+  ], name='cnn')
+
+
+def _lstm(input_shape, num_classes, units=128):
+  shape = _image_shape(input_shape, 'lstm')
+  rows = (shape[0], shape[1] * shape[2])
+  return keras.Sequential([
+      keras.Input(tuple(input_shape), name='images'),
+      keras.layers.Reshape(rows, name='rows'),
+      keras.layers.LSTM(units, name='lstm_1'),
+      keras.layers.Dense(num_classes, name=OUTPUT_LAYER),
+  ], name='lstm')
+
+
+_BUILDERS: Dict[str, Callable[..., keras.Model]] = {
+    'mlp': _mlp,
+    'cnn': _cnn,
+    'lstm': _lstm,
+}
+MODELS = tuple(_BUILDERS)
+
+
+def build(name: str, input_shape: Sequence[int], num_classes: int,
+          seed: int = 0) -> keras.Model:
+  """Builds a built-in model with weights initialized from `seed`.
+
+  Args:
+    name: one of `MODELS` ('mlp', 'cnn', 'lstm').
+    input_shape: the shape of one example, e.g. (8, 8) or (28, 28, 1).
+    num_classes: the number of logits.
+    seed: seeds Keras' initializers (through `keras.utils.set_random_seed`,
+      which also seeds Python's and NumPy's global generators).
+
+  Returns:
+    An uncompiled Keras model mapping float images to logits.
+
+  Raises:
+    UnknownModelError: `name` is not a built-in model, or the input shape does
+      not suit it.
+  """
+  if name not in _BUILDERS:
+    raise UnknownModelError(
+        f'Unknown model {name!r}; pass one of {", ".join(MODELS)}.')
+  keras.utils.set_random_seed(seed)
+  return _BUILDERS[name](tuple(int(d) for d in input_shape), int(num_classes))
+

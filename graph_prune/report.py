@@ -1,0 +1,112 @@
+"""Parameter counts and the final table of a training run.
+
+"Dense-equivalent" counts every weight of the model as if nothing were
+pruned; "non-zeros" counts the entries of `weight * mask` (and of every
+unpruned variable, biases included) that are not zero.
+"""
+
+import dataclasses
+from typing import List, Optional, Sequence
+
+import keras
+import numpy as np
+
+from graph_prune import exports as exports_lib
+from graph_prune import pruned as pruned_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightRow:
+  """One pruned weight: name, shape, entries, non-zeros of weight * mask."""
+  name: str
+  shape: tuple
+  params: int
+  nonzeros: int
+
+  @property
+  def sparsity(self) -> float:
+    return 1.0 - self.nonzeros / max(self.params, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamCounts:
+  """Parameter counts of a (pruned) model.
+
+  Attributes:
+    weights: one row per pruned weight.
+    dense_params: every weight of the model, counted dense.
+    nonzeros: the non-zero entries the pruned model computes with.
+  """
+  weights: List[WeightRow]
+  dense_params: int
+  nonzeros: int
+
+  @property
+  def sparsity(self) -> float:
+    return 1.0 - self.nonzeros / max(self.dense_params, 1)
+
+
+def count_params(model: keras.Model,
+                 pruned: Optional[pruned_lib.PrunedModel] = None
+                 ) -> ParamCounts:
+  """Counts the dense and non-zero parameters of `model` as `pruned` uses it.
+
+  Args:
+    model: the Keras model (all its weights are counted).
+    pruned: the `PrunedModel` over it, or None for the dense model.
+
+  Returns:
+    A `ParamCounts`.
+  """
+  values = [np.asarray(v) for v in model.weights]
+  dense = sum(v.size for v in values)
+  nonzeros = sum(int(np.count_nonzero(v)) for v in values)
+  rows = []
+  if pruned is not None:
+    for name, weight, mask in zip(pruned.weight_names, pruned.weights,
+                                  pruned.masks):
+      w = weight.numpy()
+      kept = int(np.count_nonzero(w * mask.numpy()))
+      nonzeros += kept - int(np.count_nonzero(w))
+      rows.append(WeightRow(name, tuple(w.shape), int(w.size), kept))
+  return ParamCounts(rows, int(dense), int(nonzeros))
+
+
+def _bytes(n: int) -> str:
+  for unit in ('B', 'KB', 'MB', 'GB'):
+    if n < 1024 or unit == 'GB':
+      return f'{n:.0f} {unit}' if unit == 'B' else f'{n:.2f} {unit}'
+    n /= 1024.0
+  return str(n)
+
+
+def final_table(counts: ParamCounts, test_loss: float, test_accuracy: float,
+                exports: Sequence[exports_lib.Export] = ()) -> str:
+  """The table the training binary prints at the end.
+
+  Args:
+    counts: from `count_params`.
+    test_loss: mean cross-entropy on the test split.
+    test_accuracy: accuracy on the test split.
+    exports: the exports written (or found).
+
+  Returns:
+    A multi-line string.
+  """
+  width = max([len(r.name) for r in counts.weights] + [30])
+  lines = [f'{"weight":<{width}}  {"shape":<14} {"params":>10} '
+           f'{"non-zeros":>10} {"sparsity":>9}']
+  for r in counts.weights:
+    lines.append(f'{r.name:<{width}}  {str(list(r.shape)):<14} '
+                 f'{r.params:>10d} {r.nonzeros:>10d} {r.sparsity:>9.4f}')
+  lines.append(f'{"all weights (dense-equivalent)":<{width}}  {"":<14} '
+               f'{counts.dense_params:>10d} {counts.nonzeros:>10d} '
+               f'{counts.sparsity:>9.4f}')
+  lines.append(f'test accuracy {test_accuracy:.4f}, test loss '
+               f'{test_loss:.4f}')
+  if exports:
+    lines.append(f'{"export":<9} {"raw":>10} {"gzipped":>10}  path')
+    for e in exports:
+      lines.append(f'{e.kind:<9} {_bytes(e.raw_bytes):>10} '
+                   f'{_bytes(e.gzip_bytes):>10}  {e.path}')
+  return '\n'.join(lines)

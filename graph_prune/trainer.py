@@ -1,0 +1,187 @@
+"""One pruning run end to end: data, model, training, evaluation, export.
+
+    result = trainer.train(trainer.TrainConfig(model='mlp', train_steps=1500))
+    print(report.final_table(result.counts, result.test_loss,
+                             result.test_accuracy, result.exports))
+
+This is what the `graph_prune_train` binary runs. A rerun with the same
+`model_dir` resumes from the latest checkpoint there; the run's model, data
+and hparams are written to `model_dir/train_config.json` on the first run and
+a rerun with others is refused, so a directory never mixes two experiments.
+"""
+
+import dataclasses
+import json
+import os
+import tempfile
+from typing import Callable, List, Optional
+
+import keras
+
+from graph_prune import datasets
+from graph_prune import errors
+from graph_prune import exports as exports_lib
+from graph_prune import hparams as hparams_lib
+from graph_prune import models
+from graph_prune import pruned as pruned_lib
+from graph_prune import report
+from graph_prune import training
+
+# 90% sparsity on the embedded digits in about a minute on two cores: dense
+# for 200 steps, the cubic schedule from 200 to 1000, masks fixed after 1000,
+# 400 steps of masked fine-tuning.
+DEFAULT_HPARAMS = (
+    'target_sparsity=0.9,begin_pruning_step=200,end_pruning_step=1000,'
+    'sparsity_function_begin_step=200,sparsity_function_end_step=1000,'
+    'pruning_frequency=50')
+DEFAULT_TRAIN_STEPS = 1400
+CONFIG_FILE = 'train_config.json'
+
+
+class ConfigError(errors.GraphPruneError, ValueError):
+  """A `TrainConfig` value is out of range, or disagrees with model_dir."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """The settings of one run (the binary's flags).
+
+  Attributes:
+    model: a built-in model, one of `models.MODELS`.
+    data: '' for the embedded digits, an `.npz`, or an MNIST IDX folder.
+    hparams: the pruning spec (contrib syntax).
+    train_steps: the step training stops at.
+    batch_size: examples per step.
+    learning_rate: Adam's learning rate.
+    seed: seeds the weights' initialization and the data order.
+    model_dir: checkpoints, summaries and `train_config.json`; '' makes a
+      new temporary directory.
+    export_dir: where the SavedModels go; '' is `model_dir/export`.
+    checkpoint_every: steps between checkpoints (and one at the end).
+    log_every: steps between progress lines.
+  """
+  model: str = 'mlp'
+  data: str = ''
+  hparams: str = DEFAULT_HPARAMS
+  train_steps: int = DEFAULT_TRAIN_STEPS
+  batch_size: int = 64
+  learning_rate: float = 1e-3
+  seed: int = 0
+  model_dir: str = ''
+  export_dir: str = ''
+  checkpoint_every: int = 1000
+  log_every: int = 100
+
+  def __post_init__(self):
+    if self.model not in models.MODELS:
+      raise models.UnknownModelError(
+          f'Unknown model {self.model!r}; pass one of '
+          f'{", ".join(models.MODELS)}.')
+    hparams_lib.parse_hparams(self.hparams)
+    for name in ('train_steps', 'batch_size', 'checkpoint_every',
+                 'log_every'):
+      least = 1 if name == 'batch_size' else 0
+      if getattr(self, name) < least:
+        raise ConfigError(
+            f'{name}={getattr(self, name)} is too small; pass a value >= '
+            f'{least}.')
+    if not self.learning_rate > 0:
+      raise ConfigError(
+          f'learning_rate={self.learning_rate}; pass a positive value.')
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """What `train` did and measured."""
+  model_dir: str
+  resumed_from: Optional[str]
+  progress: training.Progress
+  test_loss: float
+  test_accuracy: float
+  counts: report.ParamCounts
+  exports: List[exports_lib.Export]
+  pruned: pruned_lib.PrunedModel
+  model: keras.Model
+
+
+def _identity(config: TrainConfig) -> dict:
+  """What must not change between a run and its resumptions."""
+  return {
+      'model': config.model,
+      'data': os.path.abspath(config.data) if config.data else '',
+      'hparams': hparams_lib.parse_hparams(config.hparams).to_string(
+          only_changed=True),
+  }
+
+
+def _check_model_dir(config: TrainConfig, model_dir: str) -> None:
+  path = os.path.join(model_dir, CONFIG_FILE)
+  identity = _identity(config)
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    for key, value in identity.items():
+      if saved.get(key) != value:
+        raise ConfigError(
+            f'{model_dir} holds a run with {key}={saved.get(key)!r}, not '
+            f'{value!r}; pass --{key}={saved.get(key)!r} to resume it, or a '
+            'new --model_dir.')
+    return
+  os.makedirs(model_dir, exist_ok=True)
+  with open(path, 'w') as f:
+    json.dump(dict(identity, first_run=dataclasses.asdict(config)), f,
+              indent=2)
+
+
+def train(config: TrainConfig,
+          log: Callable[[str], None] = print) -> TrainResult:
+  """Trains (or resumes), evaluates and exports one pruned model.
+
+  Args:
+    config: the run's settings.
+    log: called with each line of progress.
+
+  Returns:
+    A `TrainResult`.
+
+  Raises:
+    DataError: the data path is missing or malformed.
+    ConfigError: model_dir holds another model's run.
+    ResumeError: the latest checkpoint does not fit the model.
+    UnknownModelError: the model does not take the data's images.
+  """
+  data = datasets.load(config.data)
+  model_dir = config.model_dir or tempfile.mkdtemp(prefix='graph_prune_train_')
+  _check_model_dir(config, model_dir)
+  model = models.build(config.model, data.x_train.shape[1:],
+                       data.num_classes, seed=config.seed)
+  pruned = pruned_lib.apply_pruning(model, config.hparams)
+  run = training.Run(model, pruned,
+                     keras.optimizers.Adam(config.learning_rate))
+  resumed_from = run.restore(model_dir)
+  log(f'{config.model} on {config.data or "the embedded digits"}: '
+      f'{len(data.x_train)} train / '
+      f'{len(data.x_test)} test images of shape {list(data.x_train.shape[1:])}'
+      f', {model.count_params()} weights, pruning '
+      f'{len(pruned.weight_names)} of them.')
+  if resumed_from:
+    log(f'resumed from {resumed_from} at step {run.step}.')
+  else:
+    log(f'training from step 0 in {model_dir}')
+  batches = training.Batches(data.x_train, data.y_train, config.batch_size,
+                             seed=config.seed)
+  progress = training.fit(run, batches, config.train_steps,
+                          model_dir=model_dir,
+                          checkpoint_every=config.checkpoint_every,
+                          log_every=config.log_every, log=log)
+  test_loss, test_accuracy = training.evaluate(pruned, data.x_test,
+                                               data.y_test)
+  training.write_scalars(model_dir, run.step, {
+      'test/loss': test_loss, 'test/accuracy': test_accuracy})
+  export_dir = config.export_dir or os.path.join(model_dir, 'export')
+  exports = exports_lib.export(pruned, export_dir, run.step, log=log)
+  return TrainResult(
+      model_dir=model_dir, resumed_from=resumed_from, progress=progress,
+      test_loss=test_loss, test_accuracy=test_accuracy,
+      counts=report.count_params(model, pruned), exports=exports,
+      pruned=pruned, model=model)

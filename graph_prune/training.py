@@ -1,0 +1,318 @@
+"""Training with pruning: the step, the loop, evaluation and resuming.
+
+The loop is what tfmot users write callbacks for, as plain code:
+
+    pruned = graph_prune.apply_pruning(model, hparams)
+    run = training.Run(model, pruned, optimizer)
+    run.restore(model_dir)            # resumes if a checkpoint exists
+    training.fit(run, training.Batches(x, y, 64, seed=0), train_steps=1500,
+                 model_dir=model_dir)
+    loss, accuracy = training.evaluate(pruned, x_test, y_test)
+
+Every step is a `tf.function` that applies the gradients and then calls
+`pruned.conditional_mask_update(optimizer.iterations)`. The batch of a step is
+a function of the seed and the step alone (`Batches`), so a run stopped and
+resumed from a checkpoint sees the same batches, and ends with the same masks,
+as a run that never stopped.
+"""
+
+import dataclasses
+import os
+import time
+from typing import Callable, List, Optional, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from graph_prune import errors
+from graph_prune import pruned as pruned_lib
+
+Log = Callable[[str], None]
+
+
+class ResumeError(errors.GraphPruneError, ValueError):
+  """A model_dir holds a checkpoint that does not fit the model being built."""
+
+
+class Batches:
+  """Shuffled mini-batches keyed by the step.
+
+  The examples are visited epoch by epoch, each epoch in the order of
+  `np.random.default_rng([seed, epoch]).permutation(n)`; the batch of step
+  `s` (counting from 0) is examples `s * batch_size` to `(s + 1) *
+  batch_size - 1` of that endless sequence. So `batch(s)` depends on `seed`
+  and `s` only, never on what was drawn before.
+  """
+
+  def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int,
+               seed: int = 0):
+    if batch_size < 1:
+      raise ValueError(f'batch_size must be >= 1, got {batch_size}.')
+    self.x, self.y = x, y
+    self.batch_size = batch_size
+    self.seed = seed
+    self._epoch, self._order = -1, None
+
+  def _permutation(self, epoch: int) -> np.ndarray:
+    if epoch != self._epoch:
+      self._order = np.random.default_rng([self.seed, epoch]).permutation(
+          len(self.x))
+      self._epoch = epoch
+    return self._order
+
+  def indices(self, step: int) -> np.ndarray:
+    """The example indices of the batch of `step` (0-based)."""
+    n = len(self.x)
+    start, parts, needed = step * self.batch_size, [], self.batch_size
+    while needed:
+      epoch, offset = divmod(start, n)
+      part = self._permutation(epoch)[offset:offset + needed]
+      parts.append(part)
+      needed -= len(part)
+      start += len(part)
+    return np.concatenate(parts)
+
+  def batch(self, step: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The (images, labels) of the batch of `step` (0-based)."""
+    idx = self.indices(step)
+    return self.x[idx], self.y[idx]
+
+
+def _loss_and_accuracy(labels, logits):
+  labels = tf.cast(labels, tf.int32)
+  loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+      labels, logits))
+  correct = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels)
+  return loss, tf.reduce_mean(tf.cast(correct, tf.float32))
+
+
+class Run:
+  """What one training run trains and checkpoints.
+
+  Attributes:
+    model: the Keras model (owns the weights).
+    pruned: the `PrunedModel` over it, or None to train the dense model.
+    optimizer: a Keras optimizer; `optimizer.iterations` is the step.
+    checkpoint: a `tf.train.Checkpoint` of the three.
+    train_step: `train_step(x, y) -> (loss, accuracy)`, a `tf.function`
+      that applies the gradients and then updates the masks when the
+      schedule says so.
+  """
+
+  def __init__(self, model: keras.Model,
+               pruned: Optional[pruned_lib.PrunedModel],
+               optimizer: keras.optimizers.Optimizer):
+    self.model = model
+    self.pruned = pruned
+    self.optimizer = optimizer
+    # Built now, so that a restore fills the slots instead of deferring.
+    optimizer.build(model.trainable_variables)
+    objects = dict(model=model, optimizer=optimizer)
+    if pruned is not None:
+      objects['pruned'] = pruned
+    self.checkpoint = tf.train.Checkpoint(**objects)
+    self.train_step = tf.function(self._train_step)
+
+  @property
+  def forward(self):
+    """The function from images to logits (masked when pruning)."""
+    if self.pruned is not None:
+      return self.pruned
+    return lambda x: self.model(x, training=False)
+
+  @property
+  def step(self) -> int:
+    return int(self.optimizer.iterations.numpy())
+
+  def _train_step(self, x, y):
+    variables = self.model.trainable_variables
+    with tf.GradientTape() as tape:
+      if self.pruned is not None:
+        logits = self.pruned(x)
+      else:
+        logits = self.model(x, training=True)
+      loss, accuracy = _loss_and_accuracy(y, logits)
+    self.optimizer.apply_gradients(zip(tape.gradient(loss, variables),
+                                       variables))
+    if self.pruned is not None:
+      # After the optimizer step: the masks see the updated weights, and
+      # optimizer.iterations already counts this step.
+      self.pruned.conditional_mask_update(self.optimizer.iterations)
+    return loss, accuracy
+
+  def checkpoint_manager(self, model_dir: str) -> tf.train.CheckpointManager:
+    # max_to_keep=None: never delete a checkpoint, ours or a previous run's.
+    return tf.train.CheckpointManager(
+        self.checkpoint, model_dir, max_to_keep=None,
+        step_counter=self.optimizer.iterations)
+
+  def restore(self, model_dir: str) -> Optional[str]:
+    """Restores the latest checkpoint in `model_dir`, if there is one.
+
+    Args:
+      model_dir: the directory `fit` writes checkpoints to.
+
+    Returns:
+      The restored checkpoint's path, or None when there was none.
+
+    Raises:
+      ResumeError: the checkpoint does not hold this model's variables.
+    """
+    latest = tf.train.latest_checkpoint(model_dir)
+    if latest is None:
+      return None
+    try:
+      self.checkpoint.restore(latest).assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+      first_line = str(e).strip().splitlines()[0] if str(e).strip() else ''
+      raise ResumeError(
+          f'{latest} does not fit this model ({first_line[:200]}); pass the '
+          'flags it was trained with, or a new --model_dir.') from e
+    return latest
+
+
+@dataclasses.dataclass
+class Progress:
+  """What `fit` did.
+
+  Attributes:
+    start_step: the step the run started (or resumed) from.
+    end_step: the step it stopped at.
+    checkpoints: paths of the checkpoints it wrote.
+    history: one (step, loss, accuracy, sparsity, steps_per_second) per
+      progress line.
+    seconds: wall time of the loop.
+  """
+  start_step: int
+  end_step: int
+  checkpoints: List[str] = dataclasses.field(default_factory=list)
+  history: List[Tuple[int, float, float, float, float]] = dataclasses.field(
+      default_factory=list)
+  seconds: float = 0.0
+
+  @property
+  def steps_per_second(self) -> float:
+    return (self.end_step - self.start_step) / max(self.seconds, 1e-9)
+
+
+def overall_sparsity(pruned: Optional[pruned_lib.PrunedModel]) -> float:
+  """The fraction of masked-out weights over all pruned weights (0 if None)."""
+  if pruned is None:
+    return 0.0
+  return float(pruned.sparsity().overall.numpy())
+
+
+def fit(run: Run, batches: Batches, train_steps: int,
+        model_dir: Optional[str] = None, checkpoint_every: int = 0,
+        log_every: int = 100, log: Optional[Log] = print,
+        stop_after: Optional[int] = None) -> Progress:
+  """Trains `run` from its current step up to `train_steps`.
+
+  Every `log_every` steps (and at the last step) it logs one progress line
+  with the mean loss and accuracy of the steps since the last line, the
+  masks' sparsity and the speed, and writes the same as TensorBoard scalars
+  (`train/loss`, `train/accuracy`, `train/steps_per_second` and
+  `PrunedModel.write_summaries`: sparsity and threshold per weight) to
+  `model_dir`. It saves a checkpoint to `model_dir` every
+  `checkpoint_every` steps and at the end.
+
+  Args:
+    run: the model, pruning and optimizer; `run.optimizer.iterations` is the
+      step it starts from (non-zero after `run.restore`).
+    batches: the training batches.
+    train_steps: the step to stop at.
+    model_dir: where summaries and checkpoints go; None writes neither.
+    checkpoint_every: steps between checkpoints; 0 saves only at the end.
+    log_every: steps between progress lines; 0 logs only the last one.
+    log: called with each progress line; None is silent.
+    stop_after: stop (with a checkpoint) after this many steps of this call,
+      as if the run had been interrupted; None runs to `train_steps`.
+
+  Returns:
+    A `Progress`.
+  """
+  log = log or (lambda line: None)
+  start = run.step
+  progress = Progress(start_step=start, end_step=start)
+  manager = run.checkpoint_manager(model_dir) if model_dir else None
+  writer = tf.summary.create_file_writer(model_dir) if model_dir else None
+  end = train_steps if stop_after is None else min(train_steps,
+                                                   start + stop_after)
+  step, losses, accuracies = start, [], []
+  began = window_start = time.perf_counter()
+  window_step = start
+  while step < end:
+    loss, accuracy = run.train_step(*batches.batch(step))
+    losses.append(float(loss))
+    accuracies.append(float(accuracy))
+    step = run.step
+    last = step >= end
+    if last or (log_every and step % log_every == 0):
+      now = time.perf_counter()
+      speed = (step - window_step) / max(now - window_start, 1e-9)
+      row = (step, float(np.mean(losses)), float(np.mean(accuracies)),
+             overall_sparsity(run.pruned), speed)
+      progress.history.append(row)
+      log(f'step {step:>6d}/{train_steps}  loss {row[1]:.4f}  '
+          f'accuracy {row[2]:.4f}  sparsity {row[3]:.4f}  '
+          f'{speed:6.1f} steps/s')
+      if writer is not None:
+        _write_train_summaries(writer, run, step, row)
+      losses, accuracies = [], []
+      window_start, window_step = time.perf_counter(), step
+    if manager is not None and (
+        last or (checkpoint_every and step % checkpoint_every == 0)):
+      path = manager.save(checkpoint_number=step)
+      progress.checkpoints.append(path)
+      log(f'saved checkpoint {path}')
+  progress.end_step = step
+  progress.seconds = time.perf_counter() - began
+  if writer is not None:
+    writer.close()
+  return progress
+
+
+# TensorBoard scalars without the tensorboard package (see pruned.py).
+_scalar = pruned_lib._scalar_summary  # pylint: disable=protected-access
+
+
+def _write_train_summaries(writer, run: Run, step: int, row) -> None:
+  with writer.as_default():
+    _scalar('train/loss', row[1], step)
+    _scalar('train/accuracy', row[2], step)
+    _scalar('train/steps_per_second', row[4], step)
+    if run.pruned is not None:
+      run.pruned.write_summaries(step)
+  writer.flush()
+
+
+def write_scalars(model_dir: str, step: int, values: dict) -> None:
+  """Writes `{tag: value}` as TensorBoard scalars at `step` to `model_dir`."""
+  writer = tf.summary.create_file_writer(model_dir)
+  with writer.as_default():
+    for tag, value in values.items():
+      _scalar(tag, value, step)
+  writer.close()
+
+
+def evaluate(forward, x: np.ndarray, y: np.ndarray,
+             batch_size: int = 1000) -> Tuple[float, float]:
+  """Mean cross-entropy and accuracy of `forward` (images -> logits).
+
+  Args:
+    forward: e.g. a `PrunedModel`, or a Keras model in inference mode.
+    x: images.
+    y: integer labels.
+    batch_size: examples per call.
+
+  Returns:
+    (loss, accuracy) as Python floats.
+  """
+  loss_sum, correct = 0.0, 0.0
+  for i in range(0, len(x), batch_size):
+    xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+    loss, accuracy = _loss_and_accuracy(yb, forward(tf.constant(xb)))
+    loss_sum += float(loss) * len(xb)
+    correct += float(accuracy) * len(xb)
+  return loss_sum / len(x), correct / len(x)

@@ -1,0 +1,55 @@
+"""Tests of the built-in models and of what pruning finds in them."""
+
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+import graph_prune
+from graph_prune import models
+
+
+class ModelsTest(parameterized.TestCase, tf.test.TestCase):
+
+  @parameterized.named_parameters(
+      ('mlp', 'mlp', ['dense_1', 'dense_2', 'dense_3', 'dense_4', 'logits']),
+      ('cnn', 'cnn', ['conv_1', 'depthwise_1', 'pointwise_1', 'dense_1',
+                      'logits']),
+      ('lstm', 'lstm', ['lstm_1/lstm_cell/kernel',
+                        'lstm_1/lstm_cell/recurrent_kernel', 'logits']),
+  )
+  def test_builds_logits_and_every_kernel_is_pruned(self, name, layers):
+    model = models.build(name, (8, 8), num_classes=10, seed=0)
+    x = np.random.RandomState(0).rand(3, 8, 8).astype(np.float32)
+    self.assertEqual(tuple(model(x).shape), (3, 10))
+    pruned = graph_prune.apply_pruning(model, 'target_sparsity=0.5')
+    self.assertLen(pruned.weight_names, len(layers))
+    for weight, layer in zip(pruned.weight_names, layers):
+      self.assertIn(f'/{layer}', weight)
+    self.assertAllClose(pruned(x), model(x), atol=1e-5)
+
+  def test_mlp_is_the_classic_one(self):
+    model = models.build('mlp', (28, 28), num_classes=10)
+    kernels = [tuple(v.shape) for v in model.weights if 'kernel' in v.path]
+    self.assertEqual(kernels, [(784, 1000), (1000, 1000), (1000, 500),
+                               (500, 200), (200, 10)])
+
+  def test_same_seed_same_weights(self):
+    a = models.build('cnn', (8, 8, 1), 10, seed=3).get_weights()
+    b = models.build('cnn', (8, 8, 1), 10, seed=3).get_weights()
+    c = models.build('cnn', (8, 8, 1), 10, seed=4).get_weights()
+    for x, y in zip(a, b):
+      self.assertAllEqual(x, y)
+    self.assertNotAllClose(a[0], c[0])
+
+  def test_unknown_model(self):
+    with self.assertRaisesRegex(models.UnknownModelError,
+                                "'resnet'.*mlp, cnn, lstm"):
+      models.build('resnet', (8, 8), 10)
+
+  def test_cnn_needs_images(self):
+    with self.assertRaisesRegex(ValueError, r'\[64\].*--model=mlp'):
+      models.build('cnn', (64,), 10)
+
+
+if __name__ == '__main__':
+  tf.test.main()
