@@ -42,8 +42,8 @@ import tensorflow as tf
 
 import graph_prune
 from graph_prune import sizes
-from graph_prune.strip import export_saved_model
-from graph_prune.strip import write_tflite
+from graph_prune.stripping import export_saved_model
+from graph_prune.stripping import write_tflite
 from graph_prune.stripped import PruningVariables
 from graph_prune.stripped import strip_function
 

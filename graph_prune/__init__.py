@@ -1,10 +1,26 @@
-"""graph_prune: magnitude pruning for TensorFlow 2, done as a graph pass."""
+"""graph_prune: magnitude pruning for TensorFlow 2, done as a graph pass.
 
+    pruned = graph_prune.apply_pruning(model, 'target_sparsity=0.9')
+    ...  # train, calling pruned.conditional_mask_update(optimizer.iterations)
+    graph_prune.export_saved_model(pruned, '/tmp/model')  # masks folded in
+"""
+
+from graph_prune.errors import ConfigError
+from graph_prune.errors import DataError
+from graph_prune.errors import FoldError
 from graph_prune.errors import GraphPruneError
 from graph_prune.errors import GraphRewriteError
 from graph_prune.errors import HParamsError
 from graph_prune.errors import MaskError
 from graph_prune.errors import NoPrunableWeightsError
+from graph_prune.errors import NoPruningVariablesError
+from graph_prune.errors import OutputExistsError
+from graph_prune.errors import ResumeError
+from graph_prune.errors import SavedModelNotFoundError
+from graph_prune.errors import StrategyError
+from graph_prune.errors import StripError
+from graph_prune.errors import UnknownSignatureError
+from graph_prune.errors import UnsupportedStrategyError
 from graph_prune.errors import UntraceableError
 from graph_prune.errors import WeightMatchError
 from graph_prune.hparams import parse_hparams
@@ -12,18 +28,35 @@ from graph_prune.hparams import PruningHParams
 from graph_prune.pruned import apply_pruning
 from graph_prune.pruned import PrunedModel
 from graph_prune.pruned import Sparsity
+from graph_prune.stripping import export_saved_model
+from graph_prune.stripping import strip
+from graph_prune.stripping import strip_saved_model
 
 __all__ = [
+    'ConfigError',
+    'DataError',
+    'FoldError',
     'GraphPruneError',
     'GraphRewriteError',
     'HParamsError',
     'MaskError',
     'NoPrunableWeightsError',
+    'NoPruningVariablesError',
+    'OutputExistsError',
     'PrunedModel',
     'PruningHParams',
+    'ResumeError',
+    'SavedModelNotFoundError',
     'Sparsity',
+    'StrategyError',
+    'StripError',
+    'UnknownSignatureError',
+    'UnsupportedStrategyError',
     'UntraceableError',
     'WeightMatchError',
     'apply_pruning',
+    'export_saved_model',
     'parse_hparams',
+    'strip',
+    'strip_saved_model',
 ]

@@ -51,7 +51,7 @@ How the variables stay in sync:
 `ParameterServerStrategy`, `TPUStrategy` and `CentralStorageStrategy` keep
 variables away from the replicas (on parameter servers, on TPU hosts, on one
 central device) and are not supported: `apply_pruning` under them raises
-`UnsupportedStrategyError`.
+`errors.UnsupportedStrategyError`.
 """
 
 import os
@@ -66,12 +66,6 @@ from graph_prune import errors
 STRATEGY_KINDS = ('default', 'mirrored', 'multi_worker')
 
 
-class StrategyError(errors.GraphPruneError, ValueError):
-  """A `tf.distribute` strategy cannot be set up or used as asked."""
-
-
-class UnsupportedStrategyError(StrategyError):
-  """graph_prune does not support this `tf.distribute` strategy."""
 
 
 def _supported_classes():
@@ -81,18 +75,18 @@ def _supported_classes():
 
 
 def check_strategy(strategy: tf.distribute.Strategy) -> None:
-  """Raises `UnsupportedStrategyError` unless graph_prune supports `strategy`.
+  """Raises `errors.UnsupportedStrategyError` unless graph_prune supports `strategy`.
 
   Args:
     strategy: a `tf.distribute.Strategy` (the default strategy passes).
 
   Raises:
-    UnsupportedStrategyError: naming the strategy and the supported ones.
+    errors.UnsupportedStrategyError: naming the strategy and the supported ones.
   """
   if (strategy is _tf_internal.default_strategy() or
       isinstance(strategy, _supported_classes())):
     return
-  raise UnsupportedStrategyError(
+  raise errors.UnsupportedStrategyError(
       f'graph_prune does not support {type(strategy).__name__} (nor any '
       'parameter server, TPU or central storage strategy); use '
       'MirroredStrategy, MultiWorkerMirroredStrategy, OneDeviceStrategy or no '
@@ -116,14 +110,14 @@ def make_strategy(kind: str,
     The `tf.distribute.Strategy`.
 
   Raises:
-    StrategyError: unknown `kind`, `num_cpu_devices` with a kind other than
+    errors.StrategyError: unknown `kind`, `num_cpu_devices` with a kind other than
       'mirrored', or devices already initialized.
   """
   if kind not in STRATEGY_KINDS:
-    raise StrategyError(
+    raise errors.StrategyError(
         f'Unknown strategy {kind!r}; use one of {", ".join(STRATEGY_KINDS)}.')
   if num_cpu_devices is not None and kind != 'mirrored':
-    raise StrategyError(
+    raise errors.StrategyError(
         f'num_cpu_devices={num_cpu_devices} only applies to the mirrored '
         f'strategy, not {kind!r} (a multi_worker worker uses one CPU device; '
         'start more workers instead).')
@@ -151,11 +145,11 @@ def configure_cpu_devices(num_cpu_devices: int) -> Sequence[str]:
     Their names, e.g. ['/device:CPU:0', '/device:CPU:1'].
 
   Raises:
-    StrategyError: `num_cpu_devices` < 1, or the devices are already
+    errors.StrategyError: `num_cpu_devices` < 1, or the devices are already
       initialized with a different count.
   """
   if not isinstance(num_cpu_devices, int) or num_cpu_devices < 1:
-    raise StrategyError(
+    raise errors.StrategyError(
         f'num_cpu_devices must be a positive int, got {num_cpu_devices!r}.')
   cpu = tf.config.list_physical_devices('CPU')[0]
   try:
@@ -164,7 +158,7 @@ def configure_cpu_devices(num_cpu_devices: int) -> Sequence[str]:
   except RuntimeError as e:
     current = tf.config.list_logical_devices('CPU')
     if len(current) != num_cpu_devices:
-      raise StrategyError(
+      raise errors.StrategyError(
           f'Cannot split the CPU into {num_cpu_devices} devices: TensorFlow '
           f'already initialized {len(current)}; call make_strategy before '
           'any other TensorFlow call in the process.') from e
@@ -275,7 +269,7 @@ def strategy_of(variables: Sequence[Any]
     The strategy, or None when no variable is distributed.
 
   Raises:
-    StrategyError: the variables belong to different strategies.
+    errors.StrategyError: the variables belong to different strategies.
   """
   found = None
   for v in variables:
@@ -284,7 +278,7 @@ def strategy_of(variables: Sequence[Any]
       continue
     strategy = v.distribute_strategy
     if found is not None and strategy is not found:
-      raise StrategyError(
+      raise errors.StrategyError(
           f'The variables belong to two strategies ({type(found).__name__} '
           f'and {type(strategy).__name__}); build the whole model under one '
           'strategy.scope().')
@@ -334,12 +328,12 @@ def distribute_batch(strategy: tf.distribute.Strategy, *arrays):
     One distributed value per array, for `strategy.run`.
 
   Raises:
-    StrategyError: the batch does not split evenly.
+    errors.StrategyError: the batch does not split evenly.
   """
   n = strategy.num_replicas_in_sync
   size = int(arrays[0].shape[0])
   if size % n:
-    raise StrategyError(
+    raise errors.StrategyError(
         f'A global batch of {size} does not split into {n} equal replica '
         'batches; use a batch size divisible by the number of replicas.')
   per_replica = size // n

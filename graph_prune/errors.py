@@ -76,3 +76,27 @@ class OutputExistsError(StripError):
 
 class FoldError(StripError):
   """A masked weight cannot be folded into a constant."""
+
+
+class StrategyError(GraphPruneError, ValueError):
+  """A `tf.distribute` strategy cannot be set up or used as asked."""
+
+
+class UnsupportedStrategyError(StrategyError):
+  """graph_prune does not support this `tf.distribute` strategy."""
+
+
+class UnknownModelError(GraphPruneError, ValueError):
+  """A model name or an input shape the built-in models cannot take."""
+
+
+class ConfigError(GraphPruneError, ValueError):
+  """A training setting is out of range, or disagrees with model_dir."""
+
+
+class ResumeError(GraphPruneError, ValueError):
+  """A model_dir holds a checkpoint that does not fit the model being built."""
+
+
+class SweepConfigError(GraphPruneError, ValueError):
+  """A sweep setting is malformed (a method name, a sparsity, a count)."""

@@ -23,9 +23,6 @@ MLP_UNITS = (1000, 1000, 500, 200)
 OUTPUT_LAYER = 'logits'
 
 
-class UnknownModelError(errors.GraphPruneError, ValueError):
-  """A model name or an input shape the built-in models cannot take."""
-
 
 def _mlp(input_shape, num_classes, hidden=MLP_UNITS):
   layers = [keras.Input(input_shape, name='images'),
@@ -42,7 +39,7 @@ def _image_shape(input_shape, model):
     return tuple(input_shape) + (1,)
   if len(input_shape) == 3:
     return tuple(input_shape)
-  raise UnknownModelError(
+  raise errors.UnknownModelError(
       f'--model={model} needs images of shape [h, w] or [h, w, c], got '
       f'{list(input_shape)}; use --model=mlp for flat inputs.')
 
@@ -98,11 +95,11 @@ def build(name: str, input_shape: Sequence[int], num_classes: int,
     An uncompiled Keras model mapping float images to logits.
 
   Raises:
-    UnknownModelError: `name` is not a built-in model, or the input shape does
+    errors.UnknownModelError: `name` is not a built-in model, or the input shape does
       not suit it.
   """
   if name not in _BUILDERS:
-    raise UnknownModelError(
+    raise errors.UnknownModelError(
         f'Unknown model {name!r}; pass one of {", ".join(MODELS)}.')
   keras.utils.set_random_seed(seed)
   return _BUILDERS[name](tuple(int(d) for d in input_shape), int(num_classes))

@@ -20,7 +20,7 @@ update condition; the math is in `update`, `masking` and `schedule`.
 
 import contextlib
 import functools
-from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Union
 
 from absl import logging
 import tensorflow as tf
@@ -97,7 +97,8 @@ class PrunedModel(tf.Module):
                hparams: hparams_lib.PruningHParams,
                scan: 'rewrite.WeightScan', name: Optional[str] = None,
                retrace: Optional[Callable[..., tracing.Traced]] = None,
-               training: Optional[bool] = False):
+               training: Optional[bool] = False,
+               owners: Optional[Dict[int, Any]] = None):
     """Creates the masks and rewrites `traced`; see `apply_pruning`.
 
     Args:
@@ -108,6 +109,8 @@ class PrunedModel(tf.Module):
       retrace: for Keras models, `retrace(training=mode)` traces the model in
         another mode (`__call__(..., training=mode)`); None otherwise.
       training: the mode `traced` was traced in.
+      owners: id of a captured `tf.Variable` -> the object the model tracks
+        it as (`tracing.variable_owners`).
     """
     super().__init__(name=name or hparams.name)
     self.hparams = hparams
@@ -117,11 +120,17 @@ class PrunedModel(tf.Module):
                                      hparams)
     # Under a strategy the graph captured per-device copies; the model,
     # optimizer and checkpoints hold their distributed containers.
-    self.weights = [distribute.container(c.variable) for c in candidates]
+    self._weights = _Untracked(
+        [distribute.container(c.variable) for c in candidates])
     # Every captured variable is tracked, so that checkpoints and SavedModels
-    # hold the model's own weights too.
+    # hold the model's own weights too: through the object the model itself
+    # tracks (a Keras 3 variable wraps the tf.Variable the graph captured),
+    # so that a checkpoint of the model and this module stores each weight
+    # once.
+    owners = owners or {}
     self._model_variables = [
-        distribute.container(v) for v in traced.variables]
+        owners.get(id(v), v)
+        for v in map(distribute.container, traced.variables)]
     self.masks = [
         _variable(tf.ones(c.shape, c.dtype), f'{c.name}/mask')
         for c in candidates]
@@ -193,6 +202,11 @@ class PrunedModel(tf.Module):
         functions[training], _ = rewrite.insert_masks(
             traced, {w.ref(): m for w, m in zip(self.weights, self.masks)})
     return functions[training]
+
+  @property
+  def weights(self) -> List[tf.Variable]:
+    """The pruned weights, aligned with `masks` and `thresholds`."""
+    return list(self._weights.value)
 
   @property
   def weight_names(self):
@@ -352,7 +366,7 @@ def apply_pruning(graph_fn: Any,
   current = tf.distribute.get_strategy()
   distribute.check_strategy(current)
   if distribute.in_replica_context():
-    raise distribute.StrategyError(
+    raise errors.StrategyError(
         'apply_pruning was called inside strategy.run; call it once under '
         'strategy.scope(), where the model was built.')
   traced = tracing.trace(graph_fn, input_signature=input_signature,
@@ -373,7 +387,8 @@ def apply_pruning(graph_fn: Any,
                                 input_signature=traced.input_signature)
   with _strategy_scope(current, scan, traced.name):
     pruned = PrunedModel(traced, hparams, scan, name=name, retrace=retrace,
-                         training=training)
+                         training=training,
+                         owners=tracing.variable_owners(graph_fn))
   for plan in pruned.plans:
     logging.info('graph_prune: masking %s %s, target sparsity %.4g, %s%s',
                  plan.name, list(plan.shape), plan.target_sparsity,
@@ -393,7 +408,7 @@ def _strategy_scope(current, scan, what):
   default = not tf.distribute.has_strategy()
   if owner is None:
     if not default and current.num_replicas_in_sync > 1:
-      raise distribute.StrategyError(
+      raise errors.StrategyError(
           f'The weights of {what} were created outside '
           f'{type(current).__name__}.scope(); build the model under the '
           'scope apply_pruning is called in.')
@@ -402,7 +417,7 @@ def _strategy_scope(current, scan, what):
   if default:
     return owner.scope()
   if owner is not current:
-    raise distribute.StrategyError(
+    raise errors.StrategyError(
         f'The weights of {what} were created under another '
         f'{type(owner).__name__} than the current {type(current).__name__}; '
         'call apply_pruning under the scope the model was built in.')

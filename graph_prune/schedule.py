@@ -12,7 +12,7 @@ from graph_prune import hparams as hparams_lib
 
 def polynomial_sparsity(step, *, initial_sparsity: float, target_sparsity: float,
                         begin_step: int, end_step: int,
-                        exponent: float) -> tf.Tensor:
+                        exponent: float, dtype=tf.float32) -> tf.Tensor:
   """Sparsity at `step` of contrib's polynomial schedule.
 
       p    = clip((step - begin_step) / (end_step - begin_step), 0, 1)
@@ -27,7 +27,9 @@ def polynomial_sparsity(step, *, initial_sparsity: float, target_sparsity: float
     exponent: e; 1 is linear, contrib's default 3 prunes fast early.
 
   Returns:
-    A float32 scalar tensor.
+    A scalar tensor of `dtype` (float32 as contrib; the mask update asks for
+    float64, so that 0.9 prunes exactly round(0.9 n) of n weights even for
+    n beyond 2**24).
   """
   # float64: steps beyond 2**24 stay exact.
   step = tf.cast(step, tf.float64)
@@ -35,11 +37,11 @@ def polynomial_sparsity(step, *, initial_sparsity: float, target_sparsity: float
   p = tf.clip_by_value(p, 0.0, 1.0)
   sparsity = target_sparsity + (initial_sparsity - target_sparsity) * tf.pow(
       1.0 - p, exponent)
-  return tf.cast(sparsity, tf.float32)
+  return tf.cast(sparsity, dtype)
 
 
 def sparsity_at(step, hparams: hparams_lib.PruningHParams,
-                target_sparsity: float = None) -> tf.Tensor:
+                target_sparsity: float = None, dtype=tf.float32) -> tf.Tensor:
   """The schedule's sparsity at `step` for a weight with `target_sparsity`.
 
   A weight with its own target in `weight_sparsity_map` follows the same
@@ -51,9 +53,10 @@ def sparsity_at(step, hparams: hparams_lib.PruningHParams,
     step: the training step.
     hparams: the pruning hparams.
     target_sparsity: the weight's target; defaults to hparams.target_sparsity.
+    dtype: the result's float dtype.
 
   Returns:
-    A float32 scalar tensor.
+    A scalar tensor of `dtype`.
   """
   if target_sparsity is None:
     target_sparsity = hparams.target_sparsity
@@ -63,7 +66,7 @@ def sparsity_at(step, hparams: hparams_lib.PruningHParams,
       target_sparsity=target_sparsity,
       begin_step=hparams.sparsity_function_begin_step,
       end_step=hparams.sparsity_function_end_step,
-      exponent=hparams.sparsity_function_exponent)
+      exponent=hparams.sparsity_function_exponent, dtype=dtype)
 
 
 def should_update(step, last_update_step,

@@ -3,7 +3,7 @@
     stripped = strip_function(concrete_function, pruning, 'the model')
     fn = rebuild(stripped, concrete_function, input_signature, copies)
 
-`graph_prune.strip` runs this for a live `PrunedModel` (its `__call__`) and
+`graph_prune.stripping.strip` runs this for a live `PrunedModel` (its `__call__`) and
 for each signature of a SavedModel of one. `strip_function` freezes the
 concrete function, every variable becoming a Const
 (`_tf_internal.freeze_function`); folds each masked weight

@@ -54,9 +54,6 @@ DROP_POINTS = 2.0
 Log = Callable[[str], None]
 
 
-class SweepConfigError(errors.GraphPruneError, ValueError):
-  """A sweep setting is malformed (a method name, a sparsity, a count)."""
-
 
 @dataclasses.dataclass(frozen=True)
 class Method:
@@ -85,12 +82,12 @@ def parse_method(name: str) -> Method:
   """Parses 'KIND_GRANULARITY_SCOPE', e.g. 'gradual_weight_global'.
 
   Raises:
-    SweepConfigError: naming the bad part and the choices.
+    errors.SweepConfigError: naming the bad part and the choices.
   """
   parts = name.strip().split('_')
   choices = (KINDS, GRANULARITIES, SCOPES)
   if len(parts) != 3 or any(p not in c for p, c in zip(parts, choices)):
-    raise SweepConfigError(
+    raise errors.SweepConfigError(
         f'Unknown method {name!r}; a method is KIND_GRANULARITY_SCOPE with '
         f'KIND in {KINDS}, GRANULARITY in {GRANULARITIES}, SCOPE in '
         f'{SCOPES}, e.g. gradual_weight_global.')
@@ -131,23 +128,23 @@ class SweepConfig:
     for name in self.methods:
       parse_method(name)
     if not self.methods or not self.sparsities or not self.seeds:
-      raise SweepConfigError(
+      raise errors.SweepConfigError(
           'methods, sparsities and seeds must each name at least one value.')
     for s in self.sparsities:
       if not 0.0 <= s < 1.0:
-        raise SweepConfigError(
+        raise errors.SweepConfigError(
             f'Sparsity {s} is outside [0, 1); pass e.g. 0.9 for 90%.')
     if self.model not in models.MODELS:
-      raise models.UnknownModelError(
+      raise errors.UnknownModelError(
           f'Unknown model {self.model!r}; pass one of '
           f'{", ".join(models.MODELS)}.')
     for name in ('dense_steps', 'retrain_steps', 'pruning_frequency',
                  'batch_size'):
       if getattr(self, name) < 1:
-        raise SweepConfigError(
+        raise errors.SweepConfigError(
             f'{name}={getattr(self, name)}; pass a value >= 1.')
     if not 0.0 < self.schedule_fraction <= 1.0:
-      raise SweepConfigError(
+      raise errors.SweepConfigError(
           f'schedule_fraction={self.schedule_fraction} is outside (0, 1].')
 
   @property

@@ -17,7 +17,7 @@ both rewrites the same mask variables.
 
 import dataclasses
 import sys
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -170,6 +170,26 @@ def is_keras_model(obj) -> bool:
   trace in either mode (`training=`)."""
   classes = _keras_model_classes()
   return bool(classes) and isinstance(obj, classes)
+
+
+def variable_owners(obj) -> Dict[int, Any]:
+  """id(tf.Variable) -> the Keras 3 variable wrapping it, for `obj`'s.
+
+  A Keras 3 model tracks `keras.Variable`s, each wrapping the `tf.Variable`
+  (or distributed variable) a traced graph captures; tf_keras models and
+  `tf.Module`s track the `tf.Variable`s themselves (an empty dict).
+  """
+  owners = {}
+  try:
+    variables = getattr(obj, 'variables', None) or ()
+  except Exception:  # pylint: disable=broad-except
+    return owners  # a property that cannot run unbuilt: nothing to map
+  for v in variables:
+    value = getattr(v, 'value', None)
+    if (not isinstance(v, tf.Variable) and
+        isinstance(value, (tf.Variable, tf.distribute.DistributedValues))):
+      owners[id(value)] = v
+  return owners
 
 
 def _keras_input_signature(model, name):

@@ -4,7 +4,8 @@ Usage:
   graph_prune_train [--model=mlp|cnn|lstm] [--data=PATH] [--hparams=SPEC]
       [--train_steps=N] [--batch_size=B] [--learning_rate=LR] [--seed=S]
       [--model_dir=DIR] [--export_dir=DIR] [--checkpoint_every=N]
-      [--log_every=N]
+      [--log_every=N] [--strategy=default|mirrored|multi_worker]
+      [--num_cpu_devices=N]
   (or python -m graph_prune.train ...)
 
 With no flags it prunes the classic 1000-1000-500-200 ReLU MLP to 90%
@@ -24,10 +25,18 @@ counts, test accuracy and export sizes.
 
 --data takes an .npz with x_train, y_train, x_test, y_test, or a folder with
 MNIST's four IDX files (optionally .gz), e.g. MNIST or Fashion-MNIST.
+
+--strategy=mirrored trains on every local device (--num_cpu_devices=N splits
+the CPU into N logical devices to try it on one machine); each step splits
+its --batch_size examples evenly over the replicas. --strategy=multi_worker
+runs MultiWorkerMirroredStrategy: start the same command once per worker,
+each with its TF_CONFIG and the same --model_dir (a folder every worker
+reaches); the chief (worker 0) writes checkpoints, summaries and exports.
 """
 
 from absl import flags
 
+from graph_prune import distribute
 from graph_prune import errors
 from graph_prune import hparams as hparams_lib
 from graph_prune import models
@@ -62,6 +71,13 @@ _CHECKPOINT_EVERY = flags.DEFINE_integer(
     lower_bound=0)
 _LOG_EVERY = flags.DEFINE_integer(
     'log_every', 100, 'Steps between progress lines.', lower_bound=0)
+_STRATEGY = flags.DEFINE_enum(
+    'strategy', 'default', list(distribute.STRATEGY_KINDS),
+    'tf.distribute strategy: default (one device), mirrored (the local '
+    'devices) or multi_worker (workers listed in TF_CONFIG).')
+_NUM_CPU_DEVICES = flags.DEFINE_integer(
+    'num_cpu_devices', None, 'With --strategy=mirrored: split the CPU into '
+    'this many logical devices.', lower_bound=1)
 
 
 def _check_hparams(spec: str) -> bool:
@@ -77,15 +93,19 @@ flags.register_validator('hparams', _check_hparams)
 
 def main(argv):
   if len(argv) > 1:
-    raise trainer.ConfigError(
+    raise errors.ConfigError(
         f'Unexpected arguments {argv[1:]}; every setting is a --flag.')
   config = trainer.TrainConfig(
       model=_MODEL.value, data=_DATA.value, hparams=_HPARAMS.value,
       train_steps=_TRAIN_STEPS.value, batch_size=_BATCH_SIZE.value,
       learning_rate=_LEARNING_RATE.value, seed=_SEED.value,
       model_dir=_MODEL_DIR.value, export_dir=_EXPORT_DIR.value,
-      checkpoint_every=_CHECKPOINT_EVERY.value, log_every=_LOG_EVERY.value)
+      checkpoint_every=_CHECKPOINT_EVERY.value, log_every=_LOG_EVERY.value,
+      strategy=_STRATEGY.value, num_cpu_devices=_NUM_CPU_DEVICES.value)
   result = trainer.train(config, log=lambda line: print(line, flush=True))
+  if not result.exports:  # a worker other than the chief
+    print(f'test accuracy {result.test_accuracy:.4f}; the chief exports.')
+    return
   print()
   print(report.final_table(result.counts, result.test_loss,
                            result.test_accuracy, result.exports))

@@ -19,6 +19,7 @@ from typing import Callable, List, Optional
 import keras
 
 from graph_prune import datasets
+from graph_prune import distribute
 from graph_prune import errors
 from graph_prune import exports as exports_lib
 from graph_prune import hparams as hparams_lib
@@ -38,9 +39,6 @@ DEFAULT_TRAIN_STEPS = 1400
 CONFIG_FILE = 'train_config.json'
 
 
-class ConfigError(errors.GraphPruneError, ValueError):
-  """A `TrainConfig` value is out of range, or disagrees with model_dir."""
-
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -59,6 +57,9 @@ class TrainConfig:
     export_dir: where the SavedModels go; '' is `model_dir/export`.
     checkpoint_every: steps between checkpoints (and one at the end).
     log_every: steps between progress lines.
+    strategy: 'default', 'mirrored' or 'multi_worker' (`distribute`).
+    num_cpu_devices: with 'mirrored', split the CPU into this many logical
+      devices (for trying it on one machine); None uses the real devices.
   """
   model: str = 'mlp'
   data: str = ''
@@ -71,10 +72,12 @@ class TrainConfig:
   export_dir: str = ''
   checkpoint_every: int = 1000
   log_every: int = 100
+  strategy: str = 'default'
+  num_cpu_devices: Optional[int] = None
 
   def __post_init__(self):
     if self.model not in models.MODELS:
-      raise models.UnknownModelError(
+      raise errors.UnknownModelError(
           f'Unknown model {self.model!r}; pass one of '
           f'{", ".join(models.MODELS)}.')
     hparams_lib.parse_hparams(self.hparams)
@@ -82,12 +85,25 @@ class TrainConfig:
                  'log_every'):
       least = 1 if name == 'batch_size' else 0
       if getattr(self, name) < least:
-        raise ConfigError(
+        raise errors.ConfigError(
             f'{name}={getattr(self, name)} is too small; pass a value >= '
             f'{least}.')
     if not self.learning_rate > 0:
-      raise ConfigError(
+      raise errors.ConfigError(
           f'learning_rate={self.learning_rate}; pass a positive value.')
+    if self.strategy not in distribute.STRATEGY_KINDS:
+      raise errors.ConfigError(
+          f'Unknown strategy {self.strategy!r}; pass one of '
+          f'{", ".join(distribute.STRATEGY_KINDS)}.')
+    if self.num_cpu_devices is not None and (
+        self.strategy != 'mirrored' or self.num_cpu_devices < 1):
+      raise errors.ConfigError(
+          f'num_cpu_devices={self.num_cpu_devices} needs strategy=mirrored '
+          f'(got {self.strategy!r}) and a value >= 1.')
+    if self.strategy == 'multi_worker' and not self.model_dir:
+      raise errors.ConfigError(
+          'strategy=multi_worker needs a model_dir that every worker reaches '
+          '(a shared folder); pass --model_dir.')
 
 
 @dataclasses.dataclass
@@ -122,7 +138,7 @@ def _check_model_dir(config: TrainConfig, model_dir: str) -> None:
       saved = json.load(f)
     for key, value in identity.items():
       if saved.get(key) != value:
-        raise ConfigError(
+        raise errors.ConfigError(
             f'{model_dir} holds a run with {key}={saved.get(key)!r}, not '
             f'{value!r}; pass --{key}={saved.get(key)!r} to resume it, or a '
             'new --model_dir.')
@@ -146,19 +162,31 @@ def train(config: TrainConfig,
 
   Raises:
     DataError: the data path is missing or malformed.
-    ConfigError: model_dir holds another model's run.
+    errors.ConfigError: model_dir holds another model's run.
     ResumeError: the latest checkpoint does not fit the model.
     UnknownModelError: the model does not take the data's images.
+    StrategyError: the strategy cannot be set up, or the batch does not
+      split over its replicas.
   """
+  # First: a mirrored strategy over logical CPUs must split the CPU before
+  # TensorFlow initializes its devices.
+  strategy = distribute.make_strategy(config.strategy, config.num_cpu_devices)
+  chief = distribute.is_chief(strategy)
   data = datasets.load(config.data)
   model_dir = config.model_dir or tempfile.mkdtemp(prefix='graph_prune_train_')
-  _check_model_dir(config, model_dir)
-  model = models.build(config.model, data.x_train.shape[1:],
-                       data.num_classes, seed=config.seed)
-  pruned = pruned_lib.apply_pruning(model, config.hparams)
-  run = training.Run(model, pruned,
-                     keras.optimizers.Adam(config.learning_rate))
+  if chief:
+    _check_model_dir(config, model_dir)
+  with strategy.scope():
+    model = models.build(config.model, data.x_train.shape[1:],
+                         data.num_classes, seed=config.seed)
+    pruned = pruned_lib.apply_pruning(model, config.hparams)
+    optimizer = keras.optimizers.Adam(config.learning_rate)
+  run = training.Run(model, pruned, optimizer, strategy)
   resumed_from = run.restore(model_dir)
+  if strategy.num_replicas_in_sync > 1:
+    log(f'{type(strategy).__name__}: {strategy.num_replicas_in_sync} '
+        f'replicas, {config.batch_size // strategy.num_replicas_in_sync} '
+        'examples each per step.')
   log(f'{config.model} on {config.data or "the embedded digits"}: '
       f'{len(data.x_train)} train / '
       f'{len(data.x_test)} test images of shape {list(data.x_train.shape[1:])}'
@@ -176,10 +204,12 @@ def train(config: TrainConfig,
                           log_every=config.log_every, log=log)
   test_loss, test_accuracy = training.evaluate(pruned, data.x_test,
                                                data.y_test)
-  training.write_scalars(model_dir, run.step, {
-      'test/loss': test_loss, 'test/accuracy': test_accuracy})
-  export_dir = config.export_dir or os.path.join(model_dir, 'export')
-  exports = exports_lib.export(pruned, export_dir, run.step, log=log)
+  exports = []
+  if chief:  # the other workers hold the same model
+    training.write_scalars(model_dir, run.step, {
+        'test/loss': test_loss, 'test/accuracy': test_accuracy})
+    export_dir = config.export_dir or os.path.join(model_dir, 'export')
+    exports = exports_lib.export(pruned, export_dir, run.step, log=log)
   return TrainResult(
       model_dir=model_dir, resumed_from=resumed_from, progress=progress,
       test_loss=test_loss, test_accuracy=test_accuracy,

@@ -18,6 +18,7 @@ as a run that never stopped.
 
 import dataclasses
 import os
+import shutil
 import time
 from typing import Callable, List, Optional, Tuple
 
@@ -25,14 +26,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from graph_prune import distribute
 from graph_prune import errors
 from graph_prune import pruned as pruned_lib
 
 Log = Callable[[str], None]
 
-
-class ResumeError(errors.GraphPruneError, ValueError):
-  """A model_dir holds a checkpoint that does not fit the model being built."""
 
 
 class Batches:
@@ -94,25 +93,29 @@ class Run:
     model: the Keras model (owns the weights).
     pruned: the `PrunedModel` over it, or None to train the dense model.
     optimizer: a Keras optimizer; `optimizer.iterations` is the step.
+    strategy: the `tf.distribute` strategy the three were built under (the
+      default strategy on one device).
     checkpoint: a `tf.train.Checkpoint` of the three.
-    train_step: `train_step(x, y) -> (loss, accuracy)`, a `tf.function`
-      that applies the gradients and then updates the masks when the
-      schedule says so.
   """
 
   def __init__(self, model: keras.Model,
                pruned: Optional[pruned_lib.PrunedModel],
-               optimizer: keras.optimizers.Optimizer):
+               optimizer: keras.optimizers.Optimizer,
+               strategy: Optional[tf.distribute.Strategy] = None):
     self.model = model
     self.pruned = pruned
     self.optimizer = optimizer
-    # Built now, so that a restore fills the slots instead of deferring.
-    optimizer.build(model.trainable_variables)
+    self.strategy = strategy or tf.distribute.get_strategy()
+    distribute.check_strategy(self.strategy)
+    # Built now, under the scope: a restore fills the slots instead of
+    # deferring, and the slots are distributed like the weights.
+    with self.strategy.scope():
+      optimizer.build(model.trainable_variables)
     objects = dict(model=model, optimizer=optimizer)
     if pruned is not None:
       objects['pruned'] = pruned
     self.checkpoint = tf.train.Checkpoint(**objects)
-    self.train_step = tf.function(self._train_step)
+    self._step_fn = tf.function(self._distributed_step)
 
   @property
   def forward(self):
@@ -125,21 +128,47 @@ class Run:
   def step(self) -> int:
     return int(self.optimizer.iterations.numpy())
 
-  def _train_step(self, x, y):
+  def train_step(self, x, y) -> Tuple[tf.Tensor, tf.Tensor]:
+    """One step on the global batch `(x, y)`: (mean loss, accuracy).
+
+    Applies the gradients, then updates the masks when the schedule says so.
+    Under a strategy with several replicas the batch is split into equal
+    contiguous slices, one per replica (`distribute.distribute_batch`), so
+    the step sees the same global batch as a single-device run.
+    """
+    if self.strategy.num_replicas_in_sync > 1:
+      x, y = distribute.distribute_batch(self.strategy, x, y)
+    loss, correct, count = self._step_fn(x, y)
+    return loss, correct / count
+
+  def _distributed_step(self, x, y):
+    loss, correct, count = self.strategy.run(self._replica_step, args=(x, y))
+    total = lambda v: self.strategy.reduce(  # pylint: disable=g-long-lambda
+        tf.distribute.ReduceOp.SUM, v, axis=None)
+    return total(loss), total(correct), total(count)
+
+  def _replica_step(self, x, y):
     variables = self.model.trainable_variables
     with tf.GradientTape() as tape:
       if self.pruned is not None:
-        logits = self.pruned(x)
+        logits = self.pruned(x, training=True)
       else:
         logits = self.model(x, training=True)
-      loss, accuracy = _loss_and_accuracy(y, logits)
+      # Summed over the replica's examples, divided by the global batch: the
+      # all-reduced gradient is the global batch's mean.
+      loss = tf.nn.compute_average_loss(
+          keras.losses.sparse_categorical_crossentropy(
+              y, logits, from_logits=True))
     self.optimizer.apply_gradients(zip(tape.gradient(loss, variables),
                                        variables))
     if self.pruned is not None:
       # After the optimizer step: the masks see the updated weights, and
       # optimizer.iterations already counts this step.
       self.pruned.conditional_mask_update(self.optimizer.iterations)
-    return loss, accuracy
+    correct = tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
+                       tf.cast(y, tf.int32))
+    return (loss, tf.reduce_sum(tf.cast(correct, tf.float32)),
+            tf.cast(tf.size(correct), tf.float32))
 
   def checkpoint_manager(self, model_dir: str) -> tf.train.CheckpointManager:
     # max_to_keep=None: never delete a checkpoint, ours or a previous run's.
@@ -157,7 +186,7 @@ class Run:
       The restored checkpoint's path, or None when there was none.
 
     Raises:
-      ResumeError: the checkpoint does not hold this model's variables.
+      errors.ResumeError: the checkpoint does not hold this model's variables.
     """
     latest = tf.train.latest_checkpoint(model_dir)
     if latest is None:
@@ -166,7 +195,7 @@ class Run:
       self.checkpoint.restore(latest).assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as e:
       first_line = str(e).strip().splitlines()[0] if str(e).strip() else ''
-      raise ResumeError(
+      raise errors.ResumeError(
           f'{latest} does not fit this model ({first_line[:200]}); pass the '
           'flags it was trained with, or a new --model_dir.') from e
     return latest
@@ -235,8 +264,14 @@ def fit(run: Run, batches: Batches, train_steps: int,
   log = log or (lambda line: None)
   start = run.step
   progress = Progress(start_step=start, end_step=start)
-  manager = run.checkpoint_manager(model_dir) if model_dir else None
-  writer = tf.summary.create_file_writer(model_dir) if model_dir else None
+  # Every worker saves (saving may run collective ops), only the chief into
+  # model_dir; the others into a scratch folder deleted at the end.
+  chief = distribute.is_chief(run.strategy)
+  save_dir = (distribute.checkpoint_dir(run.strategy, model_dir)
+              if model_dir else None)
+  manager = run.checkpoint_manager(save_dir) if save_dir else None
+  writer = (tf.summary.create_file_writer(model_dir)
+            if model_dir and chief else None)
   end = train_steps if stop_after is None else min(train_steps,
                                                    start + stop_after)
   step, losses, accuracies = start, [], []
@@ -264,12 +299,15 @@ def fit(run: Run, batches: Batches, train_steps: int,
     if manager is not None and (
         last or (checkpoint_every and step % checkpoint_every == 0)):
       path = manager.save(checkpoint_number=step)
-      progress.checkpoints.append(path)
-      log(f'saved checkpoint {path}')
+      if chief:
+        progress.checkpoints.append(path)
+        log(f'saved checkpoint {path}')
   progress.end_step = step
   progress.seconds = time.perf_counter() - began
   if writer is not None:
     writer.close()
+  if save_dir and not chief:
+    shutil.rmtree(save_dir, ignore_errors=True)
   return progress
 
 

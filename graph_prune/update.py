@@ -77,7 +77,7 @@ def scheduled_sparsities(step, plans: Sequence[WeightPlan],
   for plan in plans:
     if plan.target_sparsity not in by_target:
       by_target[plan.target_sparsity] = schedule.sparsity_at(
-          step, hparams, plan.target_sparsity)
+          step, hparams, plan.target_sparsity, dtype=tf.float64)
   return [by_target[plan.target_sparsity] for plan in plans]
 
 

@@ -58,36 +58,36 @@ class StrategyCheckTest(parameterized.TestCase, tf.test.TestCase):
   )
   def test_unsupported_names_strategy_and_alternatives(self, make, name):
     with self.assertRaisesRegex(
-        distribute.UnsupportedStrategyError,
+        errors.UnsupportedStrategyError,
         f'does not support {name}.*use MirroredStrategy, '
         'MultiWorkerMirroredStrategy, OneDeviceStrategy or no strategy'):
       distribute.check_strategy(make())
-    self.assertTrue(issubclass(distribute.UnsupportedStrategyError,
+    self.assertTrue(issubclass(errors.UnsupportedStrategyError,
                                ValueError))
-    self.assertTrue(issubclass(distribute.UnsupportedStrategyError,
+    self.assertTrue(issubclass(errors.UnsupportedStrategyError,
                                errors.GraphPruneError))
 
   def test_apply_pruning_under_unsupported_strategy(self):
     strategy = tf.distribute.experimental.CentralStorageStrategy(['/cpu:0'])
     with strategy.scope():
       model = _tiny_model()
-      with self.assertRaisesRegex(distribute.UnsupportedStrategyError,
+      with self.assertRaisesRegex(errors.UnsupportedStrategyError,
                                   'CentralStorageStrategy'):
         graph_prune.apply_pruning(model)
 
   def test_make_strategy_errors(self):
-    with self.assertRaisesRegex(distribute.StrategyError,
+    with self.assertRaisesRegex(errors.StrategyError,
                                 "Unknown strategy 'ring'.*mirrored"):
       distribute.make_strategy('ring')
-    with self.assertRaisesRegex(distribute.StrategyError,
+    with self.assertRaisesRegex(errors.StrategyError,
                                 'only applies to the mirrored'):
       distribute.make_strategy('multi_worker', num_cpu_devices=2)
-    with self.assertRaisesRegex(distribute.StrategyError, 'positive int'):
+    with self.assertRaisesRegex(errors.StrategyError, 'positive int'):
       distribute.configure_cpu_devices(0)
 
   def test_cpu_devices_after_initialization(self):
     count = len(tf.config.list_logical_devices('CPU'))  # initializes
-    with self.assertRaisesRegex(distribute.StrategyError,
+    with self.assertRaisesRegex(errors.StrategyError,
                                 'already initialized'):
       distribute.make_strategy('mirrored', num_cpu_devices=count + 1)
 
@@ -182,7 +182,7 @@ class OneDeviceStrategiesTest(parameterized.TestCase, tf.test.TestCase):
     strategy = tf.distribute.MirroredStrategy(['/cpu:0'])
     with strategy.scope():
       model = _tiny_model()
-    with self.assertRaisesRegex(distribute.StrategyError,
+    with self.assertRaisesRegex(errors.StrategyError,
                                 'inside strategy.run'):
       strategy.run(lambda: graph_prune.apply_pruning(model))
 
@@ -190,7 +190,7 @@ class OneDeviceStrategiesTest(parameterized.TestCase, tf.test.TestCase):
     with tf.distribute.MirroredStrategy(['/cpu:0']).scope():
       model = _tiny_model()
     with tf.distribute.OneDeviceStrategy('/cpu:0').scope():
-      with self.assertRaisesRegex(distribute.StrategyError,
+      with self.assertRaisesRegex(errors.StrategyError,
                                   'created under another MirroredStrategy'):
         graph_prune.apply_pruning(model)
 

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from graph_prune import errors
 from graph_prune import masking
+from graph_prune import schedule
 from graph_prune.hparams import parse_hparams
 from graph_prune.masking import MaskStructure
 
@@ -146,13 +147,22 @@ class ElementwiseTest(parameterized.TestCase, tf.test.TestCase):
         np.abs(tf.cast(w, tf.float64).numpy()), 0.6)
     self.assertAllEqual(tf.cast(mask, tf.float32), expected)
 
-  @parameterized.named_parameters(('nan', np.nan), ('inf', np.inf))
+  @parameterized.named_parameters(('nan', np.nan), ('inf', np.inf),
+                                  ('minus_inf', -np.inf))
   def test_non_finite_weight_is_a_clear_error(self, bad):
     w = _random((4, 4))
     w[1, 2] = bad
     with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
                                 r"weight 'dense/kernel' holds NaN or Inf"):
       masking.compute_mask(w, 0.5, MaskStructure(), name='dense/kernel')
+
+  @parameterized.parameters(tf.float32, tf.float16)
+  def test_huge_finite_weight_is_masked(self, dtype):
+    # The sum of these weights overflows; they are still finite.
+    big = np.finfo(dtype.as_numpy_dtype).max / 2
+    w = tf.constant([[big, big], [big, 1.0]], dtype)
+    mask, _ = masking.compute_mask(w, 0.25, MaskStructure(), name='k')
+    self.assertAllEqual(mask, [[1, 1], [1, 0]])
 
   def test_non_finite_in_tf_function(self):
     fn = tf.function(lambda w: masking.compute_mask(
@@ -173,6 +183,25 @@ class ElementwiseTest(parameterized.TestCase, tf.test.TestCase):
       self.assertAllEqual(mask, expected.astype(np.float32))
       if s:
         self.assertAllClose(masking.mask_sparsity(mask), s, atol=0.02)
+
+
+class NumToPruneTest(parameterized.TestCase, tf.test.TestCase):
+
+  @parameterized.parameters(
+      (10, 0.0, 0), (10, 0.25, 2), (10, 0.35, 4), (10, 0.999, 9), (1, 0.9, 0),
+      (8192 * 8192, 0.9, 8192 * 8192 - 6710886),
+      (4096 * 4096, 0.95, 4096 * 4096 - 838861))
+  def test_closed_form(self, n, sparsity, want):
+    # want = n - max(1, round(n * (1 - s))), rounded half to even, computed
+    # by hand; the large cases fail if the sparsity passes through float32.
+    self.assertEqual(int(masking.num_to_prune(n, sparsity)), want)
+
+  def test_schedule_sparsity_is_exact_for_large_weights(self):
+    h = parse_hparams('target_sparsity=0.9,end_pruning_step=100,'
+                      'sparsity_function_end_step=100')
+    sparsity = schedule.sparsity_at(200, h, dtype=tf.float64)
+    self.assertEqual(int(masking.num_to_prune(8192 * 8192, sparsity)),
+                     8192 * 8192 - 6710886)
 
 
 class ThresholdDecayTest(tf.test.TestCase):

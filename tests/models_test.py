@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 import graph_prune
+from graph_prune import errors
 from graph_prune import models
 
 
@@ -42,7 +43,7 @@ class ModelsTest(parameterized.TestCase, tf.test.TestCase):
     self.assertNotAllClose(a[0], c[0])
 
   def test_unknown_model(self):
-    with self.assertRaisesRegex(models.UnknownModelError,
+    with self.assertRaisesRegex(errors.UnknownModelError,
                                 "'resnet'.*mlp, cnn, lstm"):
       models.build('resnet', (8, 8), 10)
 

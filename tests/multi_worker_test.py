@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from graph_prune import distribute
-from graph_prune import strip
+from graph_prune import stripping
 import multi_worker_worker as worker
 
 _STEPS = 200
@@ -79,8 +79,9 @@ class MultiWorkerTest(tf.test.TestCase):
 
     # The stripped export: masks folded into constant weights.
     export = os.path.join(tempfile.mkdtemp(), 'export')
-    strip.export_saved_model(pruned, export)
-    serve = tf.saved_model.load(export).signatures['serving_default']
+    stripping.export_saved_model(pruned, export)
+    loaded = tf.saved_model.load(export)  # keeps the variables alive
+    serve = loaded.signatures['serving_default']
     self.assertAllClose(list(serve(tf.constant(x)).values())[0],
                         chief['outputs'], atol=1e-6)
 

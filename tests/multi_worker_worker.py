@@ -163,12 +163,12 @@ def outside_scope_error(strategy):
   """The error of apply_pruning under `strategy` for a model built outside."""
   import keras
   import graph_prune
-  from graph_prune import distribute
+  from graph_prune import errors
   model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
   with strategy.scope():
     try:
       graph_prune.apply_pruning(model)
-    except distribute.StrategyError as e:
+    except errors.StrategyError as e:
       return str(e)
   return 'no error'
 

@@ -205,6 +205,35 @@ class ApplyPruningTest(tf.test.TestCase):
     for a, c in zip(pruned_a.thresholds, pruned_c.thresholds):
       self.assertAllClose(a, c)
 
+  def test_checkpoint_stores_each_weight_once(self):
+    model = _mlp()
+    pruned = graph_prune.apply_pruning(model, _SPEC)
+    optimizer = keras.optimizers.Adam()
+    optimizer.build(model.trainable_variables)
+    path = tf.train.Checkpoint(model=model, pruned=pruned,
+                               optimizer=optimizer).save(
+                                   os.path.join(tempfile.mkdtemp(), 'ckpt'))
+    shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+    stored = sum(int(np.prod(shape)) for key, shape in shapes.items()
+                 if key != '_CHECKPOINTABLE_OBJECT_GRAPH')
+    weights = sum(int(np.prod(v.shape)) for v in model.weights)
+    kernels = sum(int(np.prod(w.shape)) for w in pruned.weights)
+    # The weights, Adam's two slots each, a mask per kernel, plus scalars
+    # (thresholds, steps, learning rate, save counter).
+    scalars = len(pruned.thresholds) + 4
+    self.assertEqual(stored, 3 * weights + kernels + scalars)
+
+  def test_checkpoint_of_the_pruned_module_alone_restores_weights(self):
+    pruned = graph_prune.apply_pruning(_mlp(seed=0), _SPEC)
+    _random_masks(pruned)
+    path = tf.train.Checkpoint(pruned=pruned).save(
+        os.path.join(tempfile.mkdtemp(), 'ckpt'))
+    other = graph_prune.apply_pruning(_mlp(seed=5), _SPEC)
+    x, _ = _data()
+    self.assertNotAllClose(other(x), pruned(x))
+    tf.train.Checkpoint(pruned=other).restore(path).assert_consumed()
+    self.assertAllClose(other(x), pruned(x), atol=1e-6)
+
   def test_saved_model_round_trip(self):
     model = _mlp()
     pruned = graph_prune.apply_pruning(model, _SPEC)

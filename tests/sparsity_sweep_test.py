@@ -12,6 +12,7 @@ import tensorflow as tf
 
 import graph_prune
 from graph_prune import datasets
+from graph_prune import errors
 from graph_prune import models
 from graph_prune import study
 from graph_prune import study_plots
@@ -41,14 +42,14 @@ class MethodTest(parameterized.TestCase):
                                   ('granularity', 'oneshot_block_layer'),
                                   ('parts', 'oneshot_weight'))
   def test_bad_method(self, name):
-    with self.assertRaisesRegex(study.SweepConfigError,
+    with self.assertRaisesRegex(errors.SweepConfigError,
                                 f"'{name}'.*KIND_GRANULARITY_SCOPE"):
       study.parse_method(name)
 
   def test_bad_config(self):
-    with self.assertRaisesRegex(study.SweepConfigError, r'1\.0 is outside'):
+    with self.assertRaisesRegex(errors.SweepConfigError, r'1\.0 is outside'):
       study.SweepConfig(sparsities=(0.5, 1.0))
-    with self.assertRaisesRegex(study.SweepConfigError, 'retrain_steps=0'):
+    with self.assertRaisesRegex(errors.SweepConfigError, 'retrain_steps=0'):
       study.SweepConfig(retrain_steps=0)
 
   def test_schedule_ends_on_an_update(self):

@@ -98,12 +98,43 @@ class TrainBinaryTest(tf.test.TestCase):
     x = tf.constant(datasets.load_digits().x_test[:16])
     expected = tf.saved_model.load(pruned_dir)(x)
     stripped_dir = os.path.join(killed, 'export', 'stripped', '40')
-    if os.path.exists(stripped_dir):
-      loaded = tf.saved_model.load(stripped_dir)
-      outputs = loaded.signatures['serving_default'](x)
-      self.assertAllClose(list(outputs.values())[0], expected, atol=1e-5)
-    else:
-      self.assertIn('stripped export skipped', resumed.stdout)
+    loaded = tf.saved_model.load(stripped_dir)
+    outputs = loaded.signatures['serving_default'](x)
+    self.assertAllClose(list(outputs.values())[0], expected, atol=1e-5)
+
+  def test_mirrored_run_equals_single_device_run(self):
+    base = tempfile.mkdtemp()
+    flags = ['--model=mlp', f'--hparams={_SPEC}', '--train_steps=40',
+             '--batch_size=16', '--log_every=0']
+    runs = {
+        'single': ['--strategy=default'],
+        'mirrored': ['--strategy=mirrored', '--num_cpu_devices=2'],
+    }
+    procs = {
+        name: subprocess.Popen(
+            _command(*flags, *extra, f'--model_dir={base}/{name}'),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=_ENV)
+        for name, extra in runs.items()}
+    outputs = {name: p.communicate(timeout=_TIMEOUT)
+               for name, p in procs.items()}
+    for name, p in procs.items():
+      self.assertEqual(p.returncode, 0, outputs[name][1][-3000:])
+    self.assertIn('MirroredStrategy: 2 replicas, 8 examples each',
+                  outputs['mirrored'][0])
+    want, got = _masks(f'{base}/single', 40), _masks(f'{base}/mirrored', 40)
+    self.assertLen(want, 5)
+    for key in want:
+      self.assertAllEqual(got[key], want[key])
+    single = tf.train.load_checkpoint(f'{base}/single/ckpt-40')
+    mirrored = tf.train.load_checkpoint(f'{base}/mirrored/ckpt-40')
+    keys = set(single.get_variable_to_shape_map())
+    self.assertEqual(set(mirrored.get_variable_to_shape_map()), keys)
+    # Weights, Adam's slots, masks, thresholds and steps.
+    self.assertGreater(len(keys), 40)
+    for key in keys - {'_CHECKPOINTABLE_OBJECT_GRAPH'}:
+      self.assertAllClose(mirrored.get_tensor(key), single.get_tensor(key),
+                          atol=1e-5, msg=key)
 
   def test_npz_and_idx_data(self):
     base = tempfile.mkdtemp()

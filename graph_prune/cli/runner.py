@@ -5,6 +5,10 @@ A bad flag (absl's validators) or a bad value found later by the library (a
 ends the binary with exit status 1 and one line on stderr naming the value and
 the fix, instead of absl's two-line parse error or a traceback. Any other
 exception is a bug and keeps its traceback.
+
+Logging is at WARNING unless --verbosity is given (e.g. --verbosity=0 shows
+graph_prune's per-weight lines and TensorFlow's INFO messages): the binaries
+print what a user needs themselves.
 """
 
 import os
@@ -12,6 +16,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 
 from graph_prune import errors
 
@@ -32,6 +37,8 @@ def run(main) -> None:
   """Runs `main(argv)` like `app.run`, with one-line errors for bad input."""
 
   def guarded(argv):
+    if not flags.FLAGS['verbosity'].present:
+      logging.set_verbosity(logging.WARNING)
     try:
       return main(argv)
     except errors.GraphPruneError as e:

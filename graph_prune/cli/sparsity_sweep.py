@@ -30,6 +30,7 @@ import os
 
 from absl import flags
 
+from graph_prune import errors
 from graph_prune import study
 from graph_prune import study_plots
 from graph_prune.cli import runner
@@ -71,14 +72,14 @@ def _numbers(name, values, kind):
   try:
     return tuple(kind(v) for v in values)
   except ValueError as e:
-    raise study.SweepConfigError(
+    raise errors.SweepConfigError(
         f'--{name}={",".join(values)} holds a value that is not a number; '
         f'pass e.g. --{name}={"90,95" if kind is float else "0,1,2"}.') from e
 
 
 def main(argv):
   if len(argv) > 1:
-    raise study.SweepConfigError(
+    raise errors.SweepConfigError(
         f'Unexpected arguments {argv[1:]}; every setting is a --flag.')
   config = study.SweepConfig(
       methods=tuple(_METHODS.value),

@@ -401,4 +401,4 @@ def _concrete(fn, key):
         f'Signature {key!r} is a function without an input signature; '
         'declare it with tf.function(input_signature=[...]) or pass a '
         'ConcreteFunction.')
-  return fn.get_concrete_function()
+  return _inference_trace(fn)
