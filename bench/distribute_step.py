@@ -35,6 +35,7 @@ import time
 
 from absl import app
 from absl import flags
+import results_io  # bench/results_io.py, beside this script
 
 _STEPS = flags.DEFINE_integer('steps', 30,
                              'Timed steps per variant and repeat.')
@@ -186,10 +187,7 @@ def main(argv):
         f' {row[f"{c}_ratio_to_dense"]:8.3f}' for c in ('wall', 'cpu')))
   print(f'load average {load_before:.1f} before, '
         f'{os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores')
-  os.makedirs(os.path.dirname(_OUT.value), exist_ok=True)
-  with open(_OUT.value, 'w') as f:
-    json.dump(results, f, indent=2)
-  print(f'\nwrote {_OUT.value}')
+  results_io.write(_OUT.value, results)
 
 
 if __name__ == '__main__':

@@ -28,7 +28,6 @@ sensitive to other load on a shared machine). Writes
 bench/results/export_size.json.
 """
 
-import json
 import os
 import shutil
 import tempfile
@@ -46,6 +45,7 @@ from graph_prune.stripping import export_saved_model
 from graph_prune.stripping import write_tflite
 from graph_prune.stripped import PruningVariables
 from graph_prune.stripped import strip_function
+import results_io  # bench/results_io.py, beside this script
 
 _SPARSITIES = flags.DEFINE_list('sparsities', ['0', '0.5', '0.9', '0.95'],
                                 'Target sparsities.')
@@ -255,10 +255,7 @@ def main(argv):
       'sizes': rows, 'inference_sparsity': timed, 'inference': speed,
       'tensorflow': tf.__version__,
   }
-  os.makedirs(os.path.dirname(_OUT.value), exist_ok=True)
-  with open(_OUT.value, 'w') as f:
-    json.dump(results, f, indent=2)
-  print(f'\nwrote {_OUT.value}')
+  results_io.write(_OUT.value, results)
 
 
 if __name__ == '__main__':

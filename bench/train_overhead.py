@@ -12,7 +12,6 @@ noise hits them alike, and prints the ratios to dense. Then times
 model. Writes bench/results/train_overhead.json.
 """
 
-import json
 import os
 import time
 
@@ -23,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 import graph_prune
+import results_io  # bench/results_io.py, beside this script
 
 _STEPS = flags.DEFINE_integer('steps', 30, 'Timed steps per variant and round.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Interleaved rounds.')
@@ -125,10 +125,7 @@ def main(argv):
     print(f'\nResNet50: trace {r["trace_s"]:.2f} s, apply_pruning '
           f'{r["apply_pruning_s"]:.2f} s ({r["ratio"]:.2f}x trace), '
           f'{r["masked_weights"]} weights masked')
-  os.makedirs(os.path.dirname(_OUT.value), exist_ok=True)
-  with open(_OUT.value, 'w') as f:
-    json.dump(results, f, indent=2)
-  print(f'\nwrote {_OUT.value}')
+  results_io.write(_OUT.value, results)
 
 
 if __name__ == '__main__':

@@ -80,6 +80,13 @@ _BUILDERS: Dict[str, Callable[..., keras.Model]] = {
 MODELS = tuple(_BUILDERS)
 
 
+def check_name(name: str) -> None:
+  """Raises `UnknownModelError` unless `name` is a built-in model."""
+  if name not in _BUILDERS:
+    raise errors.UnknownModelError(
+        f'Unknown model {name!r}; pass one of {", ".join(MODELS)}.')
+
+
 def build(name: str, input_shape: Sequence[int], num_classes: int,
           seed: int = 0) -> keras.Model:
   """Builds a built-in model with weights initialized from `seed`.
@@ -98,9 +105,7 @@ def build(name: str, input_shape: Sequence[int], num_classes: int,
     errors.UnknownModelError: `name` is not a built-in model, or the input shape does
       not suit it.
   """
-  if name not in _BUILDERS:
-    raise errors.UnknownModelError(
-        f'Unknown model {name!r}; pass one of {", ".join(MODELS)}.')
+  check_name(name)
   keras.utils.set_random_seed(seed)
   return _BUILDERS[name](tuple(int(d) for d in input_shape), int(num_classes))
 

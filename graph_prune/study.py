@@ -134,10 +134,7 @@ class SweepConfig:
       if not 0.0 <= s < 1.0:
         raise errors.SweepConfigError(
             f'Sparsity {s} is outside [0, 1); pass e.g. 0.9 for 90%.')
-    if self.model not in models.MODELS:
-      raise errors.UnknownModelError(
-          f'Unknown model {self.model!r}; pass one of '
-          f'{", ".join(models.MODELS)}.')
+    models.check_name(self.model)
     for name in ('dense_steps', 'retrain_steps', 'pruning_frequency',
                  'batch_size'):
       if getattr(self, name) < 1:

@@ -76,10 +76,7 @@ class TrainConfig:
   num_cpu_devices: Optional[int] = None
 
   def __post_init__(self):
-    if self.model not in models.MODELS:
-      raise errors.UnknownModelError(
-          f'Unknown model {self.model!r}; pass one of '
-          f'{", ".join(models.MODELS)}.')
+    models.check_name(self.model)
     hparams_lib.parse_hparams(self.hparams)
     for name in ('train_steps', 'batch_size', 'checkpoint_every',
                  'log_every'):

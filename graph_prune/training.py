@@ -17,7 +17,6 @@ as a run that never stopped.
 """
 
 import dataclasses
-import os
 import shutil
 import time
 from typing import Callable, List, Optional, Tuple

@@ -1,7 +1,6 @@
 """Tests of graph_prune.schedule against contrib's closed form."""
 
 from absl.testing import parameterized
-import numpy as np
 import tensorflow as tf
 
 from graph_prune import schedule

@@ -13,7 +13,6 @@ import tensorflow as tf
 import graph_prune
 from graph_prune import datasets
 from graph_prune import errors
-from graph_prune import exports
 from graph_prune import models
 from graph_prune import report
 from graph_prune import trainer
