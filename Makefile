@@ -19,7 +19,7 @@ demo: $(VENV)/.installed
 	$(PY) -m graph_prune.train
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n 2 tests $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadscope tests $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) bench/mask_update.py

@@ -8,6 +8,7 @@ single-device run of the same training.
 """
 
 import os
+import shutil
 
 from absl.testing import parameterized
 import keras
@@ -211,11 +212,16 @@ class TwoDeviceMirroredTest(tf.test.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.out = worker.launch_once('mirrored', 'mirrored', args=[
+    cls.out = worker.launch_in_temp_dir('mirrored', args=[
         '--num_cpu_devices=2', f'--steps={_STEPS}',
         f'--resume_at={_STEPS // 2}'])
     cls.result = dict(np.load(os.path.join(cls.out, 'local.npz')))
     cls.reference = _single_device_reference()
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.out, ignore_errors=True)
+    super().tearDownClass()
 
   def test_two_replicas(self):
     self.assertEqual(int(self.result['num_replicas']), 2)

@@ -10,6 +10,7 @@ checkpoint on one device and compare its stripped export's outputs.
 
 import glob
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -27,12 +28,17 @@ class MultiWorkerTest(tf.test.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.out = worker.launch_once('multi_worker', 'multi_worker', num_workers=2,
-                                 args=[f'--steps={_STEPS}'])
+    cls.out = worker.launch_in_temp_dir('multi_worker', num_workers=2,
+                                        args=[f'--steps={_STEPS}'])
     cls.workers = [dict(np.load(os.path.join(cls.out, f'worker_{i}.npz')))
                    for i in range(2)]
     cls.reference = worker.state(*worker.train(
         distribute.make_strategy('default'), _STEPS))
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.out, ignore_errors=True)
+    super().tearDownClass()
 
   def test_two_replicas(self):
     for result in self.workers:

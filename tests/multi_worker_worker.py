@@ -18,7 +18,7 @@ replica's outputs and gradients (`replica_check`).
 
 Imported, `train(strategy, steps)` runs the same training in-process (the
 tests run it with the default strategy as the single-device reference), and
-`launch`/`launch_once` run this script as worker processes.
+`launch`/`launch_in_temp_dir` run this script as worker processes.
 
 TensorFlow, Keras and graph_prune are imported inside the functions: the
 script must build its strategy (split the CPU into logical devices, join the
@@ -27,7 +27,6 @@ cluster) before anything initializes TensorFlow.
 # pylint: disable=g-import-not-at-top
 
 import argparse
-import fcntl
 import json
 import os
 import shutil
@@ -248,30 +247,14 @@ def launch(out, strategy, num_workers=1, args=(), timeout=120):
           f'after {timeout}s if -9):\n{tail}')
 
 
-def launch_once(name, strategy, num_workers=1, args=(), timeout=120):
-  """`launch` once per test session, even when pytest-xdist runs the tests
-  of one class in several processes (each would run `setUpClass`).
+def launch_in_temp_dir(strategy, num_workers=1, args=(), timeout=120):
+  """`launch` into a fresh temporary directory, which it returns.
 
-  The first process to get here runs the workers; the others wait on a file
-  lock and reuse the output directory. Without xdist, it is `launch` into a
-  fresh directory.
-
-  Returns:
-    The output directory.
+  The caller deletes it (`tearDownClass`). `make test` runs pytest-xdist with
+  `--dist loadscope`, so a test class's `setUpClass` runs once per session.
   """
-  run_id = os.environ.get('PYTEST_XDIST_TESTRUNUID')
-  if not run_id:
-    out = tempfile.mkdtemp()
-    launch(out, strategy, num_workers, args, timeout)
-    return out
-  out = os.path.join(tempfile.gettempdir(), f'graph_prune_{run_id}_{name}')
-  os.makedirs(out, exist_ok=True)
-  with open(out + '.lock', 'w') as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
-    done = os.path.join(out, 'DONE')
-    if not os.path.exists(done):
-      launch(out, strategy, num_workers, args, timeout)
-      open(done, 'w').close()
+  out = tempfile.mkdtemp(prefix=f'graph_prune_{strategy}_')
+  launch(out, strategy, num_workers, args, timeout)
   return out
 
 
