@@ -19,19 +19,23 @@ enough:
    * below 3 * 2**20, the 16-bit bucket of the cut, from a `Bincount` of the
      high bits of all scores (`_bucket_candidates`);
    * above, from the histogram of a strided sample of ~2**20 scores, widened by
-     4 standard deviations of a sample quantile (`_sample_bracket`). Two full
-     compare passes count the scores below the range and flag the words that
-     hold candidates (`_candidates`); if the count shows that the sample misled
-     us, the exact bucket is used instead, so only speed depends on the sample.
+     4 standard deviations of a sample quantile (`_sample_bracket`). One fused
+     XLA pass counts the scores below the range and flags the words that hold
+     candidates (`_candidates`, `_scan_words`); if the count shows that the
+     sample misled us, the exact bucket is used instead, so only speed depends
+     on the sample.
 3. The candidates (~200K of 67M for a normal 8192x8192 weight) are gathered
    8 scores at a time (`_words`, `_gather_range`) and the exact cut is found
    among them by a radix select over 11-, 10- and 10-bit digits.
-4. keep = bits >= cut; only when scores equal to the cut must be pruned too
-   are their indices, the first ones among the candidates, scattered to False.
+4. keep = bits >= cut, by a fused XLA pass (`_keep_from`); when scores equal to
+   the cut must be pruned too, the pass also keeps only the ties after the
+   last pruned one (`_keep_after`).
 
 Every full pass writes at most one byte per score: TF ops that write a fresh
 4-byte tensor pay for page faults of the new buffer (~100 ms per 67M values
-with the default CPU allocator). At most 2**31 - 2 scores (int32 counts).
+with the default CPU allocator). On the sampled path, the passes clear sign
+bits on the fly, so a raw weight can be passed instead of |w| (masking does,
+saving a 4-byte |w| pass). At most 2**31 - 2 scores (int32 counts).
 bench/mask_update.py times the whole update.
 """
 
@@ -71,6 +75,11 @@ _SMALL_SIZE = 1 << 16
 _SAMPLED_SIZE = 3 << 20
 # Full passes group scores in rows of this many bytes, see `_split_rows`.
 _ROW = 64
+# `_scan_words` packs a word's count below the bracket (0..8), whether it holds
+# a sign bit, and whether it holds candidates into one byte.
+_BELOW_MASK = 15
+_SIGNED = 16
+_FLAG = 32
 
 
 def prune_smallest(scores, num_prune):
@@ -113,12 +122,14 @@ def prune_smallest(scores, num_prune):
     return _prune_smallest_by_sorting(scores, num_prune)
   bits, threshold_bits, pruned_ties = _select_bits(_float32_bits(scores),
                                                   num_prune)
-  keep = tf.greater_equal(bits, threshold_bits)
-  # TensorScatterUpdate copies its input on CPU, so only scatter when some
-  # scores equal to the threshold must be pruned.
-  keep = tf.cond(tf.size(pruned_ties) > 0,
-                 lambda: _set_false(keep, pruned_ties),
-                 lambda: keep)
+  # Scores equal to the threshold are pruned up to the last pruned tie.
+  # Comparing flat indices too costs ~6 ms per 67M scores, so it only runs
+  # when there are such ties.
+  keep = tf.cond(
+      tf.size(pruned_ties) > 0,
+      lambda: _keep_after(bits, threshold_bits,
+                          tf.cast(pruned_ties[-1], tf.int32)),
+      lambda: _keep_from(bits, threshold_bits))
   threshold = tf.bitcast(threshold_bits, tf.float32)
   return keep, tf.cast(threshold, scores.dtype)
 
@@ -243,7 +254,8 @@ def _float32_bits(scores):
 
   float16 and bfloat16 convert to float32 exactly; float64 (histogram method
   only) is rounded. Patterns with the sign bit set (-0.0, negative scores) are
-  negative int32: `_select_bits` detects them without an extra pass.
+  negative int32; the passes over all scores clear the sign bit on the fly, so
+  negative scores (a raw weight) cost no extra pass.
   """
   if scores.dtype != tf.float32:
     scores = tf.cast(scores, tf.float32)
@@ -276,18 +288,6 @@ def _split_rows(x):
   return rows, tf.slice(x, [head], [n - head])
 
 
-def _count_nonzero_u8(flags):
-  """Counts the ones of a 0/1 uint8 tensor [n] with one vectorized pass.
-
-  Sums of 64 ones fit a uint8, so the wide reduction stays in uint8 and only
-  n / 64 partial sums are widened; `tf.math.count_nonzero` would first write an
-  int64 copy of the whole tensor.
-  """
-  rows, tail = _split_rows(flags)
-  partial = tf.cast(tf.reduce_sum(rows, axis=1), tf.int32)
-  return tf.reduce_sum(partial) + tf.reduce_sum(tf.cast(tail, tf.int32))
-
-
 def _words(flags):
   """Views the 0/1 uint8 `flags` of `_split_rows`' head as uint64 words of 8.
 
@@ -300,7 +300,7 @@ def _words(flags):
 
 
 def _gather_range(bits, words, lo, hi):
-  """Returns the flat int64 indices and the values of the bits in [lo, hi].
+  """Returns the flat int64 indices and the values of the scores in [lo, hi].
 
   Only the 8-score words flagged in `words` are gathered, then filtered by
   value, so the flags need not be gathered too; the short tail
@@ -308,24 +308,23 @@ def _gather_range(bits, words, lo, hi):
   which the tie-break relies on.
 
   Args:
-    bits: int32 [n].
-    words: uint64 [head / 8] from `_words`, non-zero at least where a word holds
-      a value in [lo, hi].
+    bits: int32 [n], compared with their sign bits cleared.
+    words: [head / 8] from `_words` or `_scan_words`, non-zero (True) at least
+      where a word holds a value in [lo, hi].
     lo: int32 scalar.
     hi: int32 scalar.
 
   Returns:
-    `(indices, values, signed)`: int64 [c], int32 [c], and whether a gathered
-    value has its sign bit set.
+    `(indices, values)`: int64 [c] and int32 [c] >= 0.
   """
   rows, tail = _split_rows(bits)
   # A word's 8 values are gathered together, so this costs one cache miss per
   # word holding a candidate.
   word_index = tf.where(words)[:, 0]
   gathered = tf.size(word_index, out_type=tf.int64) * 8
-  values = tf.concat(
+  values = _canonical(tf.concat(
       [tf.reshape(tf.gather(tf.reshape(rows, [-1, 8]), word_index), [-1]),
-       tail], axis=0)
+       tail], axis=0))
   inside = tf.where(tf.logical_and(values >= lo, values <= hi))[:, 0]
   # Flat positions, computed for the values inside only: word_index[i // 8] * 8
   # + i % 8 within the gathered words, then the tail after the head. The
@@ -335,25 +334,26 @@ def _gather_range(bits, words, lo, hi):
   head = tf.cast(tf.size(rows), tf.int64)
   positions = tf.where(inside < gathered, word * 8 + inside % 8,
                        head + inside - gathered)
-  signed = tf.reduce_any(values < 0)
-  return positions, tf.gather(values, inside), signed
+  return positions, tf.gather(values, inside)
 
 
 # Selection.
 
 
-def _select_bits(bits, k):
+def _select_bits(bits, k, canonical=False):
   """Finds the bits of the score of stable rank k and the ties pruned before it.
 
   Args:
     bits: int32 [n] float32 bit patterns, possibly with sign bits set.
     k: int32 scalar in [0, n - 1].
+    canonical: whether the returned bits must have their sign bits cleared.
 
   Returns:
-    `(bits, threshold_bits, pruned_ties)`: `bits` with the sign bits cleared
-    (the input itself when none was set), the k-th smallest of them (0-based),
-    and the int64 flat indices of the scores equal to it that rank below k,
-    i.e. that must be pruned although they equal the threshold.
+    `(bits, threshold_bits, pruned_ties)`: `bits`, with the sign bits cleared
+    if `canonical` (else possibly the input itself, for `_keep_from`), the k-th
+    smallest of the cleared bits (0-based), and the int64 flat indices of the
+    scores equal to it that rank below k, i.e. that must be pruned although
+    they equal the threshold.
   """
   n = bits.shape[0]
   if n is not None and n <= _SMALL_SIZE:
@@ -366,43 +366,111 @@ def _select_bits(bits, k):
     bits, num_below, indices, candidates = _bucket_candidates(
         _canonical(bits), k)
   else:
-    bits, num_below, indices, candidates = _candidates(bits, k)
+    bits, num_below, indices, candidates = _candidates(bits, k, canonical)
   k_in = k - num_below
   threshold_bits, num_less = _radix_select(candidates, k_in)
   ties = tf.boolean_mask(indices, tf.equal(candidates, threshold_bits))
   return bits, threshold_bits, ties[:k_in - num_less]
 
 
-def _candidates(bits, k):
+def _candidates(bits, k, canonical):
   """Gathers the scores inside a range of bit patterns that holds rank k.
 
-  The range comes from a sample; two full passes count the scores below it and
-  flag the 8-score words that hold candidates. If the count shows the range
-  misses rank k, or a sign bit is set, an exact histogram of the (cleared) bits
-  gives the range instead.
+  The range comes from a sample; one fused pass (`_scan_words`) counts the
+  scores below it and flags the 8-score words that hold candidates. If the
+  count shows that the range misses rank k, an exact histogram of the
+  (cleared) bits gives the range instead.
 
-  `below` compares as uint32 and `upto` as int32, so a pattern with the sign bit
-  set is in `upto` but not in `below`: its word is flagged like a candidate's,
-  and the gathered values reveal it for free.
+  Args:
+    bits: int32 [n] bit patterns, possibly with sign bits set.
+    k: int32 scalar in [0, n - 1].
+    canonical: whether to return `bits` with the sign bits cleared. That costs
+      a pass only when a sign bit is set, which `_scan_words` reports.
 
   Returns:
-    `(bits, num_below, indices, values)`: the bits with sign bits cleared, the
+    `(bits, num_below, indices, values)`: the bits (see `canonical`), the
     number of scores below the range, and the int64 flat indices (increasing)
-    and int32 values of the scores inside it.
+    and int32 values (sign bits cleared) of the scores inside it.
   """
   lo, hi = _sample_bracket(bits, k)
-  below = tf.cast(
-      tf.less(tf.bitcast(bits, tf.uint32), tf.bitcast(lo, tf.uint32)), tf.uint8)
-  upto = tf.cast(tf.less_equal(bits, hi), tf.uint8)
-  num_upto = _count_nonzero_u8(upto)
-  # below is a subset of upto, so XOR flags the words holding candidates.
-  words = tf.bitwise.bitwise_xor(_words(upto), _words(below))
-  indices, values, signed = _gather_range(bits, words, lo, hi)
-  num_below = num_upto - tf.size(values)
-  hit = tf.logical_and(num_below <= k, k < num_upto)
-  return tf.cond(tf.logical_and(hit, tf.logical_not(signed)),
+  rows, tail = _split_rows(bits)
+  scanned = _scan_words(tf.reshape(rows, [-1, 8]), lo, hi)
+  num_below = (_count_below(scanned) +
+               _count_true(tf.less(_canonical(tail), lo)))
+  indices, values = _gather_range(
+      bits, tf.greater_equal(scanned, _FLAG), lo, hi)
+  if canonical:
+    signed = tf.logical_or(
+        tf.reduce_any(tf.not_equal(
+            tf.bitwise.bitwise_and(scanned, _SIGNED), 0)),
+        tf.reduce_any(tail < 0))
+    bits = tf.cond(signed, lambda: _canonical(bits), lambda: bits)
+  hit = tf.logical_and(num_below <= k, k < num_below + tf.size(values))
+  return tf.cond(hit,
                  lambda: (bits, num_below, indices, values),
                  lambda: _bucket_candidates(_canonical(bits), k))
+
+
+def _count_below(scanned):
+  """Sums the counts below the bracket of `_scan_words`' output.
+
+  The sums of 8 words (at most 64) fit a uint8, so the wide reduction stays in
+  uint8 and only one partial sum per 64 scores is widened to int32.
+  """
+  counts = tf.bitwise.bitwise_and(scanned, _BELOW_MASK)
+  partial = tf.reduce_sum(tf.reshape(counts, [-1, 8]), axis=1)
+  return tf.reduce_sum(tf.cast(partial, tf.int32))
+
+
+# Fused passes. XLA compiles each into one loop over the scores that clears
+# their sign bits on the fly, so a raw weight needs no |w| pass (a 4-byte
+# output: ~22 ms for 67M scores). They are compiled once per shape.
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _scan_words(words, lo, hi):
+  """One pass over 8-score words: counts below [lo, hi], flags candidates.
+
+  XLA fuses the compares and the per-word reductions into one loop that reads
+  each score once and writes one byte per word: 13 ms for 67M scores, where
+  TF's separate compare, cast, count and XOR passes took ~50 ms.
+
+  Args:
+    words: int32 [w, 8] bit patterns, possibly with sign bits set.
+    lo: int32 scalar >= 0.
+    hi: int32 scalar >= lo.
+
+  Returns:
+    uint8 [w]: the number of scores below `lo` in each word (`_BELOW_MASK`),
+    plus `_SIGNED` if one has its sign bit set, plus `_FLAG` if one is in
+    [lo, hi] (sign bits cleared).
+  """
+  values = _canonical(words)
+  below = tf.less(values, lo)
+  flagged = tf.reduce_any(
+      tf.logical_and(tf.logical_not(below), values <= hi), axis=1)
+  signed = tf.reduce_any(words < 0, axis=1)
+  return (tf.reduce_sum(tf.cast(below, tf.uint8), axis=1) +
+          tf.cast(signed, tf.uint8) * _SIGNED +
+          tf.cast(flagged, tf.uint8) * _FLAG)
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _keep_from(bits, threshold):
+  """bits >= threshold, sign bits cleared: as fast as TF's compare alone."""
+  return tf.greater_equal(_canonical(bits), threshold)
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _keep_after(bits, threshold, last_pruned):
+  """Keeps bits > threshold, and bits == threshold after index last_pruned.
+
+  Replaces a scatter of the pruned ties, which copies the whole mask on CPU.
+  """
+  values = _canonical(bits)
+  later = tf.range(tf.size(bits)) > last_pruned
+  return tf.logical_or(values > threshold,
+                       tf.logical_and(tf.equal(values, threshold), later))
 
 
 def _sample_bracket(bits, k):
@@ -448,7 +516,7 @@ def _bucket_candidates(bits, k):
   bucket, num_below = _locate(_bincount(high, _HIGH_BINS), k)
   words = _words(tf.cast(tf.equal(high, bucket), tf.uint8))
   lo = bucket * _LOW_BINS
-  indices, values, _ = _gather_range(bits, words, lo, lo + (_LOW_BINS - 1))
+  indices, values = _gather_range(bits, words, lo, lo + (_LOW_BINS - 1))
   return bits, num_below, indices, values
 
 
@@ -529,7 +597,8 @@ def _histogram_threshold_bits(bits, sparsity, nbins):
   rank = _first_count_reaching(sparsity, n)
   # j is the bin of the score of rank `rank - 1`; a rank of 0 means that no bin
   # is below the sparsity, a rank > n that all are (only if sparsity > 1).
-  bits, kth_bits, _ = _select_bits(bits, tf.clip_by_value(rank - 1, 0, n - 1))
+  bits, kth_bits, _ = _select_bits(bits, tf.clip_by_value(rank - 1, 0, n - 1),
+                                   canonical=True)
   max_bits = tf.reduce_max(bits)
   max_value = tf.bitcast(max_bits, tf.float32)
   step = tf.cast(max_value, tf.float64) / nbins

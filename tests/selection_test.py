@@ -221,6 +221,22 @@ class PruneSmallestTest(tf.test.TestCase, parameterized.TestCase):
         keep, threshold = selection.prune_smallest(scores, num_prune)
         self.assert_prunes_like_numpy(scores, num_prune, keep, threshold)
 
+  @parameterized.named_parameters(
+      (f'{path}_{kind}_{n}', path, kind, n)
+      for path in ('small', 'bucket', 'sampled')
+      for kind in ('normal', 'ties', 'huge')
+      for n in (7, 100, 4099))
+  def test_sign_bit_is_ignored_on_every_path(self, path, kind, n):
+    # The sampled path clears sign bits inside its fused passes, and its keep
+    # pass also handles pruned ties of either sign.
+    rng = np.random.default_rng(n)
+    scores = random_scores(rng, n, kind)
+    scores = np.where(rng.random(n) < 0.5, -scores, scores).astype(np.float32)
+    with forced_path(path):
+      for num_prune in num_prune_cases(n):
+        keep, threshold = selection.prune_smallest(scores, num_prune)
+        self.assert_prunes_like_numpy(scores, num_prune, keep, threshold)
+
   def test_nan_ranks_above_infinity(self):
     scores = np.array([np.nan, 1.0, np.inf, 0.0, np.nan], np.float32)
     for num_prune in range(5):
@@ -293,6 +309,21 @@ class HistogramTest(tf.test.TestCase, parameterized.TestCase):
     scores = random_scores(np.random.default_rng(n + nbins), n, kind)
     for sparsity in (0.0, 0.5, 0.9, 0.999):
       self.assert_histogram_like_numpy(scores, sparsity, nbins)
+
+  @parameterized.named_parameters(
+      (f'{path}_{n}', path, n)
+      for path in ('small', 'bucket', 'sampled') for n in (100, 4099))
+  def test_sign_bit_is_ignored_on_every_path(self, path, n):
+    rng = np.random.default_rng(n)
+    scores = random_scores(rng, n, 'normal')
+    signed = np.where(rng.random(n) < 0.5, -scores, scores).astype(np.float32)
+    with forced_path(path):
+      for sparsity in (0.0, 0.5, 0.9):
+        expected_keep, expected_threshold = reference_histogram(
+            scores, sparsity, 256)
+        keep, threshold = selection.histogram_prune(signed, sparsity, 256)
+        self.assertEqual(threshold.numpy(), expected_threshold)
+        np.testing.assert_array_equal(keep.numpy(), expected_keep)
 
   @parameterized.named_parameters(('small', 1000), ('sampled', 100003))
   def test_bins_are_those_of_histogram_fixed_width(self, n):
