@@ -11,7 +11,7 @@ that traces the tf.functions):
   exact update       |w|, exact selection, float mask (one tf.function)
   histogram update   the same with contrib's histogram method, nbins=256
   exact kernel       |w|, selection.prune_smallest, float mask: the update
-                     without masking's extra work (only when masking is timed)
+                     without masking's extra work
   histogram kernel   the same with selection.histogram_prune
   floor              |w| >= constant, cast to float: the passes any exact
                      update must make, whatever the selection (a lower bound)
@@ -19,10 +19,9 @@ that traces the tf.functions):
   tf.math.top_k      top_k of the flattened |w| with k = size: what tfmot does
   np.partition       NumPy's single-threaded selection on the same |w|
 
-The update rows time `graph_prune.masking.elementwise_mask` when that exists,
-else `graph_prune.selection` directly. Fast rows are interleaved round by round
-so that load from other processes hits them alike; the slow rows (tf.sort and
-top_k) are traced without running, then timed --slow_repeats times, and are
+The update rows time `graph_prune.masking.elementwise_mask`. Fast rows are
+interleaved round by round so that load from other processes hits them alike;
+the slow rows (tf.sort and top_k) are traced without running, then timed --slow_repeats times, and are
 skipped above 4096x4096 when the time measured at the previous size,
 extrapolated by n log n, exceeds --slow_limit_s.
 
@@ -46,12 +45,9 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
+from graph_prune import masking
 from graph_prune import selection
 
-try:
-  from graph_prune import masking  # pylint: disable=g-import-not-at-top
-except ImportError:  # masking.py not written yet.
-  masking = None
 
 _SIZES = flags.DEFINE_list(
     'sizes', ['1024', '2048', '4096', '8192'],
@@ -111,9 +107,6 @@ def _kernel_fns(sparsity):
 def _update_fns(sparsity):
   """The timed rows: {row: weight -> (float mask, threshold)}, and a label."""
   exact, histogram = _kernel_fns(sparsity)
-  if masking is None or not hasattr(masking, 'elementwise_mask'):
-    return ({'exact update': exact, 'histogram update': histogram},
-            'graph_prune.selection')
 
   def masking_exact(w):
     return tuple(masking.elementwise_mask(w, sparsity, method='exact'))
