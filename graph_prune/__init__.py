@@ -25,6 +25,7 @@ from graph_prune.errors import UntraceableError
 from graph_prune.errors import WeightMatchError
 from graph_prune.hparams import parse_hparams
 from graph_prune.hparams import PruningHParams
+from graph_prune.keras_fit import keras_trainer
 from graph_prune.pruned import apply_pruning
 from graph_prune.pruned import PrunedModel
 from graph_prune.pruned import Sparsity
@@ -56,6 +57,7 @@ __all__ = [
     'WeightMatchError',
     'apply_pruning',
     'export_saved_model',
+    'keras_trainer',
     'parse_hparams',
     'strip',
     'strip_saved_model',

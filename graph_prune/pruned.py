@@ -19,8 +19,7 @@ update condition; the math is in `update`, `masking` and `schedule`.
 """
 
 import contextlib
-import functools
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
 
 from absl import logging
 import tensorflow as tf
@@ -96,7 +95,7 @@ class PrunedModel(tf.Module):
   def __init__(self, traced: tracing.Traced,
                hparams: hparams_lib.PruningHParams,
                scan: 'rewrite.WeightScan', name: Optional[str] = None,
-               retrace: Optional[Callable[..., tracing.Traced]] = None,
+               keras_model: Any = None,
                training: Optional[bool] = False,
                owners: Optional[Dict[int, Any]] = None):
     """Creates the masks and rewrites `traced`; see `apply_pruning`.
@@ -106,8 +105,9 @@ class PrunedModel(tf.Module):
       hparams: the `PruningHParams`.
       scan: `rewrite.find_weights(traced, ...)`: the weights to mask.
       name: the module's name; defaults to `hparams.name`.
-      retrace: for Keras models, `retrace(training=mode)` traces the model in
-        another mode (`__call__(..., training=mode)`); None otherwise.
+      keras_model: the Keras model `traced` was traced from, which
+        `__call__(..., training=mode)` traces in another mode; None for other
+        computations.
       training: the mode `traced` was traced in.
       owners: id of a captured `tf.Variable` -> the object the model tracks
         it as (`tracing.variable_owners`).
@@ -143,7 +143,8 @@ class PrunedModel(tf.Module):
         traced, dict(zip(names, self.masks)), scan_result=scan)
     self._fn = _Untracked(fn)
     self._training = training
-    self._retrace = _Untracked(retrace)
+    self._keras_model = _Untracked(keras_model)
+    self._input_signature = _Untracked(traced.input_signature)
     self._mode_fns = _Untracked({})  # training mode -> rewritten tf.function
     self._update_fn = _Untracked(tf.function(
         lambda step: self._update(step) and None))
@@ -190,7 +191,7 @@ class PrunedModel(tf.Module):
           'Python bool (each mode is a separate graph).')
     functions = self._mode_fns.value
     if training not in functions:
-      if self._retrace.value is None:
+      if self.keras_model is None:
         raise errors.UntraceableError(
             f'training={training} selects the mode of a Keras model, but '
             f'{self.name} was not traced from one; apply_pruning a function '
@@ -198,10 +199,22 @@ class PrunedModel(tf.Module):
       # Out of any tf.function being traced (the first call is usually in a
       # training step): tracing and rewriting build functions of their own.
       with tf.init_scope():
-        traced = self._retrace.value(training=training)
+        traced = tracing.trace(self.keras_model,
+                               input_signature=self.input_signature,
+                               training=training)
         functions[training], _ = rewrite.insert_masks(
             traced, {w.ref(): m for w, m in zip(self.weights, self.masks)})
     return functions[training]
+
+  @property
+  def keras_model(self) -> Any:
+    """The Keras model `apply_pruning` traced, or None for other inputs."""
+    return self._keras_model.value
+
+  @property
+  def input_signature(self) -> tuple:
+    """One `tf.TensorSpec` structure per positional input."""
+    return tuple(self._input_signature.value)
 
   @property
   def weights(self) -> List[tf.Variable]:
@@ -381,13 +394,10 @@ def apply_pruning(graph_fn: Any,
   for entry in hparams.unmatched_map_entries([c.name for c in scan.candidates]):
     logging.warning('graph_prune: hparam map entry %r matches no pruned '
                     'weight of %s.', entry, traced.name)
-  retrace = None
-  if tracing.is_keras_model(graph_fn):
-    retrace = functools.partial(tracing.trace, graph_fn,
-                                input_signature=traced.input_signature)
+  keras_model = graph_fn if tracing.is_keras_model(graph_fn) else None
   with _strategy_scope(current, scan, traced.name):
-    pruned = PrunedModel(traced, hparams, scan, name=name, retrace=retrace,
-                         training=training,
+    pruned = PrunedModel(traced, hparams, scan, name=name,
+                         keras_model=keras_model, training=training,
                          owners=tracing.variable_owners(graph_fn))
   for plan in pruned.plans:
     logging.info('graph_prune: masking %s %s, target sparsity %.4g, %s%s',

@@ -154,7 +154,7 @@ def _describe(graph_fn) -> str:
 # Keras models.
 
 
-def _keras_model_classes():
+def keras_model_classes():
   """Model classes of the Keras packages already imported (none imported here)."""
   classes = []
   for module_name in ('keras', 'tf_keras'):
@@ -168,7 +168,7 @@ def _keras_model_classes():
 def is_keras_model(obj) -> bool:
   """Whether `obj` is a Keras model (Keras 3 or tf_keras), which `trace` can
   trace in either mode (`training=`)."""
-  classes = _keras_model_classes()
+  classes = keras_model_classes()
   return bool(classes) and isinstance(obj, classes)
 
 

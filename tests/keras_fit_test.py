@@ -1,0 +1,161 @@
+"""Tests of graph_prune.keras_fit: Keras `fit` drives the pruning schedule."""
+
+from absl.testing import parameterized
+import keras
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+import graph_prune
+from graph_prune import errors
+
+_KERAS = (('keras3', keras), ('tf_keras', tf_keras))
+_BATCH = 32
+_EXAMPLES = 256  # 8 steps per epoch
+_EPOCHS = 4  # 32 steps
+# Updates at steps 8, 16, 24 and 32 (the last step of fit), reaching the
+# target at 32, so the final masks come from the final weights.
+_SPEC = ('target_sparsity=0.75,begin_pruning_step=0,end_pruning_step=40,'
+         'sparsity_function_begin_step=0,sparsity_function_end_step=32,'
+         'pruning_frequency=8')
+
+
+def _mlp(k, seed=0):
+  k.utils.set_random_seed(seed)
+  return k.Sequential([
+      k.Input((20,)),
+      k.layers.Dense(32, activation='relu'),
+      k.layers.Dense(3),
+  ])
+
+
+def _data():
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((_EXAMPLES, 20)).astype(np.float32)
+  y = (np.argmax(x[:, :3], axis=1)).astype(np.int32)
+  return x, y
+
+
+def _compile(k, model):
+  model.compile(
+      optimizer=k.optimizers.Adam(0.01),
+      loss=k.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+
+def _fit(model, x, y):
+  return model.fit(x, y, batch_size=_BATCH, epochs=_EPOCHS, shuffle=False,
+                   verbose=0).history['loss']
+
+
+def _np_masks(kernels, sparsity):
+  """Keeps all but the round(sparsity * n) smallest |w| (stable order)."""
+  masks = []
+  for w in kernels:
+    flat = np.abs(w).ravel()
+    mask = np.ones(flat.size, np.float32)
+    mask[np.argsort(flat, kind='stable')[:int(round(sparsity * flat.size))]] = 0
+    masks.append(mask.reshape(w.shape))
+  return masks
+
+
+def _np_forward(x, layers, masks):
+  (k1, b1), (k2, b2) = layers
+  h = np.maximum(x @ (k1 * masks[0]) + b1, 0)
+  return h @ (k2 * masks[1]) + b2
+
+
+class KerasTrainerTest(parameterized.TestCase, tf.test.TestCase):
+
+  @parameterized.named_parameters(*_KERAS)
+  def test_trains_like_the_model_while_masks_are_ones(self, k):
+    x, y = _data()
+    reference = _mlp(k)
+    _compile(k, reference)
+    expected = _fit(reference, x, y)
+
+    model = _mlp(k)
+    pruned = graph_prune.apply_pruning(
+        model, 'target_sparsity=0.5,begin_pruning_step=1000,'
+        'end_pruning_step=2000')
+    trainer = graph_prune.keras_trainer(pruned)
+    _compile(k, trainer)
+    self.assertAllClose(_fit(trainer, x, y), expected, rtol=1e-5)
+    for got, want in zip(model.get_weights(), reference.get_weights()):
+      self.assertAllClose(got, want, atol=1e-5)
+    self.assertAllEqual([m.numpy().min() for m in pruned.masks], [1.0, 1.0])
+    self.assertEqual(int(pruned.last_mask_update_step.numpy()), 0)
+
+  @parameterized.named_parameters(*_KERAS)
+  def test_fit_follows_the_schedule(self, k):
+    x, y = _data()
+    model = _mlp(k)
+    pruned = graph_prune.apply_pruning(model, _SPEC)
+    trainer = graph_prune.keras_trainer(pruned)
+    _compile(k, trainer)
+    losses = _fit(trainer, x, y)
+    self.assertLess(losses[-1], losses[0])
+    self.assertEqual(int(trainer.optimizer.iterations.numpy()), 32)
+    self.assertEqual(int(pruned.last_mask_update_step.numpy()), 32)
+    kernels = [layer.kernel.numpy() for layer in model.layers]
+    # The last update ran after the last optimizer step, on these weights.
+    for got, want in zip(pruned.masks, _np_masks(kernels, 0.75)):
+      self.assertAllEqual(got.numpy(), want)
+
+    layers = [(layer.kernel.numpy(), layer.bias.numpy())
+              for layer in model.layers]
+    masks = [m.numpy() for m in pruned.masks]
+    self.assertAllClose(trainer.predict(x[:16], verbose=0),
+                        _np_forward(x[:16], layers, masks), atol=1e-5)
+    logits = _np_forward(x, layers, masks)
+    loss = trainer.evaluate(x, y, batch_size=_EXAMPLES, verbose=0)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    self.assertAllClose(loss, -log_softmax[np.arange(_EXAMPLES), y].mean(),
+                        rtol=1e-5)
+
+  @parameterized.named_parameters(*_KERAS)
+  def test_trainer_weights_are_the_models(self, k):
+    model = _mlp(k)
+    trainer = graph_prune.keras_trainer(graph_prune.apply_pruning(model))
+    self.assertEqual({id(w) for w in trainer.trainable_weights},
+                     {id(w) for w in model.trainable_weights})
+    self.assertLen(trainer.trainable_weights, 4)
+
+  def test_mirrored_fit_matches_single_device_fit(self):
+    x, y = _data()
+    model = _mlp(keras)
+    pruned = graph_prune.apply_pruning(model, _SPEC)
+    trainer = graph_prune.keras_trainer(pruned)
+    _compile(keras, trainer)
+    _fit(trainer, x, y)
+
+    strategy = tf.distribute.MirroredStrategy(['/cpu:0'])
+    with strategy.scope():
+      mirrored_model = _mlp(keras)
+      mirrored = graph_prune.apply_pruning(mirrored_model, _SPEC)
+      mirrored_trainer = graph_prune.keras_trainer(mirrored)
+      _compile(keras, mirrored_trainer)
+    _fit(mirrored_trainer, x, y)
+    self.assertEqual(int(mirrored.last_mask_update_step.numpy()), 32)
+    for got, want in zip(mirrored.masks, pruned.masks):
+      self.assertAllEqual(got.numpy(), want.numpy())
+    for got, want in zip(mirrored_model.get_weights(), model.get_weights()):
+      self.assertAllClose(got, want, atol=1e-5)
+
+  def test_needs_a_keras_model(self):
+    module = tf.Module()
+    module.w = tf.Variable(tf.ones([4, 3]))
+    fn = tf.function(lambda x: tf.matmul(x, module.w),
+                     input_signature=[tf.TensorSpec([None, 4])])
+    pruned = graph_prune.apply_pruning(fn)
+    with self.assertRaisesRegex(
+        errors.UntraceableError,
+        'needs a PrunedModel made by apply_pruning from a Keras model.*'
+        'conditional_mask_update'):
+      graph_prune.keras_trainer(pruned)
+    with self.assertRaises(ValueError):
+      graph_prune.keras_trainer(object())
+
+
+if __name__ == '__main__':
+  tf.test.main()
