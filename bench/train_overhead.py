@@ -2,6 +2,7 @@
 
 Usage:
   python bench/train_overhead.py [--steps=N] [--repeats=R] [--skip_resnet]
+      [--models=mlp_1000_1000_500_200,mlp_4096x3]
 
 For a 784-1000-1000-500-200-10 ReLU MLP and a 784-4096-4096-4096-10 MLP at
 batch 256, times one training step (forward, backward, Adam) of the dense
@@ -27,6 +28,9 @@ import results_io  # bench/results_io.py, beside this script
 _STEPS = flags.DEFINE_integer('steps', 30, 'Timed steps per variant and round.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Interleaved rounds.')
 _SKIP_RESNET = flags.DEFINE_bool('skip_resnet', False, 'Skip ResNet50.')
+_MODEL_NAMES = flags.DEFINE_list(
+    'models', ['mlp_1000_1000_500_200', 'mlp_4096x3'],
+    'MLPs to time (names in _MODELS).')
 _OUT = flags.DEFINE_string(
     'out', os.path.join(os.path.dirname(__file__), 'results',
                         'train_overhead.json'), 'JSON output path.')
@@ -115,7 +119,11 @@ def main(argv):
   results = {'batch': _BATCH, 'steps': _STEPS.value,
              'repeats': _REPEATS.value}
   print(f'{"model":<24} {"variant":<10} {"ms/step":>9} {"x dense":>8}')
-  for name, hidden in _MODELS.items():
+  for name in _MODEL_NAMES.value:
+    if name not in _MODELS:
+      raise app.UsageError(f'--models: unknown model {name!r}; choose from '
+                           f'{", ".join(_MODELS)}.')
+    hidden = _MODELS[name]
     results[name] = bench_mlp(name, hidden)
     for key, row in results[name].items():
       print(f'{name:<24} {key:<10} {row["ms_per_step"]:9.2f} '
