@@ -32,9 +32,13 @@ def keras_trainer(pruned: Any) -> Any:
 
   Returns:
     A model of the same Keras as the pruned one (a `keras.Model` or a
-    `tf_keras.Model`), built, not compiled. Compile it with any optimizer,
-    loss and metrics; Keras 3's `jit_compile` defaults to False here (the mask
-    update has data-dependent shapes XLA cannot compile).
+    `tf_keras.Model`), not compiled. Compile it with any optimizer, loss and
+    metrics; Keras 3's `jit_compile` defaults to False here (the mask update
+    has data-dependent shapes XLA cannot compile).
+    `tf.train.Checkpoint(trainer=trainer)` saves and restores the weights,
+    masks, thresholds, the last update step and the optimizer, so `fit`
+    resumes the schedule exactly; `trainer.save` raises `StripError` (export
+    `pruned` with `graph_prune.export_saved_model` instead).
 
   Raises:
     UntraceableError: `pruned` was not made from a Keras model.
@@ -79,6 +83,16 @@ def _trainer_class(base):
       if 'jit_compile' in inspect.signature(base.compile).parameters:
         kwargs.setdefault('jit_compile', False)
       return super().compile(*args, **kwargs)
+
+    def save(self, filepath, *args, **kwargs):  # pylint: disable=arguments-differ
+      del args, kwargs
+      raise errors.StripError(
+          f'{self.name} cannot be saved as a Keras model ({filepath!r}): it '
+          'runs a rewritten graph. Export the pruned model with '
+          'graph_prune.export_saved_model(pruned, dir) (masks folded) or '
+          'tf.saved_model.save(pruned, dir); to resume training, save '
+          'tf.train.Checkpoint(trainer=trainer), which holds the weights, '
+          'masks and optimizer.')
 
     def train_step(self, data):
       logs = super().train_step(data)

@@ -1,5 +1,8 @@
 """Tests of graph_prune.keras_fit: Keras `fit` drives the pruning schedule."""
 
+import os
+import tempfile
+
 from absl.testing import parameterized
 import keras
 import numpy as np
@@ -141,6 +144,49 @@ class KerasTrainerTest(parameterized.TestCase, tf.test.TestCase):
       self.assertAllEqual(got.numpy(), want.numpy())
     for got, want in zip(mirrored_model.get_weights(), model.get_weights()):
       self.assertAllClose(got, want, atol=1e-5)
+
+  @parameterized.named_parameters(*_KERAS)
+  def test_checkpoint_resume_equals_uninterrupted_fit(self, k):
+    x, y = _data()
+
+    def make():
+      model = _mlp(k)
+      pruned = graph_prune.apply_pruning(model, _SPEC)
+      trainer = graph_prune.keras_trainer(pruned)
+      _compile(k, trainer)
+      return model, pruned, trainer
+
+    model, pruned, trainer = make()
+    _fit(trainer, x, y)
+
+    first_model, first_pruned, first = make()
+    first.fit(x, y, batch_size=_BATCH, epochs=2, shuffle=False, verbose=0)
+    self.assertEqual(int(first_pruned.last_mask_update_step.numpy()), 16)
+    path = tf.train.Checkpoint(trainer=first).save(
+        os.path.join(tempfile.mkdtemp(), 'ckpt'))
+    del first_model, first_pruned, first
+
+    resumed_model, resumed_pruned, resumed = make()
+    tf.train.Checkpoint(trainer=resumed).restore(path)
+    self.assertEqual(int(resumed_pruned.last_mask_update_step.numpy()), 16)
+    resumed.fit(x, y, batch_size=_BATCH, epochs=4, initial_epoch=2,
+                shuffle=False, verbose=0)
+    self.assertEqual(int(resumed.optimizer.iterations.numpy()), 32)
+    for got, want in zip(resumed_pruned.masks, pruned.masks):
+      self.assertAllEqual(got.numpy(), want.numpy())
+    for got, want in zip(resumed_model.get_weights(), model.get_weights()):
+      self.assertAllClose(got, want, atol=1e-5)
+
+  @parameterized.named_parameters(*_KERAS)
+  def test_save_names_the_exports_that_work(self, k):
+    trainer = graph_prune.keras_trainer(graph_prune.apply_pruning(_mlp(k)))
+    path = os.path.join(tempfile.mkdtemp(), 'model.keras')
+    with self.assertRaisesRegex(
+        errors.StripError,
+        r"cannot be saved as a Keras model \('.*model.keras'\).*"
+        'graph_prune.export_saved_model.*tf.train.Checkpoint'):
+      trainer.save(path)
+    self.assertIsInstance(errors.StripError('x'), ValueError)
 
   def test_needs_a_keras_model(self):
     module = tf.Module()
