@@ -20,7 +20,6 @@ frequency is the masking itself, not the graph pass.
 """
 
 import os
-import time
 
 from absl import app
 from absl import flags
@@ -30,6 +29,7 @@ import tensorflow as tf
 
 import graph_prune
 import results_io  # bench/results_io.py, beside this script
+import step_timing  # bench/step_timing.py
 
 _STEPS = flags.DEFINE_integer('steps', 30, 'Timed steps per variant and round.')
 _REPEATS = flags.DEFINE_integer('repeats', 15, 'Interleaved rounds.')
@@ -83,15 +83,6 @@ def _step_fn(module, forward):
   return step
 
 
-def _time(step, x, y, n):
-  step(x, y).numpy()
-  start = time.perf_counter()
-  for _ in range(n):
-    loss = step(x, y)
-  loss.numpy()
-  return (time.perf_counter() - start) / n
-
-
 def main(argv):
   del argv
   rng = np.random.RandomState(0)
@@ -106,21 +97,13 @@ def main(argv):
   variants = {'dense': _step_fn(dense, dense),
               'hand masked': _step_fn(hand, hand),
               'graph_prune': _step_fn(module, pruned)}
-  times = {k: [] for k in variants}
-  for _ in range(_REPEATS.value):
-    for key, step in variants.items():
-      times[key].append(_time(step, x, y, _STEPS.value))
   results = {'batch': _BATCH, 'steps': _STEPS.value,
              'repeats': _REPEATS.value}
-  median = {k: float(np.median(v)) for k, v in times.items()}
-  best = {k: float(min(v)) for k, v in times.items()}
+  results.update(step_timing.interleaved(variants, (x, y), _STEPS.value,
+                                         _REPEATS.value))
   print(f'{"variant":<12} {"ms/step":>8} {"x dense":>8} {"min ms":>8} '
         f'{"x dense":>8}')
   for key in variants:
-    results[key] = {'ms_per_step': 1e3 * median[key],
-                    'ratio_to_dense': median[key] / median['dense'],
-                    'min_ms_per_step': 1e3 * best[key],
-                    'min_ratio_to_dense': best[key] / best['dense']}
     row = results[key]
     print(f'{key:<12} {row["ms_per_step"]:8.2f} {row["ratio_to_dense"]:8.3f} '
           f'{row["min_ms_per_step"]:8.2f} {row["min_ratio_to_dense"]:8.3f}')

@@ -26,6 +26,7 @@ import tensorflow as tf
 
 import graph_prune
 import results_io  # bench/results_io.py, beside this script
+import step_timing  # bench/step_timing.py
 
 _STEPS = flags.DEFINE_integer('steps', 30, 'Timed steps per variant and round.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Interleaved rounds.')
@@ -52,7 +53,7 @@ def _mlp(hidden, seed):
   return keras.Sequential(layers)
 
 
-def _step_fn(model, forward, pruned, frequency):
+def _step_fn(model, forward, pruned):
   optimizer = keras.optimizers.Adam(1e-4)
   optimizer.build(model.trainable_variables)
   loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -67,43 +68,24 @@ def _step_fn(model, forward, pruned, frequency):
       pruned.conditional_mask_update(optimizer.iterations)
     return loss
 
-  del frequency
   return step
 
 
-def _time(step, x, y, n):
-  step(x, y).numpy()
-  start = time.perf_counter()
-  for _ in range(n):
-    loss = step(x, y)
-  loss.numpy()
-  return (time.perf_counter() - start) / n
-
-
-def bench_mlp(name, hidden):
+def bench_mlp(hidden):
   rng = np.random.RandomState(0)
   x = tf.constant(rng.standard_normal((_BATCH, 784)).astype(np.float32))
   y = tf.constant(rng.randint(0, 10, _BATCH).astype(np.int32))
   variants = {}
   model = _mlp(hidden, 0)
-  variants['dense'] = _step_fn(model, model, None, None)
+  variants['dense'] = _step_fn(model, model, None)
   for frequency in (1, 10, 100):
     model = _mlp(hidden, 0)
     pruned = graph_prune.apply_pruning(
         model, f'target_sparsity=0.9,pruning_frequency={frequency},'
         'sparsity_function_end_step=1000000')
-    variants[f'freq_{frequency}'] = _step_fn(model, pruned, pruned, frequency)
-  times = {k: [] for k in variants}
-  for _ in range(_REPEATS.value):
-    for key, step in variants.items():
-      times[key].append(_time(step, x, y, _STEPS.value))
-  median = {k: float(np.median(v)) for k, v in times.items()}
-  best = {k: float(min(v)) for k, v in times.items()}
-  return {k: {'ms_per_step': 1e3 * median[k],
-              'ratio_to_dense': median[k] / median['dense'],
-              'min_ms_per_step': 1e3 * best[k],
-              'min_ratio_to_dense': best[k] / best['dense']}
-          for k in times}
+    variants[f'freq_{frequency}'] = _step_fn(model, pruned, pruned)
+  return step_timing.interleaved(variants, (x, y), _STEPS.value,
+                                 _REPEATS.value)
 
 
 def bench_resnet():
@@ -131,7 +113,7 @@ def main(argv):
       raise app.UsageError(f'--models: unknown model {name!r}; choose from '
                            f'{", ".join(_MODELS)}.')
     hidden = _MODELS[name]
-    results[name] = bench_mlp(name, hidden)
+    results[name] = bench_mlp(hidden)
     for key, row in results[name].items():
       print(f'{name:<24} {key:<10} {row["ms_per_step"]:9.2f} '
             f'{row["ratio_to_dense"]:8.3f} {row["min_ms_per_step"]:9.2f} '
