@@ -38,7 +38,9 @@ def keras_trainer(pruned: Any) -> Any:
     `tf.train.Checkpoint(trainer=trainer)` saves and restores the weights,
     masks, thresholds, the last update step and the optimizer, so `fit`
     resumes the schedule exactly; `trainer.save` raises `StripError` (export
-    `pruned` with `graph_prune.export_saved_model` instead).
+    `pruned` with `graph_prune.export_saved_model` instead). Under a
+    `tf.distribute` strategy, call it and `compile` under the scope the model
+    and `pruned` were made in.
 
   Raises:
     UntraceableError: `pruned` was not made from a Keras model.
@@ -75,9 +77,7 @@ def _trainer_class(base):
         args = tuple(inputs)
       args = tf.nest.map_structure(
           lambda x, spec: tf.cast(x, spec.dtype), args, self._signature)
-      if training is not None and not isinstance(training, bool):
-        training = bool(tf.get_static_value(training))
-      return self._pruned(*args, training=training)
+      return self._pruned(*args, training=_static_mode(training))
 
     def compile(self, *args, **kwargs):  # pylint: disable=arguments-differ
       if 'jit_compile' in inspect.signature(base.compile).parameters:
@@ -100,3 +100,15 @@ def _trainer_class(base):
       return logs
 
   return PruningTrainer
+
+
+def _static_mode(training):
+  """None or a Python bool: each mode is a separate graph of `pruned`."""
+  if training is None or isinstance(training, bool):
+    return training
+  value = tf.get_static_value(training)
+  if value is None:
+    raise errors.UntraceableError(
+        f'keras_trainer needs training=True/False known when Keras traces its '
+        f'step, got the tensor {training!r}; pass a Python bool.')
+  return bool(value)

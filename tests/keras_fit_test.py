@@ -188,6 +188,22 @@ class KerasTrainerTest(parameterized.TestCase, tf.test.TestCase):
       trainer.save(path)
     self.assertIsInstance(errors.StripError('x'), ValueError)
 
+  @parameterized.named_parameters(*_KERAS)
+  def test_training_mode_must_be_static(self, k):
+    x, _ = _data()
+    model = _mlp(k)
+    pruned = graph_prune.apply_pruning(model)
+    trainer = graph_prune.keras_trainer(pruned)
+    self.assertAllClose(trainer(x[:4], training=tf.constant(True)),
+                        pruned(x[:4], training=True))
+    mode = tf.function(
+        lambda x, t: trainer(x, training=t),
+        input_signature=[tf.TensorSpec([None, 20]), tf.TensorSpec([], tf.bool)],
+        autograph=False)
+    with self.assertRaisesRegex(errors.UntraceableError,
+                                'known when Keras traces its step'):
+      mode.get_concrete_function()
+
   def test_needs_a_keras_model(self):
     module = tf.Module()
     module.w = tf.Variable(tf.ones([4, 3]))
