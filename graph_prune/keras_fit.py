@@ -71,13 +71,9 @@ def _trainer_class(base):
       self._signature = pruned.input_signature
 
     def call(self, inputs, training=None):  # pylint: disable=arguments-differ
-      if len(self._signature) == 1:
-        args = (inputs,)
-      else:
-        args = tuple(inputs)
-      args = tf.nest.map_structure(
-          lambda x, spec: tf.cast(x, spec.dtype), args, self._signature)
-      return self._pruned(*args, training=_static_mode(training))
+      args = (inputs,) if len(self._signature) == 1 else tuple(inputs)
+      return self._pruned(*_as_signature(args, self._signature),
+                          training=_static_mode(training))
 
     def compile(self, *args, **kwargs):  # pylint: disable=arguments-differ
       if 'jit_compile' in inspect.signature(base.compile).parameters:
@@ -100,6 +96,22 @@ def _trainer_class(base):
       return logs
 
   return PruningTrainer
+
+
+def _as_signature(args, signature):
+  """`args` in the structure and dtypes of `signature`.
+
+  Keras hands a model's inputs over as tuples where the traced signature may
+  hold lists (or the reverse); the leaves are matched in flattened order.
+  """
+  flat = tf.nest.flatten(args)
+  specs = tf.nest.flatten(signature)
+  if len(flat) != len(specs):
+    raise errors.UntraceableError(
+        f'keras_trainer got {len(flat)} input tensors, but the pruned model '
+        f'takes {len(specs)}: {signature}; pass inputs of that structure.')
+  return tf.nest.pack_sequence_as(
+      signature, [tf.cast(x, spec.dtype) for x, spec in zip(flat, specs)])
 
 
 def _static_mode(training):

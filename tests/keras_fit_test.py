@@ -189,6 +189,46 @@ class KerasTrainerTest(parameterized.TestCase, tf.test.TestCase):
     self.assertIsInstance(errors.StripError('x'), ValueError)
 
   @parameterized.named_parameters(*_KERAS)
+  def test_two_input_functional_and_subclassed_models(self, k):
+    rng = np.random.default_rng(1)
+    xa = rng.random((64, 4), dtype=np.float32)
+    xb = rng.random((64, 3), dtype=np.float32)
+    y = rng.random((64, 2), dtype=np.float32)
+    a, b = k.Input((4,)), k.Input((3,))
+    joined = k.layers.Concatenate()([k.layers.Dense(8)(a), k.layers.Dense(8)(b)])
+    two_input = k.Model([a, b], k.layers.Dense(2)(joined))
+
+    class Subclassed(k.Model):
+
+      def __init__(self):
+        super().__init__()
+        self.hidden = k.layers.Dense(8, activation='relu')
+        self.out = k.layers.Dense(2)
+
+      def call(self, x, training=False):
+        return self.out(self.hidden(x))
+
+    subclassed = Subclassed()
+    subclassed(xa)
+    spec = ('target_sparsity=0.5,begin_pruning_step=0,end_pruning_step=8,'
+            'sparsity_function_end_step=8,pruning_frequency=4')
+    for model, x in ((two_input, [xa, xb]), (subclassed, xa)):
+      pruned = graph_prune.apply_pruning(model, spec)
+      trainer = graph_prune.keras_trainer(pruned)
+      trainer.compile(optimizer='adam', loss='mse')
+      trainer.fit(x, y, batch_size=8, epochs=1, verbose=0)
+      self.assertEqual(int(pruned.last_mask_update_step.numpy()), 8)
+      for mask in pruned.masks:
+        self.assertEqual(int((mask.numpy() == 0).sum()),
+                         round(0.5 * mask.shape.num_elements()))
+      self.assertAllClose(trainer.predict(x, verbose=0), pruned(x))
+    with self.assertRaisesRegex(errors.UntraceableError,
+                                'got 1 input tensors, but the pruned model '
+                                'takes 2'):
+      graph_prune.keras_trainer(graph_prune.apply_pruning(two_input))(
+          (xa,))
+
+  @parameterized.named_parameters(*_KERAS)
   def test_training_mode_must_be_static(self, k):
     x, _ = _data()
     model = _mlp(k)
