@@ -66,7 +66,7 @@ def _trainer_class(base):
     def __init__(self, pruned, model):
       super().__init__(name=f'{model.name}_pruning')
       # Tracked: the model's weights are this model's (trainable) weights.
-      self.pruned_model = model
+      self.inner_model = model
       self._pruned = pruned
       self._signature = pruned.input_signature
 
