@@ -1,6 +1,8 @@
 """Tests of graph_prune.keras_fit: Keras `fit` drives the pruning schedule."""
 
 import os
+import subprocess
+import sys
 import tempfile
 
 from absl.testing import parameterized
@@ -11,6 +13,7 @@ import tf_keras
 
 import graph_prune
 from graph_prune import errors
+import keras_fit_worker
 
 _KERAS = (('keras3', keras), ('tf_keras', tf_keras))
 _BATCH = 32
@@ -243,6 +246,25 @@ class KerasTrainerTest(parameterized.TestCase, tf.test.TestCase):
     with self.assertRaisesRegex(errors.UntraceableError,
                                 'known when Keras traces its step'):
       mode.get_concrete_function()
+
+  def test_two_replica_fit_matches_single_device_fit(self):
+    out = os.path.join(tempfile.mkdtemp(), 'two.npz')
+    subprocess.run(
+        [sys.executable, keras_fit_worker.__file__, '--num_cpu_devices=2',
+         f'--out={out}'], check=True, timeout=300, capture_output=True)
+    two = dict(np.load(out))
+    one = keras_fit_worker.fit_and_record(tf.distribute.get_strategy())
+    self.assertEqual(int(two['num_replicas']), 2)
+    self.assertEqual(int(two['last_update']), 32)
+    for i in range(2):
+      copies = two[f'mask_{i}']
+      self.assertLen(copies, 2)
+      self.assertAllEqual(copies[0], copies[1])
+      self.assertAllEqual(copies[0], one[f'mask_{i}'][0])
+      self.assertEqual(int((copies[0] == 0).sum()),
+                       round(0.75 * copies[0].size))
+    for i in range(4):
+      self.assertAllClose(two[f'weight_{i}'], one[f'weight_{i}'], atol=1e-5)
 
   def test_needs_a_keras_model(self):
     module = tf.Module()
