@@ -293,7 +293,7 @@ def call_in_cross_replica_context(fn: Callable[..., Any], *args):
   variables made there go to every copy. Distributed arguments (e.g. a value
   that differs per replica) are replaced by the first replica's value.
   Not callable inside a `tf.cond` or loop of the replica function (a
-  TensorFlow limitation of `merge_call`).
+  TensorFlow limitation of `merge_call`): raises `StrategyError` there.
 
   Args:
     fn: the function.
@@ -306,7 +306,20 @@ def call_in_cross_replica_context(fn: Callable[..., Any], *args):
     firsts = [strategy.experimental_local_results(a)[0] for a in grouped]
     return fn(*firsts)
 
-  return tf.distribute.get_replica_context().merge_call(merge_fn, args=args)
+  try:
+    return tf.distribute.get_replica_context().merge_call(merge_fn, args=args)
+  except RuntimeError as e:
+    # TensorFlow's message blames "defining a new graph or a tf.function"
+    # when the call sits in a tf.cond branch or loop body of the replica
+    # function, which are graphs of their own.
+    if '`merge_call` called while defining a new graph' not in str(e):
+      raise
+    raise errors.StrategyError(
+        f'{getattr(fn, "__name__", fn)} was called inside a tf.cond, '
+        'tf.while_loop or nested tf.function of the function given to '
+        'strategy.run, where TensorFlow cannot switch to cross-replica '
+        'context; call it directly in that function (conditional_mask_update '
+        'checks the schedule itself).') from e
 
 
 # Training.

@@ -159,6 +159,24 @@ class OneDeviceStrategiesTest(parameterized.TestCase, tf.test.TestCase):
     self.assertEqual(int(pruned.last_mask_update_step.numpy()), 100)
     self.assertAllClose(pruned.sparsity().overall, 0.8, atol=0.01)
 
+  def test_update_inside_a_cond_of_the_replica_function(self):
+    strategy = tf.distribute.MirroredStrategy(['/cpu:0'])
+    _, pruned, _ = worker.build(strategy)
+
+    @tf.function(autograph=False)
+    def step(flag):
+      return strategy.run(
+          lambda f: tf.cond(
+              f, lambda: pruned.conditional_mask_update(10),
+              lambda: tf.constant(False)), (flag,))
+
+    with self.assertRaisesRegex(
+        errors.StrategyError,
+        'conditional_mask_update was called inside a tf.cond, tf.while_loop '
+        'or nested tf.function.*call it directly'):
+      step(tf.constant(True))
+    self.assertEqual(int(pruned.last_mask_update_step.numpy()), 0)
+
   def test_eager_run(self):
     strategy = tf.distribute.MirroredStrategy(['/cpu:0'])
     _, pruned, _ = worker.build(strategy)
