@@ -14,8 +14,10 @@ then, for every target sparsity k and every method:
   k over the first `schedule_fraction` of them (masked retraining).
 
 A method also names the granularity (`weight`: single weights, `unit`: whole
-output units, ranked by L2 norm) and the scope of the threshold (`layer`: one
-per weight, `global`: one over all weights), e.g. `oneshot_unit_global`. The
+output units, ranked by L2 norm, `blockHxW`: blocks of H x W weights of each
+kernel ranked by their mean |w|, contrib's block sparsity) and the scope of
+the threshold (`layer`: one per weight, `global`: one over all weights), e.g.
+`oneshot_unit_global` or `gradual_block4x4_layer`. The
 output layer stays dense (`do_not_prune=[logits]`): pruning units of the
 logits would remove classes. The result holds one row per seed, method and
 sparsity, and their mean over seeds.
@@ -27,6 +29,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -42,7 +45,8 @@ from graph_prune import training
 
 SPARSITIES = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
 KINDS = ('oneshot', 'gradual')
-GRANULARITIES = ('weight', 'unit')
+GRANULARITIES = ('weight', 'unit', 'blockHxW')
+_BLOCK = re.compile(r'block([1-9][0-9]*)x([1-9][0-9]*)')
 SCOPES = ('layer', 'global')
 DEFAULT_METHODS = ('oneshot_weight_layer', 'oneshot_weight_global',
                    'oneshot_unit_layer', 'oneshot_unit_global',
@@ -66,11 +70,21 @@ class Method:
   def name(self) -> str:
     return f'{self.kind}_{self.granularity}_{self.scope}'
 
+  @property
+  def block_dims(self) -> Optional[Tuple[int, int]]:
+    """(height, width) for a `blockHxW` granularity, else None."""
+    match = _BLOCK.fullmatch(self.granularity)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
   def hparams(self, sparsity: float, schedule_steps: int = 1,
               frequency: int = 1) -> str:
     """The pruning spec reaching `sparsity` at step `schedule_steps`."""
+    blocks = self.block_dims
+    granularity = (f'granularity=weight,block_height={blocks[0]},'
+                   f'block_width={blocks[1]}' if blocks else
+                   f'granularity={self.granularity}')
     return (f'name=sweep,target_sparsity={float(sparsity)!r},'
-            f'granularity={self.granularity},pruning_scope={self.scope},'
+            f'{granularity},pruning_scope={self.scope},'
             f'do_not_prune=[{models.OUTPUT_LAYER}],'
             f'begin_pruning_step=0,end_pruning_step={schedule_steps},'
             f'sparsity_function_begin_step=0,'
@@ -85,12 +99,14 @@ def parse_method(name: str) -> Method:
     errors.SweepConfigError: naming the bad part and the choices.
   """
   parts = name.strip().split('_')
-  choices = (KINDS, GRANULARITIES, SCOPES)
-  if len(parts) != 3 or any(p not in c for p, c in zip(parts, choices)):
+  valid = len(parts) == 3 and (
+      parts[0] in KINDS and parts[2] in SCOPES and
+      (parts[1] in GRANULARITIES[:2] or _BLOCK.fullmatch(parts[1])))
+  if not valid:
     raise errors.SweepConfigError(
         f'Unknown method {name!r}; a method is KIND_GRANULARITY_SCOPE with '
-        f'KIND in {KINDS}, GRANULARITY in {GRANULARITIES}, SCOPE in '
-        f'{SCOPES}, e.g. gradual_weight_global.')
+        f'KIND in {KINDS}, GRANULARITY in {GRANULARITIES} (e.g. block4x4), '
+        f'SCOPE in {SCOPES}, e.g. gradual_weight_global.')
   return Method(*parts)
 
 

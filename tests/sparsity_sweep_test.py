@@ -8,6 +8,7 @@ import sys
 import tempfile
 
 from absl.testing import parameterized
+import numpy as np
 import tensorflow as tf
 
 import graph_prune
@@ -38,8 +39,19 @@ class MethodTest(parameterized.TestCase):
                       h.end_pruning_step, h.pruning_frequency),
                      (0.9, 'unit', 'global', ('logits',), 60, 60, 20))
 
+  def test_parse_block_method(self):
+    method = study.parse_method('gradual_block4x2_global')
+    self.assertEqual((method.granularity, method.block_dims),
+                     ('block4x2', (4, 2)))
+    self.assertIsNone(study.parse_method('oneshot_unit_layer').block_dims)
+    h = graph_prune.parse_hparams(method.hparams(0.75, 60, 20))
+    self.assertEqual((h.granularity, h.block_height, h.block_width,
+                      h.pruning_scope),
+                     ('weight', 4, 2, 'global'))
+
   @parameterized.named_parameters(('kind', 'lazy_weight_layer'),
                                   ('granularity', 'oneshot_block_layer'),
+                                  ('block_dims', 'oneshot_block0x4_layer'),
                                   ('parts', 'oneshot_weight'))
   def test_bad_method(self, name):
     with self.assertRaisesRegex(errors.SweepConfigError,
@@ -126,6 +138,22 @@ class SweepTest(tf.test.TestCase):
           self.assertEqual(f.read(8), b'\x89PNG\r\n\x1a\n')
     else:
       self.assertEqual(paths, [])
+
+  def test_block_method_prunes_blocks_of_smallest_mean_magnitude(self):
+    model = models.build('mlp', (8, 8), 10)
+    method = study.parse_method('oneshot_block4x4_layer')
+    pruned = graph_prune.apply_pruning(model, method.hparams(0.5))
+    pruned.mask_update(1)
+    self.assertLen(pruned.masks, 4)  # the logits stay dense
+    for weight, mask in zip(pruned.weights, pruned.masks):
+      w = np.abs(weight.numpy())
+      rows, cols = w.shape[0] // 4, w.shape[1] // 4
+      means = w.reshape(rows, 4, cols, 4).mean(axis=(1, 3)).ravel()
+      keep = np.ones(means.size, np.float32)
+      keep[np.argsort(means, kind='stable')[:round(0.5 * means.size)]] = 0
+      want = np.repeat(np.repeat(keep.reshape(rows, cols), 4, axis=0), 4,
+                       axis=1)
+      self.assertAllEqual(mask.numpy(), want)
 
   def test_one_shot_unit_pruning_removes_whole_units(self):
     data = datasets.load_digits()

@@ -18,6 +18,9 @@ with each method:
   gradual_weight_layer   masked retraining while contrib's schedule raises the
   gradual_weight_global  sparsity (any KIND_GRANULARITY_SCOPE is accepted)
 
+Block sparsity (contrib's block_height x block_width, blocks ranked by mean
+|w|) is the granularity blockHxW, e.g. --methods=gradual_block4x4_layer.
+
 The output layer stays dense. Writes OUT_DIR/sweep.csv and sweep.json
 (sparsity, non-zeros, accuracy and loss per method and k, averaged over the
 seeds; the JSON also holds every seed's rows, the Pareto frontier and where
