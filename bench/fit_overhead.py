@@ -21,7 +21,9 @@ import keras
 import numpy as np
 
 import graph_prune
+from graph_prune import models
 import results_io  # bench/results_io.py, beside this script
+import step_timing  # bench/step_timing.py
 
 _EPOCHS = flags.DEFINE_integer('epochs', 3, 'Timed epochs per round.')
 _REPEATS = flags.DEFINE_integer('repeats', 7, 'Interleaved rounds.')
@@ -29,17 +31,12 @@ _OUT = flags.DEFINE_string(
     'out', os.path.join(os.path.dirname(__file__), 'results',
                         'fit_overhead.json'), 'JSON output path.')
 
-_HIDDEN = (1000, 1000, 500, 200)
 _BATCH = 256
 _STEPS_PER_EPOCH = 40
 
 
 def _mlp():
-  keras.utils.set_random_seed(0)
-  layers = [keras.Input((784,))]
-  layers += [keras.layers.Dense(h, activation='relu') for h in _HIDDEN]
-  layers.append(keras.layers.Dense(10))
-  return keras.Sequential(layers)
+  return models.build('mlp', (784,), 10, seed=0)
 
 
 def _compiled(model):
@@ -76,20 +73,10 @@ def main(argv):
       start = time.perf_counter()
       fit(model, _EPOCHS.value)
       times[key].append((time.perf_counter() - start) / steps)
-  median = {k: float(np.median(v)) for k, v in times.items()}
-  best = {k: float(min(v)) for k, v in times.items()}
+  rows = step_timing.summarize(times)
+  step_timing.print_table(rows, width=10)
   results = {'batch': _BATCH, 'steps_per_round': steps,
-             'repeats': _REPEATS.value}
-  print(f'{"variant":<10} {"ms/step":>8} {"x dense":>8} {"min ms":>8} '
-        f'{"x dense":>8}')
-  for key in variants:
-    results[key] = {'ms_per_step': 1e3 * median[key],
-                    'ratio_to_dense': median[key] / median['dense'],
-                    'min_ms_per_step': 1e3 * best[key],
-                    'min_ratio_to_dense': best[key] / best['dense']}
-    row = results[key]
-    print(f'{key:<10} {row["ms_per_step"]:8.2f} {row["ratio_to_dense"]:8.3f} '
-          f'{row["min_ms_per_step"]:8.2f} {row["min_ratio_to_dense"]:8.3f}')
+             'repeats': _REPEATS.value, **rows}
   results_io.write(_OUT.value, results)
 
 

@@ -101,12 +101,7 @@ def main(argv):
              'repeats': _REPEATS.value}
   results.update(step_timing.interleaved(variants, (x, y), _STEPS.value,
                                          _REPEATS.value))
-  print(f'{"variant":<12} {"ms/step":>8} {"x dense":>8} {"min ms":>8} '
-        f'{"x dense":>8}')
-  for key in variants:
-    row = results[key]
-    print(f'{key:<12} {row["ms_per_step"]:8.2f} {row["ratio_to_dense"]:8.3f} '
-          f'{row["min_ms_per_step"]:8.2f} {row["min_ratio_to_dense"]:8.3f}')
+  step_timing.print_table({k: results[k] for k in variants})
   results_io.write(_OUT.value, results)
 
 
