@@ -46,7 +46,7 @@ from graph_prune import training
 SPARSITIES = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
 KINDS = ('oneshot', 'gradual')
 GRANULARITIES = ('weight', 'unit', 'blockHxW')
-_BLOCK = re.compile(r'block([1-9][0-9]*)x([1-9][0-9]*)')
+_BLOCK = re.compile(r'block([1-9][0-9]*)x([1-9][0-9]*)')  # blockHxW
 SCOPES = ('layer', 'global')
 DEFAULT_METHODS = ('oneshot_weight_layer', 'oneshot_weight_global',
                    'oneshot_unit_layer', 'oneshot_unit_global',
@@ -101,7 +101,7 @@ def parse_method(name: str) -> Method:
   parts = name.strip().split('_')
   valid = len(parts) == 3 and (
       parts[0] in KINDS and parts[2] in SCOPES and
-      (parts[1] in GRANULARITIES[:2] or _BLOCK.fullmatch(parts[1])))
+      (parts[1] in ('weight', 'unit') or _BLOCK.fullmatch(parts[1])))
   if not valid:
     raise errors.SweepConfigError(
         f'Unknown method {name!r}; a method is KIND_GRANULARITY_SCOPE with '

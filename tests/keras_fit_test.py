@@ -53,6 +53,15 @@ def _fit(model, x, y):
                    verbose=0).history['loss']
 
 
+def _compiled_trainer(k, spec=_SPEC):
+  """(model, pruned, trainer): the MLP pruned by `spec`, trainer compiled."""
+  model = _mlp(k)
+  pruned = graph_prune.apply_pruning(model, spec)
+  trainer = graph_prune.keras_trainer(pruned)
+  _compile(k, trainer)
+  return model, pruned, trainer
+
+
 def _np_masks(kernels, sparsity):
   """Keeps all but the round(sparsity * n) smallest |w| (stable order)."""
   masks = []
@@ -71,6 +80,14 @@ def _np_forward(x, layers, masks):
 
 
 class KerasTrainerTest(parameterized.TestCase, tf.test.TestCase):
+
+  def assertSameTraining(self, got, want):
+    """(model, pruned) pairs: equal masks, weights within 1e-5."""
+    for got_mask, want_mask in zip(got[1].masks, want[1].masks):
+      self.assertAllEqual(got_mask.numpy(), want_mask.numpy())
+    for got_weight, want_weight in zip(got[0].get_weights(),
+                                       want[0].get_weights()):
+      self.assertAllClose(got_weight, want_weight, atol=1e-5)
 
   @parameterized.named_parameters(*_KERAS)
   def test_trains_like_the_model_while_masks_are_ones(self, k):
@@ -94,10 +111,7 @@ class KerasTrainerTest(parameterized.TestCase, tf.test.TestCase):
   @parameterized.named_parameters(*_KERAS)
   def test_fit_follows_the_schedule(self, k):
     x, y = _data()
-    model = _mlp(k)
-    pruned = graph_prune.apply_pruning(model, _SPEC)
-    trainer = graph_prune.keras_trainer(pruned)
-    _compile(k, trainer)
+    model, pruned, trainer = _compiled_trainer(k)
     losses = _fit(trainer, x, y)
     self.assertLess(losses[-1], losses[0])
     self.assertEqual(int(trainer.optimizer.iterations.numpy()), 32)
@@ -129,56 +143,36 @@ class KerasTrainerTest(parameterized.TestCase, tf.test.TestCase):
 
   def test_mirrored_fit_matches_single_device_fit(self):
     x, y = _data()
-    model = _mlp(keras)
-    pruned = graph_prune.apply_pruning(model, _SPEC)
-    trainer = graph_prune.keras_trainer(pruned)
-    _compile(keras, trainer)
+    model, pruned, trainer = _compiled_trainer(keras)
     _fit(trainer, x, y)
 
     strategy = tf.distribute.MirroredStrategy(['/cpu:0'])
     with strategy.scope():
-      mirrored_model = _mlp(keras)
-      mirrored = graph_prune.apply_pruning(mirrored_model, _SPEC)
-      mirrored_trainer = graph_prune.keras_trainer(mirrored)
-      _compile(keras, mirrored_trainer)
+      mirrored_model, mirrored, mirrored_trainer = _compiled_trainer(keras)
     _fit(mirrored_trainer, x, y)
     self.assertEqual(int(mirrored.last_mask_update_step.numpy()), 32)
-    for got, want in zip(mirrored.masks, pruned.masks):
-      self.assertAllEqual(got.numpy(), want.numpy())
-    for got, want in zip(mirrored_model.get_weights(), model.get_weights()):
-      self.assertAllClose(got, want, atol=1e-5)
+    self.assertSameTraining((mirrored_model, mirrored), (model, pruned))
 
   @parameterized.named_parameters(*_KERAS)
   def test_checkpoint_resume_equals_uninterrupted_fit(self, k):
     x, y = _data()
-
-    def make():
-      model = _mlp(k)
-      pruned = graph_prune.apply_pruning(model, _SPEC)
-      trainer = graph_prune.keras_trainer(pruned)
-      _compile(k, trainer)
-      return model, pruned, trainer
-
-    model, pruned, trainer = make()
+    model, pruned, trainer = _compiled_trainer(k)
     _fit(trainer, x, y)
 
-    first_model, first_pruned, first = make()
+    first_model, first_pruned, first = _compiled_trainer(k)
     first.fit(x, y, batch_size=_BATCH, epochs=2, shuffle=False, verbose=0)
     self.assertEqual(int(first_pruned.last_mask_update_step.numpy()), 16)
     path = tf.train.Checkpoint(trainer=first).save(
         os.path.join(tempfile.mkdtemp(), 'ckpt'))
     del first_model, first_pruned, first
 
-    resumed_model, resumed_pruned, resumed = make()
+    resumed_model, resumed_pruned, resumed = _compiled_trainer(k)
     tf.train.Checkpoint(trainer=resumed).restore(path)
     self.assertEqual(int(resumed_pruned.last_mask_update_step.numpy()), 16)
     resumed.fit(x, y, batch_size=_BATCH, epochs=4, initial_epoch=2,
                 shuffle=False, verbose=0)
     self.assertEqual(int(resumed.optimizer.iterations.numpy()), 32)
-    for got, want in zip(resumed_pruned.masks, pruned.masks):
-      self.assertAllEqual(got.numpy(), want.numpy())
-    for got, want in zip(resumed_model.get_weights(), model.get_weights()):
-      self.assertAllClose(got, want, atol=1e-5)
+    self.assertSameTraining((resumed_model, resumed_pruned), (model, pruned))
 
   @parameterized.named_parameters(*_KERAS)
   def test_save_names_the_exports_that_work(self, k):
