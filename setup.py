@@ -8,7 +8,7 @@ setuptools.setup(
     description='Magnitude pruning for TensorFlow 2 as a graph pass '
     '(successor of tf.contrib.model_pruning).',
     packages=setuptools.find_packages(include=['graph_prune', 'graph_prune.*']),
-    package_data={'graph_prune': ['data/*.npz']},
+    package_data={'graph_prune.train': ['data/*.npz', 'data/README.md']},
     python_requires='>=3.10',
     install_requires=[
         'tensorflow>=2.16',
@@ -22,7 +22,7 @@ setuptools.setup(
     entry_points={
         'console_scripts': [
             'strip_masks = graph_prune.cli.strip_masks:run',
-            'graph_prune_train = graph_prune.train:run',
+            'graph_prune_train = graph_prune.cli.train:run',
             'sparsity_sweep = graph_prune.cli.sparsity_sweep:run',
         ],
     },

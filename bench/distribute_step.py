@@ -5,7 +5,7 @@ Usage:
       [--batch=B]
 
 For a 784-1000-1000-500-200-10 ReLU MLP at a fixed global batch, times one
-training step (`graph_prune.distribute.make_train_step`: forward, backward,
+training step (`graph_prune.strategies.make_train_step`: forward, backward,
 gradient all-reduce, Adam, `conditional_mask_update` at pruning_frequency 10)
 with MirroredStrategy over 1, 2 and 4 logical CPU devices and with no
 strategy, for the pruned model and for the dense one (the same step without
@@ -77,7 +77,7 @@ def _variant(strategy, pruned_model, x, y):
   """A zero-argument callable running one step, and the step's optimizer."""
   import keras
   import graph_prune
-  from graph_prune import distribute
+  from graph_prune.train import strategies
   with strategy.scope():
     keras.utils.set_random_seed(0)
     layers = [keras.Input((784,))]
@@ -89,10 +89,10 @@ def _variant(strategy, pruned_model, x, y):
     optimizer = keras.optimizers.Adam(1e-4)
   loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True,
                                                     reduction=None)
-  step = distribute.make_train_step(strategy, forward,
+  step = strategies.make_train_step(strategy, forward,
                                     model.trainable_variables, optimizer,
                                     loss, _BATCH.value)
-  inputs = distribute.distribute_batch(strategy, x, y)
+  inputs = strategies.distribute_batch(strategy, x, y)
   return lambda: step(*inputs)[0]
 
 
@@ -113,8 +113,7 @@ def _child(num_devices):
   Writes {variant: {'wall': [seconds per step], 'cpu': [...]}} to
   --times_out, one entry per repeat.
   """
-  from graph_prune import distribute
-  devices = distribute.configure_cpu_devices(num_devices)  # before any op
+  devices = strategies.configure_cpu_devices(num_devices)  # before any op
   import numpy as np
   import tensorflow as tf
 
@@ -124,7 +123,7 @@ def _child(num_devices):
   strategies = {f'mirrored_{num_devices}': tf.distribute.MirroredStrategy(
       devices)}
   if num_devices == 1:
-    strategies['none'] = distribute.make_strategy('default')
+    strategies['none'] = strategies.make_strategy('default')
   variants = {}
   for name, strategy in strategies.items():
     for kind in ('dense', 'pruned'):

@@ -12,7 +12,7 @@ sparse weights (`write_tflite`) and its frozen GraphDef. The dense reference
 is the unpruned model as `tf.saved_model.save(model)` writes it (weights in
 variables/) and its TFLite flatbuffer (`from_keras_model`).
 
-Sizes are bytes on disk and gzip -9 (`graph_prune.sizes`: a directory as a
+Sizes are bytes on disk and gzip -9 (`graph_prune.export.sizes`: a directory as a
 deterministic .tar.gz, a file as .gz). Ratios are to the dense SavedModel's
 gzipped size. Also measured: the same SavedModel with -0.0 at pruned
 positions (what `weight * mask` gives for negative weights), to show what
@@ -40,11 +40,11 @@ import numpy as np
 import tensorflow as tf
 
 import graph_prune
-from graph_prune import sizes
-from graph_prune.stripping import export_saved_model
-from graph_prune.stripping import write_tflite
-from graph_prune.stripped import PruningVariables
-from graph_prune.stripped import strip_function
+from graph_prune.export import sizes
+from graph_prune.export.strip import export_saved_model
+from graph_prune.export.strip import write_tflite
+from graph_prune.export.stripped_model import PruningVariables
+from graph_prune.export.stripped_model import strip_function
 import results_io  # bench/results_io.py, beside this script
 
 _SPARSITIES = flags.DEFINE_list('sparsities', ['0', '0.5', '0.9', '0.95'],
@@ -250,7 +250,7 @@ def main(argv):
   results = {
       'model': '784-' + '-'.join(map(str, _HIDDEN)) + '-10 ReLU MLP, Keras 3',
       'gzip': 'gzip -9; a directory as a deterministic .tar.gz '
-              '(graph_prune.sizes)',
+              '(graph_prune.export.sizes)',
       'dense_reference': 'tf.saved_model.save(unpruned model)',
       'sizes': rows, 'inference_sparsity': timed, 'inference': speed,
       'tensorflow': tf.__version__,

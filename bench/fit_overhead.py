@@ -21,7 +21,7 @@ import keras
 import numpy as np
 
 import graph_prune
-from graph_prune import models
+from graph_prune.train import models
 import results_io  # bench/results_io.py, beside this script
 import step_timing  # bench/step_timing.py
 

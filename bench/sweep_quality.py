@@ -24,8 +24,8 @@ import os
 from absl import app
 from absl import flags
 
-from graph_prune import study
-from graph_prune import study_plots
+from graph_prune.study import sweep as study
+from graph_prune.study import plots as study_plots
 
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds to average over.')
 _OUT_DIR = flags.DEFINE_string(

@@ -26,12 +26,12 @@ from graph_prune.errors import WeightMatchError
 from graph_prune.hparams import parse_hparams
 from graph_prune.hparams import PruningHParams
 from graph_prune.keras_fit import keras_trainer
-from graph_prune.pruned import apply_pruning
-from graph_prune.pruned import PrunedModel
-from graph_prune.pruned import Sparsity
-from graph_prune.stripping import export_saved_model
-from graph_prune.stripping import strip
-from graph_prune.stripping import strip_saved_model
+from graph_prune.pruned_model import apply_pruning
+from graph_prune.pruned_model import PrunedModel
+from graph_prune.pruned_model import Sparsity
+from graph_prune.export.strip import export_saved_model
+from graph_prune.export.strip import strip
+from graph_prune.export.strip import strip_saved_model
 
 __all__ = [
     'ConfigError',

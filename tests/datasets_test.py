@@ -1,4 +1,4 @@
-"""Tests of graph_prune.datasets on files the tests write themselves."""
+"""Tests of graph_prune.train.datasets on files the tests write themselves."""
 
 import gzip
 import os
@@ -9,7 +9,7 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from graph_prune import datasets
+from graph_prune.train import datasets
 from graph_prune import errors
 
 

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 import graph_prune
 from graph_prune import distribute
+from graph_prune.train import strategies
 from graph_prune import errors
 import multi_worker_worker as worker
 
@@ -24,7 +25,7 @@ _STEPS = 200
 
 
 def _single_device_reference(steps=_STEPS):
-  return worker.state(*worker.train(distribute.make_strategy('default'),
+  return worker.state(*worker.train(strategies.make_strategy('default'),
                                     steps))
 
 
@@ -41,7 +42,7 @@ def _bare(strategy_class):
 class StrategyCheckTest(parameterized.TestCase, tf.test.TestCase):
 
   @parameterized.named_parameters(
-      ('default', lambda: distribute.make_strategy('default')),
+      ('default', lambda: strategies.make_strategy('default')),
       ('one_device', lambda: tf.distribute.OneDeviceStrategy('/cpu:0')),
       ('mirrored', lambda: tf.distribute.MirroredStrategy(['/cpu:0'])),
   )
@@ -79,22 +80,22 @@ class StrategyCheckTest(parameterized.TestCase, tf.test.TestCase):
   def test_make_strategy_errors(self):
     with self.assertRaisesRegex(errors.StrategyError,
                                 "Unknown strategy 'ring'.*mirrored"):
-      distribute.make_strategy('ring')
+      strategies.make_strategy('ring')
     with self.assertRaisesRegex(errors.StrategyError,
                                 'only applies to the mirrored'):
-      distribute.make_strategy('multi_worker', num_cpu_devices=2)
+      strategies.make_strategy('multi_worker', num_cpu_devices=2)
     with self.assertRaisesRegex(errors.StrategyError, 'positive int'):
-      distribute.configure_cpu_devices(0)
+      strategies.configure_cpu_devices(0)
 
   def test_cpu_devices_after_initialization(self):
     count = len(tf.config.list_logical_devices('CPU'))  # initializes
     with self.assertRaisesRegex(errors.StrategyError,
                                 'already initialized'):
-      distribute.make_strategy('mirrored', num_cpu_devices=count + 1)
+      strategies.make_strategy('mirrored', num_cpu_devices=count + 1)
 
   def test_default_strategy_inside_a_scope(self):
     with tf.distribute.OneDeviceStrategy('/cpu:0').scope():
-      default = distribute.make_strategy('default')
+      default = strategies.make_strategy('default')
     self.assertFalse(isinstance(default, tf.distribute.OneDeviceStrategy))
     distribute.check_strategy(default)
 
@@ -121,7 +122,7 @@ class OneDeviceStrategiesTest(parameterized.TestCase, tf.test.TestCase):
         self.assertAllClose(result[key], want, atol=1e-6, msg=key)
 
   def test_make_train_step_equals_hand_written_step(self):
-    strategy = distribute.make_strategy('default')
+    strategy = strategies.make_strategy('default')
     model, pruned, optimizer = worker.build(strategy)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -271,7 +272,7 @@ class TwoDeviceMirroredTest(tf.test.TestCase):
                           msg=key)
 
   def test_checkpoint_restores_on_one_device(self):
-    model, pruned, optimizer = worker.build(distribute.make_strategy('default'))
+    model, pruned, optimizer = worker.build(strategies.make_strategy('default'))
     worker.checkpoint(model, pruned, optimizer).restore(
         str(self.result['checkpoint'])).assert_existing_objects_matched()
     for i, mask in enumerate(pruned.masks):

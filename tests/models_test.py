@@ -6,7 +6,7 @@ import tensorflow as tf
 
 import graph_prune
 from graph_prune import errors
-from graph_prune import models
+from graph_prune.train import models
 
 
 class ModelsTest(parameterized.TestCase, tf.test.TestCase):

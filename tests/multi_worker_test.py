@@ -16,8 +16,8 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from graph_prune import distribute
-from graph_prune import stripping
+from graph_prune.train import strategies
+from graph_prune.export import strip as stripping
 import multi_worker_worker as worker
 
 _STEPS = 200
@@ -33,7 +33,7 @@ class MultiWorkerTest(tf.test.TestCase):
     cls.workers = [dict(np.load(os.path.join(cls.out, f'worker_{i}.npz')))
                    for i in range(2)]
     cls.reference = worker.state(*worker.train(
-        distribute.make_strategy('default'), _STEPS))
+        strategies.make_strategy('default'), _STEPS))
 
   @classmethod
   def tearDownClass(cls):
@@ -72,7 +72,7 @@ class MultiWorkerTest(tf.test.TestCase):
 
   def test_checkpoint_restores_on_one_device_and_exports(self):
     chief = self.workers[0]
-    model, pruned, optimizer = worker.build(distribute.make_strategy('default'))
+    model, pruned, optimizer = worker.build(strategies.make_strategy('default'))
     worker.checkpoint(model, pruned, optimizer).restore(
         str(chief['checkpoint'])).assert_existing_objects_matched()
     self.assertEqual(int(optimizer.iterations.numpy()), _STEPS)

@@ -77,17 +77,18 @@ def train(strategy, steps, objects=None):
   """
   import keras
   from graph_prune import distribute
+  from graph_prune.train import strategies
   model, pruned, optimizer = objects or build(strategy)
   loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True,
                                                     reduction=None)
-  step = distribute.make_train_step(strategy, pruned,
+  step = strategies.make_train_step(strategy, pruned,
                                     model.trainable_variables, optimizer, loss,
                                     GLOBAL_BATCH)
   x, y = data()
   updates = []
   for _ in range(steps):
     i = (int(optimizer.iterations.numpy()) * GLOBAL_BATCH) % len(x)
-    xb, yb = distribute.distribute_batch(strategy, x[i:i + GLOBAL_BATCH],
+    xb, yb = strategies.distribute_batch(strategy, x[i:i + GLOBAL_BATCH],
                                          y[i:i + GLOBAL_BATCH])
     _, updated = step(xb, yb)
     if bool(updated):
@@ -119,6 +120,7 @@ def replica_check(strategy, model, pruned):
   over replicas: the pruned outputs, the gradients of the summed loss on the
   replica's slice, and every copy of the weights and masks.
   """
+  from graph_prune.train import strategies
   import keras
   import tensorflow as tf
   from graph_prune import distribute
@@ -140,7 +142,7 @@ def replica_check(strategy, model, pruned):
     return outputs, tape.gradient(loss, variables)
 
   x, y = data()
-  inputs = distribute.distribute_batch(strategy, x[:GLOBAL_BATCH],
+  inputs = strategies.distribute_batch(strategy, x[:GLOBAL_BATCH],
                                        y[:GLOBAL_BATCH])
   results = tf.function(lambda a, b: strategy.run(per_replica, (a, b)))(
       *inputs)
@@ -272,6 +274,7 @@ def _exit_with_parent():
 
 
 def main(argv):
+  from graph_prune.train import strategies
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument('--strategy', required=True,
                       choices=['default', 'mirrored', 'multi_worker'])
@@ -284,7 +287,7 @@ def main(argv):
 
   from graph_prune import distribute
   # Before anything else touches TensorFlow (logical devices, collectives).
-  strategy = distribute.make_strategy(args.strategy, args.num_cpu_devices)
+  strategy = strategies.make_strategy(args.strategy, args.num_cpu_devices)
   resolver = getattr(strategy, 'cluster_resolver', None)
   task = (f'{resolver.task_type}_{resolver.task_id}'
           if resolver is not None and resolver.task_type else 'local')
@@ -292,7 +295,7 @@ def main(argv):
   result = state(*objects)
   result['num_replicas'] = np.array(strategy.num_replicas_in_sync)
 
-  where = distribute.checkpoint_dir(strategy, args.out)
+  where = strategies.checkpoint_dir(strategy, args.out)
   path = checkpoint(*objects[:3]).save(os.path.join(where, 'ckpt'))
   if where != args.out:
     shutil.rmtree(where, ignore_errors=True)

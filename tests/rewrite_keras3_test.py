@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from graph_prune import rewrite
+from graph_prune import passes as rewrite
 from graph_prune import tracing
 
 L = keras.layers

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from graph_prune import errors
-from graph_prune import rewrite
+from graph_prune import passes as rewrite
 from graph_prune import tracing
 import rewrite_keras3_test as common  # shared checks (not a test here)
 

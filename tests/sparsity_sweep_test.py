@@ -12,11 +12,11 @@ import numpy as np
 import tensorflow as tf
 
 import graph_prune
-from graph_prune import datasets
+from graph_prune.train import datasets
 from graph_prune import errors
-from graph_prune import models
-from graph_prune import study
-from graph_prune import study_plots
+from graph_prune.train import models
+from graph_prune.study import sweep as study
+from graph_prune.study import plots as study_plots
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 import graph_prune
-from graph_prune.stripping import strip_saved_model
+from graph_prune.export.strip import strip_saved_model
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TOOL = os.path.join(_ROOT, 'tools', 'strip_masks')

@@ -22,18 +22,18 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 import graph_prune
 from graph_prune import errors
-from graph_prune import folding
-from graph_prune import sizes
-from graph_prune import staging
-from graph_prune import unreachable
-from graph_prune.stripping import export_saved_model
-from graph_prune.stripping import strip
-from graph_prune.stripping import strip_saved_model
+from graph_prune.passes import fold_masks as folding
+from graph_prune.export import sizes
+from graph_prune.export import staging
+from graph_prune.passes import drop_unused as unreachable
+from graph_prune.export.strip import export_saved_model
+from graph_prune.export.strip import strip
+from graph_prune.export.strip import strip_saved_model
 
 L = keras.layers
 RTOL = 1e-6
 # The module, whatever the package exports under the name `strip`.
-strip_module = importlib.import_module('graph_prune.stripping')
+strip_module = importlib.import_module('graph_prune.export.strip')
 
 
 def _mlp():

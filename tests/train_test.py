@@ -11,7 +11,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from graph_prune import datasets
+from graph_prune.train import datasets
 
 _SPEC = ('target_sparsity=0.8,begin_pruning_step=0,end_pruning_step=30,'
          'sparsity_function_begin_step=0,sparsity_function_end_step=30,'

@@ -11,12 +11,12 @@ import numpy as np
 import tensorflow as tf
 
 import graph_prune
-from graph_prune import datasets
+from graph_prune.train import datasets
 from graph_prune import errors
-from graph_prune import models
-from graph_prune import report
-from graph_prune import trainer
-from graph_prune import training
+from graph_prune.train import models
+from graph_prune.train import run_report as report
+from graph_prune.train import experiment as trainer
+from graph_prune.train import loop as training
 
 _SPEC = ('target_sparsity=0.8,begin_pruning_step=0,end_pruning_step=24,'
          'sparsity_function_begin_step=0,sparsity_function_end_step=20,'

@@ -1,11 +1,11 @@
-"""Tests of graph_prune.update: per-weight plans and the mask computation."""
+"""Tests of graph_prune.plans: per-weight plans and the mask computation."""
 
 import numpy as np
 import tensorflow as tf
 
 from graph_prune import errors
 from graph_prune import schedule
-from graph_prune import update
+from graph_prune import plans as update
 from graph_prune.hparams import parse_hparams
 
 

@@ -30,7 +30,14 @@ from graph_prune import errors
 
 
 def _program() -> str:
-  return os.path.basename(sys.argv[0]) if sys.argv else 'graph_prune'
+  if not sys.argv:
+    return 'graph_prune'
+  path = os.path.abspath(sys.argv[0])
+  if os.path.basename(path) == '__main__.py':
+    # `python -m graph_prune.train` runs graph_prune/train/__main__.py; the
+    # binary keeps the name it had as graph_prune/train.py.
+    return os.path.basename(os.path.dirname(path)) + '.py'
+  return os.path.basename(path)
 
 
 def _parse_flags(argv):

@@ -34,8 +34,8 @@ import os
 from absl import flags
 
 from graph_prune import errors
-from graph_prune import study
-from graph_prune import study_plots
+from graph_prune.study import sweep as study
+from graph_prune.study import plots as study_plots
 from graph_prune.cli import runner
 
 _defaults = study.SweepConfig()

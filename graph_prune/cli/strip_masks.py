@@ -34,7 +34,7 @@ from absl import flags
 from absl import logging
 
 from graph_prune import errors
-from graph_prune.stripping import strip_saved_model
+from graph_prune.export.strip import strip_saved_model
 
 _SAVED_MODEL = flags.DEFINE_string(
     'saved_model', None, 'SavedModel directory of a pruned model (input).')

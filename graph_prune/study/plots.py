@@ -12,7 +12,7 @@ import collections
 import os
 from typing import List
 
-from graph_prune import study
+from graph_prune.study import sweep as study
 
 
 def available() -> bool:

@@ -46,9 +46,9 @@ from tensorflow.core.framework import node_def_pb2
 from tensorflow.core.framework import types_pb2
 
 from graph_prune import errors
-from graph_prune.rewrite import fdefs
-from graph_prune.rewrite import inline
-from graph_prune.rewrite import rules
+from graph_prune.passes import graph_ir as fdefs
+from graph_prune.passes import inline
+from graph_prune.passes import rules
 
 # Function attrs that tie a function to an implementation TF may swap in.
 _DROPPED_FUNCTION_ATTRS = ('api_implements', 'api_preferred_device')

@@ -11,8 +11,8 @@ from typing import List, Optional, Sequence
 import keras
 import numpy as np
 
-from graph_prune import exports as exports_lib
-from graph_prune import pruned as pruned_lib
+from graph_prune.train import versioned_export as exports_lib
+from graph_prune import pruned_model as pruned_lib
 
 
 @dataclasses.dataclass(frozen=True)

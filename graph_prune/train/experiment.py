@@ -18,15 +18,15 @@ from typing import Callable, List, Optional
 
 import keras
 
-from graph_prune import datasets
-from graph_prune import distribute
+from graph_prune.train import datasets
+from graph_prune.train import strategies
 from graph_prune import errors
-from graph_prune import exports as exports_lib
+from graph_prune.train import versioned_export as exports_lib
 from graph_prune import hparams as hparams_lib
-from graph_prune import models
-from graph_prune import pruned as pruned_lib
-from graph_prune import report
-from graph_prune import training
+from graph_prune.train import models
+from graph_prune import pruned_model as pruned_lib
+from graph_prune.train import run_report as report
+from graph_prune.train import loop as training
 
 # 90% sparsity on the embedded digits in about a minute on two cores: dense
 # for 200 steps, the cubic schedule from 200 to 1000, masks fixed after 1000,
@@ -88,10 +88,10 @@ class TrainConfig:
     if not self.learning_rate > 0:
       raise errors.ConfigError(
           f'learning_rate={self.learning_rate}; pass a positive value.')
-    if self.strategy not in distribute.STRATEGY_KINDS:
+    if self.strategy not in strategies.STRATEGY_KINDS:
       raise errors.ConfigError(
           f'Unknown strategy {self.strategy!r}; pass one of '
-          f'{", ".join(distribute.STRATEGY_KINDS)}.')
+          f'{", ".join(strategies.STRATEGY_KINDS)}.')
     if self.num_cpu_devices is not None and (
         self.strategy != 'mirrored' or self.num_cpu_devices < 1):
       raise errors.ConfigError(
@@ -167,8 +167,8 @@ def train(config: TrainConfig,
   """
   # First: a mirrored strategy over logical CPUs must split the CPU before
   # TensorFlow initializes its devices.
-  strategy = distribute.make_strategy(config.strategy, config.num_cpu_devices)
-  chief = distribute.is_chief(strategy)
+  strategy = strategies.make_strategy(config.strategy, config.num_cpu_devices)
+  chief = strategies.is_chief(strategy)
   data = datasets.load(config.data)
   model_dir = config.model_dir or tempfile.mkdtemp(prefix='graph_prune_train_')
   if chief:

@@ -17,9 +17,9 @@ from typing import Callable, List
 
 import tensorflow as tf
 
-from graph_prune import pruned as pruned_lib
-from graph_prune import sizes
-from graph_prune import stripping
+from graph_prune import pruned_model as pruned_lib
+from graph_prune.export import sizes
+from graph_prune.export import strip as stripping
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +30,7 @@ class Export:
     kind: 'pruned' or 'stripped'.
     path: its directory.
     raw_bytes: the size of its files.
-    gzip_bytes: the size of a `.tar.gz` of it (`graph_prune.sizes`).
+    gzip_bytes: the size of a `.tar.gz` of it (`graph_prune.export.sizes`).
     written: False when the directory already existed and was left as it was.
   """
   kind: str

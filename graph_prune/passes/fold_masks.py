@@ -47,8 +47,8 @@ import tensorflow as tf
 from tensorflow.core.framework import graph_pb2
 
 from graph_prune import errors
-from graph_prune.rewrite import fdefs
-from graph_prune.rewrite import insert
+from graph_prune.passes import graph_ir as fdefs
+from graph_prune.passes import insert
 
 MASKED_WEIGHT_SUFFIX = insert.MASKED_WEIGHT_SUFFIX
 MASK_SUFFIX = '/mask'   # pruned.PrunedModel names a mask '<weight>/mask'

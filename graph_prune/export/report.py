@@ -7,8 +7,8 @@
 import dataclasses
 from typing import Optional, Sequence, Tuple
 
-from graph_prune import sizes
-from graph_prune.folding import FoldedWeight
+from graph_prune.export import sizes
+from graph_prune.passes.fold_masks import FoldedWeight
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,12 +36,12 @@ reaches); the chief (worker 0) writes checkpoints, summaries and exports.
 
 from absl import flags
 
-from graph_prune import distribute
+from graph_prune.train import strategies
 from graph_prune import errors
 from graph_prune import hparams as hparams_lib
-from graph_prune import models
-from graph_prune import report
-from graph_prune import trainer
+from graph_prune.train import models
+from graph_prune.train import run_report as report
+from graph_prune.train import experiment as trainer
 from graph_prune.cli import runner
 
 _MODEL = flags.DEFINE_enum('model', 'mlp', list(models.MODELS),
@@ -72,7 +72,7 @@ _CHECKPOINT_EVERY = flags.DEFINE_integer(
 _LOG_EVERY = flags.DEFINE_integer(
     'log_every', 100, 'Steps between progress lines.', lower_bound=0)
 _STRATEGY = flags.DEFINE_enum(
-    'strategy', 'default', list(distribute.STRATEGY_KINDS),
+    'strategy', 'default', list(strategies.STRATEGY_KINDS),
     'tf.distribute strategy: default (one device), mirrored (the local '
     'devices) or multi_worker (workers listed in TF_CONFIG).')
 _NUM_CPU_DEVICES = flags.DEFINE_integer(

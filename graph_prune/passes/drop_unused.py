@@ -15,7 +15,7 @@ from typing import Sequence, Set
 from tensorflow.core.framework import graph_pb2
 
 from graph_prune import _tf_internal
-from graph_prune.rewrite import fdefs
+from graph_prune.passes import graph_ir as fdefs
 
 
 def prune_unreachable(graph_def,

@@ -36,12 +36,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import keras
 import numpy as np
 
-from graph_prune import datasets
+from graph_prune.train import datasets
 from graph_prune import errors
-from graph_prune import models
-from graph_prune import pruned as pruned_lib
-from graph_prune import report
-from graph_prune import training
+from graph_prune.train import models
+from graph_prune import pruned_model as pruned_lib
+from graph_prune.train import run_report as report
+from graph_prune.train import loop as training
 
 SPARSITIES = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
 KINDS = ('oneshot', 'gradual')

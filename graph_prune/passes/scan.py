@@ -26,8 +26,8 @@ from typing import Dict, List, NamedTuple, Pattern, Sequence, Tuple
 import tensorflow as tf
 
 from graph_prune import errors
-from graph_prune.rewrite import fdefs
-from graph_prune.rewrite import rules
+from graph_prune.passes import graph_ir as fdefs
+from graph_prune.passes import rules
 
 PATH_SEPARATOR = '::'
 

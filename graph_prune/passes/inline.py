@@ -17,7 +17,7 @@ Before/after (`y = call(x)`, the callee computes `r = Relu(a)`):
 from tensorflow.core.framework import node_def_pb2
 
 from graph_prune import errors
-from graph_prune.rewrite import fdefs
+from graph_prune.passes import graph_ir as fdefs
 
 
 def inline_call(fdef, call_name: str, library: fdefs.Library) -> None:

@@ -26,16 +26,16 @@ import numpy as np
 import tensorflow as tf
 
 from graph_prune import errors
-from graph_prune import sizes
-from graph_prune import staging
-from graph_prune import strip_report
-from graph_prune.stripped import first_line
-from graph_prune.stripped import PruningVariables
-from graph_prune.stripped import rebuild
-from graph_prune.stripped import signature_input_specs
-from graph_prune.stripped import strip_function
-from graph_prune.stripped import StrippedModel
-from graph_prune.stripped import VariableCopies
+from graph_prune.export import sizes
+from graph_prune.export import staging
+from graph_prune.export import report as strip_report
+from graph_prune.export.stripped_model import first_line
+from graph_prune.export.stripped_model import PruningVariables
+from graph_prune.export.stripped_model import rebuild
+from graph_prune.export.stripped_model import signature_input_specs
+from graph_prune.export.stripped_model import strip_function
+from graph_prune.export.stripped_model import StrippedModel
+from graph_prune.export.stripped_model import VariableCopies
 
 DEFAULT_SIGNATURE = 'serving_default'
 # How callers ask for overwriting, for messages (the tool, or Python).

@@ -28,10 +28,10 @@ from graph_prune import distribute
 from graph_prune import errors
 from graph_prune import hparams as hparams_lib
 from graph_prune import masking
-from graph_prune import rewrite
+from graph_prune import passes as rewrite
 from graph_prune import schedule
 from graph_prune import tracing
-from graph_prune import update
+from graph_prune import plans as update
 
 
 class Sparsity(NamedTuple):

@@ -34,9 +34,9 @@ import tensorflow as tf
 from graph_prune import _tf_internal
 from graph_prune import distribute
 from graph_prune import errors
-from graph_prune.rewrite import fdefs
-from graph_prune.rewrite import functions
-from graph_prune.rewrite import scan
+from graph_prune.passes import graph_ir as fdefs
+from graph_prune.passes import bind_weights as functions
+from graph_prune.passes import scan
 
 MASKED_WEIGHT_SUFFIX = '/masked_weight'
 _IMPORT_SCOPE = 'pruned'

@@ -26,8 +26,10 @@ import numpy as np
 import tensorflow as tf
 
 from graph_prune import distribute
+
+from graph_prune.train import strategies
 from graph_prune import errors
-from graph_prune import pruned as pruned_lib
+from graph_prune import pruned_model as pruned_lib
 
 Log = Callable[[str], None]
 
@@ -132,11 +134,11 @@ class Run:
 
     Applies the gradients, then updates the masks when the schedule says so.
     Under a strategy with several replicas the batch is split into equal
-    contiguous slices, one per replica (`distribute.distribute_batch`), so
+    contiguous slices, one per replica (`strategies.distribute_batch`), so
     the step sees the same global batch as a single-device run.
     """
     if self.strategy.num_replicas_in_sync > 1:
-      x, y = distribute.distribute_batch(self.strategy, x, y)
+      x, y = strategies.distribute_batch(self.strategy, x, y)
     loss, correct, count = self._step_fn(x, y)
     return loss, correct / count
 
@@ -265,8 +267,8 @@ def fit(run: Run, batches: Batches, train_steps: int,
   progress = Progress(start_step=start, end_step=start)
   # Every worker saves (saving may run collective ops), only the chief into
   # model_dir; the others into a scratch folder deleted at the end.
-  chief = distribute.is_chief(run.strategy)
-  save_dir = (distribute.checkpoint_dir(run.strategy, model_dir)
+  chief = strategies.is_chief(run.strategy)
+  save_dir = (strategies.checkpoint_dir(run.strategy, model_dir)
               if model_dir else None)
   manager = run.checkpoint_manager(save_dir) if save_dir else None
   writer = (tf.summary.create_file_writer(model_dir)

@@ -3,7 +3,7 @@
     stripped = strip_function(concrete_function, pruning, 'the model')
     fn = rebuild(stripped, concrete_function, input_signature, copies)
 
-`graph_prune.stripping.strip` runs this for a live `PrunedModel` (its `__call__`) and
+`graph_prune.export.strip.strip` runs this for a live `PrunedModel` (its `__call__`) and
 for each signature of a SavedModel of one. `strip_function` freezes the
 concrete function, every variable becoming a Const
 (`_tf_internal.freeze_function`); folds each masked weight
@@ -46,9 +46,9 @@ import tensorflow as tf
 
 from graph_prune import _tf_internal
 from graph_prune import errors
-from graph_prune import folding
-from graph_prune import unreachable
-from graph_prune.folding import FoldedWeight
+from graph_prune.passes import fold_masks as folding
+from graph_prune.passes import drop_unused as unreachable
+from graph_prune.passes.fold_masks import FoldedWeight
 
 # Makes names of rewritten functions and import scopes unique per process.
 _call_ids = itertools.count(1)

@@ -1,0 +1,20 @@
+"""The graph pass: find prunable weights, replace each by `weight * mask`.
+
+  scan = find_weights(traced, do_not_prune)        # what can be pruned
+  fn, report = insert_masks(traced, {name: mask})  # the rewritten function
+"""
+
+from graph_prune.passes.insert import insert_masks
+from graph_prune.passes.insert import MASKED_WEIGHT_SUFFIX
+from graph_prune.passes.insert import MaskedWeight
+from graph_prune.passes.insert import RewriteReport
+from graph_prune.passes.scan import find_weights
+from graph_prune.passes.scan import require_candidates
+from graph_prune.passes.scan import Skipped
+from graph_prune.passes.scan import WeightScan
+from graph_prune.passes.scan import WeightUse
+
+__all__ = [
+    'find_weights', 'insert_masks', 'require_candidates', 'MaskedWeight',
+    'RewriteReport', 'Skipped', 'WeightScan', 'WeightUse', 'MASKED_WEIGHT_SUFFIX',
+]

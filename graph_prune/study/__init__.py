@@ -1,0 +1,1 @@
+"""The classic pruning study (`sweep`) and its plots (`plots`)."""
