@@ -1,13 +1,14 @@
 # Two commands on a fresh machine:
 #   make demo   creates .venv if missing, installs graph_prune, trains and prunes
 #               the default MLP to 90% on the embedded digits (graph_prune.train)
-#   make test   creates .venv if missing, installs the test extras, runs the tests
+#   make test   creates .venv if missing, installs the test extras, checks
+#               format and lint (ruff), runs the tests
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench clean
+.PHONY: demo test lint format bench clean
 
 $(VENV)/.installed: setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +19,16 @@ $(VENV)/.installed: setup.py
 demo: $(VENV)/.installed
 	$(PY) -m graph_prune.train
 
-test: $(VENV)/.installed
+# Format and lint checks (settings in pyproject.toml); `make format` fixes.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff format --check --quiet .
+	$(VENV)/bin/ruff check --quiet .
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff format --quiet .
+	$(VENV)/bin/ruff check --quiet --fix .
+
+test: lint
 	$(PY) -m pytest -q -n 2 --dist loadscope tests $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed

@@ -37,25 +37,29 @@ from absl import app
 from absl import flags
 import results_io  # bench/results_io.py, beside this script
 
-_STEPS = flags.DEFINE_integer('steps', 30,
-                             'Timed steps per variant and repeat.')
-_REPEATS = flags.DEFINE_integer('repeats', 3,
-                                'Interleaved repeats per process.')
-_ROUNDS = flags.DEFINE_integer('rounds', 2,
-                               'Rounds over the device counts.')
+_STEPS = flags.DEFINE_integer(
+  'steps', 30, 'Timed steps per variant and repeat.'
+)
+_REPEATS = flags.DEFINE_integer(
+  'repeats', 3, 'Interleaved repeats per process.'
+)
+_ROUNDS = flags.DEFINE_integer('rounds', 2, 'Rounds over the device counts.')
 _BATCH = flags.DEFINE_integer('batch', 256, 'Global batch size.')
 _OUT = flags.DEFINE_string(
-    'out', os.path.join(os.path.dirname(__file__), 'results',
-                        'distribute_step.json'), 'JSON output path.')
+  'out',
+  os.path.join(os.path.dirname(__file__), 'results', 'distribute_step.json'),
+  'JSON output path.',
+)
 _DEVICES_FLAG = flags.DEFINE_integer(
-    'devices', None, 'Internal: time this many devices only, write '
-    '--times_out.')
+  'devices', None, 'Internal: time this many devices only, write --times_out.'
+)
 _TIMES_OUT = flags.DEFINE_string('times_out', None, 'Internal.')
 
 _HIDDEN = [1000, 1000, 500, 200]
 _DEVICES = (1, 2, 4)
-_SPEC = ('target_sparsity=0.9,pruning_frequency=10,'
-         'sparsity_function_end_step=100000')
+_SPEC = (
+  'target_sparsity=0.9,pruning_frequency=10,sparsity_function_end_step=100000'
+)
 
 
 class _Dense:
@@ -70,28 +74,33 @@ class _Dense:
   def conditional_mask_update(self, step):
     del step
     import tensorflow as tf
+
     return tf.constant(False)
 
 
 def _variant(strategy, pruned_model, x, y):
   """A zero-argument callable running one step, and the step's optimizer."""
   import keras
+
   import graph_prune
   from graph_prune.train import strategies
+
   with strategy.scope():
     keras.utils.set_random_seed(0)
     layers = [keras.Input((784,))]
     layers += [keras.layers.Dense(h, activation='relu') for h in _HIDDEN]
     layers.append(keras.layers.Dense(10))
     model = keras.Sequential(layers)
-    forward = (graph_prune.apply_pruning(model, _SPEC) if pruned_model
-               else _Dense(model))
+    forward = (
+      graph_prune.apply_pruning(model, _SPEC) if pruned_model else _Dense(model)
+    )
     optimizer = keras.optimizers.Adam(1e-4)
-  loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True,
-                                                    reduction=None)
-  step = strategies.make_train_step(strategy, forward,
-                                    model.trainable_variables, optimizer,
-                                    loss, _BATCH.value)
+  loss = keras.losses.SparseCategoricalCrossentropy(
+    from_logits=True, reduction=None
+  )
+  step = strategies.make_train_step(
+    strategy, forward, model.trainable_variables, optimizer, loss, _BATCH.value
+  )
   inputs = strategies.distribute_batch(strategy, x, y)
   return lambda: step(*inputs)[0]
 
@@ -113,6 +122,8 @@ def _child(num_devices):
   Writes {variant: {'wall': [seconds per step], 'cpu': [...]}} to
   --times_out, one entry per repeat.
   """
+  from graph_prune.train import strategies
+
   devices = strategies.configure_cpu_devices(num_devices)  # before any op
   import numpy as np
   import tensorflow as tf
@@ -120,8 +131,9 @@ def _child(num_devices):
   rng = np.random.RandomState(0)
   x = rng.standard_normal((_BATCH.value, 784)).astype(np.float32)
   y = rng.randint(0, 10, _BATCH.value).astype(np.int32)
-  strategies = {f'mirrored_{num_devices}': tf.distribute.MirroredStrategy(
-      devices)}
+  strategies = {
+    f'mirrored_{num_devices}': tf.distribute.MirroredStrategy(devices)
+  }
   if num_devices == 1:
     strategies['none'] = strategies.make_strategy('default')
   variants = {}
@@ -149,27 +161,43 @@ def main(argv):
     for n in _DEVICES:
       with tempfile.NamedTemporaryFile(suffix='.json') as out:
         subprocess.run(
-            [sys.executable, __file__, f'--devices={n}',
-             f'--times_out={out.name}', f'--steps={_STEPS.value}',
-             f'--repeats={_REPEATS.value}', f'--batch={_BATCH.value}'],
-            check=True, timeout=1800,
-            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+          [
+            sys.executable,
+            __file__,
+            f'--devices={n}',
+            f'--times_out={out.name}',
+            f'--steps={_STEPS.value}',
+            f'--repeats={_REPEATS.value}',
+            f'--batch={_BATCH.value}',
+          ],
+          check=True,
+          timeout=1800,
+          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'),
+        )
         with open(out.name) as f:
           for key, clocks in json.load(f).items():
             for clock, seconds in clocks.items():
               times.setdefault((key, clock), []).extend(seconds)
   median = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
 
-  results = {'model': 'mlp_784_' + '_'.join(map(str, _HIDDEN)) + '_10',
-             'global_batch': _BATCH.value, 'steps': _STEPS.value,
-             'repeats': _REPEATS.value, 'rounds': _ROUNDS.value,
-             'hparams': _SPEC, 'cpu_cores': os.cpu_count(),
-             'load_average': [load_before, os.getloadavg()[0]],
-             'variants': {}}
-  print(f'{"strategy":<12} {"model":<7} {"wall ms":>8} {"x 1 dev":>8} '
-        f'{"x dense":>8} {"cpu ms":>8} {"x 1 dev":>8} {"x dense":>8}')
-  keys = sorted({k for k, _ in median},
-                key=lambda k: (k.startswith('mirrored'), k))
+  results = {
+    'model': 'mlp_784_' + '_'.join(map(str, _HIDDEN)) + '_10',
+    'global_batch': _BATCH.value,
+    'steps': _STEPS.value,
+    'repeats': _REPEATS.value,
+    'rounds': _ROUNDS.value,
+    'hparams': _SPEC,
+    'cpu_cores': os.cpu_count(),
+    'load_average': [load_before, os.getloadavg()[0]],
+    'variants': {},
+  }
+  print(
+    f'{"strategy":<12} {"model":<7} {"wall ms":>8} {"x 1 dev":>8} '
+    f'{"x dense":>8} {"cpu ms":>8} {"x 1 dev":>8} {"x dense":>8}'
+  )
+  keys = sorted(
+    {k for k, _ in median}, key=lambda k: (k.startswith('mirrored'), k)
+  )
   for key in keys:
     name, kind = key.split('/')
     row = {}
@@ -177,15 +205,24 @@ def main(argv):
       seconds = median[(key, clock)]
       row[f'{clock}_ms_per_step'] = 1e3 * seconds
       row[f'{clock}_ratio_to_1_device'] = (
-          seconds / median[(f'mirrored_1/{kind}', clock)])
-      row[f'{clock}_ratio_to_dense'] = seconds / median[(f'{name}/dense',
-                                                         clock)]
+        seconds / median[(f'mirrored_1/{kind}', clock)]
+      )
+      row[f'{clock}_ratio_to_dense'] = (
+        seconds / median[(f'{name}/dense', clock)]
+      )
     results['variants'][key] = row
-    print(f'{name:<12} {kind:<7}' + ''.join(
+    print(
+      f'{name:<12} {kind:<7}'
+      + ''.join(
         f' {row[f"{c}_ms_per_step"]:8.2f} {row[f"{c}_ratio_to_1_device"]:8.3f}'
-        f' {row[f"{c}_ratio_to_dense"]:8.3f}' for c in ('wall', 'cpu')))
-  print(f'load average {load_before:.1f} before, '
-        f'{os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores')
+        f' {row[f"{c}_ratio_to_dense"]:8.3f}'
+        for c in ('wall', 'cpu')
+      )
+    )
+  print(
+    f'load average {load_before:.1f} before, '
+    f'{os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores'
+  )
   results_io.write(_OUT.value, results)
 
 

@@ -1,4 +1,4 @@
-"""Benchmark: Keras `fit` of a pruned model (`keras_trainer`) against plain `fit`.
+"""Benchmark: Keras `fit` of a pruned model (`keras_trainer`) vs plain `fit`.
 
 Usage:
   python bench/fit_overhead.py [--epochs=3] [--repeats=7]
@@ -19,17 +19,19 @@ from absl import app
 from absl import flags
 import keras
 import numpy as np
+import results_io  # bench/results_io.py, beside this script
+import step_timing  # bench/step_timing.py
 
 import graph_prune
 from graph_prune.train import models
-import results_io  # bench/results_io.py, beside this script
-import step_timing  # bench/step_timing.py
 
 _EPOCHS = flags.DEFINE_integer('epochs', 3, 'Timed epochs per round.')
 _REPEATS = flags.DEFINE_integer('repeats', 7, 'Interleaved rounds.')
 _OUT = flags.DEFINE_string(
-    'out', os.path.join(os.path.dirname(__file__), 'results',
-                        'fit_overhead.json'), 'JSON output path.')
+  'out',
+  os.path.join(os.path.dirname(__file__), 'results', 'fit_overhead.json'),
+  'JSON output path.',
+)
 
 _BATCH = 256
 _STEPS_PER_EPOCH = 40
@@ -41,8 +43,9 @@ def _mlp():
 
 def _compiled(model):
   model.compile(
-      optimizer=keras.optimizers.Adam(1e-4),
-      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    optimizer=keras.optimizers.Adam(1e-4),
+    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+  )
   return model
 
 
@@ -55,14 +58,14 @@ def main(argv):
   variants = {'dense': _compiled(_mlp())}
   for frequency in (10, 100):
     pruned = graph_prune.apply_pruning(
-        _mlp(), f'target_sparsity=0.9,pruning_frequency={frequency},'
-        'sparsity_function_end_step=1000000')
-    variants[f'freq_{frequency}'] = _compiled(
-        graph_prune.keras_trainer(pruned))
+      _mlp(),
+      f'target_sparsity=0.9,pruning_frequency={frequency},'
+      'sparsity_function_end_step=1000000',
+    )
+    variants[f'freq_{frequency}'] = _compiled(graph_prune.keras_trainer(pruned))
 
   def fit(model, epochs):
-    model.fit(x, y, batch_size=_BATCH, epochs=epochs, shuffle=False,
-              verbose=0)
+    model.fit(x, y, batch_size=_BATCH, epochs=epochs, shuffle=False, verbose=0)
 
   for model in variants.values():
     fit(model, 1)  # traces the step
@@ -75,8 +78,12 @@ def main(argv):
       times[key].append((time.perf_counter() - start) / steps)
   rows = step_timing.summarize(times)
   step_timing.print_table(rows, width=10)
-  results = {'batch': _BATCH, 'steps_per_round': steps,
-             'repeats': _REPEATS.value, **rows}
+  results = {
+    'batch': _BATCH,
+    'steps_per_round': steps,
+    'repeats': _REPEATS.value,
+    **rows,
+  }
   results_io.write(_OUT.value, results)
 
 

@@ -1,4 +1,4 @@
-"""Benchmark: the cost of `weight * mask` itself, written by hand, vs graph_prune.
+"""Benchmark: the cost of `weight * mask` itself, by hand, vs graph_prune.
 
 Usage:
   python bench/mask_floor.py [--steps=30] [--repeats=15]
@@ -25,17 +25,19 @@ from absl import app
 from absl import flags
 import keras
 import numpy as np
+import results_io  # bench/results_io.py, beside this script
+import step_timing  # bench/step_timing.py
 import tensorflow as tf
 
 import graph_prune
-import results_io  # bench/results_io.py, beside this script
-import step_timing  # bench/step_timing.py
 
 _STEPS = flags.DEFINE_integer('steps', 30, 'Timed steps per variant and round.')
 _REPEATS = flags.DEFINE_integer('repeats', 15, 'Interleaved rounds.')
 _OUT = flags.DEFINE_string(
-    'out', os.path.join(os.path.dirname(__file__), 'results',
-                        'mask_floor.json'), 'JSON output path.')
+  'out',
+  os.path.join(os.path.dirname(__file__), 'results', 'mask_floor.json'),
+  'JSON output path.',
+)
 
 _SIZES = (784, 1000, 1000, 500, 200, 10)
 _BATCH = 256
@@ -51,11 +53,15 @@ class _MLP(tf.Module):
     rng = np.random.RandomState(seed)
     shapes = list(zip(_SIZES[:-1], _SIZES[1:]))
     self.kernels = [
-        tf.Variable(rng.standard_normal(s).astype(np.float32) * 0.03)
-        for s in shapes]
+      tf.Variable(rng.standard_normal(s).astype(np.float32) * 0.03)
+      for s in shapes
+    ]
     self.biases = [tf.Variable(np.zeros(s[1], np.float32)) for s in shapes]
-    self.masks = [tf.Variable(tf.ones(s), trainable=False)
-                  for s in shapes] if masked else None
+    self.masks = (
+      [tf.Variable(tf.ones(s), trainable=False) for s in shapes]
+      if masked
+      else None
+    )
 
   def __call__(self, x):
     for i, (kernel, bias) in enumerate(zip(self.kernels, self.biases)):
@@ -76,7 +82,8 @@ def _step_fn(module, forward):
   def step(x, y):
     with tf.GradientTape() as tape:
       loss = tf.reduce_mean(
-          tf.nn.sparse_softmax_cross_entropy_with_logits(y, forward(x)))
+        tf.nn.sparse_softmax_cross_entropy_with_logits(y, forward(x))
+      )
     optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
     return loss
 
@@ -91,16 +98,20 @@ def main(argv):
   dense, hand = _MLP(masked=False), _MLP(masked=True)
   module = _MLP(masked=False)
   pruned = graph_prune.apply_pruning(
-      tf.function(module.__call__,
-                  input_signature=[tf.TensorSpec([None, 784], tf.float32)]),
-      _NO_UPDATE)
-  variants = {'dense': _step_fn(dense, dense),
-              'hand masked': _step_fn(hand, hand),
-              'graph_prune': _step_fn(module, pruned)}
-  results = {'batch': _BATCH, 'steps': _STEPS.value,
-             'repeats': _REPEATS.value}
-  results.update(step_timing.interleaved(variants, (x, y), _STEPS.value,
-                                         _REPEATS.value))
+    tf.function(
+      module.__call__, input_signature=[tf.TensorSpec([None, 784], tf.float32)]
+    ),
+    _NO_UPDATE,
+  )
+  variants = {
+    'dense': _step_fn(dense, dense),
+    'hand masked': _step_fn(hand, hand),
+    'graph_prune': _step_fn(module, pruned),
+  }
+  results = {'batch': _BATCH, 'steps': _STEPS.value, 'repeats': _REPEATS.value}
+  results.update(
+    step_timing.interleaved(variants, (x, y), _STEPS.value, _REPEATS.value)
+  )
   step_timing.print_table({k: results[k] for k in variants})
   results_io.write(_OUT.value, results)
 

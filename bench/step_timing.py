@@ -47,18 +47,26 @@ def summarize(times, baseline='dense'):
   """{name: [seconds per step per round]} -> the rows `interleaved` returns."""
   median = {k: float(np.median(v)) for k, v in times.items()}
   best = {k: float(min(v)) for k, v in times.items()}
-  return {k: {'ms_per_step': 1e3 * median[k],
-              'ratio_to_dense': median[k] / median[baseline],
-              'min_ms_per_step': 1e3 * best[k],
-              'min_ratio_to_dense': best[k] / best[baseline]}
-          for k in times}
+  return {
+    k: {
+      'ms_per_step': 1e3 * median[k],
+      'ratio_to_dense': median[k] / median[baseline],
+      'min_ms_per_step': 1e3 * best[k],
+      'min_ratio_to_dense': best[k] / best[baseline],
+    }
+    for k in times
+  }
 
 
 def print_table(rows, width=12):
   """Prints `summarize`'s rows: ms per step and ratios, median and minimum."""
-  print(f'{"variant":<{width}} {"ms/step":>8} {"x dense":>8} {"min ms":>8} '
-        f'{"x dense":>8}')
+  print(
+    f'{"variant":<{width}} {"ms/step":>8} {"x dense":>8} {"min ms":>8} '
+    f'{"x dense":>8}'
+  )
   for name, row in rows.items():
-    print(f'{name:<{width}} {row["ms_per_step"]:8.2f} '
-          f'{row["ratio_to_dense"]:8.3f} {row["min_ms_per_step"]:8.2f} '
-          f'{row["min_ratio_to_dense"]:8.3f}')
+    print(
+      f'{name:<{width}} {row["ms_per_step"]:8.2f} '
+      f'{row["ratio_to_dense"]:8.3f} {row["min_ms_per_step"]:8.2f} '
+      f'{row["min_ratio_to_dense"]:8.3f}'
+    )

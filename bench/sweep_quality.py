@@ -24,28 +24,35 @@ import os
 from absl import app
 from absl import flags
 
-from graph_prune.study import sweep as study
 from graph_prune.study import plots as study_plots
+from graph_prune.study import sweep as study
 
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds to average over.')
 _OUT_DIR = flags.DEFINE_string(
-    'out_dir', os.path.join(os.path.dirname(__file__), 'results',
-                            'sweep_quality'), 'Tables and plots.')
+  'out_dir',
+  os.path.join(os.path.dirname(__file__), 'results', 'sweep_quality'),
+  'Tables and plots.',
+)
 _RESULT = flags.DEFINE_string(
-    'result', os.path.join(os.path.dirname(__file__), 'results',
-                           'sweep_quality.json'), 'JSON with the checks.')
+  'result',
+  os.path.join(os.path.dirname(__file__), 'results', 'sweep_quality.json'),
+  'JSON with the checks.',
+)
 
 # (sparsity, kind, limit): 'loss' bars limit the points lost against the
 # dense model, 'floor' bars the accuracy itself (percent).
-_GRADUAL_BARS = ((0.90, 'loss', 0.0), (0.95, 'loss', 0.5),
-                 (0.97, 'loss', 1.0), (0.99, 'floor', 93.0))
+_GRADUAL_BARS = (
+  (0.90, 'loss', 0.0),
+  (0.95, 'loss', 0.5),
+  (0.97, 'loss', 1.0),
+  (0.99, 'floor', 93.0),
+)
 _TFMOT = {0.90: 97.78, 0.95: 96.67, 0.97: 96.02, 0.99: 88.43}
 
 
 def check(result: study.SweepResult) -> list:
   """One dict per bar and method: the value, the limit and whether it holds."""
-  means = {(e['method'], e['target_sparsity']): e
-           for e in result.mean_rows()}
+  means = {(e['method'], e['target_sparsity']): e for e in result.mean_rows()}
   dense = 100 * result.dense_accuracy
   checks = []
   for method in result.config.methods:
@@ -62,20 +69,32 @@ def check(result: study.SweepResult) -> list:
       else:
         value, ok = accuracy, accuracy >= limit
         bar = f'>= {limit:g}%'
-      checks.append({'method': method, 'sparsity': sparsity, 'bar': bar,
-                     'accuracy': accuracy, 'value': value, 'ok': bool(ok),
-                     'accuracy_std': 100 * entry['accuracy_std'],
-                     'tfmot': _TFMOT[sparsity]})
+      checks.append(
+        {
+          'method': method,
+          'sparsity': sparsity,
+          'bar': bar,
+          'accuracy': accuracy,
+          'value': value,
+          'ok': bool(ok),
+          'accuracy_std': 100 * entry['accuracy_std'],
+          'tfmot': _TFMOT[sparsity],
+        }
+      )
   holds = study.holds(result.mean_rows(), result.dense_accuracy)
   for scope in study.SCOPES:
     weight = holds.get(f'oneshot_weight_{scope}')
     unit = holds.get(f'oneshot_unit_{scope}')
     if weight and unit:
-      checks.append({
+      checks.append(
+        {
           'method': f'oneshot_*_{scope}',
           'bar': 'weight pruning holds further than unit pruning',
-          'weight': weight, 'unit': unit,
-          'ok': (weight['holds_to'] or 0) > (unit['holds_to'] or 0)})
+          'weight': weight,
+          'unit': unit,
+          'ok': (weight['holds_to'] or 0) > (unit['holds_to'] or 0),
+        }
+      )
   return checks
 
 
@@ -88,22 +107,27 @@ def main(argv):
   checks = check(result)
   print()
   print(study.format_table(result))
-  print(f'\nquality bars (dense {100 * result.dense_accuracy:.2f}%, '
-        f'{len(config.seeds)} seeds):')
+  print(
+    f'\nquality bars (dense {100 * result.dense_accuracy:.2f}%, '
+    f'{len(config.seeds)} seeds):'
+  )
   for c in checks:
     if 'sparsity' in c:
-      print(f'  {"ok  " if c["ok"] else "MISS"} {c["method"]:<22} '
-            f'{100 * c["sparsity"]:g}%: {c["accuracy"]:.2f}% '
-            f'(+-{c["accuracy_std"]:.2f}; tfmot {c["tfmot"]:.2f}), '
-            f'{c["bar"]}')
+      print(
+        f'  {"ok  " if c["ok"] else "MISS"} {c["method"]:<22} '
+        f'{100 * c["sparsity"]:g}%: {c["accuracy"]:.2f}% '
+        f'(+-{c["accuracy_std"]:.2f}; tfmot {c["tfmot"]:.2f}), '
+        f'{c["bar"]}'
+      )
     else:
-      print(f'  {"ok  " if c["ok"] else "MISS"} {c["method"]:<22} '
-            f'{c["bar"]}: weight holds to {c["weight"]["holds_to"]}, unit '
-            f'to {c["unit"]["holds_to"]}')
+      print(
+        f'  {"ok  " if c["ok"] else "MISS"} {c["method"]:<22} '
+        f'{c["bar"]}: weight holds to {c["weight"]["holds_to"]}, unit '
+        f'to {c["unit"]["holds_to"]}'
+      )
   os.makedirs(os.path.dirname(_RESULT.value), exist_ok=True)
   with open(_RESULT.value, 'w') as f:
-    json.dump({'checks': checks, 'summary': study.summary(result)}, f,
-              indent=1)
+    json.dump({'checks': checks, 'summary': study.summary(result)}, f, indent=1)
   for path in paths + [_RESULT.value]:
     print(f'wrote {path}')
 

@@ -1,8 +1,8 @@
 """graph_prune: magnitude pruning for TensorFlow 2, done as a graph pass.
 
-    pruned = graph_prune.apply_pruning(model, 'target_sparsity=0.9')
-    ...  # train, calling pruned.conditional_mask_update(optimizer.iterations)
-    graph_prune.export_saved_model(pruned, '/tmp/model')  # masks folded in
+pruned = graph_prune.apply_pruning(model, 'target_sparsity=0.9')
+...  # train, calling pruned.conditional_mask_update(optimizer.iterations)
+graph_prune.export_saved_model(pruned, '/tmp/model')  # masks folded in
 """
 
 from graph_prune.errors import ConfigError
@@ -23,42 +23,42 @@ from graph_prune.errors import UnknownSignatureError
 from graph_prune.errors import UnsupportedStrategyError
 from graph_prune.errors import UntraceableError
 from graph_prune.errors import WeightMatchError
+from graph_prune.export.strip import export_saved_model
+from graph_prune.export.strip import strip
+from graph_prune.export.strip import strip_saved_model
 from graph_prune.hparams import parse_hparams
 from graph_prune.hparams import PruningHParams
 from graph_prune.keras_fit import keras_trainer
 from graph_prune.pruned_model import apply_pruning
 from graph_prune.pruned_model import PrunedModel
 from graph_prune.pruned_model import Sparsity
-from graph_prune.export.strip import export_saved_model
-from graph_prune.export.strip import strip
-from graph_prune.export.strip import strip_saved_model
 
 __all__ = [
-    'ConfigError',
-    'DataError',
-    'FoldError',
-    'GraphPruneError',
-    'GraphRewriteError',
-    'HParamsError',
-    'MaskError',
-    'NoPrunableWeightsError',
-    'NoPruningVariablesError',
-    'OutputExistsError',
-    'PrunedModel',
-    'PruningHParams',
-    'ResumeError',
-    'SavedModelNotFoundError',
-    'Sparsity',
-    'StrategyError',
-    'StripError',
-    'UnknownSignatureError',
-    'UnsupportedStrategyError',
-    'UntraceableError',
-    'WeightMatchError',
-    'apply_pruning',
-    'export_saved_model',
-    'keras_trainer',
-    'parse_hparams',
-    'strip',
-    'strip_saved_model',
+  'ConfigError',
+  'DataError',
+  'FoldError',
+  'GraphPruneError',
+  'GraphRewriteError',
+  'HParamsError',
+  'MaskError',
+  'NoPrunableWeightsError',
+  'NoPruningVariablesError',
+  'OutputExistsError',
+  'PrunedModel',
+  'PruningHParams',
+  'ResumeError',
+  'SavedModelNotFoundError',
+  'Sparsity',
+  'StrategyError',
+  'StripError',
+  'UnknownSignatureError',
+  'UnsupportedStrategyError',
+  'UntraceableError',
+  'WeightMatchError',
+  'apply_pruning',
+  'export_saved_model',
+  'keras_trainer',
+  'parse_hparams',
+  'strip',
+  'strip_saved_model',
 ]

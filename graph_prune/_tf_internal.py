@@ -94,6 +94,7 @@ def distributed_container(variable):
   # Imported here so that this wrapper, appended to the file, is
   # self-contained; TensorFlow has already loaded the module.
   from tensorflow.python.distribute import distribute_utils  # pylint: disable=g-import-not-at-top
+
   container = distribute_utils.value_container(variable)
   return None if container is variable else container
 
@@ -106,6 +107,7 @@ def default_strategy():
   return it from `make_strategy('default')` wherever it is called.
   """
   from tensorflow.python.distribute import distribute_lib  # pylint: disable=g-import-not-at-top
+
   return distribute_lib._get_default_strategy()  # pylint: disable=protected-access
 
 
@@ -131,5 +133,7 @@ def freeze_function(concrete_function):
     outputs, in order.
   """
   from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-import-not-at-top
+
   return convert_to_constants.convert_variables_to_constants_v2(
-      concrete_function, lower_control_flow=False)
+    concrete_function, lower_control_flow=False
+  )

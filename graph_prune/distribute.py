@@ -63,13 +63,15 @@ from graph_prune import errors
 
 
 def _supported_classes():
-  return (tf.distribute.MirroredStrategy,
-          tf.distribute.MultiWorkerMirroredStrategy,
-          tf.distribute.OneDeviceStrategy)
+  return (
+    tf.distribute.MirroredStrategy,
+    tf.distribute.MultiWorkerMirroredStrategy,
+    tf.distribute.OneDeviceStrategy,
+  )
 
 
 def check_strategy(strategy: tf.distribute.Strategy) -> None:
-  """Raises `errors.UnsupportedStrategyError` unless graph_prune supports `strategy`.
+  """Raises `errors.UnsupportedStrategyError` for an unsupported `strategy`.
 
   Args:
     strategy: a `tf.distribute.Strategy` (the default strategy passes).
@@ -77,14 +79,16 @@ def check_strategy(strategy: tf.distribute.Strategy) -> None:
   Raises:
     errors.UnsupportedStrategyError: naming the strategy and the supported ones.
   """
-  if (strategy is _tf_internal.default_strategy() or
-      isinstance(strategy, _supported_classes())):
+  if strategy is _tf_internal.default_strategy() or isinstance(
+    strategy, _supported_classes()
+  ):
     return
   raise errors.UnsupportedStrategyError(
-      f'graph_prune does not support {type(strategy).__name__} (nor any '
-      'parameter server, TPU or central storage strategy); use '
-      'MirroredStrategy, MultiWorkerMirroredStrategy, OneDeviceStrategy or no '
-      'strategy.')
+    f'graph_prune does not support {type(strategy).__name__} (nor any '
+    'parameter server, TPU or central storage strategy); use '
+    'MirroredStrategy, MultiWorkerMirroredStrategy, OneDeviceStrategy or no '
+    'strategy.'
+  )
 
 
 # Replica-local variables.
@@ -92,8 +96,10 @@ def check_strategy(strategy: tf.distribute.Strategy) -> None:
 
 def in_replica_context() -> bool:
   """True inside `strategy.run` of a strategy other than the default."""
-  return (tf.distribute.has_strategy() and
-          not tf.distribute.in_cross_replica_context())
+  return (
+    tf.distribute.has_strategy()
+    and not tf.distribute.in_cross_replica_context()
+  )
 
 
 def container(variable: Any) -> Any:
@@ -117,8 +123,9 @@ def local_copies(variable: Any) -> Tuple[Any, ...]:
   """
   variable = container(variable)
   strategy = getattr(variable, 'distribute_strategy', None)
-  if strategy is None or not isinstance(variable,
-                                        tf.distribute.DistributedValues):
+  if strategy is None or not isinstance(
+    variable, tf.distribute.DistributedValues
+  ):
     return (variable,)
   return tuple(strategy.experimental_local_results(variable))
 
@@ -150,8 +157,7 @@ def replica_local(variable: tf.Variable) -> tf.Variable:
   return variable
 
 
-def strategy_of(variables: Sequence[Any]
-                ) -> Optional[tf.distribute.Strategy]:
+def strategy_of(variables: Sequence[Any]) -> Optional[tf.distribute.Strategy]:
   """The strategy the distributed variables among `variables` belong to.
 
   Args:
@@ -171,9 +177,10 @@ def strategy_of(variables: Sequence[Any]
     strategy = v.distribute_strategy
     if found is not None and strategy is not found:
       raise errors.StrategyError(
-          f'The variables belong to two strategies ({type(found).__name__} '
-          f'and {type(strategy).__name__}); build the whole model under one '
-          'strategy.scope().')
+        f'The variables belong to two strategies ({type(found).__name__} '
+        f'and {type(strategy).__name__}); build the whole model under one '
+        'strategy.scope().'
+      )
     found = strategy
   return found
 
@@ -194,6 +201,7 @@ def call_in_cross_replica_context(fn: Callable[..., Any], *args):
   Returns:
     What `fn` returns.
   """
+
   def merge_fn(strategy, *grouped):
     firsts = [strategy.experimental_local_results(a)[0] for a in grouped]
     return fn(*firsts)
@@ -207,8 +215,9 @@ def call_in_cross_replica_context(fn: Callable[..., Any], *args):
     if '`merge_call` called while defining a new graph' not in str(e):
       raise
     raise errors.StrategyError(
-        f'{getattr(fn, "__name__", fn)} was called inside a tf.cond, '
-        'tf.while_loop or nested tf.function of the function given to '
-        'strategy.run, where TensorFlow cannot switch to cross-replica '
-        'context; call it directly in that function (conditional_mask_update '
-        'checks the schedule itself).') from e
+      f'{getattr(fn, "__name__", fn)} was called inside a tf.cond, '
+      'tf.while_loop or nested tf.function of the function given to '
+      'strategy.run, where TensorFlow cannot switch to cross-replica '
+      'context; call it directly in that function (conditional_mask_update '
+      'checks the schedule itself).'
+    ) from e

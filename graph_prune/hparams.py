@@ -44,6 +44,7 @@ class WeightSettings:
     has_own_target: True when `weight_sparsity_map` named this weight; such a
       weight is pruned on its own even under `pruning_scope=global`.
   """
+
   target_sparsity: float
   block_dims: Tuple[int, int]
   has_own_target: bool
@@ -88,6 +89,7 @@ class PruningHParams:
     threshold_method: 'exact' (exactly round(s * n) pruned, ties broken by
       index) or 'histogram' (older contrib's histogram CDF with `nbins`).
   """
+
   name: str = 'model_pruning'
   begin_pruning_step: int = 0
   end_pruning_step: int = -1
@@ -151,15 +153,21 @@ class PruningHParams:
     Raises:
       WeightMatchError: if several entries of one map match the weight.
     """
-    target = _match_map('weight_sparsity_map', self.weight_sparsity_map,
-                        weight_name)
+    target = _match_map(
+      'weight_sparsity_map', self.weight_sparsity_map, weight_name
+    )
     block = _match_map('block_dims_map', self.block_dims_map, weight_name)
     return WeightSettings(
-        target_sparsity=(self.target_sparsity if target is None
-                         else _parse_map_sparsity(target)),
-        block_dims=(self.block_dims if block is None
-                    else _parse_block_dims('block_dims_map', block)),
-        has_own_target=target is not None)
+      target_sparsity=(
+        self.target_sparsity if target is None else _parse_map_sparsity(target)
+      ),
+      block_dims=(
+        self.block_dims
+        if block is None
+        else _parse_block_dims('block_dims_map', block)
+      ),
+      has_own_target=target is not None,
+    )
 
   def unmatched_map_entries(self, weight_names) -> Tuple[str, ...]:
     """Map entries (of both maps) that match none of `weight_names`."""
@@ -175,10 +183,10 @@ class PruningHParams:
 _FIELDS = {f.name: f for f in dataclasses.fields(PruningHParams)}
 _LIST_FIELDS = ('weight_sparsity_map', 'block_dims_map', 'do_not_prune')
 _CHOICES = {
-    'block_pooling_function': ('AVG', 'MAX'),
-    'pruning_scope': ('layer', 'global'),
-    'granularity': ('weight', 'unit'),
-    'threshold_method': ('exact', 'histogram'),
+  'block_pooling_function': ('AVG', 'MAX'),
+  'pruning_scope': ('layer', 'global'),
+  'granularity': ('weight', 'unit'),
+  'threshold_method': ('exact', 'histogram'),
 }
 
 
@@ -191,8 +199,9 @@ def _kind(name: str) -> type:
   return type(_FIELDS[name].default)
 
 
-def parse_hparams(spec: str = '',
-                  base: Optional[PruningHParams] = None) -> PruningHParams:
+def parse_hparams(
+  spec: str = '', base: Optional[PruningHParams] = None
+) -> PruningHParams:
   """Parses a contrib-style hparams spec string.
 
   Args:
@@ -209,16 +218,19 @@ def parse_hparams(spec: str = '',
   """
   if not isinstance(spec, str):
     raise errors.HParamTypeError(
-        f'The hparams spec must be a string, got {type(spec).__name__} '
-        f'{spec!r}; write it as "name=value,name=value".')
+      f'The hparams spec must be a string, got {type(spec).__name__} '
+      f'{spec!r}; write it as "name=value,name=value".'
+    )
   values = {}
   for name, raw in _split_clauses(spec):
     if name not in _FIELDS:
       raise errors.UnknownHParamError(
-          f'Unknown hparam {name!r} in {spec!r}{_did_you_mean(name)}')
+        f'Unknown hparam {name!r} in {spec!r}{_did_you_mean(name)}'
+      )
     if name in values:
       raise errors.HParamSyntaxError(
-          f'Hparam {name!r} is given twice in {spec!r}; give it once.')
+        f'Hparam {name!r} is given twice in {spec!r}; give it once.'
+      )
     values[name] = _parse_value(name, raw)
   base = base if base is not None else PruningHParams()
   return dataclasses.replace(base, **values)
@@ -227,7 +239,7 @@ def parse_hparams(spec: str = '',
 def _did_you_mean(name: str) -> str:
   close = difflib.get_close_matches(name, list(_FIELDS), n=1, cutoff=0.6)
   if close:
-    return f"; did you mean {close[0]!r}?"
+    return f'; did you mean {close[0]!r}?'
   return f'; known hparams are {", ".join(sorted(_FIELDS))}.'
 
 
@@ -242,8 +254,9 @@ def _split_clauses(spec: str):
     if not m:
       bad = spec[pos:].split(',')[0]
       raise errors.HParamSyntaxError(
-          f'Malformed clause {bad!r} at position {pos} of {spec!r}; '
-          'each clause must be name=value, separated by commas.')
+        f'Malformed clause {bad!r} at position {pos} of {spec!r}; '
+        'each clause must be name=value, separated by commas.'
+      )
     name = m.group(1)
     pos = m.end()
     while pos < n and spec[pos] == ' ':
@@ -257,21 +270,24 @@ def _split_clauses(spec: str):
       raw = spec[pos:end].strip()
       if '[' in raw or ']' in raw or '=' in raw:
         raise errors.HParamSyntaxError(
-            f'Malformed value {raw!r} of hparam {name!r} in {spec!r}; a list '
-            'must start with "[" and end with "]", and clauses are separated '
-            'by commas.')
+          f'Malformed value {raw!r} of hparam {name!r} in {spec!r}; a list '
+          'must start with "[" and end with "]", and clauses are separated '
+          'by commas.'
+        )
       pos = end
     while pos < n and spec[pos] == ' ':
       pos += 1
     if pos < n:
       if spec[pos] != ',':
         raise errors.HParamSyntaxError(
-            f'Expected "," after the value of hparam {name!r} at position '
-            f'{pos} of {spec!r}, found {spec[pos]!r}.')
+          f'Expected "," after the value of hparam {name!r} at position '
+          f'{pos} of {spec!r}, found {spec[pos]!r}.'
+        )
       pos += 1
       if spec[pos:].strip() == '':
         raise errors.HParamSyntaxError(
-            f'Trailing comma at the end of {spec!r}; remove it.')
+          f'Trailing comma at the end of {spec!r}; remove it.'
+        )
     yield name, raw
 
 
@@ -282,7 +298,7 @@ def _scan_list(spec: str, pos: int, name: str):
   while i < len(spec):
     ch = spec[i]
     if ch == '\\' and i + 1 < len(spec):
-      current.append(spec[i:i + 2])
+      current.append(spec[i : i + 2])
       i += 2
       continue
     if ch in _OPEN:
@@ -303,8 +319,9 @@ def _scan_list(spec: str, pos: int, name: str):
     current.append(ch)
     i += 1
   raise errors.HParamSyntaxError(
-      f'Unbalanced brackets in the list value of hparam {name!r} in '
-      f'{spec!r}; write lists as [a,b,c] with balanced (), [] and {{}}.')
+    f'Unbalanced brackets in the list value of hparam {name!r} in '
+    f'{spec!r}; write lists as [a,b,c] with balanced (), [] and {{}}.'
+  )
 
 
 def _parse_value(name: str, raw):
@@ -317,8 +334,9 @@ def _parse_value(name: str, raw):
     return tuple(raw)
   if isinstance(raw, list):
     raise errors.HParamTypeError(
-        f'Hparam {name!r} takes a single {kind.__name__}, got the list '
-        f'{raw!r}; drop the brackets.')
+      f'Hparam {name!r} takes a single {kind.__name__}, got the list '
+      f'{raw!r}; drop the brackets.'
+    )
   if kind is bool:
     lowered = raw.lower()
     if lowered in ('true', '1'):
@@ -326,21 +344,24 @@ def _parse_value(name: str, raw):
     if lowered in ('false', '0'):
       return False
     raise errors.HParamTypeError(
-        f'Hparam {name!r} takes a bool (true or false), got {raw!r}.')
+      f'Hparam {name!r} takes a bool (true or false), got {raw!r}.'
+    )
   if kind is int:
     try:
       return int(raw)
     except ValueError:
       raise errors.HParamTypeError(
-          f'Hparam {name!r} takes an int, got {raw!r}; write a whole number '
-          'such as 100.') from None
+        f'Hparam {name!r} takes an int, got {raw!r}; write a whole number '
+        'such as 100.'
+      ) from None
   if kind is float:
     try:
       return float(raw)
     except ValueError:
       raise errors.HParamTypeError(
-          f'Hparam {name!r} takes a float, got {raw!r}; write a number such '
-          'as 0.9.') from None
+        f'Hparam {name!r} takes a float, got {raw!r}; write a number such '
+        'as 0.9.'
+      ) from None
   if name == 'sparsity_m_by_n':
     return _parse_m_by_n(raw) if raw else None
   return raw
@@ -352,23 +373,30 @@ def _coerce(name: str, value: Any):
   if kind is list:
     if isinstance(value, str):
       raise errors.HParamTypeError(
-          f'Hparam {name!r} takes a list of strings, got the string '
-          f'{value!r}; pass [{value!r}] or a tuple.')
+        f'Hparam {name!r} takes a list of strings, got the string '
+        f'{value!r}; pass [{value!r}] or a tuple.'
+      )
     if not isinstance(value, (list, tuple)) or not all(
-        isinstance(v, str) for v in value):
+      isinstance(v, str) for v in value
+    ):
       raise errors.HParamTypeError(
-          f'Hparam {name!r} takes a list of strings, got {value!r}.')
+        f'Hparam {name!r} takes a list of strings, got {value!r}.'
+      )
     return tuple(v for v in value if v)
   if name == 'sparsity_m_by_n':
     if value is None or value == '':
       return None
     if isinstance(value, str):
       return _parse_m_by_n(value)
-    if (isinstance(value, (tuple, list)) and len(value) == 2 and
-        all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+    if (
+      isinstance(value, (tuple, list))
+      and len(value) == 2
+      and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
       return tuple(value)
     raise errors.HParamTypeError(
-        f'Hparam sparsity_m_by_n takes "N:M" or a pair of ints, got {value!r}.')
+      f'Hparam sparsity_m_by_n takes "N:M" or a pair of ints, got {value!r}.'
+    )
   if kind is bool:
     if isinstance(value, bool):
       return value
@@ -381,16 +409,18 @@ def _coerce(name: str, value: Any):
   elif isinstance(value, str):
     return value
   raise errors.HParamTypeError(
-      f'Hparam {name!r} takes a {kind.__name__}, got {type(value).__name__} '
-      f'{value!r}.')
+    f'Hparam {name!r} takes a {kind.__name__}, got {type(value).__name__} '
+    f'{value!r}.'
+  )
 
 
 def _parse_m_by_n(raw: str) -> Tuple[int, int]:
   m = re.fullmatch(r'\s*(\d+)\s*:\s*(\d+)\s*', raw)
   if not m:
     raise errors.HParamValueError(
-        f'Hparam sparsity_m_by_n must be N:M with two whole numbers, such as '
-        f'2:4, got {raw!r}.')
+      f'Hparam sparsity_m_by_n must be N:M with two whole numbers, such as '
+      f'2:4, got {raw!r}.'
+    )
   return (int(m.group(1)), int(m.group(2)))
 
 
@@ -398,15 +428,16 @@ def _split_entry(field: str, entry: str) -> Tuple[str, str]:
   regex, sep, value = entry.rpartition(':')
   if not sep or not regex:
     raise errors.HParamSyntaxError(
-        f'Malformed {field} entry {entry!r}; write regex:value, e.g. '
-        f'{_MAP_EXAMPLE[field]}.')
+      f'Malformed {field} entry {entry!r}; write regex:value, e.g. '
+      f'{_MAP_EXAMPLE[field]}.'
+    )
   return regex, value.strip()
 
 
 _MAP_EXAMPLE = {
-    'weight_sparsity_map': '[conv1:0.8,.*kernel:0.6]',
-    'block_dims_map': '[dense1:4x4,dense2:1x16]',
-    'map': 'regex:value',
+  'weight_sparsity_map': '[conv1:0.8,.*kernel:0.6]',
+  'block_dims_map': '[dense1:4x4,dense2:1x16]',
+  'map': 'regex:value',
 }
 
 
@@ -416,12 +447,14 @@ def _parse_map_sparsity(entry: str) -> float:
     sparsity = float(value)
   except ValueError:
     raise errors.HParamTypeError(
-        f'weight_sparsity_map entry {entry!r} has sparsity {value!r}, which '
-        'is not a number; write regex:0.8.') from None
+      f'weight_sparsity_map entry {entry!r} has sparsity {value!r}, which '
+      'is not a number; write regex:0.8.'
+    ) from None
   if not 0.0 <= sparsity < 1.0:
     raise errors.HParamValueError(
-        f'weight_sparsity_map entry {entry!r} has sparsity {sparsity}; it '
-        'must be in [0, 1).')
+      f'weight_sparsity_map entry {entry!r} has sparsity {sparsity}; it '
+      'must be in [0, 1).'
+    )
   return sparsity
 
 
@@ -430,14 +463,16 @@ def _parse_block_dims(field: str, text: str) -> Tuple[int, int]:
   m = re.fullmatch(r'(-?\d+)x(-?\d+)', value)
   if not m:
     raise errors.HParamValueError(
-        f'{field} entry {text!r} has block {value!r}; write HxW with two '
-        'whole numbers, e.g. 4x4 or 1x-1.')
+      f'{field} entry {text!r} has block {value!r}; write HxW with two '
+      'whole numbers, e.g. 4x4 or 1x-1.'
+    )
   dims = (int(m.group(1)), int(m.group(2)))
   for d in dims:
     if d < 1 and d != -1:
       raise errors.HParamValueError(
-          f'{field} entry {text!r} has block dimension {d}; each dimension '
-          'must be >= 1, or -1 for the whole dimension.')
+        f'{field} entry {text!r} has block dimension {d}; each dimension '
+        'must be >= 1, or -1 for the whole dimension.'
+      )
   return dims
 
 
@@ -446,8 +481,9 @@ def _check_regex(field: str, regex: str, entry: str):
     re.compile(regex)
   except re.error as e:
     raise errors.HParamValueError(
-        f'{field} entry {entry!r} has the regex {regex!r}, which does not '
-        f'compile ({e}); escape special characters with a backslash.') from None
+      f'{field} entry {entry!r} has the regex {regex!r}, which does not '
+      f'compile ({e}); escape special characters with a backslash.'
+    ) from None
 
 
 def _validate(h: PruningHParams):
@@ -455,22 +491,29 @@ def _validate(h: PruningHParams):
 
   def fail(name, rule):
     raise errors.HParamValueError(
-        f'Hparam {name}={_format_value(name, getattr(h, name))} is invalid: '
-        f'{rule}.')
+      f'Hparam {name}={_format_value(name, getattr(h, name))} is invalid: '
+      f'{rule}.'
+    )
 
   for field in dataclasses.fields(h):
     value = getattr(h, field.name)
     if isinstance(value, float) and not math.isfinite(value):
       fail(field.name, 'it must be a finite number')
   if not _NAME_RE.match(h.name):
-    fail('name', 'it must be a non-empty name scope of letters, digits and '
-         '"_.-/" (no commas or brackets)')
+    fail(
+      'name',
+      'it must be a non-empty name scope of letters, digits and '
+      '"_.-/" (no commas or brackets)',
+    )
   if h.begin_pruning_step < 0:
     fail('begin_pruning_step', 'it must be >= 0')
   if h.end_pruning_step != -1 and h.end_pruning_step < h.begin_pruning_step:
-    fail('end_pruning_step', f'it must be -1 (never stop) or >= '
-         f'begin_pruning_step={h.begin_pruning_step}: the end step is before '
-         'the begin step')
+    fail(
+      'end_pruning_step',
+      f'it must be -1 (never stop) or >= '
+      f'begin_pruning_step={h.begin_pruning_step}: the end step is before '
+      'the begin step',
+    )
   if not 0.0 <= h.threshold_decay < 1.0:
     fail('threshold_decay', 'it must be in [0, 1)')
   if h.pruning_frequency < 1:
@@ -486,20 +529,27 @@ def _validate(h: PruningHParams):
   if h.sparsity_function_begin_step < 0:
     fail('sparsity_function_begin_step', 'it must be >= 0')
   if h.sparsity_function_end_step <= h.sparsity_function_begin_step:
-    fail('sparsity_function_end_step', 'it must be > '
-         f'sparsity_function_begin_step={h.sparsity_function_begin_step}')
+    fail(
+      'sparsity_function_end_step',
+      'it must be > '
+      f'sparsity_function_begin_step={h.sparsity_function_begin_step}',
+    )
   if not h.sparsity_function_exponent > 0:
     fail('sparsity_function_exponent', 'it must be > 0 (1 is linear)')
   for name, choices in _CHOICES.items():
     if getattr(h, name) not in choices:
       fail(name, f'it must be one of {", ".join(choices)}')
   for entry in h.weight_sparsity_map:
-    _check_regex('weight_sparsity_map', _split_entry(
-        'weight_sparsity_map', entry)[0], entry)
+    _check_regex(
+      'weight_sparsity_map',
+      _split_entry('weight_sparsity_map', entry)[0],
+      entry,
+    )
     _parse_map_sparsity(entry)
   for entry in h.block_dims_map:
-    _check_regex('block_dims_map', _split_entry('block_dims_map', entry)[0],
-                 entry)
+    _check_regex(
+      'block_dims_map', _split_entry('block_dims_map', entry)[0], entry
+    )
     _parse_block_dims('block_dims_map', entry)
   for regex in h.do_not_prune:
     _check_regex('do_not_prune', regex, regex)
@@ -507,14 +557,20 @@ def _validate(h: PruningHParams):
     for entry in getattr(h, name):
       top = _top_level(entry)
       if entry != entry.strip() or top is None or ',' in top:
-        fail(name, f'entry {entry!r} must have balanced (), [] and {{}}, and '
-             'no surrounding spaces or commas outside brackets')
-  uses_blocks = (h.block_dims != (1, 1) or any(
-      _parse_block_dims('block_dims_map', e) != (1, 1)
-      for e in h.block_dims_map))
+        fail(
+          name,
+          f'entry {entry!r} must have balanced (), [] and {{}}, and '
+          'no surrounding spaces or commas outside brackets',
+        )
+  uses_blocks = h.block_dims != (1, 1) or any(
+    _parse_block_dims('block_dims_map', e) != (1, 1) for e in h.block_dims_map
+  )
   if h.granularity == 'unit' and uses_blocks:
-    fail('granularity', 'unit pruning cannot be combined with blocks '
-         '(block_height, block_width, block_dims_map); use one of them')
+    fail(
+      'granularity',
+      'unit pruning cannot be combined with blocks '
+      '(block_height, block_width, block_dims_map); use one of them',
+    )
   if h.sparsity_m_by_n is not None:
     n, m = h.sparsity_m_by_n
     if not 1 <= n < m:
@@ -529,8 +585,11 @@ def _validate(h: PruningHParams):
     if h.weight_sparsity_map:
       conflicts.append('weight_sparsity_map')
     if conflicts:
-      fail('sparsity_m_by_n', 'N:M sparsity fixes each weight\'s pattern and '
-           f'cannot be combined with {", ".join(conflicts)}; drop one')
+      fail(
+        'sparsity_m_by_n',
+        "N:M sparsity fixes each weight's pattern and "
+        f'cannot be combined with {", ".join(conflicts)}; drop one',
+      )
 
 
 def _top_level(text: str) -> Optional[str]:
@@ -555,13 +614,15 @@ def _top_level(text: str) -> Optional[str]:
 
 
 def _match_map(field: str, entries, weight_name: str) -> Optional[str]:
-  matches = [e for e in entries
-             if re.search(_split_entry(field, e)[0], weight_name)]
+  matches = [
+    e for e in entries if re.search(_split_entry(field, e)[0], weight_name)
+  ]
   if len(matches) > 1:
     raise errors.WeightMatchError(
-        f'Weight {weight_name!r} is matched by {len(matches)} entries of '
-        f'{field}: {matches}; make the regexes exclusive (e.g. anchor them '
-        'with ^ and $).')
+      f'Weight {weight_name!r} is matched by {len(matches)} entries of '
+      f'{field}: {matches}; make the regexes exclusive (e.g. anchor them '
+      'with ^ and $).'
+    )
   return matches[0] if matches else None
 
 

@@ -48,12 +48,14 @@ def keras_trainer(pruned: Any) -> Any:
   model = getattr(pruned, 'keras_model', None)
   if model is None:
     raise errors.UntraceableError(
-        f'keras_trainer needs a PrunedModel made by apply_pruning from a Keras '
-        f'model; got {type(pruned).__name__} {getattr(pruned, "name", "")!r}. '
-        'For other computations call pruned.conditional_mask_update('
-        'optimizer.iterations) in your own training step.')
-  base = next(cls for cls in tracing.keras_model_classes()
-              if isinstance(model, cls))
+      f'keras_trainer needs a PrunedModel made by apply_pruning from a Keras '
+      f'model; got {type(pruned).__name__} {getattr(pruned, "name", "")!r}. '
+      'For other computations call pruned.conditional_mask_update('
+      'optimizer.iterations) in your own training step.'
+    )
+  base = next(
+    cls for cls in tracing.keras_model_classes() if isinstance(model, cls)
+  )
   return _trainer_class(base)(pruned, model)
 
 
@@ -72,8 +74,9 @@ def _trainer_class(base):
 
     def call(self, inputs, training=None):  # pylint: disable=arguments-differ
       args = (inputs,) if len(self._signature) == 1 else tuple(inputs)
-      return self._pruned(*_as_signature(args, self._signature),
-                          training=_static_mode(training))
+      return self._pruned(
+        *_as_signature(args, self._signature), training=_static_mode(training)
+      )
 
     def compile(self, *args, **kwargs):  # pylint: disable=arguments-differ
       if 'jit_compile' in inspect.signature(base.compile).parameters:
@@ -83,12 +86,13 @@ def _trainer_class(base):
     def save(self, filepath, *args, **kwargs):  # pylint: disable=arguments-differ
       del args, kwargs
       raise errors.StripError(
-          f'{self.name} cannot be saved as a Keras model ({filepath!r}): it '
-          'runs a rewritten graph. Export the pruned model with '
-          'graph_prune.export_saved_model(pruned, dir) (masks folded) or '
-          'tf.saved_model.save(pruned, dir); to resume training, save '
-          'tf.train.Checkpoint(trainer=trainer), which holds the weights, '
-          'masks and optimizer.')
+        f'{self.name} cannot be saved as a Keras model ({filepath!r}): it '
+        'runs a rewritten graph. Export the pruned model with '
+        'graph_prune.export_saved_model(pruned, dir) (masks folded) or '
+        'tf.saved_model.save(pruned, dir); to resume training, save '
+        'tf.train.Checkpoint(trainer=trainer), which holds the weights, '
+        'masks and optimizer.'
+      )
 
     def train_step(self, data):
       logs = super().train_step(data)
@@ -108,10 +112,12 @@ def _as_signature(args, signature):
   specs = tf.nest.flatten(signature)
   if len(flat) != len(specs):
     raise errors.UntraceableError(
-        f'keras_trainer got {len(flat)} input tensors, but the pruned model '
-        f'takes {len(specs)}: {signature}; pass inputs of that structure.')
+      f'keras_trainer got {len(flat)} input tensors, but the pruned model '
+      f'takes {len(specs)}: {signature}; pass inputs of that structure.'
+    )
   return tf.nest.pack_sequence_as(
-      signature, [tf.cast(x, spec.dtype) for x, spec in zip(flat, specs)])
+    signature, [tf.cast(x, spec.dtype) for x, spec in zip(flat, specs)]
+  )
 
 
 def _static_mode(training):
@@ -121,6 +127,7 @@ def _static_mode(training):
   value = tf.get_static_value(training)
   if value is None:
     raise errors.UntraceableError(
-        f'keras_trainer needs training=True/False known when Keras traces its '
-        f'step, got the tensor {training!r}; pass a Python bool.')
+      f'keras_trainer needs training=True/False known when Keras traces its '
+      f'step, got the tensor {training!r}; pass a Python bool.'
+    )
   return bool(value)

@@ -31,6 +31,7 @@ from graph_prune import selection
 
 class MaskResult(NamedTuple):
   """A mask in the weight's shape and dtype, and the threshold that made it."""
+
   mask: tf.Tensor
   threshold: tf.Tensor
 
@@ -48,6 +49,7 @@ class MaskStructure:
     method: 'exact' or 'histogram'.
     nbins: histogram bins for `method='histogram'`.
   """
+
   granularity: str = 'weight'
   block_dims: Tuple[int, int] = (1, 1)
   pooling: str = 'AVG'
@@ -58,15 +60,18 @@ class MaskStructure:
   def __post_init__(self):
     if self.granularity not in ('weight', 'unit'):
       raise errors.MaskError(
-          f'granularity={self.granularity!r} is not weight or unit.')
+        f'granularity={self.granularity!r} is not weight or unit.'
+      )
     if self.pooling not in ('AVG', 'MAX'):
       raise errors.MaskError(f'pooling={self.pooling!r} is not AVG or MAX.')
     if self.method not in ('exact', 'histogram'):
       raise errors.MaskError(
-          f'method={self.method!r} is not exact or histogram.')
+        f'method={self.method!r} is not exact or histogram.'
+      )
     if any(d < 1 and d != -1 for d in self.block_dims):
       raise errors.MaskError(
-          f'block_dims={self.block_dims} needs dims >= 1 or -1.')
+        f'block_dims={self.block_dims} needs dims >= 1 or -1.'
+      )
     if self.granularity == 'unit' and self.uses_blocks:
       raise errors.MaskError('unit granularity cannot use blocks.')
 
@@ -75,9 +80,11 @@ class MaskStructure:
     return tuple(self.block_dims) != (1, 1)
 
 
-def structure_for(shape: Sequence[int], hparams: hparams_lib.PruningHParams,
-                  settings: hparams_lib.WeightSettings,
-                  ) -> Tuple[MaskStructure, str]:
+def structure_for(
+  shape: Sequence[int],
+  hparams: hparams_lib.PruningHParams,
+  settings: hparams_lib.WeightSettings,
+) -> Tuple[MaskStructure, str]:
   """The structure for a weight of `shape` under `hparams`.
 
   Like contrib, blocks apply only to weights that squeeze to rank 2; any
@@ -99,24 +106,28 @@ def structure_for(shape: Sequence[int], hparams: hparams_lib.PruningHParams,
   note = ''
   block_dims = tuple(settings.block_dims)
   if block_dims != (1, 1) and len(_squeezed(shape)) != 2:
-    note = (f'blocks {block_dims[0]}x{block_dims[1]} need a weight that '
-            f'squeezes to rank 2, shape {list(shape)} does not; pruned '
-            'elementwise (as contrib did)')
+    note = (
+      f'blocks {block_dims[0]}x{block_dims[1]} need a weight that '
+      f'squeezes to rank 2, shape {list(shape)} does not; pruned '
+      'elementwise (as contrib did)'
+    )
     block_dims = (1, 1)
   if hparams.granularity == 'unit' and len(shape) < 2:
     raise errors.MaskError(
-        f'Unit pruning needs a weight of rank >= 2, got shape {list(shape)}.')
+      f'Unit pruning needs a weight of rank >= 2, got shape {list(shape)}.'
+    )
   if hparams.sparsity_m_by_n is not None and len(shape) < 2:
     raise errors.MaskError(
-        f'sparsity_m_by_n needs a weight of rank >= 2, got shape '
-        f'{list(shape)}.')
+      f'sparsity_m_by_n needs a weight of rank >= 2, got shape {list(shape)}.'
+    )
   structure = MaskStructure(
-      granularity=hparams.granularity,
-      block_dims=block_dims,
-      pooling=hparams.block_pooling_function,
-      m_by_n=hparams.sparsity_m_by_n,
-      method=hparams.threshold_method,
-      nbins=hparams.nbins)
+    granularity=hparams.granularity,
+    block_dims=block_dims,
+    pooling=hparams.block_pooling_function,
+    m_by_n=hparams.sparsity_m_by_n,
+    method=hparams.threshold_method,
+    nbins=hparams.nbins,
+  )
   return structure, note
 
 
@@ -124,7 +135,8 @@ def _static_shape(shape) -> Tuple[int, ...]:
   dims = tf.TensorShape(shape)
   if not dims.is_fully_defined():
     raise errors.MaskError(
-        f'A weight to prune needs a fully defined shape, got {dims}.')
+      f'A weight to prune needs a fully defined shape, got {dims}.'
+    )
   return tuple(dims.as_list())
 
 
@@ -181,8 +193,9 @@ def _pool_blocks(magnitude: tf.Tensor, structure: MaskStructure) -> tf.Tensor:
   return tf.reduce_sum(padded, axis=[1, 3]) / counts
 
 
-def expand(keep: tf.Tensor, structure: MaskStructure, weight_shape,
-           dtype) -> tf.Tensor:
+def expand(
+  keep: tf.Tensor, structure: MaskStructure, weight_shape, dtype
+) -> tf.Tensor:
   """Expands a keep-grid of scores back to a mask of the weight's shape.
 
   Args:
@@ -222,9 +235,13 @@ def num_to_prune(num_scores, sparsity) -> tf.Tensor:
   return tf.cast(n - keep, tf.int32)
 
 
-def select(flat_scores: tf.Tensor, sparsity, structure: MaskStructure,
-           previous_threshold=None,
-           threshold_decay: float = 0.0) -> Tuple[tf.Tensor, tf.Tensor]:
+def select(
+  flat_scores: tf.Tensor,
+  sparsity,
+  structure: MaskStructure,
+  previous_threshold=None,
+  threshold_decay: float = 0.0,
+) -> Tuple[tf.Tensor, tf.Tensor]:
   """Chooses the scores to keep at `sparsity`.
 
   With `threshold_decay` d > 0 the threshold is smoothed as contrib did,
@@ -244,25 +261,33 @@ def select(flat_scores: tf.Tensor, sparsity, structure: MaskStructure,
   """
   if structure.method == 'histogram':
     keep, threshold = selection.histogram_prune(
-        flat_scores, tf.cast(sparsity, flat_scores.dtype), structure.nbins)
+      flat_scores, tf.cast(sparsity, flat_scores.dtype), structure.nbins
+    )
   else:
     keep, threshold = selection.prune_smallest(
-        flat_scores, num_to_prune(tf.size(flat_scores), sparsity))
+      flat_scores, num_to_prune(tf.size(flat_scores), sparsity)
+    )
   if not threshold_decay:
     return keep, threshold
-  previous = (tf.zeros_like(threshold) if previous_threshold is None
-              else tf.cast(previous_threshold, threshold.dtype))
+  previous = (
+    tf.zeros_like(threshold)
+    if previous_threshold is None
+    else tf.cast(previous_threshold, threshold.dtype)
+  )
   smoothed = (1.0 - threshold_decay) * threshold + threshold_decay * previous
   if structure.method == 'histogram':
     smoothed_keep = flat_scores > smoothed
   else:
     smoothed_keep = flat_scores >= smoothed
   smoothed_keep = tf.logical_or(
-      smoothed_keep,
-      tf.equal(tf.range(tf.size(flat_scores)),
-               tf.cast(tf.argmax(flat_scores), tf.int32)))
-  keep = tf.cond(tf.equal(smoothed, threshold), lambda: keep,
-                 lambda: smoothed_keep)
+    smoothed_keep,
+    tf.equal(
+      tf.range(tf.size(flat_scores)), tf.cast(tf.argmax(flat_scores), tf.int32)
+    ),
+  )
+  keep = tf.cond(
+    tf.equal(smoothed, threshold), lambda: keep, lambda: smoothed_keep
+  )
   return keep, smoothed
 
 
@@ -286,7 +311,8 @@ def m_by_n_mask(weight: tf.Tensor, n: int, m: int) -> tf.Tensor:
   perm = [i for i in range(rank) if i != axis] + [axis]
   inverse = [perm.index(i) for i in range(rank)]
   magnitude = tf.transpose(
-      tf.abs(tf.cast(weight, score_dtype(weight.dtype))), perm)
+    tf.abs(tf.cast(weight, score_dtype(weight.dtype))), perm
+  )
   channels = shape[axis]
   groups = -(-channels // m)
   pad = [[0, 0]] * (rank - 1) + [[0, groups * m - channels]]
@@ -310,23 +336,36 @@ def _check_finite(weight: tf.Tensor, name: Optional[str]) -> tf.Tensor:
   (a NaN or Inf, or finite weights that overflow it) does an exact test run.
   """
   label = f'weight {name!r}' if name else 'the weight'
-  wide = weight if weight.dtype in (tf.float32, tf.float64) else tf.cast(
-      weight, tf.float32)
+  wide = (
+    weight
+    if weight.dtype in (tf.float32, tf.float64)
+    else tf.cast(weight, tf.float32)
+  )
   finite = tf.cond(
-      tf.math.is_finite(tf.reduce_sum(wide)),
-      lambda: tf.constant(True),
-      lambda: tf.reduce_all(tf.math.is_finite(weight)))
-  check = tf.debugging.Assert(finite, [
+    tf.math.is_finite(tf.reduce_sum(wide)),
+    lambda: tf.constant(True),
+    lambda: tf.reduce_all(tf.math.is_finite(weight)),
+  )
+  check = tf.debugging.Assert(
+    finite,
+    [
       f'graph_prune: {label} holds NaN or Inf, so its pruning mask cannot be '
       'computed; training has diverged (lower the learning rate or clip '
-      'gradients) or the weight was loaded wrong'])
+      'gradients) or the weight was loaded wrong'
+    ],
+  )
   with tf.control_dependencies([check]):
     return tf.identity(weight)
 
 
-def compute_mask(weight: tf.Tensor, sparsity, structure: MaskStructure,
-                 previous_threshold=None, threshold_decay: float = 0.0,
-                 name: Optional[str] = None) -> MaskResult:
+def compute_mask(
+  weight: tf.Tensor,
+  sparsity,
+  structure: MaskStructure,
+  previous_threshold=None,
+  threshold_decay: float = 0.0,
+  name: Optional[str] = None,
+) -> MaskResult:
   """The mask of one weight at `sparsity` (layer scope).
 
   Args:
@@ -348,26 +387,38 @@ def compute_mask(weight: tf.Tensor, sparsity, structure: MaskStructure,
   if structure.m_by_n is not None:
     mask = m_by_n_mask(weight, *structure.m_by_n)
     return MaskResult(mask, tf.zeros([], score_dtype(weight.dtype)))
-  if (structure.method == 'exact' and not threshold_decay and
-      structure.granularity == 'weight' and not structure.uses_blocks):
+  if (
+    structure.method == 'exact'
+    and not threshold_decay
+    and structure.granularity == 'weight'
+    and not structure.uses_blocks
+  ):
     # Elementwise |w| without the |w| pass: prune_smallest ignores sign bits
     # and clears them inside its own passes (~22 ms saved per 67M weights).
     grid = tf.cast(weight, score_dtype(weight.dtype))
   else:
     grid = scores(weight, structure)
-  keep, threshold = select(tf.reshape(grid, [-1]), sparsity, structure,
-                           previous_threshold, threshold_decay)
+  keep, threshold = select(
+    tf.reshape(grid, [-1]),
+    sparsity,
+    structure,
+    previous_threshold,
+    threshold_decay,
+  )
   keep = tf.reshape(keep, tf.shape(grid))
-  return MaskResult(expand(keep, structure, weight.shape, weight.dtype),
-                    threshold)
+  return MaskResult(
+    expand(keep, structure, weight.shape, weight.dtype), threshold
+  )
 
 
-def compute_global_masks(weights: Sequence[tf.Tensor], sparsity,
-                         structures: Sequence[MaskStructure],
-                         previous_threshold=None,
-                         threshold_decay: float = 0.0,
-                         names: Optional[Sequence[str]] = None,
-                         ) -> Tuple[List[tf.Tensor], tf.Tensor]:
+def compute_global_masks(
+  weights: Sequence[tf.Tensor],
+  sparsity,
+  structures: Sequence[MaskStructure],
+  previous_threshold=None,
+  threshold_decay: float = 0.0,
+  names: Optional[Sequence[str]] = None,
+) -> Tuple[List[tf.Tensor], tf.Tensor]:
   """Masks of several weights from one threshold over all their scores.
 
   The scores of every weight are pooled together and `round(n * s)` of all n
@@ -389,38 +440,54 @@ def compute_global_masks(weights: Sequence[tf.Tensor], sparsity,
     raise errors.MaskError('Global pruning needs at least one weight.')
   if len(structures) != len(weights):
     raise errors.MaskError(
-        f'Got {len(weights)} weights but {len(structures)} structures.')
+      f'Got {len(weights)} weights but {len(structures)} structures.'
+    )
   if any(s.m_by_n is not None for s in structures):
     raise errors.MaskError('m-by-n sparsity cannot be pruned globally.')
   methods = {(s.method, s.nbins) for s in structures}
   if len(methods) != 1:
     raise errors.MaskError(
-        f'Global pruning needs one threshold method, got {sorted(methods)}.')
+      f'Global pruning needs one threshold method, got {sorted(methods)}.'
+    )
   names = list(names) if names is not None else [None] * len(weights)
-  dtype = (tf.float64 if any(score_dtype(w.dtype) == tf.float64
-                             for w in weights) else tf.float32)
+  dtype = (
+    tf.float64
+    if any(score_dtype(w.dtype) == tf.float64 for w in weights)
+    else tf.float32
+  )
   grids, flats = [], []
   for weight, structure, name in zip(weights, structures, names):
     weight = _check_finite(tf.convert_to_tensor(weight), name)
     grid = scores(weight, structure)
     grids.append(grid)
     flats.append(tf.cast(tf.reshape(grid, [-1]), dtype))
-  keep, threshold = select(tf.concat(flats, 0), sparsity, structures[0],
-                           previous_threshold, threshold_decay)
+  keep, threshold = select(
+    tf.concat(flats, 0),
+    sparsity,
+    structures[0],
+    previous_threshold,
+    threshold_decay,
+  )
   sizes = [int(g.shape.num_elements()) for g in grids]
   masks = []
   for part, grid, structure, weight in zip(
-      tf.split(keep, sizes), grids, structures, weights):
-    masks.append(expand(tf.reshape(part, tf.shape(grid)), structure,
-                        weight.shape, weight.dtype))
+    tf.split(keep, sizes), grids, structures, weights
+  ):
+    masks.append(
+      expand(
+        tf.reshape(part, tf.shape(grid)), structure, weight.shape, weight.dtype
+      )
+    )
   return masks, threshold
 
 
-def elementwise_mask(weight: tf.Tensor, sparsity, method: str = 'exact',
-                     nbins: int = 256) -> MaskResult:
+def elementwise_mask(
+  weight: tf.Tensor, sparsity, method: str = 'exact', nbins: int = 256
+) -> MaskResult:
   """Shortcut: the elementwise mask of one weight (what benchmarks time)."""
-  return compute_mask(weight, sparsity,
-                      MaskStructure(method=method, nbins=nbins))
+  return compute_mask(
+    weight, sparsity, MaskStructure(method=method, nbins=nbins)
+  )
 
 
 def mask_sparsity(mask: tf.Tensor) -> tf.Tensor:

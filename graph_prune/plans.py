@@ -29,6 +29,7 @@ class WeightPlan:
     scope: 'layer' (own threshold) or 'global' (the shared threshold).
     note: '' or why the structure differs from what was asked.
   """
+
   name: str
   shape: Tuple[int, ...]
   structure: masking.MaskStructure
@@ -37,8 +38,11 @@ class WeightPlan:
   note: str = ''
 
 
-def plan_weights(names: Sequence[str], shapes: Sequence[Sequence[int]],
-                 hparams: hparams_lib.PruningHParams) -> Tuple[WeightPlan, ...]:
+def plan_weights(
+  names: Sequence[str],
+  shapes: Sequence[Sequence[int]],
+  hparams: hparams_lib.PruningHParams,
+) -> Tuple[WeightPlan, ...]:
   """Resolves the per-weight settings of `hparams` for the given weights.
 
   Under `pruning_scope=global`, a weight with its own entry in
@@ -61,31 +65,44 @@ def plan_weights(names: Sequence[str], shapes: Sequence[Sequence[int]],
   for name, shape in zip(names, shapes):
     settings = hparams.weight_settings(name)
     structure, note = masking.structure_for(shape, hparams, settings)
-    scope = ('global' if hparams.pruning_scope == 'global' and
-             not settings.has_own_target else 'layer')
-    plans.append(WeightPlan(name=name, shape=tuple(shape), structure=structure,
-                            target_sparsity=settings.target_sparsity,
-                            scope=scope, note=note))
+    scope = (
+      'global'
+      if hparams.pruning_scope == 'global' and not settings.has_own_target
+      else 'layer'
+    )
+    plans.append(
+      WeightPlan(
+        name=name,
+        shape=tuple(shape),
+        structure=structure,
+        target_sparsity=settings.target_sparsity,
+        scope=scope,
+        note=note,
+      )
+    )
   return tuple(plans)
 
 
-def scheduled_sparsities(step, plans: Sequence[WeightPlan],
-                         hparams: hparams_lib.PruningHParams
-                         ) -> List[tf.Tensor]:
+def scheduled_sparsities(
+  step, plans: Sequence[WeightPlan], hparams: hparams_lib.PruningHParams
+) -> List[tf.Tensor]:
   """The schedule's sparsity at `step` for each planned weight."""
   by_target = {}
   for plan in plans:
     if plan.target_sparsity not in by_target:
       by_target[plan.target_sparsity] = schedule.sparsity_at(
-          step, hparams, plan.target_sparsity, dtype=tf.float64)
+        step, hparams, plan.target_sparsity, dtype=tf.float64
+      )
   return [by_target[plan.target_sparsity] for plan in plans]
 
 
-def compute_masks(weights: Sequence[tf.Tensor], sparsities: Sequence,
-                  plans: Sequence[WeightPlan],
-                  hparams: hparams_lib.PruningHParams,
-                  previous_thresholds: Optional[Sequence] = None,
-                  ) -> Tuple[List[tf.Tensor], List[tf.Tensor]]:
+def compute_masks(
+  weights: Sequence[tf.Tensor],
+  sparsities: Sequence,
+  plans: Sequence[WeightPlan],
+  hparams: hparams_lib.PruningHParams,
+  previous_thresholds: Optional[Sequence] = None,
+) -> Tuple[List[tf.Tensor], List[tf.Tensor]]:
   """New masks and thresholds of all planned weights.
 
   Masks are recomputed from the weights' values (not accumulated), as in
@@ -112,16 +129,22 @@ def compute_masks(weights: Sequence[tf.Tensor], sparsities: Sequence,
     if plan.scope == 'global':
       continue
     masks[i], thresholds[i] = masking.compute_mask(
-        weights[i], sparsities[i], plan.structure,
-        previous_threshold=previous_thresholds[i],
-        threshold_decay=hparams.threshold_decay, name=plan.name)
+      weights[i],
+      sparsities[i],
+      plan.structure,
+      previous_threshold=previous_thresholds[i],
+      threshold_decay=hparams.threshold_decay,
+      name=plan.name,
+    )
   if shared:
     shared_masks, threshold = masking.compute_global_masks(
-        [weights[i] for i in shared], sparsities[shared[0]],
-        [plans[i].structure for i in shared],
-        previous_threshold=previous_thresholds[shared[0]],
-        threshold_decay=hparams.threshold_decay,
-        names=[plans[i].name for i in shared])
+      [weights[i] for i in shared],
+      sparsities[shared[0]],
+      [plans[i].structure for i in shared],
+      previous_threshold=previous_thresholds[shared[0]],
+      threshold_decay=hparams.threshold_decay,
+      names=[plans[i].name for i in shared],
+    )
     for i, mask in zip(shared, shared_masks):
       masks[i] = mask
       thresholds[i] = threshold

@@ -29,13 +29,14 @@ from graph_prune import errors
 from graph_prune import hparams as hparams_lib
 from graph_prune import masking
 from graph_prune import passes as rewrite
+from graph_prune import plans as update
 from graph_prune import schedule
 from graph_prune import tracing
-from graph_prune import plans as update
 
 
 class Sparsity(NamedTuple):
   """Current mask sparsity: per weight name, and over all masked weights."""
+
   per_weight: Dict[str, tf.Tensor]
   overall: tf.Tensor
 
@@ -47,6 +48,7 @@ class _Untracked:
   module tracked it, SavedModel would see two signature candidates (it and
   `__call__`) and write no `serving_default`.
   """
+
   __slots__ = ('value',)
 
   def __init__(self, value):
@@ -57,13 +59,14 @@ class _Untracked:
 # tf.summary.scalar would do the same but needs the tensorboard package, which
 # TensorFlow no longer installs; tf.summary.write is core TensorFlow.
 _SCALAR_METADATA = tf.compat.v1.SummaryMetadata(
-    plugin_data=tf.compat.v1.SummaryMetadata.PluginData(
-        plugin_name='scalars')).SerializeToString()
+  plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name='scalars')
+).SerializeToString()
 
 
 def _scalar_summary(tag, value, step):
-  return tf.summary.write(tag, tf.cast(value, tf.float32), step=step,
-                          metadata=_SCALAR_METADATA)
+  return tf.summary.write(
+    tag, tf.cast(value, tf.float32), step=step, metadata=_SCALAR_METADATA
+  )
 
 
 def _variable(initial_value, name):
@@ -73,9 +76,12 @@ def _variable(initial_value, name):
   # (see `mask_update`); ONLY_FIRST_REPLICA makes a write made in replica
   # context copy the first replica's value to all. distribute.py explains.
   return tf.Variable(
-      initial_value, trainable=False, name=name,
-      synchronization=tf.VariableSynchronization.ON_WRITE,
-      aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+    initial_value,
+    trainable=False,
+    name=name,
+    synchronization=tf.VariableSynchronization.ON_WRITE,
+    aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+  )
 
 
 class PrunedModel(tf.Module):
@@ -92,12 +98,16 @@ class PrunedModel(tf.Module):
     plans: how each weight is pruned (`update.WeightPlan`).
   """
 
-  def __init__(self, traced: tracing.Traced,
-               hparams: hparams_lib.PruningHParams,
-               scan: 'rewrite.WeightScan', name: Optional[str] = None,
-               keras_model: Any = None,
-               training: Optional[bool] = False,
-               owners: Optional[Dict[int, Any]] = None):
+  def __init__(
+    self,
+    traced: tracing.Traced,
+    hparams: hparams_lib.PruningHParams,
+    scan: 'rewrite.WeightScan',
+    name: Optional[str] = None,
+    keras_model: Any = None,
+    training: Optional[bool] = False,
+    owners: Optional[Dict[int, Any]] = None,
+  ):
     """Creates the masks and rewrites `traced`; see `apply_pruning`.
 
     Args:
@@ -116,12 +126,14 @@ class PrunedModel(tf.Module):
     self.hparams = hparams
     candidates = tuple(scan.candidates)
     names = [c.name for c in candidates]
-    self.plans = update.plan_weights(names, [c.shape for c in candidates],
-                                     hparams)
+    self.plans = update.plan_weights(
+      names, [c.shape for c in candidates], hparams
+    )
     # Under a strategy the graph captured per-device copies; the model,
     # optimizer and checkpoints hold their distributed containers.
     self._weights = _Untracked(
-        [distribute.container(c.variable) for c in candidates])
+      [distribute.container(c.variable) for c in candidates]
+    )
     # Every captured variable is tracked, so that checkpoints and SavedModels
     # hold the model's own weights too: through the object the model itself
     # tracks (a Keras 3 variable wraps the tf.Variable the graph captured),
@@ -129,30 +141,40 @@ class PrunedModel(tf.Module):
     # once.
     owners = owners or {}
     self._model_variables = [
-        owners.get(id(v), v)
-        for v in map(distribute.container, traced.variables)]
+      owners.get(id(v), v) for v in map(distribute.container, traced.variables)
+    ]
     self.masks = [
-        _variable(tf.ones(c.shape, c.dtype), f'{c.name}/mask')
-        for c in candidates]
+      _variable(tf.ones(c.shape, c.dtype), f'{c.name}/mask') for c in candidates
+    ]
     self.thresholds = [
-        _variable(tf.zeros([], masking.score_dtype(c.dtype)),
-                  f'{c.name}/threshold') for c in candidates]
+      _variable(
+        tf.zeros([], masking.score_dtype(c.dtype)), f'{c.name}/threshold'
+      )
+      for c in candidates
+    ]
     self.last_mask_update_step = _variable(
-        tf.constant(0, tf.int64), f'{hparams.name}/last_mask_update_step')
+      tf.constant(0, tf.int64), f'{hparams.name}/last_mask_update_step'
+    )
     fn, self.report = rewrite.insert_masks(
-        traced, dict(zip(names, self.masks)), scan_result=scan)
+      traced, dict(zip(names, self.masks)), scan_result=scan
+    )
     self._fn = _Untracked(fn)
     self._training = training
     self._keras_model = _Untracked(keras_model)
     self._input_signature = _Untracked(traced.input_signature)
     self._mode_fns = _Untracked({})  # training mode -> rewritten tf.function
-    self._update_fn = _Untracked(tf.function(
-        lambda step: self._update(step) and None))
-    self.__call__ = tf.function(self._call,
-                                input_signature=traced.input_signature)
+    self._update_fn = _Untracked(
+      tf.function(lambda step: self._update(step) and None)
+    )
+    self.__call__ = tf.function(
+      self._call, input_signature=traced.input_signature
+    )
 
-  def __call__(self, *args,  # pylint: disable=method-hidden
-               training: Optional[bool] = None):
+  def __call__(
+    self,
+    *args,  # pylint: disable=method-hidden
+    training: Optional[bool] = None,
+  ):
     """Runs the pruned computation.
 
     Args:
@@ -187,23 +209,28 @@ class PrunedModel(tf.Module):
     """The rewritten graph of `training` mode, traced on first use."""
     if not isinstance(training, bool):
       raise errors.UntraceableError(
-          f'training must be None, True or False, got {training!r}; pass a '
-          'Python bool (each mode is a separate graph).')
+        f'training must be None, True or False, got {training!r}; pass a '
+        'Python bool (each mode is a separate graph).'
+      )
     functions = self._mode_fns.value
     if training not in functions:
       if self.keras_model is None:
         raise errors.UntraceableError(
-            f'training={training} selects the mode of a Keras model, but '
-            f'{self.name} was not traced from one; apply_pruning a function '
-            'of the wanted mode instead.')
+          f'training={training} selects the mode of a Keras model, but '
+          f'{self.name} was not traced from one; apply_pruning a function '
+          'of the wanted mode instead.'
+        )
       # Out of any tf.function being traced (the first call is usually in a
       # training step): tracing and rewriting build functions of their own.
       with tf.init_scope():
-        traced = tracing.trace(self.keras_model,
-                               input_signature=self.input_signature,
-                               training=training)
+        traced = tracing.trace(
+          self.keras_model,
+          input_signature=self.input_signature,
+          training=training,
+        )
         functions[training], _ = rewrite.insert_masks(
-            traced, {w.ref(): m for w, m in zip(self.weights, self.masks)})
+          traced, {w.ref(): m for w, m in zip(self.weights, self.masks)}
+        )
     return functions[training]
 
   @property
@@ -265,7 +292,8 @@ class PrunedModel(tf.Module):
     """
     if distribute.in_replica_context():
       return distribute.call_in_cross_replica_context(
-          self.conditional_mask_update, step)
+        self.conditional_mask_update, step
+      )
     step = tf.cast(step, tf.int64)
 
     def do_update():
@@ -275,15 +303,15 @@ class PrunedModel(tf.Module):
     if tf.executing_eagerly():
       return self._conditional_fn(step)
     return tf.cond(
-        schedule.should_update(step, self.last_mask_update_step,
-                               self.hparams),
-        do_update, lambda: tf.constant(False))
+      schedule.should_update(step, self.last_mask_update_step, self.hparams),
+      do_update,
+      lambda: tf.constant(False),
+    )
 
   @property
   def _conditional_fn(self):
     if not hasattr(self, '_conditional'):
-      self._conditional = _Untracked(
-          tf.function(self.conditional_mask_update))
+      self._conditional = _Untracked(tf.function(self.conditional_mask_update))
     return self._conditional.value
 
   def _update(self, step):
@@ -291,12 +319,19 @@ class PrunedModel(tf.Module):
     values = [w.read_value() for w in self.weights]
     sparsities = update.scheduled_sparsities(step, self.plans, self.hparams)
     masks, thresholds = update.compute_masks(
-        values, sparsities, self.plans, self.hparams,
-        previous_thresholds=[t.read_value() for t in self.thresholds])
-    ops = [var.assign(tf.cast(m, var.dtype))
-           for var, m in zip(self.masks, masks)]
-    ops += [var.assign(tf.cast(t, var.dtype))
-            for var, t in zip(self.thresholds, thresholds)]
+      values,
+      sparsities,
+      self.plans,
+      self.hparams,
+      previous_thresholds=[t.read_value() for t in self.thresholds],
+    )
+    ops = [
+      var.assign(tf.cast(m, var.dtype)) for var, m in zip(self.masks, masks)
+    ]
+    ops += [
+      var.assign(tf.cast(t, var.dtype))
+      for var, t in zip(self.thresholds, thresholds)
+    ]
     ops.append(self.last_mask_update_step.assign(step))
     return tf.group(ops)
 
@@ -327,23 +362,27 @@ class PrunedModel(tf.Module):
     step = tf.cast(step, tf.int64)
     current = self.sparsity()
     for plan, threshold in zip(self.plans, self.thresholds):
-      _scalar_summary(f'{plan.name}/sparsity', current.per_weight[plan.name],
-                        step=step)
+      _scalar_summary(
+        f'{plan.name}/sparsity', current.per_weight[plan.name], step=step
+      )
       _scalar_summary(f'{plan.name}/threshold', threshold, step=step)
     prefix = self.hparams.name
-    _scalar_summary(f'{prefix}/sparsity', self.scheduled_sparsity(step),
-                      step=step)
-    _scalar_summary(f'{prefix}/overall_sparsity', current.overall,
-                      step=step)
-    _scalar_summary(f'{prefix}/last_mask_update_step',
-                      self.last_mask_update_step, step=step)
+    _scalar_summary(
+      f'{prefix}/sparsity', self.scheduled_sparsity(step), step=step
+    )
+    _scalar_summary(f'{prefix}/overall_sparsity', current.overall, step=step)
+    _scalar_summary(
+      f'{prefix}/last_mask_update_step', self.last_mask_update_step, step=step
+    )
 
 
-def apply_pruning(graph_fn: Any,
-                  hparams: Union[str, hparams_lib.PruningHParams] = '',
-                  input_signature: Optional[Sequence[Any]] = None,
-                  training: Optional[bool] = False,
-                  name: Optional[str] = None) -> PrunedModel:
+def apply_pruning(
+  graph_fn: Any,
+  hparams: Union[str, hparams_lib.PruningHParams] = '',
+  input_signature: Optional[Sequence[Any]] = None,
+  training: Optional[bool] = False,
+  name: Optional[str] = None,
+) -> PrunedModel:
   """Masks every prunable weight of a TF2 computation.
 
   Args:
@@ -374,35 +413,54 @@ def apply_pruning(graph_fn: Any,
     hparams = hparams_lib.parse_hparams(hparams)
   elif not isinstance(hparams, hparams_lib.PruningHParams):
     raise errors.HParamTypeError(
-        f'hparams must be a spec string or a PruningHParams, got '
-        f'{type(hparams).__name__}.')
+      f'hparams must be a spec string or a PruningHParams, got '
+      f'{type(hparams).__name__}.'
+    )
   current = tf.distribute.get_strategy()
   distribute.check_strategy(current)
   if distribute.in_replica_context():
     raise errors.StrategyError(
-        'apply_pruning was called inside strategy.run; call it once under '
-        'strategy.scope(), where the model was built.')
-  traced = tracing.trace(graph_fn, input_signature=input_signature,
-                         training=training)
+      'apply_pruning was called inside strategy.run; call it once under '
+      'strategy.scope(), where the model was built.'
+    )
+  traced = tracing.trace(
+    graph_fn, input_signature=input_signature, training=training
+  )
   scan = rewrite.find_weights(traced, do_not_prune=hparams.do_not_prune)
   if not scan.candidates:
     seen = '; '.join(f'{s.name}: {s.reason}' for s in scan.skipped) or (
-        'it captures no variable')
+      'it captures no variable'
+    )
     raise errors.NoPrunableWeightsError(
-        f'{traced.name} has no prunable weight (a trainable float variable of '
-        f'rank >= 2 read by MatMul, Conv, Einsum or Gather). Seen: {seen}.')
+      f'{traced.name} has no prunable weight (a trainable float variable of '
+      f'rank >= 2 read by MatMul, Conv, Einsum or Gather). Seen: {seen}.'
+    )
   for entry in hparams.unmatched_map_entries([c.name for c in scan.candidates]):
-    logging.warning('graph_prune: hparam map entry %r matches no pruned '
-                    'weight of %s.', entry, traced.name)
+    logging.warning(
+      'graph_prune: hparam map entry %r matches no pruned weight of %s.',
+      entry,
+      traced.name,
+    )
   keras_model = graph_fn if tracing.is_keras_model(graph_fn) else None
   with _strategy_scope(current, scan, traced.name):
-    pruned = PrunedModel(traced, hparams, scan, name=name,
-                         keras_model=keras_model, training=training,
-                         owners=tracing.variable_owners(graph_fn))
+    pruned = PrunedModel(
+      traced,
+      hparams,
+      scan,
+      name=name,
+      keras_model=keras_model,
+      training=training,
+      owners=tracing.variable_owners(graph_fn),
+    )
   for plan in pruned.plans:
-    logging.info('graph_prune: masking %s %s, target sparsity %.4g, %s%s',
-                 plan.name, list(plan.shape), plan.target_sparsity,
-                 plan.scope, f' ({plan.note})' if plan.note else '')
+    logging.info(
+      'graph_prune: masking %s %s, target sparsity %.4g, %s%s',
+      plan.name,
+      list(plan.shape),
+      plan.target_sparsity,
+      plan.scope,
+      f' ({plan.note})' if plan.note else '',
+    )
   return pruned
 
 
@@ -419,16 +477,18 @@ def _strategy_scope(current, scan, what):
   if owner is None:
     if not default and current.num_replicas_in_sync > 1:
       raise errors.StrategyError(
-          f'The weights of {what} were created outside '
-          f'{type(current).__name__}.scope(); build the model under the '
-          'scope apply_pruning is called in.')
+        f'The weights of {what} were created outside '
+        f'{type(current).__name__}.scope(); build the model under the '
+        'scope apply_pruning is called in.'
+      )
     return contextlib.nullcontext()
   distribute.check_strategy(owner)
   if default:
     return owner.scope()
   if owner is not current:
     raise errors.StrategyError(
-        f'The weights of {what} were created under another '
-        f'{type(owner).__name__} than the current {type(current).__name__}; '
-        'call apply_pruning under the scope the model was built in.')
+      f'The weights of {what} were created under another '
+      f'{type(owner).__name__} than the current {type(current).__name__}; '
+      'call apply_pruning under the scope the model was built in.'
+    )
   return contextlib.nullcontext()

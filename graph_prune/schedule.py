@@ -10,9 +10,16 @@ import tensorflow as tf
 from graph_prune import hparams as hparams_lib
 
 
-def polynomial_sparsity(step, *, initial_sparsity: float, target_sparsity: float,
-                        begin_step: int, end_step: int,
-                        exponent: float, dtype=tf.float32) -> tf.Tensor:
+def polynomial_sparsity(
+  step,
+  *,
+  initial_sparsity: float,
+  target_sparsity: float,
+  begin_step: int,
+  end_step: int,
+  exponent: float,
+  dtype=tf.float32,
+) -> tf.Tensor:
   """Sparsity at `step` of contrib's polynomial schedule.
 
       p    = clip((step - begin_step) / (end_step - begin_step), 0, 1)
@@ -36,12 +43,17 @@ def polynomial_sparsity(step, *, initial_sparsity: float, target_sparsity: float
   p = (step - begin_step) / float(end_step - begin_step)
   p = tf.clip_by_value(p, 0.0, 1.0)
   sparsity = target_sparsity + (initial_sparsity - target_sparsity) * tf.pow(
-      1.0 - p, exponent)
+    1.0 - p, exponent
+  )
   return tf.cast(sparsity, dtype)
 
 
-def sparsity_at(step, hparams: hparams_lib.PruningHParams,
-                target_sparsity: float = None, dtype=tf.float32) -> tf.Tensor:
+def sparsity_at(
+  step,
+  hparams: hparams_lib.PruningHParams,
+  target_sparsity: float = None,
+  dtype=tf.float32,
+) -> tf.Tensor:
   """The schedule's sparsity at `step` for a weight with `target_sparsity`.
 
   A weight with its own target in `weight_sparsity_map` follows the same
@@ -61,16 +73,19 @@ def sparsity_at(step, hparams: hparams_lib.PruningHParams,
   if target_sparsity is None:
     target_sparsity = hparams.target_sparsity
   return polynomial_sparsity(
-      step,
-      initial_sparsity=hparams.initial_sparsity,
-      target_sparsity=target_sparsity,
-      begin_step=hparams.sparsity_function_begin_step,
-      end_step=hparams.sparsity_function_end_step,
-      exponent=hparams.sparsity_function_exponent, dtype=dtype)
+    step,
+    initial_sparsity=hparams.initial_sparsity,
+    target_sparsity=target_sparsity,
+    begin_step=hparams.sparsity_function_begin_step,
+    end_step=hparams.sparsity_function_end_step,
+    exponent=hparams.sparsity_function_exponent,
+    dtype=dtype,
+  )
 
 
-def should_update(step, last_update_step,
-                  hparams: hparams_lib.PruningHParams) -> tf.Tensor:
+def should_update(
+  step, last_update_step, hparams: hparams_lib.PruningHParams
+) -> tf.Tensor:
   """contrib's condition for a mask update at `step`.
 
       step >= begin_pruning_step

@@ -120,16 +120,19 @@ def prune_smallest(scores, num_prune):
   num_prune = _checked_num_prune(scores, num_prune)
   if scores.dtype == tf.float64:
     return _prune_smallest_by_sorting(scores, num_prune)
-  bits, threshold_bits, pruned_ties = _select_bits(_float32_bits(scores),
-                                                  num_prune)
+  bits, threshold_bits, pruned_ties = _select_bits(
+    _float32_bits(scores), num_prune
+  )
   # Scores equal to the threshold are pruned up to the last pruned tie.
   # Comparing flat indices too costs ~6 ms per 67M scores, so it only runs
   # when there are such ties.
   keep = tf.cond(
-      tf.size(pruned_ties) > 0,
-      lambda: _keep_after(bits, threshold_bits,
-                          tf.cast(pruned_ties[-1], tf.int32)),
-      lambda: _keep_from(bits, threshold_bits))
+    tf.size(pruned_ties) > 0,
+    lambda: _keep_after(
+      bits, threshold_bits, tf.cast(pruned_ties[-1], tf.int32)
+    ),
+    lambda: _keep_from(bits, threshold_bits),
+  )
   threshold = tf.bitcast(threshold_bits, tf.float32)
   return keep, tf.cast(threshold, scores.dtype)
 
@@ -176,7 +179,8 @@ def histogram_threshold(scores, sparsity, nbins=256):
   if not isinstance(nbins, int) or nbins < 1:
     raise ValueError(f'nbins must be an int >= 1, got {nbins!r}.')
   _, threshold, _ = _histogram_threshold_bits(
-      _float32_bits(scores), sparsity, nbins)
+    _float32_bits(scores), sparsity, nbins
+  )
   return _widen(threshold, scores.dtype)
 
 
@@ -205,7 +209,8 @@ def histogram_prune(scores, sparsity, nbins=256):
   if not isinstance(nbins, int) or nbins < 1:
     raise ValueError(f'nbins must be an int >= 1, got {nbins!r}.')
   bits, threshold, cut_bits = _histogram_threshold_bits(
-      _float32_bits(scores), sparsity, nbins)
+    _float32_bits(scores), sparsity, nbins
+  )
   return tf.greater(bits, cut_bits), _widen(threshold, scores.dtype)
 
 
@@ -220,12 +225,14 @@ def _widen(threshold, dtype):
 def _check_scores(scores):
   if not scores.dtype.is_floating:
     raise ValueError(
-        f'scores must be a float tensor, got dtype {scores.dtype.name}; '
-        'cast it to float32.')
+      f'scores must be a float tensor, got dtype {scores.dtype.name}; '
+      'cast it to float32.'
+    )
   if scores.shape.rank != 1:
     raise ValueError(
-        f'scores must be 1-D, got shape {scores.shape}; flatten it with '
-        'tf.reshape(scores, [-1]).')
+      f'scores must be 1-D, got shape {scores.shape}; flatten it with '
+      'tf.reshape(scores, [-1]).'
+    )
   if scores.shape[0] == 0:
     raise ValueError('scores must not be empty; there is nothing to prune.')
 
@@ -237,12 +244,14 @@ def _checked_num_prune(scores, num_prune):
   static = tf.get_static_value(num_prune)
   if static is not None and n is not None and not 0 <= int(static) < n:
     raise ValueError(
-        f'num_prune must be in [0, {n - 1}] for {n} scores, got {int(static)}; '
-        'at least one score must survive.')
+      f'num_prune must be in [0, {n - 1}] for {n} scores, got {int(static)}; '
+      'at least one score must survive.'
+    )
   num_prune = tf.cast(num_prune, tf.int32)
   if num_prune.shape.rank != 0:
     raise ValueError(
-        f'num_prune must be a scalar, got shape {num_prune.shape}.')
+      f'num_prune must be a scalar, got shape {num_prune.shape}.'
+    )
   return tf.clip_by_value(num_prune, 0, tf.size(scores) - 1)
 
 
@@ -270,7 +279,8 @@ def _canonical(bits):
 def _set_false(keep, indices):
   """Returns `keep` with the flat int64 `indices` set to False."""
   return tf.tensor_scatter_nd_update(
-      keep, indices[:, tf.newaxis], tf.zeros_like(indices, dtype=tf.bool))
+    keep, indices[:, tf.newaxis], tf.zeros_like(indices, dtype=tf.bool)
+  )
 
 
 # Full passes over the scores.
@@ -322,18 +332,26 @@ def _gather_range(bits, words, lo, hi):
   # word holding a candidate.
   word_index = tf.where(words)[:, 0]
   gathered = tf.size(word_index, out_type=tf.int64) * 8
-  values = _canonical(tf.concat(
-      [tf.reshape(tf.gather(tf.reshape(rows, [-1, 8]), word_index), [-1]),
-       tail], axis=0))
+  values = _canonical(
+    tf.concat(
+      [
+        tf.reshape(tf.gather(tf.reshape(rows, [-1, 8]), word_index), [-1]),
+        tail,
+      ],
+      axis=0,
+    )
+  )
   inside = tf.where(tf.logical_and(values >= lo, values <= hi))[:, 0]
   # Flat positions, computed for the values inside only: word_index[i // 8] * 8
   # + i % 8 within the gathered words, then the tail after the head. The
   # appended 0 keeps the gather in bounds for tail values.
-  word = tf.gather(tf.concat([word_index, [0]], axis=0),
-                   tf.minimum(inside // 8, gathered // 8))
+  word = tf.gather(
+    tf.concat([word_index, [0]], axis=0), tf.minimum(inside // 8, gathered // 8)
+  )
   head = tf.cast(tf.size(rows), tf.int64)
-  positions = tf.where(inside < gathered, word * 8 + inside % 8,
-                       head + inside - gathered)
+  positions = tf.where(
+    inside < gathered, word * 8 + inside % 8, head + inside - gathered
+  )
   return positions, tf.gather(values, inside)
 
 
@@ -364,13 +382,14 @@ def _select_bits(bits, k, canonical=False):
     candidates = bits
   elif n is not None and n < _SAMPLED_SIZE:
     bits, num_below, indices, candidates = _bucket_candidates(
-        _canonical(bits), k)
+      _canonical(bits), k
+    )
   else:
     bits, num_below, indices, candidates = _candidates(bits, k, canonical)
   k_in = k - num_below
   threshold_bits, num_less = _radix_select(candidates, k_in)
   ties = tf.boolean_mask(indices, tf.equal(candidates, threshold_bits))
-  return bits, threshold_bits, ties[:k_in - num_less]
+  return bits, threshold_bits, ties[: k_in - num_less]
 
 
 def _candidates(bits, k, canonical):
@@ -395,20 +414,22 @@ def _candidates(bits, k, canonical):
   lo, hi = _sample_bracket(bits, k)
   rows, tail = _split_rows(bits)
   scanned = _scan_words(tf.reshape(rows, [-1, 8]), lo, hi)
-  num_below = (_count_below(scanned) +
-               _count_true(tf.less(_canonical(tail), lo)))
+  num_below = _count_below(scanned) + _count_true(tf.less(_canonical(tail), lo))
   indices, values = _gather_range(
-      bits, tf.greater_equal(scanned, _FLAG), lo, hi)
+    bits, tf.greater_equal(scanned, _FLAG), lo, hi
+  )
   if canonical:
     signed = tf.logical_or(
-        tf.reduce_any(tf.not_equal(
-            tf.bitwise.bitwise_and(scanned, _SIGNED), 0)),
-        tf.reduce_any(tail < 0))
+      tf.reduce_any(tf.not_equal(tf.bitwise.bitwise_and(scanned, _SIGNED), 0)),
+      tf.reduce_any(tail < 0),
+    )
     bits = tf.cond(signed, lambda: _canonical(bits), lambda: bits)
   hit = tf.logical_and(num_below <= k, k < num_below + tf.size(values))
-  return tf.cond(hit,
-                 lambda: (bits, num_below, indices, values),
-                 lambda: _bucket_candidates(_canonical(bits), k))
+  return tf.cond(
+    hit,
+    lambda: (bits, num_below, indices, values),
+    lambda: _bucket_candidates(_canonical(bits), k),
+  )
 
 
 def _count_below(scanned):
@@ -448,11 +469,14 @@ def _scan_words(words, lo, hi):
   values = _canonical(words)
   below = tf.less(values, lo)
   flagged = tf.reduce_any(
-      tf.logical_and(tf.logical_not(below), values <= hi), axis=1)
+    tf.logical_and(tf.logical_not(below), values <= hi), axis=1
+  )
   signed = tf.reduce_any(words < 0, axis=1)
-  return (tf.reduce_sum(tf.cast(below, tf.uint8), axis=1) +
-          tf.cast(signed, tf.uint8) * _SIGNED +
-          tf.cast(flagged, tf.uint8) * _FLAG)
+  return (
+    tf.reduce_sum(tf.cast(below, tf.uint8), axis=1)
+    + tf.cast(signed, tf.uint8) * _SIGNED
+    + tf.cast(flagged, tf.uint8) * _FLAG
+  )
 
 
 @tf.function(jit_compile=True, autograph=False)
@@ -469,8 +493,9 @@ def _keep_after(bits, threshold, last_pruned):
   """
   values = _canonical(bits)
   later = tf.range(tf.size(bits)) > last_pruned
-  return tf.logical_or(values > threshold,
-                       tf.logical_and(tf.equal(values, threshold), later))
+  return tf.logical_or(
+    values > threshold, tf.logical_and(tf.equal(values, threshold), later)
+  )
 
 
 def _sample_bracket(bits, k):
@@ -494,8 +519,11 @@ def _sample_bracket(bits, k):
   bin_lo = _count_true(cumulative <= rank_lo)
   bin_hi = _count_true(cumulative <= rank_hi)
   lo = tf.where(rank_lo < 0, 0, bin_lo * (1 << _SAMPLE_SHIFT))
-  hi = tf.where(rank_hi >= tf.size(sample), _SIGN_MASK_32,
-                bin_hi * (1 << _SAMPLE_SHIFT) + ((1 << _SAMPLE_SHIFT) - 1))
+  hi = tf.where(
+    rank_hi >= tf.size(sample),
+    _SIGN_MASK_32,
+    bin_hi * (1 << _SAMPLE_SHIFT) + ((1 << _SAMPLE_SHIFT) - 1),
+  )
   return lo, hi
 
 
@@ -540,8 +568,9 @@ def _radix_select(values, k):
   shift = 31
   for level, width in enumerate(_RADIX_DIGITS):
     shift -= width
-    digit = tf.bitwise.bitwise_and(tf.bitwise.right_shift(values, shift),
-                                   (1 << width) - 1)
+    digit = tf.bitwise.bitwise_and(
+      tf.bitwise.right_shift(values, shift), (1 << width) - 1
+    )
     found, below = _locate(_bincount(digit, 1 << width), k)
     kth = kth * (1 << width) + found
     num_less += below
@@ -564,7 +593,8 @@ def _bincount(values, size):
   Calls the raw op: `tf.math.bincount` adds a `reduce_max` pass over `values`.
   """
   return tf.raw_ops.Bincount(
-      arr=values, size=size, weights=tf.constant([], tf.int32))
+    arr=values, size=size, weights=tf.constant([], tf.int32)
+  )
 
 
 def _count_true(condition):
@@ -575,8 +605,9 @@ def _prune_smallest_by_sorting(scores, k):
   """float64 path: a stable sort of the magnitude bits (int64, exact)."""
   bits = tf.bitwise.bitwise_and(tf.bitcast(scores, tf.int64), _SIGN_MASK_64)
   order = tf.argsort(bits, stable=True)
-  keep = _set_false(tf.ones_like(bits, dtype=tf.bool),
-                    tf.cast(order[:k], tf.int64))
+  keep = _set_false(
+    tf.ones_like(bits, dtype=tf.bool), tf.cast(order[:k], tf.int64)
+  )
   threshold = tf.bitcast(tf.gather(bits, order[k]), tf.float64)
   return keep, threshold
 
@@ -597,8 +628,9 @@ def _histogram_threshold_bits(bits, sparsity, nbins):
   rank = _first_count_reaching(sparsity, n)
   # j is the bin of the score of rank `rank - 1`; a rank of 0 means that no bin
   # is below the sparsity, a rank > n that all are (only if sparsity > 1).
-  bits, kth_bits, _ = _select_bits(bits, tf.clip_by_value(rank - 1, 0, n - 1),
-                                   canonical=True)
+  bits, kth_bits, _ = _select_bits(
+    bits, tf.clip_by_value(rank - 1, 0, n - 1), canonical=True
+  )
   max_bits = tf.reduce_max(bits)
   max_value = tf.bitcast(max_bits, tf.float32)
   step = tf.cast(max_value, tf.float64) / nbins
@@ -625,11 +657,13 @@ def _first_count_reaching(sparsity, n):
   """
   n32 = tf.cast(n, tf.float32)
   guess = tf.math.ceil(tf.cast(sparsity, tf.float64) * tf.cast(n, tf.float64))
-  guess = tf.cast(tf.clip_by_value(guess, 0.0, tf.cast(n + 1, tf.float64)),
-                  tf.int32)
+  guess = tf.cast(
+    tf.clip_by_value(guess, 0.0, tf.cast(n + 1, tf.float64)), tf.int32
+  )
   width = n // (1 << 22) + 2
   counts = guess + tf.range(-width, width + 1)
-  reaches = tf.logical_and(tf.cast(counts, tf.float32) / n32 >= sparsity,
-                           counts >= 0)
+  reaches = tf.logical_and(
+    tf.cast(counts, tf.float32) / n32 >= sparsity, counts >= 0
+  )
   reaches = tf.logical_or(reaches, counts > n)
   return tf.reduce_min(tf.where(reaches, counts, n + 1))

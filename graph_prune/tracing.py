@@ -37,15 +37,18 @@ class Traced:
       are the `tf.Variable`s behind the Keras variables (`keras_var.value`).
     name: a short description of what was traced, for messages.
   """
+
   concrete_function: Any
   input_signature: Tuple[Any, ...]
   variables: Tuple[tf.Variable, ...]
   name: str
 
 
-def trace(graph_fn: Any,
-          input_signature: Optional[Sequence[Any]] = None,
-          training: Optional[bool] = False) -> Traced:
+def trace(
+  graph_fn: Any,
+  input_signature: Optional[Sequence[Any]] = None,
+  training: Optional[bool] = False,
+) -> Traced:
   """Traces `graph_fn` into a single `ConcreteFunction`.
 
   Args:
@@ -87,23 +90,28 @@ def trace(graph_fn: Any,
   elif callable(graph_fn):
     if input_signature is None:
       raise errors.UntraceableError(
-          f'Cannot trace {name}: a plain Python callable needs an '
-          'input_signature; pass input_signature=[tf.TensorSpec(...), ...].')
+        f'Cannot trace {name}: a plain Python callable needs an '
+        'input_signature; pass input_signature=[tf.TensorSpec(...), ...].'
+      )
     cf = _trace_callable(graph_fn, input_signature, name)
   else:
     raise errors.UntraceableError(
-        f'Cannot trace {name}: expected a tf.function, a ConcreteFunction, a '
-        'Keras model or a Python callable.')
+      f'Cannot trace {name}: expected a tf.function, a ConcreteFunction, a '
+      'Keras model or a Python callable.'
+    )
 
   args_sig, kwargs_sig = cf.structured_input_signature
   if kwargs_sig:
     raise errors.UntraceableError(
-        f'Cannot trace {name}: its signature has keyword arguments '
-        f'{sorted(kwargs_sig)}; pass every input positionally.')
-  return Traced(concrete_function=cf,
-                input_signature=tuple(args_sig),
-                variables=_captured_variables(cf),
-                name=name)
+      f'Cannot trace {name}: its signature has keyword arguments '
+      f'{sorted(kwargs_sig)}; pass every input positionally.'
+    )
+  return Traced(
+    concrete_function=cf,
+    input_signature=tuple(args_sig),
+    variables=_captured_variables(cf),
+    name=name,
+  )
 
 
 def _trace_tf_function(fn, input_signature, name):
@@ -112,23 +120,25 @@ def _trace_tf_function(fn, input_signature, name):
       return fn.get_concrete_function(*input_signature)
     except (TypeError, ValueError) as e:
       raise errors.UntraceableError(
-          f'Cannot trace {name} with input_signature {input_signature}: {e}'
+        f'Cannot trace {name} with input_signature {input_signature}: {e}'
       ) from e
   if fn.input_signature is not None:
     return fn.get_concrete_function()
   raise errors.UntraceableError(
-      f'Cannot trace {name}: it is a polymorphic tf.function with no '
-      'input_signature; declare @tf.function(input_signature=[...]) or pass '
-      'input_signature=[tf.TensorSpec(...), ...].')
+    f'Cannot trace {name}: it is a polymorphic tf.function with no '
+    'input_signature; declare @tf.function(input_signature=[...]) or pass '
+    'input_signature=[tf.TensorSpec(...), ...].'
+  )
 
 
 def _trace_callable(fn: Callable[..., Any], input_signature, name):
   try:
-    return tf.function(fn, input_signature=list(input_signature),
-                       autograph=True).get_concrete_function()
+    return tf.function(
+      fn, input_signature=list(input_signature), autograph=True
+    ).get_concrete_function()
   except (TypeError, ValueError) as e:
     raise errors.UntraceableError(
-        f'Cannot trace {name} with input_signature {input_signature}: {e}'
+      f'Cannot trace {name} with input_signature {input_signature}: {e}'
     ) from e
 
 
@@ -146,8 +156,11 @@ def _captured_variables(cf) -> Tuple[tf.Variable, ...]:
 
 
 def _describe(graph_fn) -> str:
-  label = (getattr(graph_fn, 'name', None) or
-           getattr(graph_fn, '__name__', None) or type(graph_fn).__name__)
+  label = (
+    getattr(graph_fn, 'name', None)
+    or getattr(graph_fn, '__name__', None)
+    or type(graph_fn).__name__
+  )
   return f'{type(graph_fn).__name__} {label!r}'
 
 
@@ -155,7 +168,7 @@ def _describe(graph_fn) -> str:
 
 
 def keras_model_classes():
-  """Model classes of the Keras packages already imported (none imported here)."""
+  """Model classes of the Keras packages already imported (imports none)."""
   classes = []
   for module_name in ('keras', 'tf_keras'):
     module = sys.modules.get(module_name)
@@ -186,8 +199,9 @@ def variable_owners(obj) -> Dict[int, Any]:
     return owners  # a property that cannot run unbuilt: nothing to map
   for v in variables:
     value = getattr(v, 'value', None)
-    if (not isinstance(v, tf.Variable) and
-        isinstance(value, (tf.Variable, tf.distribute.DistributedValues))):
+    if not isinstance(v, tf.Variable) and isinstance(
+      value, (tf.Variable, tf.distribute.DistributedValues)
+    ):
       owners[id(value)] = v
   return owners
 
@@ -220,13 +234,16 @@ def _keras_input_signature(model, name):
   if shapes:
     dtype = getattr(model, 'input_dtype', None) or tf.float32
     return tuple(
-        tf.TensorSpec([None] + list(shape)[1:], dtype, name=arg)
-        for arg, shape in shapes.items())
+      tf.TensorSpec([None] + list(shape)[1:], dtype, name=arg)
+      for arg, shape in shapes.items()
+    )
   raise errors.UntraceableError(
-      f'Cannot find the inputs of {name}: it was never built or called; call '
-      'it once on real data or pass input_signature=[tf.TensorSpec(...)].')
+    f'Cannot find the inputs of {name}: it was never built or called; call '
+    'it once on real data or pass input_signature=[tf.TensorSpec(...)].'
+  )
 
 
 def _spec_of_symbolic(t):
-  return tf.TensorSpec(tuple(t.shape), tf.as_dtype(t.dtype),
-                       name=getattr(t, 'name', None))
+  return tf.TensorSpec(
+    tuple(t.shape), tf.as_dtype(t.dtype), name=getattr(t, 'name', None)
+  )

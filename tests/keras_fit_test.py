@@ -7,13 +7,13 @@ import tempfile
 
 from absl.testing import parameterized
 import keras
+import keras_fit_worker
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
 import graph_prune
 from graph_prune import errors
-import keras_fit_worker
 
 _KERAS = (('keras3', keras), ('tf_keras', tf_keras))
 _BATCH = 32
@@ -21,18 +21,22 @@ _EXAMPLES = 256  # 8 steps per epoch
 _EPOCHS = 4  # 32 steps
 # Updates at steps 8, 16, 24 and 32 (the last step of fit), reaching the
 # target at 32, so the final masks come from the final weights.
-_SPEC = ('target_sparsity=0.75,begin_pruning_step=0,end_pruning_step=40,'
-         'sparsity_function_begin_step=0,sparsity_function_end_step=32,'
-         'pruning_frequency=8')
+_SPEC = (
+  'target_sparsity=0.75,begin_pruning_step=0,end_pruning_step=40,'
+  'sparsity_function_begin_step=0,sparsity_function_end_step=32,'
+  'pruning_frequency=8'
+)
 
 
 def _mlp(k, seed=0):
   k.utils.set_random_seed(seed)
-  return k.Sequential([
+  return k.Sequential(
+    [
       k.Input((20,)),
       k.layers.Dense(32, activation='relu'),
       k.layers.Dense(3),
-  ])
+    ]
+  )
 
 
 def _data():
@@ -44,13 +48,15 @@ def _data():
 
 def _compile(k, model):
   model.compile(
-      optimizer=k.optimizers.Adam(0.01),
-      loss=k.losses.SparseCategoricalCrossentropy(from_logits=True))
+    optimizer=k.optimizers.Adam(0.01),
+    loss=k.losses.SparseCategoricalCrossentropy(from_logits=True),
+  )
 
 
 def _fit(model, x, y):
-  return model.fit(x, y, batch_size=_BATCH, epochs=_EPOCHS, shuffle=False,
-                   verbose=0).history['loss']
+  return model.fit(
+    x, y, batch_size=_BATCH, epochs=_EPOCHS, shuffle=False, verbose=0
+  ).history['loss']
 
 
 def _compiled_trainer(k, spec=_SPEC):
@@ -68,7 +74,9 @@ def _np_masks(kernels, sparsity):
   for w in kernels:
     flat = np.abs(w).ravel()
     mask = np.ones(flat.size, np.float32)
-    mask[np.argsort(flat, kind='stable')[:int(round(sparsity * flat.size))]] = 0
+    mask[
+      np.argsort(flat, kind='stable')[: int(round(sparsity * flat.size))]
+    ] = 0
     masks.append(mask.reshape(w.shape))
   return masks
 
@@ -80,13 +88,13 @@ def _np_forward(x, layers, masks):
 
 
 class KerasTrainerTest(parameterized.TestCase, tf.test.TestCase):
-
   def assertSameTraining(self, got, want):
     """(model, pruned) pairs: equal masks, weights within 1e-5."""
     for got_mask, want_mask in zip(got[1].masks, want[1].masks):
       self.assertAllEqual(got_mask.numpy(), want_mask.numpy())
-    for got_weight, want_weight in zip(got[0].get_weights(),
-                                       want[0].get_weights()):
+    for got_weight, want_weight in zip(
+      got[0].get_weights(), want[0].get_weights()
+    ):
       self.assertAllClose(got_weight, want_weight, atol=1e-5)
 
   @parameterized.named_parameters(*_KERAS)
@@ -98,8 +106,8 @@ class KerasTrainerTest(parameterized.TestCase, tf.test.TestCase):
 
     model = _mlp(k)
     pruned = graph_prune.apply_pruning(
-        model, 'target_sparsity=0.5,begin_pruning_step=1000,'
-        'end_pruning_step=2000')
+      model, 'target_sparsity=0.5,begin_pruning_step=1000,end_pruning_step=2000'
+    )
     trainer = graph_prune.keras_trainer(pruned)
     _compile(k, trainer)
     self.assertAllClose(_fit(trainer, x, y), expected, rtol=1e-5)
@@ -121,24 +129,31 @@ class KerasTrainerTest(parameterized.TestCase, tf.test.TestCase):
     for got, want in zip(pruned.masks, _np_masks(kernels, 0.75)):
       self.assertAllEqual(got.numpy(), want)
 
-    layers = [(layer.kernel.numpy(), layer.bias.numpy())
-              for layer in model.layers]
+    layers = [
+      (layer.kernel.numpy(), layer.bias.numpy()) for layer in model.layers
+    ]
     masks = [m.numpy() for m in pruned.masks]
-    self.assertAllClose(trainer.predict(x[:16], verbose=0),
-                        _np_forward(x[:16], layers, masks), atol=1e-5)
+    self.assertAllClose(
+      trainer.predict(x[:16], verbose=0),
+      _np_forward(x[:16], layers, masks),
+      atol=1e-5,
+    )
     logits = _np_forward(x, layers, masks)
     loss = trainer.evaluate(x, y, batch_size=_EXAMPLES, verbose=0)
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    self.assertAllClose(loss, -log_softmax[np.arange(_EXAMPLES), y].mean(),
-                        rtol=1e-5)
+    self.assertAllClose(
+      loss, -log_softmax[np.arange(_EXAMPLES), y].mean(), rtol=1e-5
+    )
 
   @parameterized.named_parameters(*_KERAS)
   def test_trainer_weights_are_the_models(self, k):
     model = _mlp(k)
     trainer = graph_prune.keras_trainer(graph_prune.apply_pruning(model))
-    self.assertEqual({id(w) for w in trainer.trainable_weights},
-                     {id(w) for w in model.trainable_weights})
+    self.assertEqual(
+      {id(w) for w in trainer.trainable_weights},
+      {id(w) for w in model.trainable_weights},
+    )
     self.assertLen(trainer.trainable_weights, 4)
 
   def test_mirrored_fit_matches_single_device_fit(self):
@@ -163,14 +178,22 @@ class KerasTrainerTest(parameterized.TestCase, tf.test.TestCase):
     first.fit(x, y, batch_size=_BATCH, epochs=2, shuffle=False, verbose=0)
     self.assertEqual(int(first_pruned.last_mask_update_step.numpy()), 16)
     path = tf.train.Checkpoint(trainer=first).save(
-        os.path.join(tempfile.mkdtemp(), 'ckpt'))
+      os.path.join(tempfile.mkdtemp(), 'ckpt')
+    )
     del first_model, first_pruned, first
 
     resumed_model, resumed_pruned, resumed = _compiled_trainer(k)
     tf.train.Checkpoint(trainer=resumed).restore(path)
     self.assertEqual(int(resumed_pruned.last_mask_update_step.numpy()), 16)
-    resumed.fit(x, y, batch_size=_BATCH, epochs=4, initial_epoch=2,
-                shuffle=False, verbose=0)
+    resumed.fit(
+      x,
+      y,
+      batch_size=_BATCH,
+      epochs=4,
+      initial_epoch=2,
+      shuffle=False,
+      verbose=0,
+    )
     self.assertEqual(int(resumed.optimizer.iterations.numpy()), 32)
     self.assertSameTraining((resumed_model, resumed_pruned), (model, pruned))
 
@@ -179,9 +202,10 @@ class KerasTrainerTest(parameterized.TestCase, tf.test.TestCase):
     trainer = graph_prune.keras_trainer(graph_prune.apply_pruning(_mlp(k)))
     path = os.path.join(tempfile.mkdtemp(), 'model.keras')
     with self.assertRaisesRegex(
-        errors.StripError,
-        r"cannot be saved as a Keras model \('.*model.keras'\).*"
-        'graph_prune.export_saved_model.*tf.train.Checkpoint'):
+      errors.StripError,
+      r"cannot be saved as a Keras model \('.*model.keras'\).*"
+      'graph_prune.export_saved_model.*tf.train.Checkpoint',
+    ):
       trainer.save(path)
     self.assertIsInstance(errors.StripError('x'), ValueError)
 
@@ -192,11 +216,12 @@ class KerasTrainerTest(parameterized.TestCase, tf.test.TestCase):
     xb = rng.random((64, 3), dtype=np.float32)
     y = rng.random((64, 2), dtype=np.float32)
     a, b = k.Input((4,)), k.Input((3,))
-    joined = k.layers.Concatenate()([k.layers.Dense(8)(a), k.layers.Dense(8)(b)])
+    joined = k.layers.Concatenate()(
+      [k.layers.Dense(8)(a), k.layers.Dense(8)(b)]
+    )
     two_input = k.Model([a, b], k.layers.Dense(2)(joined))
 
     class Subclassed(k.Model):
-
       def __init__(self):
         super().__init__()
         self.hidden = k.layers.Dense(8, activation='relu')
@@ -207,8 +232,10 @@ class KerasTrainerTest(parameterized.TestCase, tf.test.TestCase):
 
     subclassed = Subclassed()
     subclassed(xa)
-    spec = ('target_sparsity=0.5,begin_pruning_step=0,end_pruning_step=8,'
-            'sparsity_function_end_step=8,pruning_frequency=4')
+    spec = (
+      'target_sparsity=0.5,begin_pruning_step=0,end_pruning_step=8,'
+      'sparsity_function_end_step=8,pruning_frequency=4'
+    )
     for model, x in ((two_input, [xa, xb]), (subclassed, xa)):
       pruned = graph_prune.apply_pruning(model, spec)
       trainer = graph_prune.keras_trainer(pruned)
@@ -216,14 +243,15 @@ class KerasTrainerTest(parameterized.TestCase, tf.test.TestCase):
       trainer.fit(x, y, batch_size=8, epochs=1, verbose=0)
       self.assertEqual(int(pruned.last_mask_update_step.numpy()), 8)
       for mask in pruned.masks:
-        self.assertEqual(int((mask.numpy() == 0).sum()),
-                         round(0.5 * mask.shape.num_elements()))
+        self.assertEqual(
+          int((mask.numpy() == 0).sum()), round(0.5 * mask.shape.num_elements())
+        )
       self.assertAllClose(trainer.predict(x, verbose=0), pruned(x))
-    with self.assertRaisesRegex(errors.UntraceableError,
-                                'got 1 input tensors, but the pruned model '
-                                'takes 2'):
-      graph_prune.keras_trainer(graph_prune.apply_pruning(two_input))(
-          (xa,))
+    with self.assertRaisesRegex(
+      errors.UntraceableError,
+      'got 1 input tensors, but the pruned model takes 2',
+    ):
+      graph_prune.keras_trainer(graph_prune.apply_pruning(two_input))((xa,))
 
   @parameterized.named_parameters(*_KERAS)
   def test_training_mode_must_be_static(self, k):
@@ -231,21 +259,32 @@ class KerasTrainerTest(parameterized.TestCase, tf.test.TestCase):
     model = _mlp(k)
     pruned = graph_prune.apply_pruning(model)
     trainer = graph_prune.keras_trainer(pruned)
-    self.assertAllClose(trainer(x[:4], training=tf.constant(True)),
-                        pruned(x[:4], training=True))
+    self.assertAllClose(
+      trainer(x[:4], training=tf.constant(True)), pruned(x[:4], training=True)
+    )
     mode = tf.function(
-        lambda x, t: trainer(x, training=t),
-        input_signature=[tf.TensorSpec([None, 20]), tf.TensorSpec([], tf.bool)],
-        autograph=False)
-    with self.assertRaisesRegex(errors.UntraceableError,
-                                'known when Keras traces its step'):
+      lambda x, t: trainer(x, training=t),
+      input_signature=[tf.TensorSpec([None, 20]), tf.TensorSpec([], tf.bool)],
+      autograph=False,
+    )
+    with self.assertRaisesRegex(
+      errors.UntraceableError, 'known when Keras traces its step'
+    ):
       mode.get_concrete_function()
 
   def test_two_replica_fit_matches_single_device_fit(self):
     out = os.path.join(tempfile.mkdtemp(), 'two.npz')
     subprocess.run(
-        [sys.executable, keras_fit_worker.__file__, '--num_cpu_devices=2',
-         f'--out={out}'], check=True, timeout=300, capture_output=True)
+      [
+        sys.executable,
+        keras_fit_worker.__file__,
+        '--num_cpu_devices=2',
+        f'--out={out}',
+      ],
+      check=True,
+      timeout=300,
+      capture_output=True,
+    )
     two = dict(np.load(out))
     one = keras_fit_worker.fit_and_record(tf.distribute.get_strategy())
     self.assertEqual(int(two['num_replicas']), 2)
@@ -255,21 +294,25 @@ class KerasTrainerTest(parameterized.TestCase, tf.test.TestCase):
       self.assertLen(copies, 2)
       self.assertAllEqual(copies[0], copies[1])
       self.assertAllEqual(copies[0], one[f'mask_{i}'][0])
-      self.assertEqual(int((copies[0] == 0).sum()),
-                       round(0.75 * copies[0].size))
+      self.assertEqual(
+        int((copies[0] == 0).sum()), round(0.75 * copies[0].size)
+      )
     for i in range(4):
       self.assertAllClose(two[f'weight_{i}'], one[f'weight_{i}'], atol=1e-5)
 
   def test_needs_a_keras_model(self):
     module = tf.Module()
     module.w = tf.Variable(tf.ones([4, 3]))
-    fn = tf.function(lambda x: tf.matmul(x, module.w),
-                     input_signature=[tf.TensorSpec([None, 4])])
+    fn = tf.function(
+      lambda x: tf.matmul(x, module.w),
+      input_signature=[tf.TensorSpec([None, 4])],
+    )
     pruned = graph_prune.apply_pruning(fn)
     with self.assertRaisesRegex(
-        errors.UntraceableError,
-        'needs a PrunedModel made by apply_pruning from a Keras model.*'
-        'conditional_mask_update'):
+      errors.UntraceableError,
+      'needs a PrunedModel made by apply_pruning from a Keras model.*'
+      'conditional_mask_update',
+    ):
       graph_prune.keras_trainer(pruned)
     with self.assertRaises(ValueError):
       graph_prune.keras_trainer(object())

@@ -12,8 +12,10 @@ import tf_keras
 
 import graph_prune
 
-_SPEC = ('target_sparsity=0.75,begin_pruning_step=0,end_pruning_step=10,'
-         'sparsity_function_end_step=10')
+_SPEC = (
+  'target_sparsity=0.75,begin_pruning_step=0,end_pruning_step=10,'
+  'sparsity_function_end_step=10'
+)
 
 
 def _mixed_mlp(k):
@@ -21,11 +23,13 @@ def _mixed_mlp(k):
   saved = k.mixed_precision.global_policy()
   k.mixed_precision.set_global_policy('mixed_float16')
   try:
-    return k.Sequential([
+    return k.Sequential(
+      [
         k.Input((8,)),
         k.layers.Dense(16, activation='relu'),
         k.layers.Dense(4, dtype='float32'),
-    ])
+      ]
+    )
   finally:
     k.mixed_precision.set_global_policy(saved)
 
@@ -37,7 +41,6 @@ def _np_forward(x, layers, masks):
 
 
 class MixedPrecisionTest(parameterized.TestCase, tf.test.TestCase):
-
   @parameterized.named_parameters(('keras3', keras), ('tf_keras', tf_keras))
   def test_float32_kernels_masked_outputs_and_gradients(self, k):
     model = _mixed_mlp(k)
@@ -49,16 +52,18 @@ class MixedPrecisionTest(parameterized.TestCase, tf.test.TestCase):
     for mask, kernel in zip(pruned.masks, kernels):
       flat = np.abs(kernel).ravel()
       want = np.ones(flat.size, np.float32)
-      want[np.argsort(flat, kind='stable')[:round(0.75 * flat.size)]] = 0
+      want[np.argsort(flat, kind='stable')[: round(0.75 * flat.size)]] = 0
       self.assertAllEqual(mask.numpy(), want.reshape(kernel.shape))
 
     x = np.random.RandomState(1).rand(5, 8).astype(np.float32)
-    layers = [(layer.kernel.numpy(), layer.bias.numpy())
-              for layer in model.layers]
+    layers = [
+      (layer.kernel.numpy(), layer.bias.numpy()) for layer in model.layers
+    ]
     masks = [m.numpy() for m in pruned.masks]
     # float16 compute: tolerance of half precision.
-    self.assertAllClose(pruned(x), _np_forward(x, layers, masks),
-                        atol=2e-2, rtol=2e-2)
+    self.assertAllClose(
+      pruned(x), _np_forward(x, layers, masks), atol=2e-2, rtol=2e-2
+    )
 
     with tf.GradientTape() as tape:
       loss = tf.reduce_sum(tf.cast(pruned(x), tf.float32))
@@ -66,8 +71,9 @@ class MixedPrecisionTest(parameterized.TestCase, tf.test.TestCase):
     for grad, mask in zip(grads, masks):
       self.assertIsNotNone(grad)
       self.assertEqual(grad.dtype, tf.float32)
-      self.assertAllEqual(grad.numpy()[mask == 0],
-                          np.zeros(int((mask == 0).sum()), np.float32))
+      self.assertAllEqual(
+        grad.numpy()[mask == 0], np.zeros(int((mask == 0).sum()), np.float32)
+      )
       self.assertGreater(np.abs(grad.numpy()[mask == 1]).sum(), 0)
 
 

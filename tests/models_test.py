@@ -10,13 +10,22 @@ from graph_prune.train import models
 
 
 class ModelsTest(parameterized.TestCase, tf.test.TestCase):
-
   @parameterized.named_parameters(
-      ('mlp', 'mlp', ['dense_1', 'dense_2', 'dense_3', 'dense_4', 'logits']),
-      ('cnn', 'cnn', ['conv_1', 'depthwise_1', 'pointwise_1', 'dense_1',
-                      'logits']),
-      ('lstm', 'lstm', ['lstm_1/lstm_cell/kernel',
-                        'lstm_1/lstm_cell/recurrent_kernel', 'logits']),
+    ('mlp', 'mlp', ['dense_1', 'dense_2', 'dense_3', 'dense_4', 'logits']),
+    (
+      'cnn',
+      'cnn',
+      ['conv_1', 'depthwise_1', 'pointwise_1', 'dense_1', 'logits'],
+    ),
+    (
+      'lstm',
+      'lstm',
+      [
+        'lstm_1/lstm_cell/kernel',
+        'lstm_1/lstm_cell/recurrent_kernel',
+        'logits',
+      ],
+    ),
   )
   def test_builds_logits_and_every_kernel_is_pruned(self, name, layers):
     model = models.build(name, (8, 8), num_classes=10, seed=0)
@@ -31,8 +40,9 @@ class ModelsTest(parameterized.TestCase, tf.test.TestCase):
   def test_mlp_is_the_classic_one(self):
     model = models.build('mlp', (28, 28), num_classes=10)
     kernels = [tuple(v.shape) for v in model.weights if 'kernel' in v.path]
-    self.assertEqual(kernels, [(784, 1000), (1000, 1000), (1000, 500),
-                               (500, 200), (200, 10)])
+    self.assertEqual(
+      kernels, [(784, 1000), (1000, 1000), (1000, 500), (500, 200), (200, 10)]
+    )
 
   def test_same_seed_same_weights(self):
     a = models.build('cnn', (8, 8, 1), 10, seed=3).get_weights()
@@ -43,8 +53,9 @@ class ModelsTest(parameterized.TestCase, tf.test.TestCase):
     self.assertNotAllClose(a[0], c[0])
 
   def test_unknown_model(self):
-    with self.assertRaisesRegex(errors.UnknownModelError,
-                                "'resnet'.*mlp, cnn, lstm"):
+    with self.assertRaisesRegex(
+      errors.UnknownModelError, "'resnet'.*mlp, cnn, lstm"
+    ):
       models.build('resnet', (8, 8), 10)
 
   def test_cnn_needs_images(self):

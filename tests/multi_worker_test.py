@@ -13,27 +13,29 @@ import os
 import shutil
 import tempfile
 
+import multi_worker_worker as worker
 import numpy as np
 import tensorflow as tf
 
-from graph_prune.train import strategies
 from graph_prune.export import strip as stripping
-import multi_worker_worker as worker
+from graph_prune.train import strategies
 
 _STEPS = 200
 
 
 class MultiWorkerTest(tf.test.TestCase):
-
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.out = worker.launch_in_temp_dir('multi_worker', num_workers=2,
-                                        args=[f'--steps={_STEPS}'])
-    cls.workers = [dict(np.load(os.path.join(cls.out, f'worker_{i}.npz')))
-                   for i in range(2)]
-    cls.reference = worker.state(*worker.train(
-        strategies.make_strategy('default'), _STEPS))
+    cls.out = worker.launch_in_temp_dir(
+      'multi_worker', num_workers=2, args=[f'--steps={_STEPS}']
+    )
+    cls.workers = [
+      dict(np.load(os.path.join(cls.out, f'worker_{i}.npz'))) for i in range(2)
+    ]
+    cls.reference = worker.state(
+      *worker.train(strategies.make_strategy('default'), _STEPS)
+    )
 
   @classmethod
   def tearDownClass(cls):
@@ -52,29 +54,33 @@ class MultiWorkerTest(tf.test.TestCase):
     for i in range(3):
       self.assertAllEqual(first[f'mask_{i}'], second[f'mask_{i}'])
       self.assertAllEqual(first[f'mask_{i}'], self.reference[f'mask_{i}'])
-      self.assertAllClose(first[f'threshold_{i}'],
-                          self.reference[f'threshold_{i}'], atol=1e-6)
+      self.assertAllClose(
+        first[f'threshold_{i}'], self.reference[f'threshold_{i}'], atol=1e-6
+      )
     self.assertAllClose(1 - first['mask_0'].mean(), 0.8, atol=0.01)
 
   def test_weights_equal_single_device(self):
     first, second = self.workers
     for i in range(6):
       self.assertAllEqual(first[f'weight_{i}'], second[f'weight_{i}'])
-      self.assertAllClose(first[f'weight_{i}'], self.reference[f'weight_{i}'],
-                          atol=1e-5)
+      self.assertAllClose(
+        first[f'weight_{i}'], self.reference[f'weight_{i}'], atol=1e-5
+      )
 
   def test_only_the_chief_keeps_a_checkpoint(self):
     self.assertTrue(str(self.workers[0]['checkpoint']).startswith(self.out))
     self.assertEqual(
-        sorted(os.path.basename(p) for p in glob.glob(f'{self.out}/*ckpt*')),
-        ['ckpt-1.data-00000-of-00001', 'ckpt-1.index'])
+      sorted(os.path.basename(p) for p in glob.glob(f'{self.out}/*ckpt*')),
+      ['ckpt-1.data-00000-of-00001', 'ckpt-1.index'],
+    )
     self.assertEmpty(glob.glob(f'{self.out}/worker_1_tmp*'))
 
   def test_checkpoint_restores_on_one_device_and_exports(self):
     chief = self.workers[0]
     model, pruned, optimizer = worker.build(strategies.make_strategy('default'))
     worker.checkpoint(model, pruned, optimizer).restore(
-        str(chief['checkpoint'])).assert_existing_objects_matched()
+      str(chief['checkpoint'])
+    ).assert_existing_objects_matched()
     self.assertEqual(int(optimizer.iterations.numpy()), _STEPS)
     for i, mask in enumerate(pruned.masks):
       self.assertAllEqual(mask.numpy()[None], chief[f'mask_{i}'])
@@ -88,8 +94,9 @@ class MultiWorkerTest(tf.test.TestCase):
     stripping.export_saved_model(pruned, export)
     loaded = tf.saved_model.load(export)  # keeps the variables alive
     serve = loaded.signatures['serving_default']
-    self.assertAllClose(list(serve(tf.constant(x)).values())[0],
-                        chief['outputs'], atol=1e-6)
+    self.assertAllClose(
+      list(serve(tf.constant(x)).values())[0], chief['outputs'], atol=1e-6
+    )
 
 
 if __name__ == '__main__':

@@ -40,8 +40,10 @@ import time
 
 import numpy as np
 
-SPEC = ('target_sparsity=0.8,begin_pruning_step=0,end_pruning_step=150,'
-        'pruning_frequency=10,sparsity_function_end_step=100')
+SPEC = (
+  'target_sparsity=0.8,begin_pruning_step=0,end_pruning_step=150,'
+  'pruning_frequency=10,sparsity_function_end_step=100'
+)
 GLOBAL_BATCH = 32
 
 
@@ -55,15 +57,19 @@ def data():
 def build(strategy):
   """Model, pruned model and optimizer, created under `strategy.scope()`."""
   import keras
+
   import graph_prune
+
   with strategy.scope():
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
+    model = keras.Sequential(
+      [
         keras.Input((12,)),
         keras.layers.Dense(32, activation='relu', name='d1'),
         keras.layers.Dense(16, activation='relu', name='d2'),
         keras.layers.Dense(4, name='out'),
-    ])
+      ]
+    )
     pruned = graph_prune.apply_pruning(model, SPEC)
     optimizer = keras.optimizers.SGD(0.05, momentum=0.9)
   return model, pruned, optimizer
@@ -76,20 +82,23 @@ def train(strategy, steps, objects=None):
     (model, pruned, optimizer, steps at which the masks were updated).
   """
   import keras
-  from graph_prune import distribute
+
   from graph_prune.train import strategies
+
   model, pruned, optimizer = objects or build(strategy)
-  loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True,
-                                                    reduction=None)
-  step = strategies.make_train_step(strategy, pruned,
-                                    model.trainable_variables, optimizer, loss,
-                                    GLOBAL_BATCH)
+  loss = keras.losses.SparseCategoricalCrossentropy(
+    from_logits=True, reduction=None
+  )
+  step = strategies.make_train_step(
+    strategy, pruned, model.trainable_variables, optimizer, loss, GLOBAL_BATCH
+  )
   x, y = data()
   updates = []
   for _ in range(steps):
     i = (int(optimizer.iterations.numpy()) * GLOBAL_BATCH) % len(x)
-    xb, yb = strategies.distribute_batch(strategy, x[i:i + GLOBAL_BATCH],
-                                         y[i:i + GLOBAL_BATCH])
+    xb, yb = strategies.distribute_batch(
+      strategy, x[i : i + GLOBAL_BATCH], y[i : i + GLOBAL_BATCH]
+    )
     _, updated = step(xb, yb)
     if bool(updated):
       updates.append(int(optimizer.iterations.numpy()))
@@ -99,15 +108,21 @@ def train(strategy, steps, objects=None):
 def state(model, pruned, optimizer, updates):
   """Every local copy of the masks, thresholds and weights, as arrays."""
   from graph_prune import distribute
-  result = {'updates': np.array(updates, np.int64),
-            'iterations': np.array(int(optimizer.iterations.numpy())),
-            'outputs': np.asarray(pruned(data()[0][:64]))}
-  for kind, variables in (('mask', pruned.masks),
-                          ('threshold', pruned.thresholds),
-                          ('weight', [v.value for v in model.weights])):
+
+  result = {
+    'updates': np.array(updates, np.int64),
+    'iterations': np.array(int(optimizer.iterations.numpy())),
+    'outputs': np.asarray(pruned(data()[0][:64])),
+  }
+  for kind, variables in (
+    ('mask', pruned.masks),
+    ('threshold', pruned.thresholds),
+    ('weight', [v.value for v in model.weights]),
+  ):
     for i, v in enumerate(variables):
       result[f'{kind}_{i}'] = np.stack(
-          [c.numpy() for c in distribute.local_copies(v)])
+        [c.numpy() for c in distribute.local_copies(v)]
+      )
   return result
 
 
@@ -120,10 +135,12 @@ def replica_check(strategy, model, pruned):
   over replicas: the pruned outputs, the gradients of the summed loss on the
   replica's slice, and every copy of the weights and masks.
   """
-  from graph_prune.train import strategies
   import keras
   import tensorflow as tf
+
   from graph_prune import distribute
+  from graph_prune.train import strategies
+
   rng = np.random.RandomState(7)
   kernel = distribute.local_copies(model.layers[0].kernel.value)
   mask = distribute.local_copies(pruned.masks[0])
@@ -131,8 +148,9 @@ def replica_check(strategy, model, pruned):
   kernel[1].assign(kernel[1] + 0.5)
   mask[1].assign((rng.rand(*mask[1].shape) < 0.5).astype(np.float32))
   bias[1].assign(bias[1] + 1.0)
-  loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True,
-                                                       reduction=None)
+  loss_fn = keras.losses.SparseCategoricalCrossentropy(
+    from_logits=True, reduction=None
+  )
   variables = model.trainable_variables
 
   def per_replica(xb, yb):
@@ -142,10 +160,10 @@ def replica_check(strategy, model, pruned):
     return outputs, tape.gradient(loss, variables)
 
   x, y = data()
-  inputs = strategies.distribute_batch(strategy, x[:GLOBAL_BATCH],
-                                       y[:GLOBAL_BATCH])
-  results = tf.function(lambda a, b: strategy.run(per_replica, (a, b)))(
-      *inputs)
+  inputs = strategies.distribute_batch(
+    strategy, x[:GLOBAL_BATCH], y[:GLOBAL_BATCH]
+  )
+  results = tf.function(lambda a, b: strategy.run(per_replica, (a, b)))(*inputs)
   local = strategy.experimental_local_results
   outputs, grads = results
   check = {'check_outputs': np.stack(local(outputs))}
@@ -153,18 +171,22 @@ def replica_check(strategy, model, pruned):
     check[f'check_grad_{i}'] = np.stack(local(grad))
   for i, v in enumerate(variables):
     check[f'check_weight_{i}'] = np.stack(
-        [c.numpy() for c in distribute.local_copies(v.value)])
+      [c.numpy() for c in distribute.local_copies(v.value)]
+    )
   for i, m in enumerate(pruned.masks):
     check[f'check_mask_{i}'] = np.stack(
-        [c.numpy() for c in distribute.local_copies(m)])
+      [c.numpy() for c in distribute.local_copies(m)]
+    )
   return check
 
 
 def outside_scope_error(strategy):
   """The error of apply_pruning under `strategy` for a model built outside."""
   import keras
+
   import graph_prune
   from graph_prune import errors
+
   model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
   with strategy.scope():
     try:
@@ -176,6 +198,7 @@ def outside_scope_error(strategy):
 
 def checkpoint(model, pruned, optimizer):
   import tensorflow as tf
+
   return tf.train.Checkpoint(model=model, pruned=pruned, optimizer=optimizer)
 
 
@@ -216,16 +239,30 @@ def launch(out, strategy, num_workers=1, args=(), timeout=120):
   try:
     for index in range(num_workers):
       if ports:
-        env['TF_CONFIG'] = json.dumps({
+        env['TF_CONFIG'] = json.dumps(
+          {
             'cluster': {'worker': [f'localhost:{p}' for p in ports]},
-            'task': {'type': 'worker', 'index': index}})
-      log = open(os.path.join(out, f'log_{index}.txt'), 'w')
+            'task': {'type': 'worker', 'index': index},
+          }
+        )
+      # Closed by the caller's finally block, after the workers exit.
+      log = open(os.path.join(out, f'log_{index}.txt'), 'w')  # noqa: SIM115
       logs.append(log)
-      procs.append(subprocess.Popen(
-          [sys.executable, os.path.abspath(__file__),
-           f'--strategy={strategy}', f'--out={out}', *args],
-          env=env, stdout=log, stderr=subprocess.STDOUT,
-          start_new_session=True))
+      procs.append(
+        subprocess.Popen(
+          [
+            sys.executable,
+            os.path.abspath(__file__),
+            f'--strategy={strategy}',
+            f'--out={out}',
+            *args,
+          ],
+          env=env,
+          stdout=log,
+          stderr=subprocess.STDOUT,
+          start_new_session=True,
+        )
+      )
     deadline = time.monotonic() + timeout
     while any(p.poll() is None for p in procs):
       failed = [p for p in procs if p.poll()]
@@ -245,8 +282,9 @@ def launch(out, strategy, num_workers=1, args=(), timeout=120):
       with open(os.path.join(out, f'log_{index}.txt')) as f:
         tail = f.read()[-3000:]
       raise RuntimeError(
-          f'Worker {index} of {strategy} exited with {p.returncode} (killed '
-          f'after {timeout}s if -9):\n{tail}')
+        f'Worker {index} of {strategy} exited with {p.returncode} (killed '
+        f'after {timeout}s if -9):\n{tail}'
+      )
 
 
 def launch_in_temp_dir(strategy, num_workers=1, args=(), timeout=120):
@@ -275,9 +313,11 @@ def _exit_with_parent():
 
 def main(argv):
   from graph_prune.train import strategies
+
   parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument('--strategy', required=True,
-                      choices=['default', 'mirrored', 'multi_worker'])
+  parser.add_argument(
+    '--strategy', required=True, choices=['default', 'mirrored', 'multi_worker']
+  )
   parser.add_argument('--num_cpu_devices', type=int, default=None)
   parser.add_argument('--steps', type=int, default=200)
   parser.add_argument('--resume_at', type=int, default=None)
@@ -285,12 +325,14 @@ def main(argv):
   args = parser.parse_args(argv)
   _exit_with_parent()
 
-  from graph_prune import distribute
   # Before anything else touches TensorFlow (logical devices, collectives).
   strategy = strategies.make_strategy(args.strategy, args.num_cpu_devices)
   resolver = getattr(strategy, 'cluster_resolver', None)
-  task = (f'{resolver.task_type}_{resolver.task_id}'
-          if resolver is not None and resolver.task_type else 'local')
+  task = (
+    f'{resolver.task_type}_{resolver.task_id}'
+    if resolver is not None and resolver.task_type
+    else 'local'
+  )
   objects = train(strategy, args.steps)
   result = state(*objects)
   result['num_replicas'] = np.array(strategy.num_replicas_in_sync)
@@ -303,10 +345,10 @@ def main(argv):
   if args.resume_at is not None:
     first = train(strategy, args.resume_at)
     resume_path = checkpoint(*first[:3]).save(
-        os.path.join(args.out, 'resume', 'ckpt'))
+      os.path.join(args.out, 'resume', 'ckpt')
+    )
     objects = build(strategy)
-    checkpoint(*objects).restore(
-        resume_path).assert_existing_objects_matched()
+    checkpoint(*objects).restore(resume_path).assert_existing_objects_matched()
     resumed = train(strategy, args.steps - args.resume_at, objects)
     for key, value in state(*resumed).items():
       if key != 'updates':

@@ -14,12 +14,14 @@ from graph_prune import errors
 
 def _mlp(seed=0):
   keras.utils.set_random_seed(seed)
-  return keras.Sequential([
+  return keras.Sequential(
+    [
       keras.Input((12,)),
       keras.layers.Dense(16, activation='relu', name='d1'),
       keras.layers.Dense(8, activation='relu', name='d2'),
       keras.layers.Dense(4, name='out'),
-  ])
+    ]
+  )
 
 
 def _np_forward(x, params, masks):
@@ -47,22 +49,26 @@ def _random_masks(pruned, seed=1, keep=0.5):
 
 def _data(n=64, seed=0):
   rng = np.random.RandomState(seed)
-  return (rng.standard_normal((n, 12)).astype(np.float32),
-          rng.randint(0, 4, n).astype(np.int32))
+  return (
+    rng.standard_normal((n, 12)).astype(np.float32),
+    rng.randint(0, 4, n).astype(np.int32),
+  )
 
 
-_SPEC = ('target_sparsity=0.75,begin_pruning_step=0,end_pruning_step=40,'
-         'sparsity_function_begin_step=0,sparsity_function_end_step=30,'
-         'pruning_frequency=5')
+_SPEC = (
+  'target_sparsity=0.75,begin_pruning_step=0,end_pruning_step=40,'
+  'sparsity_function_begin_step=0,sparsity_function_end_step=30,'
+  'pruning_frequency=5'
+)
 
 
 class ApplyPruningTest(tf.test.TestCase):
-
   def test_masks_kernels_only(self):
     pruned = graph_prune.apply_pruning(_mlp(), _SPEC)
     self.assertLen(pruned.masks, 3)
-    self.assertEqual([tuple(m.shape) for m in pruned.masks],
-                     [(12, 16), (16, 8), (8, 4)])
+    self.assertEqual(
+      [tuple(m.shape) for m in pruned.masks], [(12, 16), (16, 8), (8, 4)]
+    )
     for name in pruned.weight_names:
       self.assertRegex(name, r'kernel$')
     self.assertLen(pruned.thresholds, 3)
@@ -74,8 +80,9 @@ class ApplyPruningTest(tf.test.TestCase):
     x, _ = _data()
     self.assertAllClose(pruned(x), model(x), atol=1e-6)
     masks = _random_masks(pruned)
-    self.assertAllClose(pruned(x), _np_forward(x, _params(model), masks),
-                        atol=1e-5)
+    self.assertAllClose(
+      pruned(x), _np_forward(x, _params(model), masks), atol=1e-5
+    )
 
   def test_gradients_equal_hand_written_masked_computation(self):
     model = _mlp()
@@ -102,8 +109,9 @@ class ApplyPruningTest(tf.test.TestCase):
     for got, want in zip(grads, expected):
       self.assertAllClose(got, want, atol=1e-5)
     for grad, mask in zip(grads[::2], masks):
-      self.assertAllEqual(np.asarray(grad)[mask == 0], np.zeros(
-          int((mask == 0).sum())))
+      self.assertAllEqual(
+        np.asarray(grad)[mask == 0], np.zeros(int((mask == 0).sum()))
+      )
 
   def test_training_reaches_schedule_and_pruned_stay_pruned(self):
     model = _mlp()
@@ -117,14 +125,13 @@ class ApplyPruningTest(tf.test.TestCase):
       with tf.GradientTape() as tape:
         loss = loss_fn(yb, pruned(xb))
       variables = model.trainable_variables
-      optimizer.apply_gradients(zip(tape.gradient(loss, variables),
-                                    variables))
+      optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
       return pruned.conditional_mask_update(optimizer.iterations)
 
     updates = []
     for step in range(1, 46):
       i = (step * 32) % 256
-      if bool(train_step(x[i:i + 32], y[i:i + 32])):
+      if bool(train_step(x[i : i + 32], y[i : i + 32])):
         updates.append(step)
     self.assertEqual(updates, [5, 10, 15, 20, 25, 30, 35, 40])
     self.assertEqual(int(pruned.last_mask_update_step.numpy()), 40)
@@ -149,7 +156,7 @@ class ApplyPruningTest(tf.test.TestCase):
       keep = max(1, int(np.round(n * 0.25)))
       order = np.argsort(np.abs(kernel).ravel(), kind='stable')
       expected = np.ones(n)
-      expected[order[:n - keep]] = 0
+      expected[order[: n - keep]] = 0
       self.assertAllEqual(mask.numpy().ravel(), expected)
     self.assertEqual(int(pruned.last_mask_update_step.numpy()), 30)
 
@@ -175,18 +182,20 @@ class ApplyPruningTest(tf.test.TestCase):
         with tf.GradientTape() as tape:
           loss = loss_fn(yb, pruned(xb))
         variables = model.trainable_variables
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables),
-                                      variables))
+        optimizer.apply_gradients(
+          zip(tape.gradient(loss, variables), variables)
+        )
         pruned.conditional_mask_update(optimizer.iterations)
 
-      ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer,
-                                 pruned=pruned)
+      ckpt = tf.train.Checkpoint(
+        model=model, optimizer=optimizer, pruned=pruned
+      )
       return pruned, optimizer, train_step, ckpt
 
     def run(train_step, optimizer, until):
       while int(optimizer.iterations.numpy()) < until:
         i = (int(optimizer.iterations.numpy()) * 32) % 256
-        train_step(x[i:i + 32], y[i:i + 32])
+        train_step(x[i : i + 32], y[i : i + 32])
 
     pruned_a, opt_a, step_a, _ = make()
     run(step_a, opt_a, 42)
@@ -210,12 +219,15 @@ class ApplyPruningTest(tf.test.TestCase):
     pruned = graph_prune.apply_pruning(model, _SPEC)
     optimizer = keras.optimizers.Adam()
     optimizer.build(model.trainable_variables)
-    path = tf.train.Checkpoint(model=model, pruned=pruned,
-                               optimizer=optimizer).save(
-                                   os.path.join(tempfile.mkdtemp(), 'ckpt'))
+    path = tf.train.Checkpoint(
+      model=model, pruned=pruned, optimizer=optimizer
+    ).save(os.path.join(tempfile.mkdtemp(), 'ckpt'))
     shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
-    stored = sum(int(np.prod(shape)) for key, shape in shapes.items()
-                 if key != '_CHECKPOINTABLE_OBJECT_GRAPH')
+    stored = sum(
+      int(np.prod(shape))
+      for key, shape in shapes.items()
+      if key != '_CHECKPOINTABLE_OBJECT_GRAPH'
+    )
     weights = sum(int(np.prod(v.shape)) for v in model.weights)
     kernels = sum(int(np.prod(w.shape)) for w in pruned.weights)
     # The weights, Adam's two slots each, a mask per kernel, plus scalars
@@ -227,7 +239,8 @@ class ApplyPruningTest(tf.test.TestCase):
     pruned = graph_prune.apply_pruning(_mlp(seed=0), _SPEC)
     _random_masks(pruned)
     path = tf.train.Checkpoint(pruned=pruned).save(
-        os.path.join(tempfile.mkdtemp(), 'ckpt'))
+      os.path.join(tempfile.mkdtemp(), 'ckpt')
+    )
     other = graph_prune.apply_pruning(_mlp(seed=5), _SPEC)
     x, _ = _data()
     self.assertNotAllClose(other(x), pruned(x))
@@ -269,14 +282,16 @@ class ApplyPruningTest(tf.test.TestCase):
 
 def _bn_dropout_model(seed=0):
   keras.utils.set_random_seed(seed)
-  return keras.Sequential([
+  return keras.Sequential(
+    [
       keras.Input((12,)),
       keras.layers.Dense(16, name='d1'),
       keras.layers.BatchNormalization(name='bn'),
       keras.layers.ReLU(),
       keras.layers.Dropout(0.5, name='drop'),
       keras.layers.Dense(4, name='out'),
-  ])
+    ]
+  )
 
 
 class TrainingModeTest(tf.test.TestCase):
@@ -297,8 +312,10 @@ class TrainingModeTest(tf.test.TestCase):
   def _sync(self, model, pruned, masks, twin):
     """Copies model into twin, kernels multiplied by their masks."""
     mask_of = {id(w): m for w, m in zip(pruned.weights, masks)}
-    self.assertEqual([(v.name, v.shape) for v in model.variables],
-                     [(v.name, v.shape) for v in twin.variables])
+    self.assertEqual(
+      [(v.name, v.shape) for v in model.variables],
+      [(v.name, v.shape) for v in twin.variables],
+    )
     for source, target in zip(model.variables, twin.variables):
       value = source.numpy()
       mask = mask_of.get(id(source.value))
@@ -318,14 +335,16 @@ class TrainingModeTest(tf.test.TestCase):
       # twin's do.
       twin_bn = twin.get_layer('bn')
       self.assertAllClose(bn.moving_mean, twin_bn.moving_mean, atol=1e-6)
-      self.assertAllClose(bn.moving_variance, twin_bn.moving_variance,
-                          atol=1e-6)
+      self.assertAllClose(
+        bn.moving_variance, twin_bn.moving_variance, atol=1e-6
+      )
       self.assertEqual(bool(np.any(bn.moving_mean.numpy() != mean)), training)
     self.assertAllClose(pruned(x), pruned(x, training=False))
     # Dropout and batch statistics: the modes differ as Keras' do.
     self.assertNotAllClose(pruned(x, training=True), pruned(x))
-    self.assertNotAllClose(pruned(x, training=True),
-                           pruned(x, training=True))  # a new dropout mask
+    self.assertNotAllClose(
+      pruned(x, training=True), pruned(x, training=True)
+    )  # a new dropout mask
 
   def test_gradients_in_training_mode(self):
     model, pruned, masks, twin = self._pruned_and_twin()
@@ -340,21 +359,22 @@ class TrainingModeTest(tf.test.TestCase):
     twin_grads = tape.gradient(twin_loss, twin.trainable_variables)
     self.assertAllClose(loss, twin_loss, atol=1e-6)
     mask_of = {id(w): m for w, m in zip(pruned.weights, masks)}
-    for variable, grad, twin_grad in zip(model.trainable_variables, grads,
-                                         twin_grads):
+    for variable, grad, twin_grad in zip(
+      model.trainable_variables, grads, twin_grads
+    ):
       self.assertIsNotNone(grad, variable.path)
       # d loss / d kernel = d loss / d (kernel * mask) * mask.
       mask = mask_of.get(id(variable.value), 1.0)
-      self.assertAllClose(grad, twin_grad * mask, atol=1e-5,
-                          msg=variable.path)
+      self.assertAllClose(grad, twin_grad * mask, atol=1e-5, msg=variable.path)
 
   def test_traced_in_training_mode(self):
     model, pruned, masks, twin = self._pruned_and_twin(training=True)
     x, _ = _data()
     self._sync(model, pruned, masks, twin)
     self.assertAllClose(pruned(x), twin(x, training=True), atol=1e-5)
-    self.assertAllClose(pruned(x, training=False), twin(x, training=False),
-                        atol=1e-5)
+    self.assertAllClose(
+      pruned(x, training=False), twin(x, training=False), atol=1e-5
+    )
 
   def test_train_step_prunes_and_updates_statistics(self):
     model = _bn_dropout_model()
@@ -376,13 +396,14 @@ class TrainingModeTest(tf.test.TestCase):
     mean = model.get_layer('bn').moving_mean.numpy()
     for step in range(1, 46):  # the last update is at step 40
       i = (step * 32) % 256
-      grad = train_step(x[i:i + 32], y[i:i + 32])
+      grad = train_step(x[i : i + 32], y[i : i + 32])
     self.assertNotAllClose(model.get_layer('bn').moving_mean, mean)
     self.assertAllClose(pruned.sparsity().overall, 0.75, atol=0.01)
     # Pruned positions of the first kernel get no gradient.
     mask = pruned.masks[0].numpy()
-    self.assertAllEqual(grad.numpy()[mask == 0],
-                        np.zeros(int((mask == 0).sum())))
+    self.assertAllEqual(
+      grad.numpy()[mask == 0], np.zeros(int((mask == 0).sum()))
+    )
 
   def test_training_graph_is_not_exported_or_checkpointed(self):
     model = _bn_dropout_model()
@@ -390,12 +411,13 @@ class TrainingModeTest(tf.test.TestCase):
     x, _ = _data()
     directory = tempfile.mkdtemp()
     before = tf.train.list_variables(
-        tf.train.Checkpoint(pruned=pruned).save(os.path.join(directory, 'a')))
+      tf.train.Checkpoint(pruned=pruned).save(os.path.join(directory, 'a'))
+    )
     pruned(x, training=True)
     after = tf.train.list_variables(
-        tf.train.Checkpoint(pruned=pruned).save(os.path.join(directory, 'b')))
-    self.assertEqual([name for name, _ in before],
-                     [name for name, _ in after])
+      tf.train.Checkpoint(pruned=pruned).save(os.path.join(directory, 'b'))
+    )
+    self.assertEqual([name for name, _ in before], [name for name, _ in after])
     export = os.path.join(directory, 'saved')
     tf.saved_model.save(pruned, export)
     loaded = tf.saved_model.load(export)
@@ -413,8 +435,7 @@ class TrainingModeTest(tf.test.TestCase):
     pruned = graph_prune.apply_pruning(fn, 'target_sparsity=0.5')
     x = tf.ones([1, 2])
     self.assertAllClose(pruned(x, training=None), pruned(x))
-    with self.assertRaisesRegex(errors.UntraceableError,
-                                'not traced from one'):
+    with self.assertRaisesRegex(errors.UntraceableError, 'not traced from one'):
       pruned(x, training=True)
     keras_pruned = graph_prune.apply_pruning(_bn_dropout_model(), _SPEC)
     with self.assertRaisesRegex(errors.UntraceableError, 'Python bool'):
@@ -422,7 +443,6 @@ class TrainingModeTest(tf.test.TestCase):
 
 
 class ErrorsTest(tf.test.TestCase):
-
   def test_no_prunable_weight_lists_what_was_seen(self):
     v = tf.Variable([1.0, 2.0], name='bias_only')
 
@@ -430,8 +450,9 @@ class ErrorsTest(tf.test.TestCase):
     def fn(x):
       return x + v
 
-    with self.assertRaisesRegex(errors.NoPrunableWeightsError,
-                                r'no prunable weight.*bias_only'):
+    with self.assertRaisesRegex(
+      errors.NoPrunableWeightsError, r'no prunable weight.*bias_only'
+    ):
       graph_prune.apply_pruning(fn, 'target_sparsity=0.5')
 
   def test_polymorphic_function_without_signature(self):
@@ -451,7 +472,8 @@ class ErrorsTest(tf.test.TestCase):
   def test_two_map_entries_matching_one_weight(self):
     with self.assertRaises(errors.WeightMatchError):
       graph_prune.apply_pruning(
-          _mlp(), 'weight_sparsity_map=[d1:0.5,kernel:0.6]')
+        _mlp(), 'weight_sparsity_map=[d1:0.5,kernel:0.6]'
+      )
 
   def test_unmatched_map_entry_warns(self):
     with self.assertLogs(level='WARNING') as logs:

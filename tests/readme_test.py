@@ -1,4 +1,4 @@
-"""The README's Python examples run as written and do what their comments say."""
+"""The README's Python examples run as written and do what they say."""
 
 import contextlib
 import io
@@ -24,15 +24,16 @@ def _expected_overall(sparsity, shapes):
 
 
 class ReadmeTest(tf.test.TestCase):
-
   def test_examples_run_and_reach_their_sparsity(self):
     blocks = _python_blocks()
     self.assertLen(blocks, 2)
     out_dir = tempfile.mkdtemp()
     namespace = {}
     kernels = [(64, 256), (256, 10)]
-    for block, sparsity, export in ((blocks[0], 0.9, 'model'),
-                                    (blocks[1], 0.8, 'fit_model')):
+    for block, sparsity, export in (
+      (blocks[0], 0.9, 'model'),
+      (blocks[1], 0.8, 'fit_model'),
+    ):
       self.assertIn(f"'/tmp/{export}'", block)
       code = block.replace("'/tmp/", repr(out_dir + os.sep)[:-1])
       # From a file of its own, so that AutoGraph can read the source of the
@@ -44,13 +45,18 @@ class ReadmeTest(tf.test.TestCase):
       with contextlib.redirect_stdout(printed):
         exec(compile(code, path, 'exec'), namespace)  # pylint: disable=exec-used
       pruned = namespace['pruned']
-      self.assertEqual([list(m.shape) for m in pruned.masks],
-                       [list(s) for s in kernels])
-      self.assertAllClose(float(pruned.sparsity().overall),
-                          _expected_overall(sparsity, kernels), atol=1e-6)
+      self.assertEqual(
+        [list(m.shape) for m in pruned.masks], [list(s) for s in kernels]
+      )
+      self.assertAllClose(
+        float(pruned.sparsity().overall),
+        _expected_overall(sparsity, kernels),
+        atol=1e-6,
+      )
       self.assertEqual(printed.getvalue().splitlines()[-1], f'{sparsity:.2f}')
-      self.assertTrue(os.path.isfile(
-          os.path.join(out_dir, export, 'saved_model.pb')))
+      self.assertTrue(
+        os.path.isfile(os.path.join(out_dir, export, 'saved_model.pb'))
+      )
 
 
 if __name__ == '__main__':

@@ -46,8 +46,12 @@ def random_inputs(signature, seed=0):
 
 
 def loss_of(outputs):
-  return tf.add_n([tf.reduce_sum(tf.square(tf.cast(o, tf.float32)))
-                   for o in tf.nest.flatten(outputs)])
+  return tf.add_n(
+    [
+      tf.reduce_sum(tf.square(tf.cast(o, tf.float32)))
+      for o in tf.nest.flatten(outputs)
+    ]
+  )
 
 
 def reference(traced, scan, masks, inputs):
@@ -67,9 +71,12 @@ def reference(traced, scan, masks, inputs):
   finally:
     for w in scan.candidates:
       w.variable.assign(saved[w.name])
-  grads = [None if g is None else
-           tf.convert_to_tensor(g).numpy() * mask_of.get(id(v), 1.0)
-           for v, g in zip(variables, grads)]
+  grads = [
+    None
+    if g is None
+    else tf.convert_to_tensor(g).numpy() * mask_of.get(id(v), 1.0)
+    for v, g in zip(variables, grads)
+  ]
   return tf.nest.map_structure(lambda t: t.numpy(), outputs), grads, variables
 
 
@@ -87,8 +94,9 @@ class PassTestCase(tf.test.TestCase, parameterized.TestCase):
     fn, report = rewrite.insert_masks(traced, masks)
     return traced, scan, masks, fn, report
 
-  def check_against_reference(self, traced, scan, masks, fn, tape_vars=None,
-                              atol=1e-5):
+  def check_against_reference(
+    self, traced, scan, masks, fn, tape_vars=None, atol=1e-5
+  ):
     inputs = random_inputs(traced.input_signature)
     want_out, want_grads, variables = reference(traced, scan, masks, inputs)
     with tf.GradientTape() as tape:
@@ -98,27 +106,35 @@ class PassTestCase(tf.test.TestCase, parameterized.TestCase):
       grads = tape.gradient(loss, variables)
     else:  # the user's variables (e.g. Keras ones), reordered to `variables`
       tape_grads = tape.gradient(loss, tape_vars)
-      by_handle = {id(_tf_variable(v).handle): g
-                   for v, g in zip(tape_vars, tape_grads)}
+      by_handle = {
+        id(_tf_variable(v).handle): g for v, g in zip(tape_vars, tape_grads)
+      }
       self.assertLen(by_handle, len(variables))
       grads = [by_handle[id(v.handle)] for v in variables]
-    self.assertAllClose(want_out, tf.nest.map_structure(lambda t: t.numpy(),
-                                                        outputs), atol=atol)
+    self.assertAllClose(
+      want_out, tf.nest.map_structure(lambda t: t.numpy(), outputs), atol=atol
+    )
     self.assertLen(grads, len(want_grads))
     for v, g, want in zip(variables, grads, want_grads):
       if want is None:
         continue
       self.assertIsNotNone(g, msg=f'no gradient for {v.name}')
-      self.assertAllClose(want, tf.convert_to_tensor(g), atol=atol,
-                          msg=f'gradient of {v.name}')
+      self.assertAllClose(
+        want, tf.convert_to_tensor(g), atol=atol, msg=f'gradient of {v.name}'
+      )
     for w in scan.candidates:  # masked positions get exactly zero gradient
       i = [id(v) for v in variables].index(id(w.variable))
       g = tf.convert_to_tensor(grads[i]).numpy()
-      self.assertAllEqual(g[masks[w.name].numpy() == 0],
-                          np.zeros_like(g[masks[w.name].numpy() == 0]))
+      self.assertAllEqual(
+        g[masks[w.name].numpy() == 0],
+        np.zeros_like(g[masks[w.name].numpy() == 0]),
+      )
     unmasked = traced.concrete_function(*inputs)
-    self.assertNotAllClose(want_out, tf.nest.map_structure(
-        lambda t: t.numpy(), unmasked), msg='masks had no effect')
+    self.assertNotAllClose(
+      want_out,
+      tf.nest.map_structure(lambda t: t.numpy(), unmasked),
+      msg='masks had no effect',
+    )
     return inputs
 
   def check_saved_model(self, traced, masks, fn, inputs):
@@ -134,8 +150,9 @@ class PassTestCase(tf.test.TestCase, parameterized.TestCase):
 
 
 def _sequential_mlp():
-  return keras.Sequential([keras.Input((6,)), L.Dense(5, activation='relu'),
-                           L.Dense(4)])
+  return keras.Sequential(
+    [keras.Input((6,)), L.Dense(5, activation='relu'), L.Dense(4)]
+  )
 
 
 def _functional_cnn():
@@ -147,7 +164,6 @@ def _functional_cnn():
 
 
 class SubclassedModel(keras.Model):
-
   def __init__(self):
     super().__init__()
     self.a = L.Dense(5, activation='tanh')
@@ -180,14 +196,20 @@ def _attention():
 
 
 def _conv_transpose():
-  return keras.Sequential([keras.Input((4, 4, 2)),
-                           L.Conv2DTranspose(3, 3, strides=2), L.Flatten(),
-                           L.Dense(2)])
+  return keras.Sequential(
+    [
+      keras.Input((4, 4, 2)),
+      L.Conv2DTranspose(3, 3, strides=2),
+      L.Flatten(),
+      L.Dense(2),
+    ]
+  )
 
 
 def _conv1d():
-  return keras.Sequential([keras.Input((6, 3)), L.Conv1D(4, 3), L.Flatten(),
-                           L.Dense(2)])
+  return keras.Sequential(
+    [keras.Input((6, 3)), L.Conv1D(4, 3), L.Flatten(), L.Dense(2)]
+  )
 
 
 def _dict_inputs():
@@ -209,34 +231,33 @@ def _rnn(layer):
 
 
 MODELS = dict(
-    sequential_mlp=_sequential_mlp,
-    functional_cnn=_functional_cnn,
-    subclassed=_subclassed,
-    embedding=_embedding,
-    time_distributed=_time_distributed,
-    multi_head_attention=_attention,
-    conv2d_transpose=_conv_transpose,
-    conv1d=_conv1d,
-    dict_inputs_and_outputs=_dict_inputs,
-    mixed_precision=_mixed_precision,
-    lstm=_rnn(lambda: L.LSTM(3)),
-    gru=_rnn(lambda: L.GRU(3)),
-    bidirectional_lstm=_rnn(lambda: L.Bidirectional(L.LSTM(2))),
+  sequential_mlp=_sequential_mlp,
+  functional_cnn=_functional_cnn,
+  subclassed=_subclassed,
+  embedding=_embedding,
+  time_distributed=_time_distributed,
+  multi_head_attention=_attention,
+  conv2d_transpose=_conv_transpose,
+  conv1d=_conv1d,
+  dict_inputs_and_outputs=_dict_inputs,
+  mixed_precision=_mixed_precision,
+  lstm=_rnn(lambda: L.LSTM(3)),
+  gru=_rnn(lambda: L.GRU(3)),
+  bidirectional_lstm=_rnn(lambda: L.Bidirectional(L.LSTM(2))),
 )
 
 # Weight-consuming op each model must show for its weights.
 EXPECTED_OPS = dict(
-    functional_cnn={'Conv2D', 'DepthwiseConv2dNative', 'MatMul'},
-    embedding={'GatherV2', 'ResourceGather', 'MatMul'},
-    # Keras 3 on TF lowers EinsumDense to BatchMatMulV2 or Einsum.
-    multi_head_attention={'Einsum', 'BatchMatMulV2'},
-    conv2d_transpose={'Conv2DBackpropInput'},
-    conv1d={'Conv2D'},
+  functional_cnn={'Conv2D', 'DepthwiseConv2dNative', 'MatMul'},
+  embedding={'GatherV2', 'ResourceGather', 'MatMul'},
+  # Keras 3 on TF lowers EinsumDense to BatchMatMulV2 or Einsum.
+  multi_head_attention={'Einsum', 'BatchMatMulV2'},
+  conv2d_transpose={'Conv2DBackpropInput'},
+  conv1d={'Conv2D'},
 )
 
 
 class Keras3Test(PassTestCase):
-
   def setUp(self):
     super().setUp()
     keras.utils.set_random_seed(1)
@@ -246,12 +267,18 @@ class Keras3Test(PassTestCase):
     model = make()
     traced, scan, masks, fn, report = self.prune(model)
     self.assertNotEmpty(scan.candidates)
-    self.assertEqual([m.name for m in report.masked],
-                     [w.name for w in scan.candidates])
+    self.assertEqual(
+      [m.name for m in report.masked], [w.name for w in scan.candidates]
+    )
     # Gradients w.r.t. the Keras variables the user holds.
     self.check_against_reference(
-        traced, scan, masks, fn, tape_vars=model.trainable_variables,
-        atol=1e-2 if 'mixed' in self._testMethodName else 1e-5)
+      traced,
+      scan,
+      masks,
+      fn,
+      tape_vars=model.trainable_variables,
+      atol=1e-2 if 'mixed' in self._testMethodName else 1e-5,
+    )
     ops = {op for w in scan.candidates for op, _ in w.consumers}
     name = self._testMethodName.split('_match_masked_reference_')[-1]
     if name in EXPECTED_OPS:
@@ -268,21 +295,27 @@ class Keras3Test(PassTestCase):
     self.assertTrue(all(g is not None for g in grads))
     kernel_grad = grads[0].numpy()
     self.assertAllEqual(
-        kernel_grad[masks[scan.candidates[0].name].numpy() == 0], np.zeros(
-            int((masks[scan.candidates[0].name].numpy() == 0).sum())))
+      kernel_grad[masks[scan.candidates[0].name].numpy() == 0],
+      np.zeros(int((masks[scan.candidates[0].name].numpy() == 0).sum())),
+    )
 
   @parameterized.named_parameters(('lstm', 'lstm'), ('gru', 'gru'))
   def test_recurrent_kernel_is_masked_inside_while_body(self, kind):
     model = MODELS[kind]()
     traced, scan, masks, fn, report = self.prune(model)
-    recurrent = [w for w in scan.candidates
-                 if w.name.endswith('/recurrent_kernel')]
+    recurrent = [
+      w for w in scan.candidates if w.name.endswith('/recurrent_kernel')
+    ]
     self.assertLen(recurrent, 1)
-    in_body = [p for op, p in recurrent[0].consumers
-               if op == 'MatMul' and '_while_body_' in p]
+    in_body = [
+      p
+      for op, p in recurrent[0].consumers
+      if op == 'MatMul' and '_while_body_' in p
+    ]
     self.assertNotEmpty(in_body, msg=str(recurrent[0].consumers))
-    self.assertTrue(any('_while_body_' in old and old != new
-                        for old, new in report.functions))
+    self.assertTrue(
+      any('_while_body_' in old and old != new for old, new in report.functions)
+    )
     # Zero every recurrent weight: fn must equal a run with recurrent = 0.
     masks[recurrent[0].name].assign(tf.zeros(recurrent[0].shape))
     self.check_against_reference(traced, scan, masks, fn)
@@ -310,13 +343,15 @@ class Keras3Test(PassTestCase):
       self.assertNotAllClose(before[w.name], w.variable.numpy())
 
   @parameterized.named_parameters(
-      ('mlp', 'sequential_mlp'), ('cnn', 'functional_cnn'), ('lstm', 'lstm'))
+    ('mlp', 'sequential_mlp'), ('cnn', 'functional_cnn'), ('lstm', 'lstm')
+  )
   def test_saved_model_and_checkpoint_round_trip(self, kind):
     traced, scan, masks, fn, _ = self.prune(MODELS[kind]())
     inputs = random_inputs(traced.input_signature)
     self.check_saved_model(traced, masks, fn, inputs)
-    ckpt = tf.train.Checkpoint(masks=list(masks.values()),
-                               variables=list(traced.variables))
+    ckpt = tf.train.Checkpoint(
+      masks=list(masks.values()), variables=list(traced.variables)
+    )
     path = ckpt.write(os.path.join(self.get_temp_dir(), f'ckpt_{kind}'))
     expected = fn(*inputs)
     for m in masks.values():
@@ -326,13 +361,20 @@ class Keras3Test(PassTestCase):
     self.assertAllClose(expected, fn(*inputs))
 
   def test_training_mode_runs_dropout_and_batch_norm_updates(self):
-    model = keras.Sequential([keras.Input((4,)), L.Dense(6),
-                              L.BatchNormalization(), L.Dropout(0.5),
-                              L.Dense(2)])
+    model = keras.Sequential(
+      [
+        keras.Input((4,)),
+        L.Dense(6),
+        L.BatchNormalization(),
+        L.Dropout(0.5),
+        L.Dense(2),
+      ]
+    )
     traced, scan, masks, fn, _ = self.prune(model, training=True)
     self.assertLen(scan.candidates, 2)
-    bn_mean = [v for v in model.non_trainable_variables
-               if 'moving_mean' in v.path][0]
+    bn_mean = [
+      v for v in model.non_trainable_variables if 'moving_mean' in v.path
+    ][0]
     before = bn_mean.numpy()
     x = random_inputs(traced.input_signature)
     out1, out2 = fn(*x), fn(*x)

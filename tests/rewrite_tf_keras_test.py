@@ -7,19 +7,19 @@ does not fall back to SymbolicGradient).
 """
 
 from absl.testing import parameterized
+import rewrite_keras3_test as common  # shared checks (not a test here)
 import tensorflow as tf
 import tf_keras
 
 import graph_prune
-import rewrite_keras3_test as common  # shared checks (not a test here)
-
 
 L = tf_keras.layers
 
 
 def _sequential():
-  return tf_keras.Sequential([L.Dense(5, activation='relu', input_shape=(6,)),
-                              L.Dense(3)])
+  return tf_keras.Sequential(
+    [L.Dense(5, activation='relu', input_shape=(6,)), L.Dense(3)]
+  )
 
 
 def _cnn():
@@ -38,7 +38,6 @@ def _gru():
 
 
 class _Subclassed(tf_keras.Model):
-
   def __init__(self):
     super().__init__()
     self.d = L.Dense(3)
@@ -53,12 +52,12 @@ def _subclassed():
   return model
 
 
-MODELS = dict(sequential=_sequential, cnn=_cnn, lstm=_lstm, gru=_gru,
-              subclassed=_subclassed)
+MODELS = dict(
+  sequential=_sequential, cnn=_cnn, lstm=_lstm, gru=_gru, subclassed=_subclassed
+)
 
 
 class TfKerasTest(common.PassTestCase):
-
   def setUp(self):
     super().setUp()
     tf_keras.utils.set_random_seed(2)
@@ -68,23 +67,39 @@ class TfKerasTest(common.PassTestCase):
     model = make()
     traced, scan, masks, fn, _ = self.prune(model)
     self.assertNotEmpty(scan.candidates)
-    self.check_against_reference(traced, scan, masks, fn,
-                                 tape_vars=model.trainable_variables)
+    self.check_against_reference(
+      traced, scan, masks, fn, tape_vars=model.trainable_variables
+    )
 
   def test_lstm_recurrent_kernel_masked_and_saved_model(self):
     model = _lstm()
     traced, scan, masks, fn, report = self.prune(model)
-    recurrent = [w for w in scan.candidates
-                 if w.name == 'lstm/lstm_cell/recurrent_kernel']
+    recurrent = [
+      w for w in scan.candidates if w.name == 'lstm/lstm_cell/recurrent_kernel'
+    ]
     self.assertLen(recurrent, 1)
-    self.assertTrue(any('PartitionedCall::' in p and 'while_body' in p
-                        for _, p in recurrent[0].consumers))
+    self.assertTrue(
+      any(
+        'PartitionedCall::' in p and 'while_body' in p
+        for _, p in recurrent[0].consumers
+      )
+    )
     graph = fn.get_concrete_function().graph.as_graph_def()
-    self.assertFalse([n.name for n in graph.node
-                      if n.op in ('PartitionedCall', 'StatefulPartitionedCall')])
-    self.assertFalse([f.signature.name for f in graph.library.function
-                      if 'api_implements' in f.attr
-                      and f.signature.name in {n for _, n in report.functions}])
+    self.assertFalse(
+      [
+        n.name
+        for n in graph.node
+        if n.op in ('PartitionedCall', 'StatefulPartitionedCall')
+      ]
+    )
+    self.assertFalse(
+      [
+        f.signature.name
+        for f in graph.library.function
+        if 'api_implements' in f.attr
+        and f.signature.name in {n for _, n in report.functions}
+      ]
+    )
     inputs = self.check_against_reference(traced, scan, masks, fn)
     self.check_saved_model(traced, masks, fn, inputs)
 
@@ -115,9 +130,14 @@ class TfKerasTrainingModeTest(tf.test.TestCase):
 
   def test_training_mode(self):
     tf_keras.utils.set_random_seed(3)
-    model = tf_keras.Sequential([
-        L.Dense(8, input_shape=(6,)), L.BatchNormalization(), L.Dropout(0.5),
-        L.Dense(3)])
+    model = tf_keras.Sequential(
+      [
+        L.Dense(8, input_shape=(6,)),
+        L.BatchNormalization(),
+        L.Dropout(0.5),
+        L.Dense(3),
+      ]
+    )
     pruned = graph_prune.apply_pruning(model, 'target_sparsity=0.5')
     x = tf.random.stateless_normal([16, 6], seed=[1, 2])
     bn = model.layers[1]

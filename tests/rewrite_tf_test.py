@@ -7,12 +7,12 @@ the generic masked-reference check (see rewrite_keras3_test) elsewhere.
 import re
 
 import numpy as np
+import rewrite_keras3_test as common  # shared checks (not a test here)
 import tensorflow as tf
 
 from graph_prune import errors
 from graph_prune import passes as rewrite
 from graph_prune import tracing
-import rewrite_keras3_test as common  # shared checks (not a test here)
 
 
 class Raw(tf.Module):
@@ -21,8 +21,9 @@ class Raw(tf.Module):
   def __init__(self):
     super().__init__()
     rs = np.random.RandomState(3)
-    self.filters = tf.Variable(rs.randn(2, 2, 1, 3).astype(np.float32),
-                               name='filters')
+    self.filters = tf.Variable(
+      rs.randn(2, 2, 1, 3).astype(np.float32), name='filters'
+    )
     self.w = tf.Variable(rs.randn(4, 27).astype(np.float32), name='w')
     self.b = tf.Variable(rs.randn(4).astype(np.float32), name='b')
     self.steps = tf.Variable(0, name='steps')  # integer: skipped
@@ -40,7 +41,7 @@ def numpy_raw(x, filters, w, b):
   h = np.zeros([n, 3, 3, 3], np.float32)
   for i in range(3):
     for j in range(3):
-      patch = x[:, i:i + 2, j:j + 2, :]
+      patch = x[:, i : i + 2, j : j + 2, :]
       h[:, i, j, :] = np.einsum('nabc,abcd->nd', patch, filters)
   h = np.maximum(h, 0).reshape(n, 27)
   return (w @ h.T).T + b
@@ -63,13 +64,17 @@ class Nested(tf.Module):
 
   @tf.function(input_signature=[tf.TensorSpec([None, 3])])
   def __call__(self, x):
-    y = tf.cond(tf.reduce_sum(x) > 0.0,
-                lambda: tf.matmul(x, self.k1),
-                lambda: tf.matmul(x, self.k1) * 2.0)
+    y = tf.cond(
+      tf.reduce_sum(x) > 0.0,
+      lambda: tf.matmul(x, self.k1),
+      lambda: tf.matmul(x, self.k1) * 2.0,
+    )
     y = self.inner(y)
-    y = tf.while_loop(lambda i, y: i < 3,
-                      lambda i, y: (i + 1, tf.tanh(tf.matmul(y, self.k3))),
-                      (tf.constant(0), y))[1]
+    y = tf.while_loop(
+      lambda i, y: i < 3,
+      lambda i, y: (i + 1, tf.tanh(tf.matmul(y, self.k3))),
+      (tf.constant(0), y),
+    )[1]
     return y
 
 
@@ -87,20 +92,27 @@ class Embed(tf.Module):
 
 
 class RawTfTest(common.PassTestCase):
-
   def test_raw_module_matches_numpy(self):
     module = Raw()
     traced, scan, masks, fn, report = self.prune(module.__call__)
     self.assertEqual([w.name for w in scan.candidates], ['filters', 'w'])
-    self.assertEqual(dict(scan.skipped), {
-        'b': 'rank 1 < 2', 'steps': 'dtype int32 is not floating'})
+    self.assertEqual(
+      dict(scan.skipped),
+      {'b': 'rank 1 < 2', 'steps': 'dtype int32 is not floating'},
+    )
     x = common.random_inputs(traced.input_signature)[0]
     mf, mw = masks['filters'].numpy(), masks['w'].numpy()
-    want = numpy_raw(x.numpy(), module.filters.numpy() * mf,
-                     module.w.numpy() * mw, module.b.numpy())
+    want = numpy_raw(
+      x.numpy(),
+      module.filters.numpy() * mf,
+      module.w.numpy() * mw,
+      module.b.numpy(),
+    )
     self.assertAllClose(want, fn(x), atol=1e-5)
-    self.assertEqual({m.name: m.shape for m in report.masked},
-                     {'filters': (2, 2, 1, 3), 'w': (4, 27)})
+    self.assertEqual(
+      {m.name: m.shape for m in report.masked},
+      {'filters': (2, 2, 1, 3), 'w': (4, 27)},
+    )
     inputs = self.check_against_reference(traced, scan, masks, fn)
     self.check_saved_model(traced, masks, fn, inputs)
 
@@ -114,9 +126,11 @@ class RawTfTest(common.PassTestCase):
     self.assertTrue(any('while_body' in p for p in paths['k3']))
     inputs = self.check_against_reference(traced, scan, masks, fn)
     x = np.array([[1.0, -2.0, 0.5], [0.3, 0.2, 0.1]], np.float32)
-    k1, k2, k3 = (module.k1.numpy() * masks['k1'].numpy(),
-                  module.k2.numpy() * masks['k2'].numpy(),
-                  module.k3.numpy() * masks['k3'].numpy())
+    k1, k2, k3 = (
+      module.k1.numpy() * masks['k1'].numpy(),
+      module.k2.numpy() * masks['k2'].numpy(),
+      module.k3.numpy() * masks['k3'].numpy(),
+    )
     y = (x @ k1) * (1.0 if x.sum() > 0 else 2.0)
     y = (y @ k2) * 1.5
     for _ in range(3):
@@ -141,8 +155,9 @@ class RawTfTest(common.PassTestCase):
   def test_concrete_function_and_plain_callable(self):
     module = Raw()
     for graph_fn, signature in [
-        (module.__call__.get_concrete_function(), None),
-        (lambda x: module(x), [tf.TensorSpec([None, 4, 4, 1])])]:
+      (module.__call__.get_concrete_function(), None),
+      (lambda x: module(x), [tf.TensorSpec([None, 4, 4, 1])]),
+    ]:
       traced, scan, masks, fn, _ = self.prune(graph_fn, signature)
       self.check_against_reference(traced, scan, masks, fn)
 
@@ -165,8 +180,7 @@ class RawTfTest(common.PassTestCase):
     written = tf.Variable(tf.ones([3, 3]), name='written')
     unused = tf.Variable(tf.ones([3, 3]), name='elementwise')
     kept = tf.Variable(tf.ones([3, 2]), name='dense/kernel')
-    frozen = tf.Variable(tf.ones([3, 2]), name='frozen/kernel',
-                         trainable=False)
+    frozen = tf.Variable(tf.ones([3, 2]), name='frozen/kernel', trainable=False)
 
     @tf.function(input_signature=[tf.TensorSpec([None, 3])])
     def f(x):
@@ -183,14 +197,17 @@ class RawTfTest(common.PassTestCase):
     self.assertEqual(reasons['frozen/kernel'], 'not trainable')
     scan = rewrite.find_weights(traced, do_not_prune=[re.compile('dense')])
     self.assertEmpty(scan.candidates)
-    self.assertIn("do_not_prune pattern 'dense'", dict(scan.skipped)[
-        'dense/kernel'])
-    with self.assertRaisesRegex(errors.NoPrunableWeightsError,
-                                'dense/kernel: excluded'):
+    self.assertIn(
+      "do_not_prune pattern 'dense'", dict(scan.skipped)['dense/kernel']
+    )
+    with self.assertRaisesRegex(
+      errors.NoPrunableWeightsError, 'dense/kernel: excluded'
+    ):
       rewrite.require_candidates(scan, 'f')
     # The written variable is read raw, after its update, with gradients.
-    fn, _ = rewrite.insert_masks(traced, common.masks_for(rewrite.find_weights(
-        traced)))
+    fn, _ = rewrite.insert_masks(
+      traced, common.masks_for(rewrite.find_weights(traced))
+    )
     x = tf.ones([1, 3])
     with tf.GradientTape() as tape:
       loss = common.loss_of(fn(x))
@@ -202,11 +219,13 @@ class RawTfTest(common.PassTestCase):
     traced = tracing.trace(module.__call__)
     scan = rewrite.find_weights(traced, do_not_prune=['^filters$'])
     mask = tf.Variable(tf.zeros([4, 27]), trainable=False)
-    fn, report = rewrite.insert_masks(traced, {module.w.ref(): mask},
-                                      scan_result=scan)
+    fn, report = rewrite.insert_masks(
+      traced, {module.w.ref(): mask}, scan_result=scan
+    )
     self.assertEqual([m.name for m in report.masked], ['w'])
-    self.assertIn("do_not_prune pattern '^filters$'",
-                  dict(report.skipped)['filters'])
+    self.assertIn(
+      "do_not_prune pattern '^filters$'", dict(report.skipped)['filters']
+    )
     self.assertIn('b', [s.name for s in report.skipped])
     x = tf.ones([1, 4, 4, 1])
     self.assertAllClose(module.b.numpy()[None], fn(x))
@@ -215,11 +234,13 @@ class RawTfTest(common.PassTestCase):
 
   def test_keras3_variable_ref_keys(self):
     import keras  # pylint: disable=g-import-not-at-top
+
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     traced = tracing.trace(model)
     kernel = model.layers[0].kernel
     _, report = rewrite.insert_masks(
-        traced, {kernel.value.ref(): tf.Variable(tf.ones([3, 2]))})
+      traced, {kernel.value.ref(): tf.Variable(tf.ones([3, 2]))}
+    )
     self.assertEqual([m.name for m in report.masked], [kernel.path])
 
   def test_duplicate_variable_names_are_made_unique(self):
@@ -231,8 +252,9 @@ class RawTfTest(common.PassTestCase):
       return tf.matmul(tf.matmul(x, a), b)
 
     scan = rewrite.find_weights(tracing.trace(f))
-    self.assertEqual([w.name for w in scan.candidates],
-                     ['Variable', 'Variable_1'])
+    self.assertEqual(
+      [w.name for w in scan.candidates], ['Variable', 'Variable_1']
+    )
 
   def test_mask_errors(self):
     module = Raw()
@@ -242,24 +264,36 @@ class RawTfTest(common.PassTestCase):
     with self.assertRaisesRegex(errors.MaskError, 'shape'):
       rewrite.insert_masks(traced, {'w': tf.Variable(tf.ones([4, 2]))})
     with self.assertRaisesRegex(errors.MaskError, 'dtype'):
-      rewrite.insert_masks(traced, {'w': tf.Variable(tf.ones([4, 27],
-                                                             tf.float64))})
+      rewrite.insert_masks(
+        traced, {'w': tf.Variable(tf.ones([4, 27], tf.float64))}
+      )
 
   def test_input_not_mutated_and_two_prunings_do_not_collide(self):
     module = Nested()
     traced = tracing.trace(module.__call__)
     before = traced.concrete_function.function_def.SerializeToString(
-        deterministic=True)
-    library_before = traced.concrete_function.graph.as_graph_def(
-    ).library.SerializeToString(deterministic=True)
+      deterministic=True
+    )
+    library_before = (
+      traced.concrete_function.graph.as_graph_def().library.SerializeToString(
+        deterministic=True
+      )
+    )
     scan = rewrite.find_weights(traced)
     fn1, report1 = rewrite.insert_masks(traced, common.masks_for(scan, seed=1))
     fn2, report2 = rewrite.insert_masks(traced, common.masks_for(scan, seed=2))
-    self.assertEqual(before, traced.concrete_function.function_def
-                     .SerializeToString(deterministic=True))
-    self.assertEqual(library_before, traced.concrete_function.graph
-                     .as_graph_def().library.SerializeToString(
-                         deterministic=True))
+    self.assertEqual(
+      before,
+      traced.concrete_function.function_def.SerializeToString(
+        deterministic=True
+      ),
+    )
+    self.assertEqual(
+      library_before,
+      traced.concrete_function.graph.as_graph_def().library.SerializeToString(
+        deterministic=True
+      ),
+    )
     names1 = {new for _, new in report1.functions}
     names2 = {new for _, new in report2.functions}
     self.assertNotEmpty(names1)
@@ -277,14 +311,18 @@ class RawTfTest(common.PassTestCase):
     self.assertIn('w/masked_weight', names)
 
   def test_switch_case_branches(self):
-    ws = [tf.Variable(tf.random.normal([3, 3], seed=i), name=f'c{i}')
-          for i in range(2)]
+    ws = [
+      tf.Variable(tf.random.normal([3, 3], seed=i), name=f'c{i}')
+      for i in range(2)
+    ]
 
-    @tf.function(input_signature=[tf.TensorSpec([None, 3]),
-                                  tf.TensorSpec([], tf.int32)])
+    @tf.function(
+      input_signature=[tf.TensorSpec([None, 3]), tf.TensorSpec([], tf.int32)]
+    )
     def f(x, i):
-      return tf.switch_case(i, [lambda: tf.matmul(x, ws[0]),
-                                lambda: tf.matmul(x, ws[1])])
+      return tf.switch_case(
+        i, [lambda: tf.matmul(x, ws[0]), lambda: tf.matmul(x, ws[1])]
+      )
 
     traced, scan, masks, fn, report = self.prune(f)
     self.assertEqual([w.name for w in scan.candidates], ['c0', 'c1'])
@@ -299,16 +337,24 @@ class RawTfTest(common.PassTestCase):
     traced, _, _, fn, report = self.prune(module.__call__)
     bodies = {new for old, new in report.functions if 'while_body' in old}
     self.assertLen(bodies, 1)
-    library = {f.signature.name: f for f in
-               fn.get_concrete_function().graph.as_graph_def().library.function}
+    library = {
+      f.signature.name: f
+      for f in fn.get_concrete_function().graph.as_graph_def().library.function
+    }
     body = library[bodies.pop()]
-    self.assertNotIn(tf.resource.as_datatype_enum,
-                     [a.type for a in body.signature.input_arg])
+    self.assertNotIn(
+      tf.resource.as_datatype_enum, [a.type for a in body.signature.input_arg]
+    )
     self.assertNotIn('ReadVariableOp', [n.op for n in body.node_def])
     top = fn.get_concrete_function().graph.as_graph_def()
-    self.assertEmpty([n.name for n in top.node
-                      if n.op in ('PartitionedCall', 'StatefulPartitionedCall')
-                      and n.name.startswith('pruned')])
+    self.assertEmpty(
+      [
+        n.name
+        for n in top.node
+        if n.op in ('PartitionedCall', 'StatefulPartitionedCall')
+        and n.name.startswith('pruned')
+      ]
+    )
 
   def test_inlined_call_keeps_side_effects_and_control_order(self):
     w = tf.Variable(tf.ones([2, 2]) * 2.0, name='kernel')

@@ -72,8 +72,9 @@ def random_scores(rng, n, kind, dtype=np.float32):
     tiniest = np.float64(np.finfo(np.float32).smallest_subnormal)
     x = rng.integers(0, 50, n) * tiniest
   elif kind == 'huge':  # Up to float32 max, and infinities.
-    x = np.minimum(np.abs(rng.standard_normal(n)) * 1e38,
-                   np.finfo(np.float32).max)
+    x = np.minimum(
+      np.abs(rng.standard_normal(n)) * 1e38, np.finfo(np.float32).max
+    )
     x[rng.random(n) < 0.05] = np.inf
   else:
     raise ValueError(kind)
@@ -88,9 +89,9 @@ def forced_path(path):
   the fallback runs too).
   """
   settings = {
-      'small': dict(_SMALL_SIZE=2**40),
-      'bucket': dict(_SMALL_SIZE=0, _SAMPLED_SIZE=2**40),
-      'sampled': dict(_SMALL_SIZE=0, _SAMPLED_SIZE=0, _SAMPLE_SIZE=64),
+    'small': dict(_SMALL_SIZE=2**40),
+    'bucket': dict(_SMALL_SIZE=0, _SAMPLED_SIZE=2**40),
+    'sampled': dict(_SMALL_SIZE=0, _SAMPLED_SIZE=0, _SAMPLE_SIZE=64),
   }[path]
   return mock.patch.multiple(selection, **settings)
 
@@ -100,7 +101,6 @@ def num_prune_cases(n):
 
 
 class PruneSmallestTest(tf.test.TestCase, parameterized.TestCase):
-
   def assert_prunes_like_numpy(self, scores, num_prune, keep, threshold):
     expected_keep, expected_threshold = reference_prune(scores, num_prune)
     keep = keep.numpy()
@@ -114,9 +114,10 @@ class PruneSmallestTest(tf.test.TestCase, parameterized.TestCase):
       self.assertEqual(threshold, expected_threshold)
 
   @parameterized.named_parameters(
-      (f'{kind}_{n}', n, kind)
-      for n in (1, 2, 7, 100, 1001, 65536, 65537, 200003)
-      for kind in ('normal', 'ties', 'constant', 'zeros', 'denormal', 'huge'))
+    (f'{kind}_{n}', n, kind)
+    for n in (1, 2, 7, 100, 1001, 65536, 65537, 200003)
+    for kind in ('normal', 'ties', 'constant', 'zeros', 'denormal', 'huge')
+  )
   def test_matches_numpy(self, n, kind):
     scores = random_scores(np.random.default_rng(n), n, kind)
     for num_prune in num_prune_cases(n):
@@ -124,10 +125,11 @@ class PruneSmallestTest(tf.test.TestCase, parameterized.TestCase):
       self.assert_prunes_like_numpy(scores, num_prune, keep, threshold)
 
   @parameterized.named_parameters(
-      (f'{path}_{kind}_{n}', path, kind, n)
-      for path in ('small', 'bucket', 'sampled')
-      for kind in ('normal', 'ties', 'huge')
-      for n in (1, 2, 7, 100, 4099))
+    (f'{path}_{kind}_{n}', path, kind, n)
+    for path in ('small', 'bucket', 'sampled')
+    for kind in ('normal', 'ties', 'huge')
+    for n in (1, 2, 7, 100, 4099)
+  )
   def test_every_path_matches_numpy(self, path, kind, n):
     scores = random_scores(np.random.default_rng(n), n, kind)
     with forced_path(path):
@@ -143,10 +145,11 @@ class PruneSmallestTest(tf.test.TestCase, parameterized.TestCase):
       self.assert_prunes_like_numpy(scores, num_prune, keep, threshold)
 
   @parameterized.named_parameters(
-      (f'{np.dtype(dtype).name}_{kind}_{n}', dtype, kind, n)
-      for dtype in (np.float16, _BFLOAT16, np.float32, np.float64)
-      for kind in ('normal', 'ties', 'denormal')
-      for n in (5, 70001))
+    (f'{np.dtype(dtype).name}_{kind}_{n}', dtype, kind, n)
+    for dtype in (np.float16, _BFLOAT16, np.float32, np.float64)
+    for kind in ('normal', 'ties', 'denormal')
+    for n in (5, 70001)
+  )
   def test_dtypes(self, dtype, kind, n):
     scores = random_scores(np.random.default_rng(3), n, kind, dtype)
     for num_prune in num_prune_cases(n):
@@ -166,9 +169,12 @@ class PruneSmallestTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.named_parameters(('small', 10), ('sampled', 100003))
   def test_unknown_length(self, n):
     prune = tf.function(
-        selection.prune_smallest,
-        input_signature=[tf.TensorSpec([None], tf.float32),
-                         tf.TensorSpec([], tf.int32)])
+      selection.prune_smallest,
+      input_signature=[
+        tf.TensorSpec([None], tf.float32),
+        tf.TensorSpec([], tf.int32),
+      ],
+    )
     scores = random_scores(np.random.default_rng(6), n, 'ties')
     for num_prune in num_prune_cases(n):
       keep, threshold = prune(scores, num_prune)
@@ -177,9 +183,12 @@ class PruneSmallestTest(tf.test.TestCase, parameterized.TestCase):
   def test_saved_model_round_trip(self):
     module = tf.Module()
     module.prune = tf.function(
-        selection.prune_smallest,
-        input_signature=[tf.TensorSpec([None], tf.float32),
-                         tf.TensorSpec([], tf.int32)])
+      selection.prune_smallest,
+      input_signature=[
+        tf.TensorSpec([None], tf.float32),
+        tf.TensorSpec([], tf.int32),
+      ],
+    )
     path = os.path.join(self.get_temp_dir(), 'prune')
     tf.saved_model.save(module, path)
     loaded = tf.saved_model.load(path)
@@ -190,8 +199,9 @@ class PruneSmallestTest(tf.test.TestCase, parameterized.TestCase):
   def test_contrib_linspace_keeps_five(self):
     scores = np.linspace(1, 100, 100).astype(np.float32)
     keep, threshold = selection.prune_smallest(scores, 95)
-    np.testing.assert_array_equal(np.flatnonzero(keep.numpy()),
-                                  [95, 96, 97, 98, 99])
+    np.testing.assert_array_equal(
+      np.flatnonzero(keep.numpy()), [95, 96, 97, 98, 99]
+    )
     self.assertEqual(threshold.numpy(), 96.0)
 
   def test_contrib_equal_scores_prunes_exactly_half(self):
@@ -222,10 +232,11 @@ class PruneSmallestTest(tf.test.TestCase, parameterized.TestCase):
         self.assert_prunes_like_numpy(scores, num_prune, keep, threshold)
 
   @parameterized.named_parameters(
-      (f'{path}_{kind}_{n}', path, kind, n)
-      for path in ('small', 'bucket', 'sampled')
-      for kind in ('normal', 'ties', 'huge')
-      for n in (7, 100, 4099))
+    (f'{path}_{kind}_{n}', path, kind, n)
+    for path in ('small', 'bucket', 'sampled')
+    for kind in ('normal', 'ties', 'huge')
+    for n in (7, 100, 4099)
+  )
   def test_sign_bit_is_ignored_on_every_path(self, path, kind, n):
     # The sampled path clears sign bits inside its fused passes, and its keep
     # pass also handles pruned ties of either sign.
@@ -261,13 +272,15 @@ class PruneSmallestTest(tf.test.TestCase, parameterized.TestCase):
 
   @hypothesis.settings(max_examples=60, deadline=None)
   @hypothesis.given(
-      path=st.sampled_from(['small', 'bucket', 'sampled']),
-      scores=hnp.arrays(
-          np.float32, st.integers(1, 300),
-          elements=st.sampled_from([0.0, -0.0, 1e-45, 1.0, 1.5, 2.0, 3e38,
-                                    np.inf])
-          | st.floats(0, 10, width=32)),
-      fraction=st.floats(0, 1))
+    path=st.sampled_from(['small', 'bucket', 'sampled']),
+    scores=hnp.arrays(
+      np.float32,
+      st.integers(1, 300),
+      elements=st.sampled_from([0.0, -0.0, 1e-45, 1.0, 1.5, 2.0, 3e38, np.inf])
+      | st.floats(0, 10, width=32),
+    ),
+    fraction=st.floats(0, 1),
+  )
   def test_property(self, path, scores, fraction):
     num_prune = min(int(fraction * scores.size), scores.size - 1)
     with forced_path(path):
@@ -275,25 +288,27 @@ class PruneSmallestTest(tf.test.TestCase, parameterized.TestCase):
     self.assert_prunes_like_numpy(scores, num_prune, keep, threshold)
 
   @parameterized.named_parameters(
-      ('negative', 5, -1), ('all', 5, 5), ('too_many', 5, 9))
+    ('negative', 5, -1), ('all', 5, 5), ('too_many', 5, 9)
+  )
   def test_static_num_prune_out_of_range(self, n, num_prune):
     with self.assertRaisesRegex(ValueError, r'num_prune must be in \[0, 4\]'):
       selection.prune_smallest(np.ones(n, np.float32), num_prune)
 
   @parameterized.named_parameters(
-      ('rank2', np.ones([2, 2], np.float32), 'must be 1-D'),
-      ('empty', np.ones([0], np.float32), 'must not be empty'),
-      ('ints', np.ones([3], np.int32), 'must be a float tensor'))
+    ('rank2', np.ones([2, 2], np.float32), 'must be 1-D'),
+    ('empty', np.ones([0], np.float32), 'must not be empty'),
+    ('ints', np.ones([3], np.int32), 'must be a float tensor'),
+  )
   def test_bad_scores(self, scores, message):
     with self.assertRaisesRegex(ValueError, message):
       selection.prune_smallest(scores, 0)
 
 
 class HistogramTest(tf.test.TestCase, parameterized.TestCase):
-
   def assert_histogram_like_numpy(self, scores, sparsity, nbins):
     expected_keep, expected_threshold = reference_histogram(
-        scores, sparsity, nbins)
+      scores, sparsity, nbins
+    )
     keep, threshold = selection.histogram_prune(scores, sparsity, nbins)
     self.assertEqual(threshold.dtype, tf.float32)
     self.assertEqual(threshold.numpy(), expected_threshold)
@@ -301,18 +316,21 @@ class HistogramTest(tf.test.TestCase, parameterized.TestCase):
     self.assertTrue(keep.numpy().any())
 
   @parameterized.named_parameters(
-      (f'{kind}_{n}_{nbins}', n, kind, nbins)
-      for n in (1, 10, 1000, 100003)
-      for kind in ('normal', 'ties', 'constant', 'zeros')
-      for nbins in (1, 7, 256))
+    (f'{kind}_{n}_{nbins}', n, kind, nbins)
+    for n in (1, 10, 1000, 100003)
+    for kind in ('normal', 'ties', 'constant', 'zeros')
+    for nbins in (1, 7, 256)
+  )
   def test_matches_numpy(self, n, kind, nbins):
     scores = random_scores(np.random.default_rng(n + nbins), n, kind)
     for sparsity in (0.0, 0.5, 0.9, 0.999):
       self.assert_histogram_like_numpy(scores, sparsity, nbins)
 
   @parameterized.named_parameters(
-      (f'{path}_{n}', path, n)
-      for path in ('small', 'bucket', 'sampled') for n in (100, 4099))
+    (f'{path}_{n}', path, n)
+    for path in ('small', 'bucket', 'sampled')
+    for n in (100, 4099)
+  )
   def test_sign_bit_is_ignored_on_every_path(self, path, n):
     rng = np.random.default_rng(n)
     scores = random_scores(rng, n, 'normal')
@@ -320,7 +338,8 @@ class HistogramTest(tf.test.TestCase, parameterized.TestCase):
     with forced_path(path):
       for sparsity in (0.0, 0.5, 0.9):
         expected_keep, expected_threshold = reference_histogram(
-            scores, sparsity, 256)
+          scores, sparsity, 256
+        )
         keep, threshold = selection.histogram_prune(signed, sparsity, 256)
         self.assertEqual(threshold.numpy(), expected_threshold)
         np.testing.assert_array_equal(keep.numpy(), expected_keep)
@@ -338,7 +357,8 @@ class HistogramTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_float64_scores_get_float64_threshold(self):
     scores = random_scores(
-        np.random.default_rng(13), 1000, 'normal', np.float64)
+      np.random.default_rng(13), 1000, 'normal', np.float64
+    )
     keep, threshold = selection.histogram_prune(scores, 0.5, 16)
     expected_keep, expected_threshold = reference_histogram(scores, 0.5, 16)
     self.assertEqual(threshold.dtype, tf.float64)
@@ -365,10 +385,12 @@ class HistogramTest(tf.test.TestCase, parameterized.TestCase):
   def test_tf_function_and_saved_model(self):
     module = tf.Module()
     module.prune = tf.function(
-        lambda scores, sparsity: selection.histogram_prune(
-            scores, sparsity, 64),
-        input_signature=[tf.TensorSpec([None], tf.float32),
-                         tf.TensorSpec([], tf.float32)])
+      lambda scores, sparsity: selection.histogram_prune(scores, sparsity, 64),
+      input_signature=[
+        tf.TensorSpec([None], tf.float32),
+        tf.TensorSpec([], tf.float32),
+      ],
+    )
     path = os.path.join(self.get_temp_dir(), 'histogram')
     tf.saved_model.save(module, path)
     loaded = tf.saved_model.load(path)
@@ -376,12 +398,14 @@ class HistogramTest(tf.test.TestCase, parameterized.TestCase):
     for sparsity in (0.0, 0.5, 0.9):
       keep, threshold = loaded.prune(scores, np.float32(sparsity))
       expected_keep, expected_threshold = reference_histogram(
-          scores, np.float32(sparsity), 64)
+        scores, np.float32(sparsity), 64
+      )
       np.testing.assert_array_equal(keep.numpy(), expected_keep)
       self.assertEqual(threshold.numpy(), expected_threshold)
 
   @parameterized.named_parameters(
-      (f'{n}', n) for n in (10, 2**24 + 7, 2**26 + 3, 2**30 + 1))
+    (f'{n}', n) for n in (10, 2**24 + 7, 2**26 + 3, 2**30 + 1)
+  )
   def test_rank_search_rounds_like_float32(self, n):
     # Above 2**24 scores float32 rounds the counts; the window must cover it.
     n32 = np.float32(n)

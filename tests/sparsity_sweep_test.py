@@ -12,50 +12,71 @@ import numpy as np
 import tensorflow as tf
 
 import graph_prune
-from graph_prune.train import datasets
 from graph_prune import errors
-from graph_prune.train import models
-from graph_prune.study import sweep as study
 from graph_prune.study import plots as study_plots
+from graph_prune.study import sweep as study
+from graph_prune.train import datasets
+from graph_prune.train import models
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _entries(method, points):
-  return [{'method': method, 'target_sparsity': k, 'accuracy': a,
-           'nonzeros': int(1000 * (1 - k))} for k, a in points]
+  return [
+    {
+      'method': method,
+      'target_sparsity': k,
+      'accuracy': a,
+      'nonzeros': int(1000 * (1 - k)),
+    }
+    for k, a in points
+  ]
 
 
 class MethodTest(parameterized.TestCase):
-
   def test_parse(self):
     method = study.parse_method('gradual_unit_global')
-    self.assertEqual((method.kind, method.granularity, method.scope),
-                     ('gradual', 'unit', 'global'))
+    self.assertEqual(
+      (method.kind, method.granularity, method.scope),
+      ('gradual', 'unit', 'global'),
+    )
     self.assertEqual(method.name, 'gradual_unit_global')
     h = graph_prune.parse_hparams(method.hparams(0.9, 60, 20))
-    self.assertEqual((h.target_sparsity, h.granularity, h.pruning_scope,
-                      h.do_not_prune, h.sparsity_function_end_step,
-                      h.end_pruning_step, h.pruning_frequency),
-                     (0.9, 'unit', 'global', ('logits',), 60, 60, 20))
+    self.assertEqual(
+      (
+        h.target_sparsity,
+        h.granularity,
+        h.pruning_scope,
+        h.do_not_prune,
+        h.sparsity_function_end_step,
+        h.end_pruning_step,
+        h.pruning_frequency,
+      ),
+      (0.9, 'unit', 'global', ('logits',), 60, 60, 20),
+    )
 
   def test_parse_block_method(self):
     method = study.parse_method('gradual_block4x2_global')
-    self.assertEqual((method.granularity, method.block_dims),
-                     ('block4x2', (4, 2)))
+    self.assertEqual(
+      (method.granularity, method.block_dims), ('block4x2', (4, 2))
+    )
     self.assertIsNone(study.parse_method('oneshot_unit_layer').block_dims)
     h = graph_prune.parse_hparams(method.hparams(0.75, 60, 20))
-    self.assertEqual((h.granularity, h.block_height, h.block_width,
-                      h.pruning_scope),
-                     ('weight', 4, 2, 'global'))
+    self.assertEqual(
+      (h.granularity, h.block_height, h.block_width, h.pruning_scope),
+      ('weight', 4, 2, 'global'),
+    )
 
-  @parameterized.named_parameters(('kind', 'lazy_weight_layer'),
-                                  ('granularity', 'oneshot_block_layer'),
-                                  ('block_dims', 'oneshot_block0x4_layer'),
-                                  ('parts', 'oneshot_weight'))
+  @parameterized.named_parameters(
+    ('kind', 'lazy_weight_layer'),
+    ('granularity', 'oneshot_block_layer'),
+    ('block_dims', 'oneshot_block0x4_layer'),
+    ('parts', 'oneshot_weight'),
+  )
   def test_bad_method(self, name):
-    with self.assertRaisesRegex(errors.SweepConfigError,
-                                f"'{name}'.*KIND_GRANULARITY_SCOPE"):
+    with self.assertRaisesRegex(
+      errors.SweepConfigError, f"'{name}'.*KIND_GRANULARITY_SCOPE"
+    ):
       study.parse_method(name)
 
   def test_bad_config(self):
@@ -65,37 +86,50 @@ class MethodTest(parameterized.TestCase):
       study.SweepConfig(retrain_steps=0)
 
   def test_schedule_ends_on_an_update(self):
-    config = study.SweepConfig(retrain_steps=100, schedule_fraction=0.55,
-                               pruning_frequency=20)
+    config = study.SweepConfig(
+      retrain_steps=100, schedule_fraction=0.55, pruning_frequency=20
+    )
     self.assertEqual(config.schedule_steps, 40)
 
 
 class AnalysisTest(tf.test.TestCase):
-
   def test_pareto_frontier(self):
-    entries = (_entries('a', [(0.0, 0.98), (0.5, 0.97), (0.9, 0.90)]) +
-               _entries('b', [(0.5, 0.975), (0.9, 0.85), (0.99, 0.5)]))
+    entries = _entries('a', [(0.0, 0.98), (0.5, 0.97), (0.9, 0.90)]) + _entries(
+      'b', [(0.5, 0.975), (0.9, 0.85), (0.99, 0.5)]
+    )
     frontier = study.pareto_frontier(entries)
-    self.assertEqual([(e['method'], e['target_sparsity']) for e in frontier],
-                     [('b', 0.99), ('a', 0.9), ('b', 0.5), ('a', 0.0)])
+    self.assertEqual(
+      [(e['method'], e['target_sparsity']) for e in frontier],
+      [('b', 0.99), ('a', 0.9), ('b', 0.5), ('a', 0.0)],
+    )
 
   def test_holds(self):
-    entries = (_entries('a', [(0.0, 0.98), (0.5, 0.965), (0.9, 0.95),
-                              (0.95, 0.97)]) +
-               _entries('b', [(0.0, 0.98), (0.5, 0.97)]))
-    self.assertEqual(study.holds(entries, 0.98),
-                     {'a': {'holds_to': 0.5, 'drops_at': 0.9},
-                      'b': {'holds_to': 0.5, 'drops_at': None}})
+    entries = _entries(
+      'a', [(0.0, 0.98), (0.5, 0.965), (0.9, 0.95), (0.95, 0.97)]
+    ) + _entries('b', [(0.0, 0.98), (0.5, 0.97)])
+    self.assertEqual(
+      study.holds(entries, 0.98),
+      {
+        'a': {'holds_to': 0.5, 'drops_at': 0.9},
+        'b': {'holds_to': 0.5, 'drops_at': None},
+      },
+    )
 
 
 class SweepTest(tf.test.TestCase):
-
   def test_reduced_sweep_writes_table_and_plots(self):
     config = study.SweepConfig(
-        methods=('oneshot_weight_layer', 'oneshot_unit_global',
-                 'gradual_weight_global'),
-        sparsities=(0.5, 0.9), dense_steps=30, retrain_steps=10,
-        pruning_frequency=2, batch_size=32)
+      methods=(
+        'oneshot_weight_layer',
+        'oneshot_unit_global',
+        'gradual_weight_global',
+      ),
+      sparsities=(0.5, 0.9),
+      dense_steps=30,
+      retrain_steps=10,
+      pruning_frequency=2,
+      batch_size=32,
+    )
     lines = []
     result = study.sweep(config, log=lines.append)
     self.assertLen(result.rows, 6)
@@ -106,23 +140,28 @@ class SweepTest(tf.test.TestCase):
       if row.method != 'oneshot_unit_global':
         # The output layer (2010 weights) stays dense.
         self.assertAllClose(row.sparsity, row.target_sparsity, atol=1e-3)
-        self.assertAllClose(row.nonzeros / dense.params,
-                            1 - row.target_sparsity, atol=0.01)
+        self.assertAllClose(
+          row.nonzeros / dense.params, 1 - row.target_sparsity, atol=0.01
+        )
     # One-shot rows prune the trained weights themselves, unchanged.
     by_key = {(r.method, r.target_sparsity): r for r in result.rows}
-    self.assertLess(by_key[('oneshot_weight_layer', 0.9)].accuracy,
-                    dense.accuracy + 1e-6)
+    self.assertLess(
+      by_key[('oneshot_weight_layer', 0.9)].accuracy, dense.accuracy + 1e-6
+    )
 
     out_dir = tempfile.mkdtemp()
     csv_path, json_path = study.write_tables(result, out_dir)
     with open(csv_path) as f:
       table = list(csv.DictReader(f))
-    self.assertEqual([(r['method'], float(r['target_sparsity']))
-                      for r in table],
-                     [(m, k) for m in config.methods for k in (0.5, 0.9)])
-    self.assertAllClose(float(table[0]['accuracy']),
-                        by_key[('oneshot_weight_layer', 0.5)].accuracy,
-                        atol=1e-6)
+    self.assertEqual(
+      [(r['method'], float(r['target_sparsity'])) for r in table],
+      [(m, k) for m in config.methods for k in (0.5, 0.9)],
+    )
+    self.assertAllClose(
+      float(table[0]['accuracy']),
+      by_key[('oneshot_weight_layer', 0.5)].accuracy,
+      atol=1e-6,
+    )
     with open(json_path) as f:
       summary = json.load(f)
     self.assertEqual(set(summary['holds']), set(config.methods))
@@ -131,8 +170,10 @@ class SweepTest(tf.test.TestCase):
 
     paths = study_plots.plot(result, out_dir)
     if study_plots.available():
-      self.assertEqual([os.path.basename(p) for p in paths],
-                       ['accuracy.png', 'loss.png', 'pareto.png'])
+      self.assertEqual(
+        [os.path.basename(p) for p in paths],
+        ['accuracy.png', 'loss.png', 'pareto.png'],
+      )
       for path in paths:
         with open(path, 'rb') as f:
           self.assertEqual(f.read(8), b'\x89PNG\r\n\x1a\n')
@@ -150,31 +191,39 @@ class SweepTest(tf.test.TestCase):
       rows, cols = w.shape[0] // 4, w.shape[1] // 4
       means = w.reshape(rows, 4, cols, 4).mean(axis=(1, 3)).ravel()
       keep = np.ones(means.size, np.float32)
-      keep[np.argsort(means, kind='stable')[:round(0.5 * means.size)]] = 0
-      want = np.repeat(np.repeat(keep.reshape(rows, cols), 4, axis=0), 4,
-                       axis=1)
+      keep[np.argsort(means, kind='stable')[: round(0.5 * means.size)]] = 0
+      want = np.repeat(
+        np.repeat(keep.reshape(rows, cols), 4, axis=0), 4, axis=1
+      )
       self.assertAllEqual(mask.numpy(), want)
 
   def test_one_shot_unit_pruning_removes_whole_units(self):
     data = datasets.load_digits()
     model = models.build('mlp', (8, 8), 10)
-    row = study.one_shot(model, data, study.parse_method('oneshot_unit_layer'),
-                         0.5)
+    row = study.one_shot(
+      model, data, study.parse_method('oneshot_unit_layer'), 0.5
+    )
     self.assertAllClose(row.sparsity, 0.5, atol=1e-3)
 
 
 class BinaryTest(tf.test.TestCase):
-
   def test_reduced_binary_run(self):
     out_dir = os.path.join(tempfile.mkdtemp(), 'out')
-    cmd = [sys.executable, os.path.join(_ROOT, 'tools', 'sparsity_sweep'),
-           f'--out_dir={out_dir}', '--sparsities=0,95',
-           '--methods=oneshot_weight_global,gradual_weight_layer',
-           '--dense_steps=10', '--retrain_steps=6', '--pruning_frequency=2',
-           '--batch_size=16']
+    cmd = [
+      sys.executable,
+      os.path.join(_ROOT, 'tools', 'sparsity_sweep'),
+      f'--out_dir={out_dir}',
+      '--sparsities=0,95',
+      '--methods=oneshot_weight_global,gradual_weight_layer',
+      '--dense_steps=10',
+      '--retrain_steps=6',
+      '--pruning_frequency=2',
+      '--batch_size=16',
+    ]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                          timeout=300, check=False)
+    done = subprocess.run(
+      cmd, capture_output=True, text=True, env=env, timeout=300, check=False
+    )
     self.assertEqual(done.returncode, 0, done.stderr[-3000:])
     self.assertIn('gradual_weight_layer', done.stdout)
     self.assertIn('drops at', done.stdout)

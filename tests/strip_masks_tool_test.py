@@ -32,7 +32,6 @@ RTOL = 1e-6
 
 
 class SubclassedModel(keras.Model):
-
   def __init__(self):
     super().__init__()
     self.a = L.Dense(5, activation='tanh')
@@ -56,16 +55,16 @@ def _subclassed():
 
 
 MODELS = {
-    'mlp': lambda: keras.Sequential([keras.Input((6,)), L.Dense(8),
-                                     L.Dense(3)]),
-    'cnn': _cnn,
-    'lstm': lambda: keras.Sequential([keras.Input((4, 3)), L.LSTM(4),
-                                      L.Dense(2)]),
-    'subclassed': _subclassed,
+  'mlp': lambda: keras.Sequential([keras.Input((6,)), L.Dense(8), L.Dense(3)]),
+  'cnn': _cnn,
+  'lstm': lambda: keras.Sequential(
+    [keras.Input((4, 3)), L.LSTM(4), L.Dense(2)]
+  ),
+  'subclassed': _subclassed,
 }
 
 # Runs in a fresh process: TensorFlow only.
-_CHECK = textwrap.dedent('''
+_CHECK = textwrap.dedent("""
     import sys
     import numpy as np
     import tensorflow as tf
@@ -84,7 +83,7 @@ _CHECK = textwrap.dedent('''
     (results['tflite'],) = runner(**{key: data['mlp']}).values()
     np.savez(root + '/results.npz', **results)
     print(sorted(m for m in sys.modules if m.startswith('graph_prune')))
-''')
+""")
 
 
 def _prune(kind, seed=0):
@@ -97,13 +96,16 @@ def _prune(kind, seed=0):
 
 
 def _start(args):
-  return subprocess.Popen([sys.executable, _TOOL] + args, env=_ENV,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+  return subprocess.Popen(
+    [sys.executable, _TOOL] + args,
+    env=_ENV,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
 
 
 class StripMasksToolTest(tf.test.TestCase):
-
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
@@ -113,8 +115,9 @@ class StripMasksToolTest(tf.test.TestCase):
       pruned = _prune(kind)
       spec = pruned.__call__.input_signature[0]
       shape = [2 if d is None else d for d in spec.shape]
-      inputs[kind] = np.random.RandomState(1).standard_normal(shape).astype(
-          np.float32)
+      inputs[kind] = (
+        np.random.RandomState(1).standard_normal(shape).astype(np.float32)
+      )
       cls.expected[kind] = pruned(inputs[kind]).numpy()
       tf.saved_model.save(pruned, f'{root}/in_{kind}')
     np.savez(f'{root}/inputs.npz', **inputs)
@@ -126,48 +129,71 @@ class StripMasksToolTest(tf.test.TestCase):
       f.write('keep')
 
     cls.errors = {
-        'missing': ([f'--saved_model={root}/nothing_here',
-                     f'--output_dir={root}/o1'],
-                    r"SavedModel path '.*nothing_here' does not exist; pass"),
-        'not_saved_model': ([f'--saved_model={root}/not_a_saved_model',
-                             f'--output_dir={root}/o2'],
-                            r"'.*not_a_saved_model' is not a SavedModel "
-                            r'directory \(it has no saved_model.pb\)'),
-        'no_pruning': ([f'--saved_model={root}/dense',
-                        f'--output_dir={root}/o3'],
-                       r"SavedModel '.*dense' has no pruning variables .*"
-                       'apply_pruning'),
-        'unknown_signature': ([f'--saved_model={root}/in_mlp',
-                               f'--output_dir={root}/o4',
-                               '--signature=serving_defualt'],
-                              r"Signature 'serving_defualt' is not in "
-                              r"SavedModel .*; its signatures are "
-                              r"\['serving_default'\]\."),
-        'output_not_empty': ([f'--saved_model={root}/in_mlp',
-                              f'--output_dir={root}/full'],
-                             r"Output directory '.*full' already exists and "
-                             r'is not empty; pass --overwrite'),
-        'later_step_fails': ([f'--saved_model={root}/in_lstm',
-                              f'--output_dir={root}/o5',
-                              f'--tflite={root}/lstm.tflite'],
-                             r'The TFLite converter failed .*'
-                             'fixed batch size'),
+      'missing': (
+        [f'--saved_model={root}/nothing_here', f'--output_dir={root}/o1'],
+        r"SavedModel path '.*nothing_here' does not exist; pass",
+      ),
+      'not_saved_model': (
+        [f'--saved_model={root}/not_a_saved_model', f'--output_dir={root}/o2'],
+        r"'.*not_a_saved_model' is not a SavedModel "
+        r'directory \(it has no saved_model.pb\)',
+      ),
+      'no_pruning': (
+        [f'--saved_model={root}/dense', f'--output_dir={root}/o3'],
+        r"SavedModel '.*dense' has no pruning variables .*"
+        'apply_pruning',
+      ),
+      'unknown_signature': (
+        [
+          f'--saved_model={root}/in_mlp',
+          f'--output_dir={root}/o4',
+          '--signature=serving_defualt',
+        ],
+        r"Signature 'serving_defualt' is not in "
+        r'SavedModel .*; its signatures are '
+        r"\['serving_default'\]\.",
+      ),
+      'output_not_empty': (
+        [f'--saved_model={root}/in_mlp', f'--output_dir={root}/full'],
+        r"Output directory '.*full' already exists and "
+        r'is not empty; pass --overwrite',
+      ),
+      'later_step_fails': (
+        [
+          f'--saved_model={root}/in_lstm',
+          f'--output_dir={root}/o5',
+          f'--tflite={root}/lstm.tflite',
+        ],
+        r'The TFLite converter failed .*'
+        'fixed batch size',
+      ),
     }
     runs = {name: _start(args) for name, (args, _) in cls.errors.items()}
-    runs['ok'] = _start([
-        f'--saved_model={root}/in_mlp', f'--output_dir={root}/stripped_mlp',
-        f'--tflite={root}/mlp.tflite', f'--frozen_graph={root}/mlp.pb'])
+    runs['ok'] = _start(
+      [
+        f'--saved_model={root}/in_mlp',
+        f'--output_dir={root}/stripped_mlp',
+        f'--tflite={root}/mlp.tflite',
+        f'--frozen_graph={root}/mlp.pb',
+      ]
+    )
     # Meanwhile, strip the other kinds through the library.
     for kind in ('cnn', 'lstm', 'subclassed'):
       strip_saved_model(f'{root}/in_{kind}', f'{root}/stripped_{kind}')
-    cls.results = {name: (p.wait(), *p.communicate())
-                   for name, p in runs.items()}
+    cls.results = {
+      name: (p.wait(), *p.communicate()) for name, p in runs.items()
+    }
     ok_code, ok_out, ok_err = cls.results['ok']
     if ok_code != 0:
       raise AssertionError(f'strip_masks failed:\n{ok_out}\n{ok_err}')
     check = subprocess.run(
-        [sys.executable, '-c', _CHECK, root, *MODELS], env=_ENV, cwd=root,
-        capture_output=True, text=True, check=False)
+      [sys.executable, '-c', _CHECK, root, *MODELS],
+      env=_ENV,
+      cwd=root,
+      capture_output=True,
+      text=True,
+      check=False,
+    )
     cls.check = check
 
   def test_stripped_models_serve_in_fresh_process_without_graph_prune(self):
@@ -175,18 +201,28 @@ class StripMasksToolTest(tf.test.TestCase):
     self.assertEqual(self.check.stdout.strip().splitlines()[-1], '[]')
     results = np.load(f'{self.root}/results.npz')
     for kind in MODELS:
-      self.assertAllClose(self.expected[kind], results[kind], rtol=RTOL,
-                          atol=RTOL, msg=kind)
-    self.assertAllClose(self.expected['mlp'], results['tflite'], rtol=1e-5,
-                        atol=1e-5)
+      self.assertAllClose(
+        self.expected[kind], results[kind], rtol=RTOL, atol=RTOL, msg=kind
+      )
+    self.assertAllClose(
+      self.expected['mlp'], results['tflite'], rtol=1e-5, atol=1e-5
+    )
 
   def test_report(self):
     _, out, err = self.results['ok']
     self.assertNotIn('Traceback', err)
-    for text in ('Masked weights folded into constants:', '6x8', '8x3',
-                 'Parameters:', 'non-zero',
-                 'input SavedModel', 'stripped SavedModel',
-                 'TFLite (sparse)', 'frozen GraphDef', 'gzip'):
+    for text in (
+      'Masked weights folded into constants:',
+      '6x8',
+      '8x3',
+      'Parameters:',
+      'non-zero',
+      'input SavedModel',
+      'stripped SavedModel',
+      'TFLite (sparse)',
+      'frozen GraphDef',
+      'gzip',
+    ):
       self.assertIn(text, out)
     self.assertTrue(os.path.isfile(f'{self.root}/mlp.pb'))
     # Nothing but the three outputs was written beside them.
@@ -199,7 +235,7 @@ class StripMasksToolTest(tf.test.TestCase):
         code, out, err = self.results[name]
         self.assertEqual(code, 1, msg=err)
         self.assertNotIn('Traceback', err)
-        lines = [l for l in err.splitlines() if l.startswith('strip_masks:')]
+        lines = [x for x in err.splitlines() if x.startswith('strip_masks:')]
         self.assertLen(lines, 1, msg=err)
         self.assertRegex(lines[0], '^strip_masks: error: ' + pattern)
         self.assertEqual(err.strip().splitlines()[-1], lines[0])

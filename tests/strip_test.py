@@ -22,13 +22,13 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 import graph_prune
 from graph_prune import errors
-from graph_prune.passes import fold_masks as folding
 from graph_prune.export import sizes
 from graph_prune.export import staging
-from graph_prune.passes import drop_unused as unreachable
 from graph_prune.export.strip import export_saved_model
 from graph_prune.export.strip import strip
 from graph_prune.export.strip import strip_saved_model
+from graph_prune.passes import drop_unused as unreachable
+from graph_prune.passes import fold_masks as folding
 
 L = keras.layers
 RTOL = 1e-6
@@ -37,8 +37,9 @@ strip_module = importlib.import_module('graph_prune.export.strip')
 
 
 def _mlp():
-  return keras.Sequential([keras.Input((6,)), L.Dense(8, activation='relu'),
-                           L.Dense(3)])
+  return keras.Sequential(
+    [keras.Input((6,)), L.Dense(8, activation='relu'), L.Dense(3)]
+  )
 
 
 def _cnn():
@@ -53,14 +54,13 @@ def _lstm():
 
 
 class SubclassedModel(keras.Model):
-
   def __init__(self):
     super().__init__()
     self.a = L.Dense(5, activation='tanh')
     self.b = L.Dense(2)
 
   def call(self, x):
-    return self.b(self.a(x)) + self.a(x)[:, :2]   # `a` read twice
+    return self.b(self.a(x)) + self.a(x)[:, :2]  # `a` read twice
 
 
 def _subclassed():
@@ -87,8 +87,9 @@ def _prune(kind, seed=0):
 def _inputs(pruned, seed=1):
   spec = pruned.__call__.input_signature[0]
   shape = [2 if d is None else d for d in spec.shape]
-  return tf.constant(np.random.RandomState(seed).standard_normal(shape),
-                     spec.dtype)
+  return tf.constant(
+    np.random.RandomState(seed).standard_normal(shape), spec.dtype
+  )
 
 
 def _input_key(signature):
@@ -106,8 +107,10 @@ def _nodes(graph_def):
 
 
 def _folded_values(pruned):
-  return [np.where(m.numpy() == 0, 0, w.numpy())
-          for w, m in zip(pruned.weights, pruned.masks)]
+  return [
+    np.where(m.numpy() == 0, 0, w.numpy())
+    for w, m in zip(pruned.weights, pruned.masks)
+  ]
 
 
 def _tree_digest(path):
@@ -123,7 +126,6 @@ def _tree_digest(path):
 
 
 class StripTestCase(tf.test.TestCase, parameterized.TestCase):
-
   def tmp(self, name):
     return os.path.join(tempfile.mkdtemp(dir=self.get_temp_dir()), name)
 
@@ -134,46 +136,60 @@ class StripTestCase(tf.test.TestCase, parameterized.TestCase):
     mask, threshold or step, and write none.
     """
     masks = [m.numpy() for m in pruned.masks]
-    pruning_values = masks + [t.numpy() for t in pruned.thresholds] + [
-        pruned.last_mask_update_step.numpy()]
+    pruning_values = (
+      masks
+      + [t.numpy() for t in pruned.thresholds]
+      + [pruned.last_mask_update_step.numpy()]
+    )
     pruning = {id(v) for v in list(pruned.masks) + list(pruned.weights)}
-    unpruned = [v for v in pruned.__call__.get_concrete_function().variables
-                if id(v) not in pruning]
+    unpruned = [
+      v
+      for v in pruned.__call__.get_concrete_function().variables
+      if id(v) not in pruning
+    ]
     self.assertLen(concrete_function.variables, len(unpruned))
     for variable in concrete_function.variables:
-      self.assertNotRegex(variable.name,
-                          'mask|threshold|last_mask_update_step')
+      self.assertNotRegex(variable.name, 'mask|threshold|last_mask_update_step')
       self.assertNotIn(variable.dtype, (tf.int64,))
       for value in pruning_values:
-        self.assertFalse(variable.shape == value.shape and np.array_equal(
-            variable.numpy(), value) and value.size > 2)
+        self.assertFalse(
+          variable.shape == value.shape
+          and np.array_equal(variable.numpy(), value)
+          and value.size > 2
+        )
     self.assertNotIn(tf.int64, [v.dtype for v in concrete_function.variables])
     graph_def = concrete_function.graph.as_graph_def()
     consts = {}
     writes = folding.VARIABLE_OPS - {'ReadVariableOp', 'VarHandleOp'}
     for where, node in _nodes(graph_def):
       self.assertNotIn(node.op, writes, msg=f'{where}')
-      self.assertNotRegex(node.name,
-                          'mask|threshold|last_mask_update_step')
+      self.assertNotRegex(node.name, 'mask|threshold|last_mask_update_step')
       if node.op == 'Const':
         consts[(where, node.name)] = tf.make_ndarray(node.attr['value'].tensor)
     for key, value in consts.items():
       for mask in masks:
         if value.shape == mask.shape:
-          self.assertFalse(np.array_equal(value, mask) and value.size > 2,
-                           msg=f'{key} holds a mask')
+          self.assertFalse(
+            np.array_equal(value, mask) and value.size > 2,
+            msg=f'{key} holds a mask',
+          )
     for where, node in _nodes(graph_def):
       if node.op == 'Mul':
         for text in node.input:
           value = consts.get((where, text.split(':')[0].lstrip('^')))
           self.assertFalse(
-              value is not None and value.size > 1 and
-              set(np.unique(value)) <= {0.0, 1.0},
-              msg=f'{node.name} in {where} multiplies by a 0/1 constant')
+            value is not None
+            and value.size > 1
+            and set(np.unique(value)) <= {0.0, 1.0},
+            msg=f'{node.name} in {where} multiplies by a 0/1 constant',
+          )
     # Every folded weight is a constant: weight * mask with +0.0 zeros.
     for folded in _folded_values(pruned):
-      matches = [v for v in consts.values()
-                 if v.shape == folded.shape and np.array_equal(v, folded)]
+      matches = [
+        v
+        for v in consts.values()
+        if v.shape == folded.shape and np.array_equal(v, folded)
+      ]
       self.assertNotEmpty(matches, msg='a folded weight is missing')
       self.assertFalse(np.any(np.signbit(matches[0][matches[0] == 0])))
 
@@ -182,19 +198,21 @@ class StripTestCase(tf.test.TestCase, parameterized.TestCase):
     proto = saved_model_pb2.SavedModel()
     with open(os.path.join(path, 'saved_model.pb'), 'rb') as f:
       proto.ParseFromString(f.read())
-    names = sorted(obj.variable.name
-                   for obj in proto.meta_graphs[0].object_graph_def.nodes
-                   if obj.WhichOneof('kind') == 'variable')
+    names = sorted(
+      obj.variable.name
+      for obj in proto.meta_graphs[0].object_graph_def.nodes
+      if obj.WhichOneof('kind') == 'variable'
+    )
     weights = {w.name for w in pruned.weights}
-    want = sorted(v.name[:-2]
-                  for v in pruned.__call__.get_concrete_function().variables
-                  if v.name not in weights and
-                  not v.name.endswith('/mask:0'))
+    want = sorted(
+      v.name[:-2]
+      for v in pruned.__call__.get_concrete_function().variables
+      if v.name not in weights and not v.name.endswith('/mask:0')
+    )
     self.assertEqual(names, want)
 
 
 class StripModelsTest(StripTestCase):
-
   @parameterized.named_parameters(*[(k, k) for k in MODELS])
   def test_strip_export_and_reload(self, kind):
     model, pruned = _prune(kind)
@@ -204,10 +222,12 @@ class StripModelsTest(StripTestCase):
 
     stripped = strip(pruned)
     self.assertAllClose(want, stripped(x), rtol=RTOL, atol=RTOL)
-    self.assertAllClose(want, tf.function(lambda v: stripped(v))(x),
-                        rtol=RTOL, atol=RTOL)
+    self.assertAllClose(
+      want, tf.function(lambda v: stripped(v))(x), rtol=RTOL, atol=RTOL
+    )
     self.assert_nothing_of_pruning_left(
-        stripped.__call__.get_concrete_function(), pruned, model)
+      stripped.__call__.get_concrete_function(), pruned, model
+    )
     self.assertLen(stripped.report.weights, len(pruned.masks))
 
     path = self.tmp('stripped')
@@ -217,8 +237,9 @@ class StripModelsTest(StripTestCase):
     loaded = tf.saved_model.load(path)
     self.assertAllClose(want, loaded(x), rtol=RTOL, atol=RTOL)
     signature = loaded.signatures['serving_default']
-    self.assertAllClose(want, list(signature(x).values())[0], rtol=RTOL,
-                        atol=RTOL)
+    self.assertAllClose(
+      want, list(signature(x).values())[0], rtol=RTOL, atol=RTOL
+    )
     self.assert_nothing_of_pruning_left(signature, pruned, model)
 
   def test_lstm_recurrent_kernel_folded_and_loop_kept(self):
@@ -231,17 +252,33 @@ class StripModelsTest(StripTestCase):
     self.assertTrue(any(n.endswith('recurrent_kernel') for n in names))
     # The loop body multiplies by the recurrent kernel, not by a mask: the
     # body's MatMuls read the loop-invariant folded constant.
-    bodies = [f for f in graph_def.library.function
-              if '_while_body_' in f.signature.name]
+    bodies = [
+      f
+      for f in graph_def.library.function
+      if '_while_body_' in f.signature.name
+    ]
     self.assertNotEmpty(bodies)
-    self.assertNotIn('Mul', [n.op for f in bodies for n in f.node_def
-                             if n.name.endswith('masked_weight')])
+    self.assertNotIn(
+      'Mul',
+      [
+        n.op
+        for f in bodies
+        for n in f.node_def
+        if n.name.endswith('masked_weight')
+      ],
+    )
 
   def test_tf_keras_lstm(self):
     import tf_keras  # pylint: disable=g-import-not-at-top
+
     tf_keras.utils.set_random_seed(0)
-    model = tf_keras.Sequential([tf_keras.Input((4, 3)), tf_keras.layers.LSTM(
-        5), tf_keras.layers.Dense(2)])
+    model = tf_keras.Sequential(
+      [
+        tf_keras.Input((4, 3)),
+        tf_keras.layers.LSTM(5),
+        tf_keras.layers.Dense(2),
+      ]
+    )
     pruned = graph_prune.apply_pruning(model, 'target_sparsity=0.5')
     rng = np.random.RandomState(0)
     for mask in pruned.masks:
@@ -252,7 +289,8 @@ class StripModelsTest(StripTestCase):
     loaded = tf.saved_model.load(path)
     self.assertAllClose(pruned(x), loaded(x), rtol=RTOL, atol=RTOL)
     self.assert_nothing_of_pruning_left(
-        loaded.signatures['serving_default'], pruned, model)
+      loaded.signatures['serving_default'], pruned, model
+    )
 
   @parameterized.named_parameters(('mlp', 'mlp'), ('lstm', 'lstm'))
   def test_strip_after_training_in_tf_function(self, kind):
@@ -268,8 +306,7 @@ class StripModelsTest(StripTestCase):
       with tf.GradientTape() as tape:
         loss = tf.reduce_sum(tf.square(pruned(x)))
       variables = model.trainable_variables
-      optimizer.apply_gradients(zip(tape.gradient(loss, variables),
-                                    variables))
+      optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
 
     for _ in range(3):
       train_step()
@@ -277,13 +314,16 @@ class StripModelsTest(StripTestCase):
     stripped = strip(pruned)
     self.assertAllClose(want, stripped(x), rtol=RTOL, atol=RTOL)
     self.assert_nothing_of_pruning_left(
-        stripped.__call__.get_concrete_function(), pruned, model)
+      stripped.__call__.get_concrete_function(), pruned, model
+    )
 
   def test_mlp_matches_numpy(self):
     model, pruned = _prune('mlp')
     x = _inputs(pruned).numpy()
-    (k1, k2), (b1, b2) = _folded_values(pruned), (
-        model.layers[0].bias.numpy(), model.layers[1].bias.numpy())
+    (k1, k2), (b1, b2) = (
+      _folded_values(pruned),
+      (model.layers[0].bias.numpy(), model.layers[1].bias.numpy()),
+    )
     want = np.maximum(x @ k1 + b1, 0) @ k2 + b2
     self.assertAllClose(want, strip(pruned)(x), rtol=1e-5, atol=1e-5)
 
@@ -295,8 +335,9 @@ class StripModelsTest(StripTestCase):
       self.assertAlmostEqual(w.sparsity, float(np.mean(m.numpy() == 0)))
     self.assertEqual(report.total_params, model.count_params())
     nonzero = sum(int(np.count_nonzero(v)) for v in _folded_values(pruned))
-    nonzero += sum(int(np.count_nonzero(layer.bias.numpy()))
-                   for layer in model.layers)
+    nonzero += sum(
+      int(np.count_nonzero(layer.bias.numpy())) for layer in model.layers
+    )
     self.assertEqual(report.nonzero_params, nonzero)
     text = report.to_text()
     self.assertIn('6x8', text)
@@ -306,8 +347,9 @@ class StripModelsTest(StripTestCase):
     model, pruned = _prune('mlp')
     spec = tf.TensorSpec([None, 6], tf.float32, name='x')
 
-    @tf.function(input_signature=[spec, tf.TensorSpec([], tf.bool,
-                                                      name='flag')])
+    @tf.function(
+      input_signature=[spec, tf.TensorSpec([], tf.bool, name='flag')]
+    )
     def branchy(x, flag):
       return {'y': tf.cond(flag, lambda: pruned(x), lambda: pruned(2 * x))}
 
@@ -317,9 +359,12 @@ class StripModelsTest(StripTestCase):
     loaded = tf.saved_model.load(path)
     signature = loaded.signatures['serving_default']
     for flag in (True, False):
-      self.assertAllClose(branchy(x, tf.constant(flag))['y'],
-                          signature(x=x, flag=tf.constant(flag))['y'],
-                          rtol=RTOL, atol=RTOL)
+      self.assertAllClose(
+        branchy(x, tf.constant(flag))['y'],
+        signature(x=x, flag=tf.constant(flag))['y'],
+        rtol=RTOL,
+        atol=RTOL,
+      )
     self.assert_nothing_of_pruning_left(signature, pruned, model)
 
   def test_signature_calling_model_in_loop_is_folded(self):
@@ -329,21 +374,28 @@ class StripModelsTest(StripTestCase):
     def loop(x):
       def body(i, acc):
         return i + 1, acc + pruned(x + tf.cast(i, tf.float32))
-      return tf.while_loop(lambda i, _: i < 3, body,
-                           [tf.constant(0), tf.zeros([2, 3])])[1]
+
+      return tf.while_loop(
+        lambda i, _: i < 3, body, [tf.constant(0), tf.zeros([2, 3])]
+      )[1]
 
     x = _inputs(pruned)
     stripped = strip(pruned, signatures=loop)
     fn = stripped.signature_functions['serving_default']
     self.assertAllClose(loop(x), fn(x), rtol=RTOL, atol=RTOL)
-    self.assert_nothing_of_pruning_left(fn.get_concrete_function(), pruned,
-                                        model)
+    self.assert_nothing_of_pruning_left(
+      fn.get_concrete_function(), pruned, model
+    )
 
   def test_weight_read_unmasked_in_branch_is_refused(self):
     model, pruned = _prune('mlp')
 
-    @tf.function(input_signature=[tf.TensorSpec([None, 6], tf.float32),
-                                  tf.TensorSpec([], tf.bool)])
+    @tf.function(
+      input_signature=[
+        tf.TensorSpec([None, 6], tf.float32),
+        tf.TensorSpec([], tf.bool),
+      ]
+    )
     def mixed(x, flag):
       return tf.cond(flag, lambda: pruned(x), lambda: model(x))
 
@@ -352,8 +404,10 @@ class StripModelsTest(StripTestCase):
 
   def test_signature_reading_threshold_is_refused(self):
     _, pruned = _prune('mlp')
-    fn = tf.function(lambda x: {'y': pruned(x), 't': pruned.thresholds[0] + 0},
-                     input_signature=[tf.TensorSpec([None, 6])])
+    fn = tf.function(
+      lambda x: {'y': pruned(x), 't': pruned.thresholds[0] + 0},
+      input_signature=[tf.TensorSpec([None, 6])],
+    )
     with self.assertRaisesRegex(errors.FoldError, 'threshold'):
       strip(pruned, signatures={'serving_default': fn})
 
@@ -368,7 +422,6 @@ class StripModelsTest(StripTestCase):
 
 
 class StripSavedModelTest(StripTestCase):
-
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
@@ -378,12 +431,16 @@ class StripSavedModelTest(StripTestCase):
     tf.saved_model.save(cls.pruned, cls.saved)
 
   def test_strip_saved_model_with_tflite_and_frozen_graph(self):
-    out, tflite, frozen = (self.tmp('out'), self.tmp('m.tflite'),
-                           self.tmp('m.pb'))
+    out, tflite, frozen = (
+      self.tmp('out'),
+      self.tmp('m.tflite'),
+      self.tmp('m.pb'),
+    )
     digest = _tree_digest(self.saved)
-    report = strip_saved_model(self.saved, out, tflite_path=tflite,
-                               frozen_graph_path=frozen)
-    self.assertEqual(digest, _tree_digest(self.saved))   # input untouched
+    report = strip_saved_model(
+      self.saved, out, tflite_path=tflite, frozen_graph_path=frozen
+    )
+    self.assertEqual(digest, _tree_digest(self.saved))  # input untouched
     self.assertEqual(report.signatures, ('serving_default',))
     self.assertLess(report.output_size.raw, report.input_size.raw)
     self.assertIsNotNone(report.tflite_size)
@@ -391,26 +448,38 @@ class StripSavedModelTest(StripTestCase):
     want = self.pruned(x).numpy()
     loaded = tf.saved_model.load(out)
     signature = loaded.signatures['serving_default']
-    self.assertAllClose(want, signature(**{_input_key(signature): x})[
-        'output_0'], rtol=RTOL, atol=RTOL)
+    self.assertAllClose(
+      want,
+      signature(**{_input_key(signature): x})['output_0'],
+      rtol=RTOL,
+      atol=RTOL,
+    )
     self.assert_saved_model_has_no_pruning_variables(out, self.pruned)
-    self.assert_nothing_of_pruning_left(loaded.signatures['serving_default'],
-                                        self.pruned, self.model)
+    self.assert_nothing_of_pruning_left(
+      loaded.signatures['serving_default'], self.pruned, self.model
+    )
     # The TFLite file: sparse weights, same outputs.
     interpreter = tf.lite.Interpreter(model_path=tflite)
-    self.assertTrue(any(d['sparsity_parameters']
-                        for d in interpreter.get_tensor_details()))
+    self.assertTrue(
+      any(d['sparsity_parameters'] for d in interpreter.get_tensor_details())
+    )
     runner = interpreter.get_signature_runner('serving_default')
-    self.assertAllClose(want, runner(**{_input_key(signature): x.numpy()})[
-        'output_0'], rtol=1e-5, atol=1e-5)
+    self.assertAllClose(
+      want,
+      runner(**{_input_key(signature): x.numpy()})['output_0'],
+      rtol=1e-5,
+      atol=1e-5,
+    )
     # The frozen GraphDef runs on its own.
     graph_def = graph_pb2.GraphDef()
     with open(frozen, 'rb') as f:
       graph_def.ParseFromString(f.read())
     fn = tf.compat.v1.wrap_function(
-        lambda: tf.graph_util.import_graph_def(graph_def, name=''), [])
-    pruned_fn = fn.prune(report.frozen_graph_inputs[0],
-                         report.frozen_graph_outputs[0])
+      lambda: tf.graph_util.import_graph_def(graph_def, name=''), []
+    )
+    pruned_fn = fn.prune(
+      report.frozen_graph_inputs[0], report.frozen_graph_outputs[0]
+    )
     self.assertAllClose(want, pruned_fn(x), rtol=RTOL, atol=RTOL)
     self.assertIn('Sizes', report.to_text())
 
@@ -430,11 +499,16 @@ class StripSavedModelTest(StripTestCase):
     parent = tempfile.mkdtemp(dir=self.get_temp_dir())
     out = os.path.join(parent, 'out')
     tflite = os.path.join(parent, 'm.tflite')
-    with mock.patch.object(strip_module, 'write_tflite',
-                           side_effect=RuntimeError('converter crashed')):
-      with self.assertRaisesRegex(RuntimeError, 'converter crashed'):
-        strip_saved_model(self.saved, out, tflite_path=tflite)
-    self.assertEqual(os.listdir(parent), [])   # no output, no temp left
+    with (
+      mock.patch.object(
+        strip_module,
+        'write_tflite',
+        side_effect=RuntimeError('converter crashed'),
+      ),
+      self.assertRaisesRegex(RuntimeError, 'converter crashed'),
+    ):
+      strip_saved_model(self.saved, out, tflite_path=tflite)
+    self.assertEqual(os.listdir(parent), [])  # no output, no temp left
 
   def test_overwrite(self):
     out = self.tmp('out')
@@ -457,62 +531,75 @@ class StripSavedModelTest(StripTestCase):
 
   def test_output_inside_input_is_refused(self):
     with self.assertRaisesRegex(errors.StripError, 'inside the input'):
-      strip_saved_model(self.saved, os.path.join(self.saved, 'out'),
-                        overwrite=True)
+      strip_saved_model(
+        self.saved, os.path.join(self.saved, 'out'), overwrite=True
+      )
     with self.assertRaisesRegex(errors.StripError, 'contains the input'):
       strip_saved_model(self.saved, self.root, overwrite=True)
     out = self.tmp('out')
     with self.assertRaisesRegex(errors.StripError, 'inside output'):
-      strip_saved_model(self.saved, out,
-                        tflite_path=os.path.join(out, 'm.tflite'))
+      strip_saved_model(
+        self.saved, out, tflite_path=os.path.join(out, 'm.tflite')
+      )
 
   def test_bad_inputs(self):
-    with self.assertRaisesRegex(errors.SavedModelNotFoundError,
-                                'does not exist'):
+    with self.assertRaisesRegex(
+      errors.SavedModelNotFoundError, 'does not exist'
+    ):
       strip_saved_model(self.tmp('missing'), self.tmp('out'))
-    with self.assertRaisesRegex(errors.SavedModelNotFoundError,
-                                'not a SavedModel'):
+    with self.assertRaisesRegex(
+      errors.SavedModelNotFoundError, 'not a SavedModel'
+    ):
       strip_saved_model(self.get_temp_dir(), self.tmp('out'))
-    with self.assertRaisesRegex(errors.UnknownSignatureError,
-                                r"'nope'.*\['serving_default'\]"):
+    with self.assertRaisesRegex(
+      errors.UnknownSignatureError, r"'nope'.*\['serving_default'\]"
+    ):
       strip_saved_model(self.saved, self.tmp('out'), signature_keys=['nope'])
     dense = self.tmp('dense')
     tf.saved_model.save(self.model, dense)
-    with self.assertRaisesRegex(errors.NoPruningVariablesError,
-                                'no pruning variables'):
+    with self.assertRaisesRegex(
+      errors.NoPruningVariablesError, 'no pruning variables'
+    ):
       strip_saved_model(dense, self.tmp('out'))
 
   def test_selected_signatures_only(self):
     module = tf.Module()
     module.pruned = self.pruned
     spec = [tf.TensorSpec([None, 6], tf.float32, name='x')]
-    module.logits = tf.function(lambda x: {'logits': self.pruned(x)},
-                                input_signature=spec)
+    module.logits = tf.function(
+      lambda x: {'logits': self.pruned(x)}, input_signature=spec
+    )
     module.probs = tf.function(
-        lambda x: {'probs': tf.nn.softmax(self.pruned(x))},
-        input_signature=spec)
+      lambda x: {'probs': tf.nn.softmax(self.pruned(x))}, input_signature=spec
+    )
     saved = self.tmp('two')
-    tf.saved_model.save(module, saved, signatures={
-        'logits': module.logits, 'probs': module.probs})
+    tf.saved_model.save(
+      module, saved, signatures={'logits': module.logits, 'probs': module.probs}
+    )
     out = self.tmp('out')
     report = strip_saved_model(saved, out, signature_keys=['probs'])
     self.assertEqual(report.signatures, ('probs',))
     loaded = tf.saved_model.load(out)
     self.assertEqual(list(loaded.signatures), ['probs'])
     x = _inputs(self.pruned)
-    self.assertAllClose(tf.nn.softmax(self.pruned(x)),
-                        loaded.signatures['probs'](x=x)['probs'],
-                        rtol=RTOL, atol=RTOL)
+    self.assertAllClose(
+      tf.nn.softmax(self.pruned(x)),
+      loaded.signatures['probs'](x=x)['probs'],
+      rtol=RTOL,
+      atol=RTOL,
+    )
     with self.assertRaisesRegex(errors.StripError, 'choose one'):
-      strip_saved_model(saved, self.tmp('out2'),
-                        frozen_graph_path=self.tmp('f.pb'))
+      strip_saved_model(
+        saved, self.tmp('out2'), frozen_graph_path=self.tmp('f.pb')
+      )
 
 
 def _const(graph_def, name, value):
   node = graph_def.node.add(name=name, op='Const')
   node.attr['dtype'].type = tf.float32.as_datatype_enum
   node.attr['value'].tensor.CopyFrom(
-      tf.make_tensor_proto(np.asarray(value, np.float32)))
+    tf.make_tensor_proto(np.asarray(value, np.float32))
+  )
   return node
 
 
@@ -544,8 +631,10 @@ class FoldingPassTest(tf.test.TestCase):
     g = self._graph()
     folded_graph, folded = folding.fold_masked_weights(g, {'m': 'w'}, 'x1')
     self.assertLen(g.node, 9)  # input untouched
-    self.assertEqual([(f.name, f.node, f.shape, f.nonzeros) for f in folded],
-                     [('w', 's/w', (2, 2), 2)])
+    self.assertEqual(
+      [(f.name, f.node, f.shape, f.nonzeros) for f in folded],
+      [('w', 's/w', (2, 2), 2)],
+    )
     pruned = unreachable.prune_unreachable(folded_graph, ['out:0'])
     nodes = {n.name: n for n in pruned.node}
     self.assertEqual(sorted(nodes), ['out', 's/w', 'x', 'y'])
@@ -553,7 +642,7 @@ class FoldingPassTest(tf.test.TestCase):
     self.assertEqual(list(nodes['out'].input), ['y'])
     value = tf.make_ndarray(nodes['s/w'].attr['value'].tensor)
     self.assertAllEqual(value, [[1.0, 0.0], [0.0, -4.0]])
-    self.assertFalse(np.signbit(value[0, 1]))   # +0.0, not -2 * 0 = -0.0
+    self.assertFalse(np.signbit(value[0, 1]))  # +0.0, not -2 * 0 = -0.0
     folding.check_stripped(pruned, {'m': 'w/mask'}, 'test graph')
 
   def test_check_stripped_finds_leftovers(self):
@@ -579,7 +668,6 @@ class FoldingPassTest(tf.test.TestCase):
 
 
 class SizesAndStagingTest(tf.test.TestCase):
-
   def test_sizes(self):
     root = tempfile.mkdtemp(dir=self.get_temp_dir())
     os.makedirs(os.path.join(root, 'sub'))
@@ -590,20 +678,19 @@ class SizesAndStagingTest(tf.test.TestCase):
     size = sizes.measure(root)
     self.assertEqual(size.raw, 100003)
     self.assertLess(size.gzipped, 1000)
-    self.assertEqual(size, sizes.measure(root))   # deterministic
+    self.assertEqual(size, sizes.measure(root))  # deterministic
     single = sizes.measure(os.path.join(root, 'sub', 'zeros'))
     self.assertEqual(single.raw, 100000)
     self.assertLess(single.gzipped, size.gzipped)
 
   def test_staging_commits_all_or_nothing(self):
     parent = tempfile.mkdtemp(dir=self.get_temp_dir())
-    with self.assertRaises(ZeroDivisionError):
-      with staging.Staging() as stage:
-        d = stage.directory(os.path.join(parent, 'model'))
-        with open(stage.file(os.path.join(parent, 'f')), 'w') as f:
-          f.write('x')
-        self.assertTrue(os.path.isdir(d))
-        _ = 1 / 0
+    with self.assertRaises(ZeroDivisionError), staging.Staging() as stage:
+      d = stage.directory(os.path.join(parent, 'model'))
+      with open(stage.file(os.path.join(parent, 'f')), 'w') as f:
+        f.write('x')
+      self.assertTrue(os.path.isdir(d))
+      _ = 1 / 0
     self.assertEqual(os.listdir(parent), [])
     with staging.Staging() as stage:
       d = stage.directory(os.path.join(parent, 'model'))

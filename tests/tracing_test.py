@@ -11,7 +11,6 @@ SPEC = tf.TensorSpec([None, 3], tf.float32)
 
 
 class Mod(tf.Module):
-
   def __init__(self):
     super().__init__()
     self.w = tf.Variable(tf.ones([3, 2]), name='w')
@@ -22,7 +21,6 @@ class Mod(tf.Module):
 
 
 class SubclassedNeverCalled(keras.Model):
-
   def __init__(self):
     super().__init__()
     self.d = keras.layers.Dense(2)
@@ -32,12 +30,13 @@ class SubclassedNeverCalled(keras.Model):
 
 
 class TracingTest(tf.test.TestCase, parameterized.TestCase):
-
   def assert_traced(self, traced, names=('w', 'b')):
-    self.assertIsInstance(traced.concrete_function,
-                          tf.types.experimental.ConcreteFunction)
-    self.assertEqual([v.name.split(':')[0] for v in traced.variables],
-                     list(names))
+    self.assertIsInstance(
+      traced.concrete_function, tf.types.experimental.ConcreteFunction
+    )
+    self.assertEqual(
+      [v.name.split(':')[0] for v in traced.variables], list(names)
+    )
     self.assertLen(traced.input_signature, 1)
     self.assertTrue(traced.input_signature[0].is_compatible_with(SPEC))
 
@@ -51,8 +50,9 @@ class TracingTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_polymorphic_tf_function_without_signature_is_untraceable(self):
     f = tf.function(Mod(), autograph=False)
-    with self.assertRaisesRegex(errors.UntraceableError,
-                                'polymorphic tf.function.*input_signature'):
+    with self.assertRaisesRegex(
+      errors.UntraceableError, 'polymorphic tf.function.*input_signature'
+    ):
       tracing.trace(f)
     self.assertTrue(issubclass(errors.UntraceableError, ValueError))
 
@@ -79,9 +79,10 @@ class TracingTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(traced.input_signature[0].shape.as_list(), [None, 3])
     self.assertLen(traced.variables, 2)
     a, b = keras.Input((3,), name='a'), keras.Input((2,), name='b')
-    model = keras.Model({'a': a, 'b': b},
-                        keras.layers.Dense(2)(keras.layers.Concatenate()(
-                            [a, b])))
+    model = keras.Model(
+      {'a': a, 'b': b},
+      keras.layers.Dense(2)(keras.layers.Concatenate()([a, b])),
+    )
     traced = tracing.trace(model)
     self.assertEqual(sorted(traced.input_signature[0]), ['a', 'b'])
     out = traced.concrete_function({'a': tf.ones([1, 3]), 'b': tf.ones([1, 2])})
@@ -89,8 +90,9 @@ class TracingTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_keras_subclassed(self):
     model = SubclassedNeverCalled()
-    with self.assertRaisesRegex(errors.UntraceableError,
-                                'never built or called.*input_signature'):
+    with self.assertRaisesRegex(
+      errors.UntraceableError, 'never built or called.*input_signature'
+    ):
       tracing.trace(model)
     self.assertLen(tracing.trace(model, [SPEC]).variables, 2)
     model2 = SubclassedNeverCalled()
@@ -98,8 +100,9 @@ class TracingTest(tf.test.TestCase, parameterized.TestCase):
     traced = tracing.trace(model2)
     self.assertEqual(traced.input_signature[0].shape.as_list(), [None, 3])
 
-  @parameterized.named_parameters(('inference', False, True),
-                                  ('training', True, False))
+  @parameterized.named_parameters(
+    ('inference', False, True), ('training', True, False)
+  )
   def test_keras_training_flag(self, training, deterministic):
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dropout(0.5)])
     traced = tracing.trace(model, training=training)
@@ -108,11 +111,14 @@ class TracingTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(same, deterministic)
 
   def test_variables_are_tf_variables_in_capture_order(self):
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4),
-                              keras.layers.Dense(2)])
+    model = keras.Sequential(
+      [keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(2)]
+    )
     traced = tracing.trace(model)
-    self.assertEqual([v.name for v in traced.variables],
-                     [v.value.name for v in model.variables])
+    self.assertEqual(
+      [v.name for v in traced.variables],
+      [v.value.name for v in model.variables],
+    )
     self.assertTrue(all(isinstance(v, tf.Variable) for v in traced.variables))
 
 

@@ -13,9 +13,11 @@ import tensorflow as tf
 
 from graph_prune.train import datasets
 
-_SPEC = ('target_sparsity=0.8,begin_pruning_step=0,end_pruning_step=30,'
-         'sparsity_function_begin_step=0,sparsity_function_end_step=30,'
-         'pruning_frequency=5')
+_SPEC = (
+  'target_sparsity=0.8,begin_pruning_step=0,end_pruning_step=30,'
+  'sparsity_function_begin_step=0,sparsity_function_end_step=30,'
+  'pruning_frequency=5'
+)
 _ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
 _TIMEOUT = 300
 
@@ -25,14 +27,23 @@ def _command(*flags):
 
 
 def _run(*flags):
-  return subprocess.run(_command(*flags), capture_output=True, text=True,
-                        env=_ENV, timeout=_TIMEOUT, check=False)
+  return subprocess.run(
+    _command(*flags),
+    capture_output=True,
+    text=True,
+    env=_ENV,
+    timeout=_TIMEOUT,
+    check=False,
+  )
 
 
 def _masks(model_dir, step):
   reader = tf.train.load_checkpoint(os.path.join(model_dir, f'ckpt-{step}'))
-  keys = sorted(k for k in reader.get_variable_to_shape_map()
-                if k.startswith('pruned/masks/') and k.endswith('VALUE'))
+  keys = sorted(
+    k
+    for k in reader.get_variable_to_shape_map()
+    if k.startswith('pruned/masks/') and k.endswith('VALUE')
+  )
   return {k: reader.get_tensor(k) for k in keys}
 
 
@@ -45,23 +56,37 @@ def _write_idx(path, array):
 
 
 class TrainBinaryTest(tf.test.TestCase):
-
   def test_killed_run_resumes_with_the_masks_of_an_uninterrupted_run(self):
     base = tempfile.mkdtemp()
-    flags = ['--model=cnn', f'--hparams={_SPEC}', '--train_steps=40',
-             '--batch_size=16', '--checkpoint_every=10', '--log_every=10']
+    flags = [
+      '--model=cnn',
+      f'--hparams={_SPEC}',
+      '--train_steps=40',
+      '--batch_size=16',
+      '--checkpoint_every=10',
+      '--log_every=10',
+    ]
     whole = os.path.join(base, 'whole')
     killed = os.path.join(base, 'killed')
     # The uninterrupted run and the run to kill run side by side.
     reference = subprocess.Popen(
-        _command(*flags, f'--model_dir={whole}'), stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL, text=True, env=_ENV)
+      _command(*flags, f'--model_dir={whole}'),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.DEVNULL,
+      text=True,
+      env=_ENV,
+    )
     victim = subprocess.Popen(
-        _command(*flags, f'--model_dir={killed}'), stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL, text=True, env=_ENV)
+      _command(*flags, f'--model_dir={killed}'),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.DEVNULL,
+      text=True,
+      env=_ENV,
+    )
     for line in victim.stdout:
       if line.startswith('saved checkpoint') and line.strip().endswith(
-          'ckpt-20'):
+        'ckpt-20'
+      ):
         victim.send_signal(signal.SIGKILL)
         break
     victim.communicate(timeout=_TIMEOUT)
@@ -75,8 +100,9 @@ class TrainBinaryTest(tf.test.TestCase):
 
     resumed = _run(*flags, f'--model_dir={killed}')
     self.assertEqual(resumed.returncode, 0, resumed.stderr[-3000:])
-    self.assertIn(f'resumed from {latest} at step {stopped_at}.',
-                  resumed.stdout)
+    self.assertIn(
+      f'resumed from {latest} at step {stopped_at}.', resumed.stdout
+    )
     first_step = re.search(r'^step +(\d+)/40', resumed.stdout, re.M)
     self.assertEqual(int(first_step.group(1)), stopped_at + 10)
 
@@ -84,17 +110,20 @@ class TrainBinaryTest(tf.test.TestCase):
     self.assertLen(want, 5)
     for key in want:
       self.assertAllEqual(got[key], want[key])
-    sparsity = 1 - np.mean(np.concatenate(
-        [m.ravel() for m in got.values()]))
+    sparsity = 1 - np.mean(np.concatenate([m.ravel() for m in got.values()]))
     self.assertAllClose(sparsity, 0.8, atol=0.01)
 
     # The final table, and the exports load and predict alike.
-    self.assertRegex(resumed.stdout, r'all weights \(dense-equivalent\) +'
-                     r'135242 +\d+ +0\.\d{4}')
+    self.assertRegex(
+      resumed.stdout,
+      r'all weights \(dense-equivalent\) +'
+      r'135242 +\d+ +0\.\d{4}',
+    )
     self.assertRegex(resumed.stdout, r'test accuracy 0\.\d{4}')
     pruned_dir = os.path.join(killed, 'export', 'pruned', '40')
-    self.assertRegex(resumed.stdout,
-                     rf'pruned +[\d.]+ [KM]?B +[\d.]+ [KM]?B +{pruned_dir}')
+    self.assertRegex(
+      resumed.stdout, rf'pruned +[\d.]+ [KM]?B +[\d.]+ [KM]?B +{pruned_dir}'
+    )
     x = tf.constant(datasets.load_digits().x_test[:16])
     expected = tf.saved_model.load(pruned_dir)(x)
     stripped_dir = os.path.join(killed, 'export', 'stripped', '40')
@@ -104,24 +133,35 @@ class TrainBinaryTest(tf.test.TestCase):
 
   def test_mirrored_run_equals_single_device_run(self):
     base = tempfile.mkdtemp()
-    flags = ['--model=mlp', f'--hparams={_SPEC}', '--train_steps=40',
-             '--batch_size=16', '--log_every=0']
+    flags = [
+      '--model=mlp',
+      f'--hparams={_SPEC}',
+      '--train_steps=40',
+      '--batch_size=16',
+      '--log_every=0',
+    ]
     runs = {
-        'single': ['--strategy=default'],
-        'mirrored': ['--strategy=mirrored', '--num_cpu_devices=2'],
+      'single': ['--strategy=default'],
+      'mirrored': ['--strategy=mirrored', '--num_cpu_devices=2'],
     }
     procs = {
-        name: subprocess.Popen(
-            _command(*flags, *extra, f'--model_dir={base}/{name}'),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=_ENV)
-        for name, extra in runs.items()}
-    outputs = {name: p.communicate(timeout=_TIMEOUT)
-               for name, p in procs.items()}
+      name: subprocess.Popen(
+        _command(*flags, *extra, f'--model_dir={base}/{name}'),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_ENV,
+      )
+      for name, extra in runs.items()
+    }
+    outputs = {
+      name: p.communicate(timeout=_TIMEOUT) for name, p in procs.items()
+    }
     for name, p in procs.items():
       self.assertEqual(p.returncode, 0, outputs[name][1][-3000:])
-    self.assertIn('MirroredStrategy: 2 replicas, 8 examples each',
-                  outputs['mirrored'][0])
+    self.assertIn(
+      'MirroredStrategy: 2 replicas, 8 examples each', outputs['mirrored'][0]
+    )
     want, got = _masks(f'{base}/single', 40), _masks(f'{base}/mirrored', 40)
     self.assertLen(want, 5)
     for key in want:
@@ -133,8 +173,9 @@ class TrainBinaryTest(tf.test.TestCase):
     # Weights, Adam's slots, masks, thresholds and steps.
     self.assertGreater(len(keys), 40)
     for key in keys - {'_CHECKPOINTABLE_OBJECT_GRAPH'}:
-      self.assertAllClose(mirrored.get_tensor(key), single.get_tensor(key),
-                          atol=1e-5, msg=key)
+      self.assertAllClose(
+        mirrored.get_tensor(key), single.get_tensor(key), atol=1e-5, msg=key
+      )
 
   def test_npz_and_idx_data(self):
     base = tempfile.mkdtemp()
@@ -142,54 +183,87 @@ class TrainBinaryTest(tf.test.TestCase):
     images = (rng.rand(48, 6, 7) * 255).astype(np.uint8)
     labels = rng.randint(0, 3, 48).astype(np.uint8)
     npz = os.path.join(base, 'tiny.npz')
-    np.savez(npz, x_train=images[:32], y_train=labels[:32],
-             x_test=images[32:], y_test=labels[32:])
+    np.savez(
+      npz,
+      x_train=images[:32],
+      y_train=labels[:32],
+      x_test=images[32:],
+      y_test=labels[32:],
+    )
     idx = os.path.join(base, 'idx')
     os.makedirs(idx)
-    for name, array in (('train-images-idx3-ubyte', images[:32]),
-                        ('train-labels-idx1-ubyte', labels[:32]),
-                        ('t10k-images-idx3-ubyte', images[32:]),
-                        ('t10k-labels-idx1-ubyte', labels[32:])):
+    for name, array in (
+      ('train-images-idx3-ubyte', images[:32]),
+      ('train-labels-idx1-ubyte', labels[:32]),
+      ('t10k-images-idx3-ubyte', images[32:]),
+      ('t10k-labels-idx1-ubyte', labels[32:]),
+    ):
       _write_idx(os.path.join(idx, name), array)
-    spec = ('target_sparsity=0.5,end_pruning_step=4,'
-            'sparsity_function_end_step=4,pruning_frequency=2')
+    spec = (
+      'target_sparsity=0.5,end_pruning_step=4,'
+      'sparsity_function_end_step=4,pruning_frequency=2'
+    )
     common = [f'--hparams={spec}', '--train_steps=4', '--batch_size=8']
     runs = [
-        subprocess.Popen(_command(*common, f'--data={data}', f'--model={m}',
-                                  f'--model_dir={os.path.join(base, m)}'),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, env=_ENV)
-        for data, m in ((npz, 'mlp'), (idx, 'lstm'))]
+      subprocess.Popen(
+        _command(
+          *common,
+          f'--data={data}',
+          f'--model={m}',
+          f'--model_dir={os.path.join(base, m)}',
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_ENV,
+      )
+      for data, m in ((npz, 'mlp'), (idx, 'lstm'))
+    ]
     for run, images_from in zip(runs, (npz, idx)):
       out, err = run.communicate(timeout=_TIMEOUT)
       self.assertEqual(run.returncode, 0, err[-3000:])
-      self.assertIn(f'on {images_from}: 32 train / 16 test images of shape '
-                    '[6, 7]', out)
+      self.assertIn(
+        f'on {images_from}: 32 train / 16 test images of shape [6, 7]', out
+      )
       self.assertIn('test accuracy', out)
       self.assertRegex(out, r'logits/kernel +\[\d+, 3\]')
 
   def test_bad_flags_exit_with_one_line(self):
     cases = {
-        'model': (['--model=resnet'], r'^train\.py: flag --model=resnet: '
-                  r'value should be one of <mlp\|cnn\|lstm>$'),
-        'sparsity': (['--hparams=target_sparsity=1.0'],
-                     r'^train\.py: flag --hparams=target_sparsity=1\.0: .*'
-                     r'target_sparsity.*1\.0'),
-        'data': (['--data=/no/such/digits.npz'],
-                 r"^train\.py: Data path '/no/such/digits\.npz' does not "
-                 r'exist; pass'),
+      'model': (
+        ['--model=resnet'],
+        r'^train\.py: flag --model=resnet: '
+        r'value should be one of <mlp\|cnn\|lstm>$',
+      ),
+      'sparsity': (
+        ['--hparams=target_sparsity=1.0'],
+        r'^train\.py: flag --hparams=target_sparsity=1\.0: .*'
+        r'target_sparsity.*1\.0',
+      ),
+      'data': (
+        ['--data=/no/such/digits.npz'],
+        r"^train\.py: Data path '/no/such/digits\.npz' does not "
+        r'exist; pass',
+      ),
     }
-    runs = {name: subprocess.Popen(
+    runs = {
+      name: subprocess.Popen(
         _command(*flags, f'--model_dir={tempfile.mkdtemp()}'),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_ENV)
-            for name, (flags, _) in cases.items()}
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_ENV,
+      )
+      for name, (flags, _) in cases.items()
+    }
     for name, run in runs.items():
       _, err = run.communicate(timeout=_TIMEOUT)
       with self.subTest(name):
         self.assertEqual(run.returncode, 1, err)
         self.assertNotIn('Traceback', err)
-        ours = [line for line in err.splitlines()
-                if line.startswith('train.py:')]
+        ours = [
+          line for line in err.splitlines() if line.startswith('train.py:')
+        ]
         self.assertLen(ours, 1, err)
         self.assertEqual(err.strip().splitlines()[-1], ours[0])
         self.assertRegex(ours[0], cases[name][1])

@@ -11,16 +11,18 @@ import numpy as np
 import tensorflow as tf
 
 import graph_prune
-from graph_prune.train import datasets
 from graph_prune import errors
-from graph_prune.train import models
-from graph_prune.train import run_report as report
+from graph_prune.train import datasets
 from graph_prune.train import experiment as trainer
 from graph_prune.train import loop as training
+from graph_prune.train import models
+from graph_prune.train import run_report as report
 
-_SPEC = ('target_sparsity=0.8,begin_pruning_step=0,end_pruning_step=24,'
-         'sparsity_function_begin_step=0,sparsity_function_end_step=20,'
-         'pruning_frequency=4')
+_SPEC = (
+  'target_sparsity=0.8,begin_pruning_step=0,end_pruning_step=24,'
+  'sparsity_function_begin_step=0,sparsity_function_end_step=20,'
+  'pruning_frequency=4'
+)
 
 
 def _small_data(n=192):
@@ -40,14 +42,15 @@ def _events(logdir):
     for event in tf.compat.v1.train.summary_iterator(path):
       for value in event.summary.value:
         tags.setdefault(value.tag, []).append(
-            (event.step, float(tf.make_ndarray(value.tensor))))
+          (event.step, float(tf.make_ndarray(value.tensor)))
+        )
   return tags
 
 
 class BatchesTest(parameterized.TestCase):
-
-  @parameterized.named_parameters(('divides', 10, 5), ('straddles', 10, 4),
-                                  ('larger_than_data', 3, 7))
+  @parameterized.named_parameters(
+    ('divides', 10, 5), ('straddles', 10, 4), ('larger_than_data', 3, 7)
+  )
   def test_each_epoch_visits_every_example_once(self, n, batch_size):
     batches = training.Batches(np.arange(n), np.arange(n), batch_size, seed=1)
     steps = 3 * n // np.gcd(n, batch_size)
@@ -67,28 +70,43 @@ class BatchesTest(parameterized.TestCase):
 
 
 class FitTest(tf.test.TestCase):
-
   def test_resumed_run_equals_uninterrupted_run(self):
     x, y = _small_data()
     uninterrupted = _run()
-    training.fit(uninterrupted, training.Batches(x, y, 16, seed=5), 30,
-                 log=None)
+    training.fit(
+      uninterrupted, training.Batches(x, y, 16, seed=5), 30, log=None
+    )
 
     model_dir = tempfile.mkdtemp()
     first = _run()
-    progress = training.fit(first, training.Batches(x, y, 16, seed=5), 30,
-                            model_dir=model_dir, checkpoint_every=5,
-                            log=None, stop_after=13)
+    progress = training.fit(
+      first,
+      training.Batches(x, y, 16, seed=5),
+      30,
+      model_dir=model_dir,
+      checkpoint_every=5,
+      log=None,
+      stop_after=13,
+    )
     self.assertEqual(progress.end_step, 13)
-    self.assertEqual([os.path.basename(p) for p in progress.checkpoints],
-                     ['ckpt-5', 'ckpt-10', 'ckpt-13'])
+    self.assertEqual(
+      [os.path.basename(p) for p in progress.checkpoints],
+      ['ckpt-5', 'ckpt-10', 'ckpt-13'],
+    )
     resumed = _run()
-    self.assertEqual(resumed.restore(model_dir),
-                     os.path.join(model_dir, 'ckpt-13'))
+    self.assertEqual(
+      resumed.restore(model_dir), os.path.join(model_dir, 'ckpt-13')
+    )
     self.assertEqual(resumed.step, 13)
     self.assertEqual(int(resumed.pruned.last_mask_update_step.numpy()), 12)
-    progress = training.fit(resumed, training.Batches(x, y, 16, seed=5), 30,
-                            model_dir=model_dir, checkpoint_every=5, log=None)
+    progress = training.fit(
+      resumed,
+      training.Batches(x, y, 16, seed=5),
+      30,
+      model_dir=model_dir,
+      checkpoint_every=5,
+      log=None,
+    )
     self.assertEqual((progress.start_step, progress.end_step), (13, 30))
 
     sparsity = uninterrupted.pruned.sparsity().overall
@@ -99,22 +117,33 @@ class FitTest(tf.test.TestCase):
       self.assertAllClose(a, b, atol=1e-6)
     # Every checkpoint is still there.
     self.assertEqual(
-        sorted(int(p[len(model_dir) + 6:-len('.index')])
-               for p in glob.glob(os.path.join(model_dir, 'ckpt-*.index'))),
-        [5, 10, 13, 15, 20, 25, 30])
+      sorted(
+        int(p[len(model_dir) + 6 : -len('.index')])
+        for p in glob.glob(os.path.join(model_dir, 'ckpt-*.index'))
+      ),
+      [5, 10, 13, 15, 20, 25, 30],
+    )
 
   def test_progress_lines_and_summaries(self):
     x, y = _small_data()
     run = _run()
     lines = []
     model_dir = tempfile.mkdtemp()
-    progress = training.fit(run, training.Batches(x, y, 16), 24,
-                            model_dir=model_dir, log_every=8,
-                            log=lines.append)
+    progress = training.fit(
+      run,
+      training.Batches(x, y, 16),
+      24,
+      model_dir=model_dir,
+      log_every=8,
+      log=lines.append,
+    )
     steps = [line for line in lines if line.startswith('step')]
     self.assertLen(steps, 3)
-    self.assertRegex(steps[-1], r'^step +24/24 +loss \d\.\d{4} +accuracy '
-                     r'\d\.\d{4} +sparsity 0\.80\d\d +[\d.]+ steps/s$')
+    self.assertRegex(
+      steps[-1],
+      r'^step +24/24 +loss \d\.\d{4} +accuracy '
+      r'\d\.\d{4} +sparsity 0\.80\d\d +[\d.]+ steps/s$',
+    )
     self.assertEqual([h[0] for h in progress.history], [8, 16, 24])
     tags = _events(model_dir)
     self.assertEqual([s for s, _ in tags['train/loss']], [8, 16, 24])
@@ -135,17 +164,22 @@ class FitTest(tf.test.TestCase):
   def test_checkpoint_of_another_model_is_refused(self):
     x, y = _small_data(32)
     model_dir = tempfile.mkdtemp()
-    training.fit(_run(), training.Batches(x, y, 16), 2, model_dir=model_dir,
-                 log=None)
-    with self.assertRaisesRegex(errors.ResumeError,
-                                r'ckpt-2 does not fit.*--model_dir'):
+    training.fit(
+      _run(), training.Batches(x, y, 16), 2, model_dir=model_dir, log=None
+    )
+    with self.assertRaisesRegex(
+      errors.ResumeError, r'ckpt-2 does not fit.*--model_dir'
+    ):
       _run(model_name='lstm').restore(model_dir)
 
   def test_evaluate_matches_numpy(self):
     x, y = _small_data(50)
     w = np.random.RandomState(0).randn(64, 10).astype(np.float32)
     logits = x.reshape(-1, 64) @ w
-    forward = lambda xb: tf.matmul(tf.reshape(xb, [-1, 64]), w)
+
+    def forward(xb):
+      return tf.matmul(tf.reshape(xb, [-1, 64]), w)
+
     loss, accuracy = training.evaluate(forward, x, y, batch_size=16)
     shifted = logits - logits.max(-1, keepdims=True)
     log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
@@ -154,11 +188,16 @@ class FitTest(tf.test.TestCase):
 
 
 class TrainerTest(tf.test.TestCase):
-
   def _config(self, **kwargs):
-    args = dict(model='cnn', hparams=_SPEC, train_steps=12, batch_size=16,
-                checkpoint_every=6, log_every=6,
-                model_dir=os.path.join(tempfile.mkdtemp(), 'run'))
+    args = dict(
+      model='cnn',
+      hparams=_SPEC,
+      train_steps=12,
+      batch_size=16,
+      checkpoint_every=6,
+      log_every=6,
+      model_dir=os.path.join(tempfile.mkdtemp(), 'run'),
+    )
     args.update(kwargs)
     return trainer.TrainConfig(**args)
 
@@ -169,10 +208,10 @@ class TrainerTest(tf.test.TestCase):
     self.assertIsNone(result.resumed_from)
     self.assertEqual(result.progress.end_step, 12)
     data = datasets.load_digits()
-    loss, accuracy = training.evaluate(result.pruned, data.x_test,
-                                       data.y_test)
-    self.assertAllClose((result.test_loss, result.test_accuracy),
-                        (loss, accuracy))
+    loss, accuracy = training.evaluate(result.pruned, data.x_test, data.y_test)
+    self.assertAllClose(
+      (result.test_loss, result.test_accuracy), (loss, accuracy)
+    )
     tags = _events(config.model_dir)
     self.assertEqual(tags['test/accuracy'], [(12, result.test_accuracy)])
 
@@ -181,26 +220,28 @@ class TrainerTest(tf.test.TestCase):
     x = data.x_test[:20]
     expected = result.pruned(x)
     for e in result.exports:
-      self.assertEqual(e.path, os.path.join(config.model_dir, 'export',
-                                            e.kind, '12'))
+      self.assertEqual(
+        e.path, os.path.join(config.model_dir, 'export', e.kind, '12')
+      )
       loaded = tf.saved_model.load(e.path)
       outputs = loaded.signatures['serving_default'](tf.constant(x))
       self.assertAllClose(list(outputs.values())[0], expected, atol=1e-5)
       self.assertGreater(e.raw_bytes, e.gzip_bytes)
     if len(kinds) == 1:
-      self.assertTrue(any('stripped export skipped' in line
-                          for line in lines))
+      self.assertTrue(any('stripped export skipped' in line for line in lines))
 
-    table = report.final_table(result.counts, result.test_loss,
-                               result.test_accuracy, result.exports)
+    table = report.final_table(
+      result.counts, result.test_loss, result.test_accuracy, result.exports
+    )
     self.assertIn('cnn/depthwise_1/kernel', table)
     self.assertIn(f'test accuracy {result.test_accuracy:.4f}', table)
     self.assertRegex(table, r'pruned +[\d.]+ [KM]?B +[\d.]+ [KM]?B')
 
     # A rerun resumes at the end: nothing to train, exports left alone.
     again = trainer.train(config, log=lines.append)
-    self.assertEqual(again.resumed_from,
-                     os.path.join(config.model_dir, 'ckpt-12'))
+    self.assertEqual(
+      again.resumed_from, os.path.join(config.model_dir, 'ckpt-12')
+    )
     self.assertEqual(again.progress.end_step, 12)
     self.assertFalse(any(e.written for e in again.exports))
     self.assertAllClose(again.test_accuracy, result.test_accuracy)
@@ -210,11 +251,14 @@ class TrainerTest(tf.test.TestCase):
     trainer.train(config, log=lambda line: None)
     with open(os.path.join(config.model_dir, trainer.CONFIG_FILE)) as f:
       self.assertEqual(json.load(f)['model'], 'cnn')
-    other = self._config(model='lstm', train_steps=0,
-                         model_dir=config.model_dir)
+    other = self._config(
+      model='lstm', train_steps=0, model_dir=config.model_dir
+    )
     with self.assertRaisesRegex(
-        errors.ConfigError, r"holds a run with model='cnn', not 'lstm'; "
-        r"pass --model='cnn'"):
+      errors.ConfigError,
+      r"holds a run with model='cnn', not 'lstm'; "
+      r"pass --model='cnn'",
+    ):
       trainer.train(other, log=lambda line: None)
 
   def test_bad_config(self):
@@ -227,19 +271,25 @@ class TrainerTest(tf.test.TestCase):
 
 
 class ReportTest(tf.test.TestCase):
-
   def test_counts_match_numpy(self):
     model = models.build('cnn', (8, 8), 10)
     pruned = graph_prune.apply_pruning(model, 'target_sparsity=0.75')
     pruned.mask_update(200)
     counts = report.count_params(model, pruned)
     self.assertEqual(counts.dense_params, model.count_params())
-    masked = {n: w.numpy() * m.numpy() for n, w, m in
-              zip(pruned.weight_names, pruned.weights, pruned.masks)}
-    others = sum(int(np.count_nonzero(v)) for v in model.weights
-                 if not any(v.path in n for n in masked))
-    self.assertEqual(counts.nonzeros, others + sum(
-        int(np.count_nonzero(v)) for v in masked.values()))
+    masked = {
+      n: w.numpy() * m.numpy()
+      for n, w, m in zip(pruned.weight_names, pruned.weights, pruned.masks)
+    }
+    others = sum(
+      int(np.count_nonzero(v))
+      for v in model.weights
+      if not any(v.path in n for n in masked)
+    )
+    self.assertEqual(
+      counts.nonzeros,
+      others + sum(int(np.count_nonzero(v)) for v in masked.values()),
+    )
     for row in counts.weights:
       self.assertAllClose(row.sparsity, 0.75, atol=0.01)
 

@@ -34,41 +34,67 @@ import os
 from absl import flags
 
 from graph_prune import errors
-from graph_prune.study import sweep as study
-from graph_prune.study import plots as study_plots
 from graph_prune.cli import runner
+from graph_prune.study import plots as study_plots
+from graph_prune.study import sweep as study
 
 _defaults = study.SweepConfig()
-_OUT_DIR = flags.DEFINE_string('out_dir', 'sweep_results',
-                               'Directory of the tables and plots.')
-_METHODS = flags.DEFINE_list('methods', list(_defaults.methods),
-                             'Methods, KIND_GRANULARITY_SCOPE.')
+_OUT_DIR = flags.DEFINE_string(
+  'out_dir', 'sweep_results', 'Directory of the tables and plots.'
+)
+_METHODS = flags.DEFINE_list(
+  'methods', list(_defaults.methods), 'Methods, KIND_GRANULARITY_SCOPE.'
+)
 _SPARSITIES = flags.DEFINE_list(
-    'sparsities', [f'{100 * k:g}' for k in _defaults.sparsities],
-    'Target sparsities in percent, each in [0, 100).')
-_SEEDS = flags.DEFINE_list('seeds', ['0'],
-                           'Seeds; one dense model each, results averaged.')
-_MODEL = flags.DEFINE_enum('model', _defaults.model, ['mlp', 'cnn', 'lstm'],
-                           'Built-in model.')
-_DATA = flags.DEFINE_string('data', '', 'An .npz file or an MNIST IDX folder; '
-                            'empty for the embedded digits.')
-_DENSE_STEPS = flags.DEFINE_integer('dense_steps', _defaults.dense_steps,
-                                    'Training steps of the dense model.',
-                                    lower_bound=1)
+  'sparsities',
+  [f'{100 * k:g}' for k in _defaults.sparsities],
+  'Target sparsities in percent, each in [0, 100).',
+)
+_SEEDS = flags.DEFINE_list(
+  'seeds', ['0'], 'Seeds; one dense model each, results averaged.'
+)
+_MODEL = flags.DEFINE_enum(
+  'model', _defaults.model, ['mlp', 'cnn', 'lstm'], 'Built-in model.'
+)
+_DATA = flags.DEFINE_string(
+  'data',
+  '',
+  'An .npz file or an MNIST IDX folder; empty for the embedded digits.',
+)
+_DENSE_STEPS = flags.DEFINE_integer(
+  'dense_steps',
+  _defaults.dense_steps,
+  'Training steps of the dense model.',
+  lower_bound=1,
+)
 _RETRAIN_STEPS = flags.DEFINE_integer(
-    'retrain_steps', _defaults.retrain_steps,
-    'Steps of each gradual masked retraining.', lower_bound=1)
+  'retrain_steps',
+  _defaults.retrain_steps,
+  'Steps of each gradual masked retraining.',
+  lower_bound=1,
+)
 _SCHEDULE_FRACTION = flags.DEFINE_float(
-    'schedule_fraction', _defaults.schedule_fraction,
-    'Part of the retraining over which the sparsity rises.', lower_bound=0,
-    upper_bound=1)
+  'schedule_fraction',
+  _defaults.schedule_fraction,
+  'Part of the retraining over which the sparsity rises.',
+  lower_bound=0,
+  upper_bound=1,
+)
 _PRUNING_FREQUENCY = flags.DEFINE_integer(
-    'pruning_frequency', _defaults.pruning_frequency,
-    'Steps between mask updates while retraining.', lower_bound=1)
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', _defaults.batch_size,
-                                   'Examples per step.', lower_bound=1)
-_LEARNING_RATE = flags.DEFINE_float('learning_rate', _defaults.learning_rate,
-                                    "Adam's learning rate.", lower_bound=0)
+  'pruning_frequency',
+  _defaults.pruning_frequency,
+  'Steps between mask updates while retraining.',
+  lower_bound=1,
+)
+_BATCH_SIZE = flags.DEFINE_integer(
+  'batch_size', _defaults.batch_size, 'Examples per step.', lower_bound=1
+)
+_LEARNING_RATE = flags.DEFINE_float(
+  'learning_rate',
+  _defaults.learning_rate,
+  "Adam's learning rate.",
+  lower_bound=0,
+)
 
 
 def _numbers(name, values, kind):
@@ -76,30 +102,39 @@ def _numbers(name, values, kind):
     return tuple(kind(v) for v in values)
   except ValueError as e:
     raise errors.SweepConfigError(
-        f'--{name}={",".join(values)} holds a value that is not a number; '
-        f'pass e.g. --{name}={"90,95" if kind is float else "0,1,2"}.') from e
+      f'--{name}={",".join(values)} holds a value that is not a number; '
+      f'pass e.g. --{name}={"90,95" if kind is float else "0,1,2"}.'
+    ) from e
 
 
 def main(argv):
   if len(argv) > 1:
     raise errors.SweepConfigError(
-        f'Unexpected arguments {argv[1:]}; every setting is a --flag.')
+      f'Unexpected arguments {argv[1:]}; every setting is a --flag.'
+    )
   config = study.SweepConfig(
-      methods=tuple(_METHODS.value),
-      sparsities=tuple(k / 100.0 for k in _numbers(
-          'sparsities', _SPARSITIES.value, float)),
-      seeds=_numbers('seeds', _SEEDS.value, int),
-      model=_MODEL.value, data=_DATA.value, dense_steps=_DENSE_STEPS.value,
-      retrain_steps=_RETRAIN_STEPS.value,
-      schedule_fraction=_SCHEDULE_FRACTION.value,
-      pruning_frequency=_PRUNING_FREQUENCY.value,
-      batch_size=_BATCH_SIZE.value, learning_rate=_LEARNING_RATE.value)
+    methods=tuple(_METHODS.value),
+    sparsities=tuple(
+      k / 100.0 for k in _numbers('sparsities', _SPARSITIES.value, float)
+    ),
+    seeds=_numbers('seeds', _SEEDS.value, int),
+    model=_MODEL.value,
+    data=_DATA.value,
+    dense_steps=_DENSE_STEPS.value,
+    retrain_steps=_RETRAIN_STEPS.value,
+    schedule_fraction=_SCHEDULE_FRACTION.value,
+    pruning_frequency=_PRUNING_FREQUENCY.value,
+    batch_size=_BATCH_SIZE.value,
+    learning_rate=_LEARNING_RATE.value,
+  )
   result = study.sweep(config, log=lambda line: print(line, flush=True))
   paths = study.write_tables(result, _OUT_DIR.value)
   plots = study_plots.plot(result, _OUT_DIR.value)
   if not plots:
-    print('plots skipped: matplotlib is not installed '
-          "(pip install 'graph_prune[plots]').")
+    print(
+      'plots skipped: matplotlib is not installed '
+      "(pip install 'graph_prune[plots]')."
+    )
   print()
   print(study.format_table(result))
   for path in paths + plots:

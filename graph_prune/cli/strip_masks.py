@@ -37,26 +37,37 @@ from graph_prune import errors
 from graph_prune.export.strip import strip_saved_model
 
 _SAVED_MODEL = flags.DEFINE_string(
-    'saved_model', None, 'SavedModel directory of a pruned model (input).')
+  'saved_model', None, 'SavedModel directory of a pruned model (input).'
+)
 _OUTPUT_DIR = flags.DEFINE_string(
-    'output_dir', None, 'Directory to write the stripped SavedModel to.')
+  'output_dir', None, 'Directory to write the stripped SavedModel to.'
+)
 _SIGNATURE = flags.DEFINE_list(
-    'signature', None,
-    'Signature keys to strip and write (default: every signature).')
+  'signature',
+  None,
+  'Signature keys to strip and write (default: every signature).',
+)
 _TFLITE = flags.DEFINE_string(
-    'tflite', None, 'Also write a sparse TFLite flatbuffer to this file.')
+  'tflite', None, 'Also write a sparse TFLite flatbuffer to this file.'
+)
 _FROZEN_GRAPH = flags.DEFINE_string(
-    'frozen_graph', None, 'Also write a frozen GraphDef (.pb) to this file.')
+  'frozen_graph', None, 'Also write a frozen GraphDef (.pb) to this file.'
+)
 _OVERWRITE = flags.DEFINE_bool(
-    'overwrite', False, 'Replace outputs that exist and are not empty.')
+  'overwrite', False, 'Replace outputs that exist and are not empty.'
+)
 
 flags.mark_flags_as_required(['saved_model', 'output_dir'])
 flags.register_validator(
-    'saved_model', lambda value: value is None or bool(value.strip()),
-    message='--saved_model must not be empty.')
+  'saved_model',
+  lambda value: value is None or bool(value.strip()),
+  message='--saved_model must not be empty.',
+)
 flags.register_validator(
-    'output_dir', lambda value: value is None or bool(value.strip()),
-    message='--output_dir must not be empty.')
+  'output_dir',
+  lambda value: value is None or bool(value.strip()),
+  message='--output_dir must not be empty.',
+)
 
 
 def main(argv):
@@ -67,11 +78,13 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   try:
     report = strip_saved_model(
-        _SAVED_MODEL.value, _OUTPUT_DIR.value,
-        signature_keys=_SIGNATURE.value,
-        tflite_path=_TFLITE.value or None,
-        frozen_graph_path=_FROZEN_GRAPH.value or None,
-        overwrite=_OVERWRITE.value)
+      _SAVED_MODEL.value,
+      _OUTPUT_DIR.value,
+      signature_keys=_SIGNATURE.value,
+      tflite_path=_TFLITE.value or None,
+      frozen_graph_path=_FROZEN_GRAPH.value or None,
+      overwrite=_OVERWRITE.value,
+    )
   except (errors.GraphPruneError, OSError) as e:
     print(f'strip_masks: error: {e}', file=sys.stderr)
     return 1
@@ -86,10 +99,17 @@ def run():
   # console script's generated __main__ has none, so lend it this one.
   sys.modules['__main__'].__doc__ = __doc__
   # ... and lists the flags of the module named by argv[0] under --help.
-  for holder in (_SAVED_MODEL, _OUTPUT_DIR, _SIGNATURE, _TFLITE,
-                 _FROZEN_GRAPH, _OVERWRITE):
-    flags.FLAGS.register_key_flag_for_module(sys.argv[0],
-                                             flags.FLAGS[holder.name])
+  for holder in (
+    _SAVED_MODEL,
+    _OUTPUT_DIR,
+    _SIGNATURE,
+    _TFLITE,
+    _FROZEN_GRAPH,
+    _OVERWRITE,
+  ):
+    flags.FLAGS.register_key_flag_for_module(
+      sys.argv[0], flags.FLAGS[holder.name]
+    )
   app.run(main)
 
 

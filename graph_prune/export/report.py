@@ -1,7 +1,7 @@
 """What stripping did, and the sizes of what it wrote, as a report.
 
-    report = strip_saved_model(...)
-    print(report.to_text())
+report = strip_saved_model(...)
+print(report.to_text())
 """
 
 import dataclasses
@@ -25,6 +25,7 @@ class StripReport:
     frozen_graph_inputs, frozen_graph_outputs: tensor names to feed and
       fetch in the frozen graph.
   """
+
   weights: Tuple[FoldedWeight, ...]
   total_params: int
   nonzero_params: int
@@ -40,27 +41,34 @@ class StripReport:
     """The report as a table for people."""
     lines = ['Masked weights folded into constants:']
     width = max([len(w.name) for w in self.weights] + [6])
-    lines.append(f'  {"weight":<{width}}  {"shape":<16} {"sparsity":>9} '
-                 f'{"non-zeros":>11}')
+    lines.append(
+      f'  {"weight":<{width}}  {"shape":<16} {"sparsity":>9} {"non-zeros":>11}'
+    )
     for w in self.weights:
       shape = 'x'.join(str(d) for d in w.shape)
-      lines.append(f'  {w.name:<{width}}  {shape:<16} {w.sparsity:>9.2%} '
-                   f'{w.nonzeros:>11,}')
+      lines.append(
+        f'  {w.name:<{width}}  {shape:<16} {w.sparsity:>9.2%} {w.nonzeros:>11,}'
+      )
     zeros = 1 - self.nonzero_params / max(self.total_params, 1)
-    lines.append(f'Parameters: {self.total_params:,} total, '
-                 f'{self.nonzero_params:,} non-zero ({zeros:.2%} zeros).')
+    lines.append(
+      f'Parameters: {self.total_params:,} total, '
+      f'{self.nonzero_params:,} non-zero ({zeros:.2%} zeros).'
+    )
     if self.signatures:
       lines.append(f'Signatures: {", ".join(self.signatures)}.')
-    rows = [('input SavedModel', self.input_size),
-            ('stripped SavedModel', self.output_size),
-            ('TFLite (sparse)', self.tflite_size),
-            ('frozen GraphDef', self.frozen_graph_size)]
+    rows = [
+      ('input SavedModel', self.input_size),
+      ('stripped SavedModel', self.output_size),
+      ('TFLite (sparse)', self.tflite_size),
+      ('frozen GraphDef', self.frozen_graph_size),
+    ]
     rows = [(label, size) for label, size in rows if size is not None]
     if rows:
       lines.append('Sizes (raw / gzip -9; a directory as a .tar.gz):')
       for label, size in rows:
-        lines.append(f'  {label:<20} {_bytes(size.raw):>22} / '
-                     f'{_bytes(size.gzipped):>22}')
+        lines.append(
+          f'  {label:<20} {_bytes(size.raw):>22} / {_bytes(size.gzipped):>22}'
+        )
     if self.frozen_graph_inputs or self.frozen_graph_outputs:
       feeds = ', '.join(self.frozen_graph_inputs)
       fetches = ', '.join(self.frozen_graph_outputs)
@@ -68,8 +76,9 @@ class StripReport:
     return '\n'.join(lines)
 
 
-def make_report(folded: Sequence[FoldedWeight], parameters,
-                signatures: Tuple[str, ...]) -> 'StripReport':
+def make_report(
+  folded: Sequence[FoldedWeight], parameters, signatures: Tuple[str, ...]
+) -> 'StripReport':
   """A `StripReport` without sizes.
 
   Args:
@@ -84,8 +93,12 @@ def make_report(folded: Sequence[FoldedWeight], parameters,
     unique.setdefault(w.name, w)
   total = sum(size for size, _ in parameters.values())
   nonzero = sum(nz for _, nz in parameters.values())
-  return StripReport(weights=tuple(unique.values()), total_params=total,
-                     nonzero_params=nonzero, signatures=tuple(signatures))
+  return StripReport(
+    weights=tuple(unique.values()),
+    total_params=total,
+    nonzero_params=nonzero,
+    signatures=tuple(signatures),
+  )
 
 
 def _bytes(n: int) -> str:

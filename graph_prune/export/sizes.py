@@ -20,6 +20,7 @@ _GZIP_LEVEL = 9
 @dataclasses.dataclass(frozen=True)
 class Size:
   """Bytes on disk (`raw`) and after gzip (`gzipped`)."""
+
   raw: int
   gzipped: int
 
@@ -49,14 +50,17 @@ def raw_size(path: str) -> int:
 def gzipped_size(path: str) -> int:
   """Bytes of `gzip -9` of a file, or of a deterministic tar of a directory."""
   sink = _CountingSink()
-  with gzip.GzipFile(fileobj=sink, mode='wb', compresslevel=_GZIP_LEVEL,
-                     mtime=0) as stream:
+  with gzip.GzipFile(
+    fileobj=sink, mode='wb', compresslevel=_GZIP_LEVEL, mtime=0
+  ) as stream:
     if os.path.isdir(path):
-      with tarfile.open(fileobj=stream, mode='w|',
-                        format=tarfile.USTAR_FORMAT) as tar:
+      with tarfile.open(
+        fileobj=stream, mode='w|', format=tarfile.USTAR_FORMAT
+      ) as tar:
         for file_path in _files(path):
-          info = tar.gettarinfo(file_path,
-                                arcname=os.path.relpath(file_path, path))
+          info = tar.gettarinfo(
+            file_path, arcname=os.path.relpath(file_path, path)
+          )
           info.mtime = info.uid = info.gid = 0
           info.uname = info.gname = ''
           info.mode = 0o644
@@ -79,6 +83,9 @@ def _files(directory):
   found = []
   for root, dirs, files in os.walk(directory):
     dirs.sort()
-    found.extend(os.path.join(root, name) for name in files
-                 if os.path.isfile(os.path.join(root, name)))
+    found.extend(
+      os.path.join(root, name)
+      for name in files
+      if os.path.isfile(os.path.join(root, name))
+    )
   return sorted(found, key=lambda p: os.path.relpath(p, directory))

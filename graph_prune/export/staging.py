@@ -41,8 +41,9 @@ def check_output(path: str, overwrite: bool, flag: str = 'overwrite') -> None:
     return
   kind = 'directory' if os.path.isdir(path) else 'file'
   raise errors.OutputExistsError(
-      f'Output {kind} {path!r} already exists and is not empty; pass '
-      f'{flag} to replace it, or choose another path.')
+    f'Output {kind} {path!r} already exists and is not empty; pass '
+    f'{flag} to replace it, or choose another path.'
+  )
 
 
 class Staging:
@@ -51,7 +52,7 @@ class Staging:
   def __init__(self, overwrite: bool = False, flag: str = 'overwrite'):
     self._overwrite = overwrite
     self._flag = flag
-    self._pending: List[Tuple[str, str, bool]] = []   # (tmp, final, is_dir)
+    self._pending: List[Tuple[str, str, bool]] = []  # (tmp, final, is_dir)
     self._committed = False
 
   def __enter__(self):
@@ -68,7 +69,7 @@ class Staging:
     parent, name = _split(final)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f'.{name}.tmp-', dir=parent)
-    os.chmod(tmp, 0o777 & ~_umask())   # mkdtemp makes it private (0700)
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700)
     self._pending.append((tmp, final, True))
     return tmp
 
@@ -77,12 +78,13 @@ class Staging:
     check_output(final, self._overwrite, self._flag)
     if os.path.isdir(final):
       raise errors.OutputExistsError(
-          f'Output file {final!r} is a directory; choose a file path.')
+        f'Output file {final!r} is a directory; choose a file path.'
+      )
     parent, name = _split(final)
     os.makedirs(parent, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{name}.tmp-', dir=parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes it private (0600)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600)
     self._pending.append((tmp, final, False))
     return tmp
 
@@ -133,4 +135,4 @@ def _replace_directory(tmp: str, final: str) -> None:
     os.remove(final)
     os.rename(tmp, final)
   else:
-    os.rename(tmp, final)   # replaces an empty directory
+    os.rename(tmp, final)  # replaces an empty directory

@@ -26,9 +26,9 @@ import numpy as np
 import tensorflow as tf
 
 from graph_prune import errors
+from graph_prune.export import report as strip_report
 from graph_prune.export import sizes
 from graph_prune.export import staging
-from graph_prune.export import report as strip_report
 from graph_prune.export.stripped_model import first_line
 from graph_prune.export.stripped_model import PruningVariables
 from graph_prune.export.stripped_model import rebuild
@@ -42,8 +42,9 @@ DEFAULT_SIGNATURE = 'serving_default'
 _OVERWRITE_HINT = '--overwrite (overwrite=True)'
 
 
-def strip(pruned, signatures: Optional[Mapping[str, Any]] = None
-          ) -> StrippedModel:
+def strip(
+  pruned, signatures: Optional[Mapping[str, Any]] = None
+) -> StrippedModel:
   """Returns `pruned` as a `StrippedModel`: masks folded, no pruning state.
 
   Args:
@@ -67,8 +68,9 @@ def strip(pruned, signatures: Optional[Mapping[str, Any]] = None
   for attr in ('masks', 'thresholds', 'last_mask_update_step', '__call__'):
     if not hasattr(pruned, attr):
       raise errors.StripError(
-          f'strip expects the PrunedModel returned by '
-          f'graph_prune.apply_pruning, got {type(pruned).__name__}.')
+        f'strip expects the PrunedModel returned by '
+        f'graph_prune.apply_pruning, got {type(pruned).__name__}.'
+      )
   pruning = PruningVariables.of([pruned])
   call = pruned.__call__
   cf = _inference_trace(call)
@@ -83,15 +85,21 @@ def strip(pruned, signatures: Optional[Mapping[str, Any]] = None
     for key, fn in signatures.items():
       sig_cf = _concrete(fn, key)
       sig = strip_function(sig_cf, pruning, f'signature {key!r}')
-      functions[key] = rebuild(sig, sig_cf, signature_input_specs(sig_cf),
-                               copies)
+      functions[key] = rebuild(
+        sig, sig_cf, signature_input_specs(sig_cf), copies
+      )
       folded += sig.folded
       parameters.update(sig.parameters)
-  report = strip_report.make_report(folded, parameters, tuple(functions) or (
-      DEFAULT_SIGNATURE,))
+  report = strip_report.make_report(
+    folded, parameters, tuple(functions) or (DEFAULT_SIGNATURE,)
+  )
   call = rebuild(stripped, cf, call.input_signature, copies)
-  return StrippedModel(call=call, signature_functions=functions,
-                       report=report, variables=copies.variables)
+  return StrippedModel(
+    call=call,
+    signature_functions=functions,
+    report=report,
+    variables=copies.variables,
+  )
 
 
 def _inference_trace(function):
@@ -103,15 +111,19 @@ def _inference_trace(function):
   same Python callable, traced outside any tape, is the plain inference
   graph.
   """
-  fresh = tf.function(function.python_function,
-                      input_signature=function.input_signature)
+  fresh = tf.function(
+    function.python_function, input_signature=function.input_signature
+  )
   with tf.init_scope():
     return fresh.get_concrete_function()
 
 
-def export_saved_model(pruned, export_dir: str,
-                       signatures: Optional[Mapping[str, Any]] = None,
-                       overwrite: bool = False) -> strip_report.StripReport:
+def export_saved_model(
+  pruned,
+  export_dir: str,
+  signatures: Optional[Mapping[str, Any]] = None,
+  overwrite: bool = False,
+) -> strip_report.StripReport:
   """Writes `strip(pruned, signatures)` as a SavedModel.
 
   The SavedModel has `__call__` and, without `signatures`, a
@@ -136,8 +148,9 @@ def export_saved_model(pruned, export_dir: str,
   with staging.Staging(overwrite, 'overwrite=True') as stage:
     module.save(stage.directory(export_dir))
     stage.commit()
-  return dataclasses.replace(module.report,
-                             output_size=sizes.measure(export_dir))
+  return dataclasses.replace(
+    module.report, output_size=sizes.measure(export_dir)
+  )
 
 
 def load_pruned_saved_model(path: str):
@@ -157,36 +170,47 @@ def load_pruned_saved_model(path: str):
   except Exception as e:  # pylint: disable=broad-except
     # Any failure to parse or restore: a corrupt or foreign SavedModel.
     raise errors.SavedModelNotFoundError(
-        f'Cannot load SavedModel {path!r}: {first_line(e)}') from e
-  owners = [obj for obj in tf.train.TrackableView(loaded).descendants()
-            if all(hasattr(obj, a) for a in
-                   ('masks', 'thresholds', 'last_mask_update_step'))]
+      f'Cannot load SavedModel {path!r}: {first_line(e)}'
+    ) from e
+  owners = [
+    obj
+    for obj in tf.train.TrackableView(loaded).descendants()
+    if all(
+      hasattr(obj, a) for a in ('masks', 'thresholds', 'last_mask_update_step')
+    )
+  ]
   pruning = PruningVariables.of(owners)
   if not pruning.masks:
     raise errors.NoPruningVariablesError(
-        f'SavedModel {path!r} has no pruning variables (no mask of a '
-        'PrunedModel); save the model returned by graph_prune.apply_pruning '
-        '(tf.saved_model.save(pruned, path)), not the original model.')
+      f'SavedModel {path!r} has no pruning variables (no mask of a '
+      'PrunedModel); save the model returned by graph_prune.apply_pruning '
+      '(tf.saved_model.save(pruned, path)), not the original model.'
+    )
   return loaded, pruning
 
 
 def _check_saved_model_path(path: str) -> None:
   if not os.path.exists(path):
     raise errors.SavedModelNotFoundError(
-        f'SavedModel path {path!r} does not exist; pass the directory '
-        'tf.saved_model.save wrote.')
+      f'SavedModel path {path!r} does not exist; pass the directory '
+      'tf.saved_model.save wrote.'
+    )
   if not os.path.isdir(path) or not tf.saved_model.contains_saved_model(path):
     raise errors.SavedModelNotFoundError(
-        f'{path!r} is not a SavedModel directory (it has no saved_model.pb); '
-        'pass the directory tf.saved_model.save wrote.')
+      f'{path!r} is not a SavedModel directory (it has no saved_model.pb); '
+      'pass the directory tf.saved_model.save wrote.'
+    )
 
 
-def strip_saved_model(saved_model_dir: str, output_dir: str,
-                      signature_keys: Optional[Sequence[str]] = None,
-                      tflite_path: Optional[str] = None,
-                      frozen_graph_path: Optional[str] = None,
-                      overwrite: bool = False,
-                      verify: bool = True) -> strip_report.StripReport:
+def strip_saved_model(
+  saved_model_dir: str,
+  output_dir: str,
+  signature_keys: Optional[Sequence[str]] = None,
+  tflite_path: Optional[str] = None,
+  frozen_graph_path: Optional[str] = None,
+  overwrite: bool = False,
+  verify: bool = True,
+) -> strip_report.StripReport:
   """Strips a SavedModel of a pruned model into a new SavedModel.
 
   The input is never modified. Every output is written to a temporary path
@@ -226,19 +250,20 @@ def strip_saved_model(saved_model_dir: str, output_dir: str,
     cf = loaded.signatures[key]
     stripped = strip_function(cf, pruning, f'signature {key!r}')
     stripped_by_key[key] = stripped
-    functions[key] = rebuild(
-        stripped, cf, signature_input_specs(cf), copies)
+    functions[key] = rebuild(stripped, cf, signature_input_specs(cf), copies)
   folded = [w for s in stripped_by_key.values() for w in s.folded]
   if not folded:
     raise errors.NoPruningVariablesError(
-        f'No signature of {saved_model_dir!r} ({", ".join(keys)}) computes a '
-        'masked weight; choose the signature that calls the pruned model.')
+      f'No signature of {saved_model_dir!r} ({", ".join(keys)}) computes a '
+      'masked weight; choose the signature that calls the pruned model.'
+    )
   parameters = {}
   for s in stripped_by_key.values():
     parameters.update(s.parameters)
   report = strip_report.make_report(folded, parameters, tuple(keys))
-  module = StrippedModel(signature_functions=functions,
-                                   report=report, variables=copies.variables)
+  module = StrippedModel(
+    signature_functions=functions, report=report, variables=copies.variables
+  )
 
   with staging.Staging(overwrite, _OVERWRITE_HINT) as stage:
     tmp_dir = stage.directory(output_dir)
@@ -254,41 +279,50 @@ def strip_saved_model(saved_model_dir: str, output_dir: str,
 
   frozen = stripped_by_key.get(frozen_key)
   return dataclasses.replace(
-      report,
-      input_size=sizes.measure(saved_model_dir),
-      output_size=sizes.measure(output_dir),
-      tflite_size=sizes.measure(tflite_path) if tflite_path else None,
-      frozen_graph_size=(sizes.measure(frozen_graph_path)
-                         if frozen_graph_path else None),
-      frozen_graph_inputs=frozen.input_names if frozen else (),
-      frozen_graph_outputs=frozen.output_names if frozen else ())
+    report,
+    input_size=sizes.measure(saved_model_dir),
+    output_size=sizes.measure(output_dir),
+    tflite_size=sizes.measure(tflite_path) if tflite_path else None,
+    frozen_graph_size=(
+      sizes.measure(frozen_graph_path) if frozen_graph_path else None
+    ),
+    frozen_graph_inputs=frozen.input_names if frozen else (),
+    frozen_graph_outputs=frozen.output_names if frozen else (),
+  )
 
 
-def write_tflite(saved_model_dir: str, signature_keys: Sequence[str],
-                 path: str) -> None:
+def write_tflite(
+  saved_model_dir: str, signature_keys: Sequence[str], path: str
+) -> None:
   """Converts a (stripped) SavedModel to TFLite with sparse weights.
 
   Raises:
     StripError: the converter fails (the message has its first line).
   """
   converter = tf.lite.TFLiteConverter.from_saved_model(
-      saved_model_dir, signature_keys=list(signature_keys))
+    saved_model_dir, signature_keys=list(signature_keys)
+  )
   converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
   try:
     flatbuffer = converter.convert()
   except Exception as e:  # pylint: disable=broad-except
     # The converter raises ConverterError and others, all with a message.
     raise errors.StripError(
-        f'The TFLite converter failed on signatures {list(signature_keys)} '
-        f'({_converter_message(e)}); TFLite builtin ops are used, so e.g. a '
-        'recurrent layer needs a fixed batch size in the input signature.'
+      f'The TFLite converter failed on signatures {list(signature_keys)} '
+      f'({_converter_message(e)}); TFLite builtin ops are used, so e.g. a '
+      'recurrent layer needs a fixed batch size in the input signature.'
     ) from e
   with open(path, 'wb') as f:
     f.write(flatbuffer)
 
 
-def verify_signatures(original, stripped_dir: str, keys: Sequence[str],
-                      rtol: float = 1e-4, atol: float = 1e-5) -> None:
+def verify_signatures(
+  original,
+  stripped_dir: str,
+  keys: Sequence[str],
+  rtol: float = 1e-4,
+  atol: float = 1e-5,
+) -> None:
   """Checks that each stripped signature computes what the original does.
 
   Runs both on the same random inputs (batch 2 for unknown dimensions);
@@ -309,11 +343,15 @@ def verify_signatures(original, stripped_dir: str, keys: Sequence[str],
     for name in sorted(want):
       a, b = np.asarray(want[name]), np.asarray(got[name])
       if a.shape != b.shape or not np.allclose(a, b, rtol=rtol, atol=atol):
-        diff = (np.max(np.abs(a - b)) if a.shape == b.shape
-                else f'shape {b.shape} instead of {a.shape}')
+        diff = (
+          np.max(np.abs(a - b))
+          if a.shape == b.shape
+          else f'shape {b.shape} instead of {a.shape}'
+        )
         raise errors.FoldError(
-            f'The stripped signature {key!r} differs from the input on output '
-            f'{name!r} (max difference {diff}); please report this bug.')
+          f'The stripped signature {key!r} differs from the input on output '
+          f'{name!r} (max difference {diff}); please report this bug.'
+        )
 
 
 def _random_inputs(specs, rng):
@@ -336,16 +374,18 @@ def _select_signatures(loaded, path, signature_keys):
   available = sorted(loaded.signatures.keys())
   if not available:
     raise errors.UnknownSignatureError(
-        f'SavedModel {path!r} has no signatures; save it with '
-        'tf.saved_model.save(pruned, path), which writes serving_default.')
+      f'SavedModel {path!r} has no signatures; save it with '
+      'tf.saved_model.save(pruned, path), which writes serving_default.'
+    )
   if not signature_keys:
     return available
   keys = list(dict.fromkeys(signature_keys))
   for key in keys:
     if key not in available:
       raise errors.UnknownSignatureError(
-          f'Signature {key!r} is not in SavedModel {path!r}; its signatures '
-          f'are {available}.')
+        f'Signature {key!r} is not in SavedModel {path!r}; its signatures '
+        f'are {available}.'
+      )
   return keys
 
 
@@ -355,9 +395,10 @@ def _frozen_graph_key(keys):
   if DEFAULT_SIGNATURE in keys:
     return DEFAULT_SIGNATURE
   raise errors.StripError(
-      f'A frozen graph holds one signature but {keys} are selected and none '
-      f'is {DEFAULT_SIGNATURE!r}; choose one with --signature '
-      '(signature_keys).')
+    f'A frozen graph holds one signature but {keys} are selected and none '
+    f'is {DEFAULT_SIGNATURE!r}; choose one with --signature '
+    '(signature_keys).'
+  )
 
 
 def _check_paths(saved_model_dir, outputs):
@@ -366,29 +407,33 @@ def _check_paths(saved_model_dir, outputs):
   targets = [os.path.realpath(p) for p in outputs]
   for i, path in enumerate(outputs):
     for j, other in enumerate(outputs):
-      if i != j and (targets[i] == targets[j] or
-                     targets[i].startswith(targets[j] + os.sep)):
+      if i != j and (
+        targets[i] == targets[j] or targets[i].startswith(targets[j] + os.sep)
+      ):
         raise errors.StripError(
-            f'Output {path!r} is the same as or inside output {other!r}; '
-            'give each output its own path beside the others.')
+          f'Output {path!r} is the same as or inside output {other!r}; '
+          'give each output its own path beside the others.'
+        )
   for path in outputs:
     target = os.path.realpath(path)
     if target == source or target.startswith(source + os.sep):
       raise errors.StripError(
-          f'Output {path!r} is inside the input SavedModel '
-          f'{saved_model_dir!r}; write it elsewhere (the input is never '
-          'modified).')
+        f'Output {path!r} is inside the input SavedModel '
+        f'{saved_model_dir!r}; write it elsewhere (the input is never '
+        'modified).'
+      )
     if source.startswith(target + os.sep):
       raise errors.StripError(
-          f'Output {path!r} contains the input SavedModel '
-          f'{saved_model_dir!r}; write it elsewhere (the input is never '
-          'modified).')
+        f'Output {path!r} contains the input SavedModel '
+        f'{saved_model_dir!r}; write it elsewhere (the input is never '
+        'modified).'
+      )
 
 
 def _converter_message(error) -> str:
   """The first error of a TFLite converter message, without MLIR locations."""
   lines = str(error).splitlines() or [type(error).__name__]
-  line = next((l for l in lines if 'error:' in l), lines[0])
+  line = next((text for text in lines if 'error:' in text), lines[0])
   line = line.split('error:', 1)[-1]
   return line.rsplit('): ', 1)[-1].strip()
 
@@ -398,7 +443,8 @@ def _concrete(fn, key):
     return fn
   if getattr(fn, 'input_signature', None) is None:
     raise errors.StripError(
-        f'Signature {key!r} is a function without an input signature; '
-        'declare it with tf.function(input_signature=[...]) or pass a '
-        'ConcreteFunction.')
+      f'Signature {key!r} is a function without an input signature; '
+      'declare it with tf.function(input_signature=[...]) or pass a '
+      'ConcreteFunction.'
+    )
   return _inference_trace(fn)

@@ -3,7 +3,8 @@
     stripped = strip_function(concrete_function, pruning, 'the model')
     fn = rebuild(stripped, concrete_function, input_signature, copies)
 
-`graph_prune.export.strip.strip` runs this for a live `PrunedModel` (its `__call__`) and
+`graph_prune.export.strip.strip` runs this for a live `PrunedModel` (its
+`__call__`) and
 for each signature of a SavedModel of one. `strip_function` freezes the
 concrete function, every variable becoming a Const
 (`_tf_internal.freeze_function`); folds each masked weight
@@ -46,8 +47,8 @@ import tensorflow as tf
 
 from graph_prune import _tf_internal
 from graph_prune import errors
-from graph_prune.passes import fold_masks as folding
 from graph_prune.passes import drop_unused as unreachable
+from graph_prune.passes import fold_masks as folding
 from graph_prune.passes.fold_masks import FoldedWeight
 
 # Makes names of rewritten functions and import scopes unique per process.
@@ -56,6 +57,7 @@ _call_ids = itertools.count(1)
 
 class _Untracked:
   """Holds a value out of sight of tf.Module tracking and SavedModel."""
+
   __slots__ = ('value',)
 
   def __init__(self, value):
@@ -70,6 +72,7 @@ class PruningVariables:
     masks: handle id -> name of the weight the mask multiplies.
     others: handle id -> variable name, for thresholds and the step.
   """
+
   masks: Mapping[int, str]
   others: Mapping[int, str]
 
@@ -101,6 +104,7 @@ class StrippedFunction:
     variables: top-level Const node name -> the variable it froze, for
       every variable other than a pruning one that the graph still reads.
   """
+
   graph_def: Any
   input_names: Tuple[str, ...]
   output_names: Tuple[str, ...]
@@ -119,8 +123,14 @@ class StrippedModel(tf.Module):
     variables: the copies of the unpruned weights (tf.Module's property).
   """
 
-  def __init__(self, call=None, signature_functions=None, report=None,
-               variables=(), name=None):
+  def __init__(
+    self,
+    call=None,
+    signature_functions=None,
+    report=None,
+    variables=(),
+    name=None,
+  ):
     super().__init__(name=name)
     # Tracked, so that SavedModels and checkpoints hold them.
     self.model_variables = list(variables)
@@ -135,8 +145,9 @@ class StrippedModel(tf.Module):
     call = self.__dict__.get('__call__')
     if call is None:
       raise errors.StripError(
-          'This StrippedModel was made from SavedModel signatures and has no '
-          "__call__; use model.signature_functions['<key>'].")
+        'This StrippedModel was made from SavedModel signatures and has no '
+        "__call__; use model.signature_functions['<key>']."
+      )
     return call(*args)
 
   @property
@@ -145,13 +156,16 @@ class StrippedModel(tf.Module):
 
   def save(self, export_dir: str) -> None:
     """Writes this model as a SavedModel (as is; strip.py stages it)."""
-    signatures = {key: fn.get_concrete_function()
-                  for key, fn in self._signatures.value.items()}
+    signatures = {
+      key: fn.get_concrete_function()
+      for key, fn in self._signatures.value.items()
+    }
     tf.saved_model.save(self, export_dir, signatures=signatures or None)
 
 
-def strip_function(concrete_function, pruning: PruningVariables,
-                   what: str) -> StrippedFunction:
+def strip_function(
+  concrete_function, pruning: PruningVariables, what: str
+) -> StrippedFunction:
   """Freezes a computation and folds its masked weights into constants.
 
   Args:
@@ -184,13 +198,15 @@ def strip_function(concrete_function, pruning: PruningVariables,
     frozen = _tf_internal.freeze_function(cf)
   except (ValueError, TypeError, tf.errors.OpError) as e:
     raise errors.FoldError(
-        f'Cannot freeze {what} into constants: {first_line(e)}') from e
+      f'Cannot freeze {what} into constants: {first_line(e)}'
+    ) from e
   graph_def = frozen.graph.as_graph_def()
   input_names = tuple(t.name for t in frozen.inputs)
   output_names = tuple(t.name for t in frozen.outputs)
   suffix = f'stripped_{next(_call_ids)}'
-  graph_def, folded = folding.fold_masked_weights(graph_def, mask_consts,
-                                                  suffix=suffix)
+  graph_def, folded = folding.fold_masked_weights(
+    graph_def, mask_consts, suffix=suffix
+  )
   graph_def = unreachable.prune_unreachable(graph_def, output_names)
   folding.check_stripped(graph_def, pruning_consts, what)
   for fdef in graph_def.library.function:
@@ -208,12 +224,19 @@ def strip_function(concrete_function, pruning: PruningVariables,
       kept[node.name] = variable_consts[node.name]
       value = tf.make_ndarray(node.attr['value'].tensor)
       parameters[variable_name(kept[node.name])] = (
-          int(value.size), int(np.count_nonzero(value)))
+        int(value.size),
+        int(np.count_nonzero(value)),
+      )
   for w in folded:
-    logging.info('graph_prune: folded %s %s into a constant, sparsity %.4f',
-                 w.name, list(w.shape), w.sparsity)
-  return StrippedFunction(graph_def, input_names, output_names, folded,
-                          parameters, kept)
+    logging.info(
+      'graph_prune: folded %s %s into a constant, sparsity %.4f',
+      w.name,
+      list(w.shape),
+      w.sparsity,
+    )
+  return StrippedFunction(
+    graph_def, input_names, output_names, folded, parameters, kept
+  )
 
 
 class VariableCopies:
@@ -234,13 +257,19 @@ class VariableCopies:
     key = id(original.handle)
     if key not in self._copies:
       self._copies[key] = tf.Variable(
-          value, name=variable_name(original),
-          trainable=bool(getattr(original, 'trainable', False)))
+        value,
+        name=variable_name(original),
+        trainable=bool(getattr(original, 'trainable', False)),
+      )
     return self._copies[key]
 
 
-def rebuild(stripped: StrippedFunction, concrete_function,
-            input_signature: Sequence[Any], copies: VariableCopies):
+def rebuild(
+  stripped: StrippedFunction,
+  concrete_function,
+  input_signature: Sequence[Any],
+  copies: VariableCopies,
+):
   """A `tf.function` computing `stripped` like `concrete_function`.
 
   The stripped GraphDef is imported into the new function's graph: its
@@ -264,46 +293,63 @@ def rebuild(stripped: StrippedFunction, concrete_function,
   for const, original in stripped.variables.items():
     node = next(n for n in stripped.graph_def.node if n.name == const)
     variables[f'{const}:0'] = copies.copy_of(
-        original, tf.make_ndarray(node.attr['value'].tensor))
+      original, tf.make_ndarray(node.attr['value'].tensor)
+    )
   # The inputs' Placeholders and the variables' Consts are left out:
   # input_map feeds their consumers.
   fed = {name.split(':')[0] for name in input_names} | set(stripped.variables)
   graph_def = type(stripped.graph_def)()
   graph_def.CopyFrom(stripped.graph_def)
-  nodes = [n for n in graph_def.node
-           if not (n.op in ('Placeholder', 'Const') and n.name in fed)]
+  nodes = [
+    n
+    for n in graph_def.node
+    if not (n.op in ('Placeholder', 'Const') and n.name in fed)
+  ]
   present = {n.name for n in stripped.graph_def.node}
   del graph_def.node[:]
   graph_def.node.extend(nodes)
   # The function's outputs are its structure's tensors, in flat order (a
   # loaded signature's structure holds TensorSpecs); other leaves (None,
   # Python numbers) are returned as they are.
-  flat_structure = tf.nest.flatten(cf.structured_outputs,
-                                   expand_composites=True)
-  is_output = [isinstance(t, (tf.Tensor, tf.TensorSpec))
-               for t in flat_structure]
+  flat_structure = tf.nest.flatten(
+    cf.structured_outputs, expand_composites=True
+  )
+  is_output = [
+    isinstance(t, (tf.Tensor, tf.TensorSpec)) for t in flat_structure
+  ]
   if sum(is_output) != len(stripped.output_names):
     raise errors.StripError(
-        f'Cannot rebuild {cf.name}: its output structure has {sum(is_output)} '
-        f'tensors but the function {len(stripped.output_names)} outputs.')
+      f'Cannot rebuild {cf.name}: its output structure has {sum(is_output)} '
+      f'tensors but the function {len(stripped.output_names)} outputs.'
+    )
   scope = f'stripped_{next(_call_ids)}'
 
   def call(*args):
     flat_args = tf.nest.flatten(args, expand_composites=True)
-    input_map = {name: t for name, t in zip(input_names, flat_args)
-                 if name.split(':')[0] in present}
+    input_map = {
+      name: t
+      for name, t in zip(input_names, flat_args)
+      if name.split(':')[0] in present
+    }
     input_map.update((name, v.read_value()) for name, v in variables.items())
     results = tf.graph_util.import_graph_def(
-        graph_def, input_map=input_map,
-        return_elements=list(stripped.output_names), name=scope)
+      graph_def,
+      input_map=input_map,
+      return_elements=list(stripped.output_names),
+      name=scope,
+    )
     outputs = iter(results)
-    flat = [next(outputs) if output else t
-            for t, output in zip(flat_structure, is_output)]
-    return tf.nest.pack_sequence_as(cf.structured_outputs, flat,
-                                    expand_composites=True)
+    flat = [
+      next(outputs) if output else t
+      for t, output in zip(flat_structure, is_output)
+    ]
+    return tf.nest.pack_sequence_as(
+      cf.structured_outputs, flat, expand_composites=True
+    )
 
-  return tf.function(call, input_signature=list(input_signature),
-                     autograph=False)
+  return tf.function(
+    call, input_signature=list(input_signature), autograph=False
+  )
 
 
 def signature_input_specs(concrete_function) -> Tuple[tf.TensorSpec, ...]:
@@ -315,14 +361,16 @@ def signature_input_specs(concrete_function) -> Tuple[tf.TensorSpec, ...]:
   args, kwargs = concrete_function.structured_input_signature
   if args:
     return tuple(args)
-  return tuple(tf.TensorSpec(spec.shape, spec.dtype, name=key)
-               for key, spec in sorted(kwargs.items()))
+  return tuple(
+    tf.TensorSpec(spec.shape, spec.dtype, name=key)
+    for key, spec in sorted(kwargs.items())
+  )
 
 
 def _weight_name(mask) -> str:
   name = variable_name(mask)
   if name.endswith(folding.MASK_SUFFIX):
-    return name[:-len(folding.MASK_SUFFIX)]
+    return name[: -len(folding.MASK_SUFFIX)]
   return name
 
 

@@ -1,7 +1,7 @@
 """The graph pass: find prunable weights, replace each by `weight * mask`.
 
-  scan = find_weights(traced, do_not_prune)        # what can be pruned
-  fn, report = insert_masks(traced, {name: mask})  # the rewritten function
+scan = find_weights(traced, do_not_prune)        # what can be pruned
+fn, report = insert_masks(traced, {name: mask})  # the rewritten function
 """
 
 from graph_prune.passes.insert import insert_masks
@@ -15,6 +15,13 @@ from graph_prune.passes.scan import WeightScan
 from graph_prune.passes.scan import WeightUse
 
 __all__ = [
-    'find_weights', 'insert_masks', 'require_candidates', 'MaskedWeight',
-    'RewriteReport', 'Skipped', 'WeightScan', 'WeightUse', 'MASKED_WEIGHT_SUFFIX',
+  'find_weights',
+  'insert_masks',
+  'require_candidates',
+  'MaskedWeight',
+  'RewriteReport',
+  'Skipped',
+  'WeightScan',
+  'WeightUse',
+  'MASKED_WEIGHT_SUFFIX',
 ]

@@ -59,6 +59,7 @@ _HANDLE_ARG_ATTRS = ('_handle_dtypes', '_handle_shapes')
 @dataclasses.dataclass(frozen=True)
 class Value:
   """The float tensor that replaces a handle: dtype enum and static shape."""
+
   dtype: int
   shape: Tuple[int, ...]
 
@@ -78,9 +79,10 @@ class FunctionRewriter:
     self.new_functions: List[function_pb2.FunctionDef] = []
     self.renamed: List[Tuple[str, str]] = []
 
-  def rewrite(self, fdef, args: Dict[int, Value], new_name: str
-              ) -> Tuple[function_pb2.FunctionDef, Dict[int, Value]]:
-    """Returns (rewritten copy of fdef, {output index: Value it now returns})."""
+  def rewrite(
+    self, fdef, args: Dict[int, Value], new_name: str
+  ) -> Tuple[function_pb2.FunctionDef, Dict[int, Value]]:
+    """Returns (rewritten copy of fdef, {output index: Value it returns})."""
     f = function_pb2.FunctionDef()
     f.CopyFrom(fdef)
     where = f'function {fdef.signature.name!r}'
@@ -101,9 +103,10 @@ class FunctionRewriter:
       rule = _NODE_RULES.get(node.op)
       if rule is None:
         raise errors.GraphRewriteError(
-            f'Cannot mask a weight used by node {node.name!r} (op {node.op}) '
-            f'in {where}; the pass only rewrites reads, gathers, loops, '
-            'branches and calls of a weight.')
+          f'Cannot mask a weight used by node {node.name!r} (op {node.op}) '
+          f'in {where}; the pass only rewrites reads, gathers, loops, '
+          'branches and calls of a weight.'
+        )
       rule(self, node, positions, renames, extra_nodes, where)
     f.node_def.extend(extra_nodes)
     fdefs.rename_refs(f, renames)
@@ -131,15 +134,16 @@ class FunctionRewriter:
         del f.attr[key]
     return f, outputs
 
-  def rewrite_callee(self, name: str, args: Dict[int, Value]
-                     ) -> Tuple[str, Dict[int, Value]]:
+  def rewrite_callee(
+    self, name: str, args: Dict[int, Value]
+  ) -> Tuple[str, Dict[int, Value]]:
     """Rewrites library function `name` (once per arg set); returns new name."""
     key = (name, tuple(sorted(args.items())))
     if key not in self._memo:
       if name not in self._library:
         raise errors.GraphRewriteError(
-            f'Function {name!r} is not in the graph library; cannot rewrite '
-            'it.')
+          f'Function {name!r} is not in the graph library; cannot rewrite it.'
+        )
       new_name = f'{name}_{self._suffix}'
       i = 1
       while new_name in self._names:
@@ -207,8 +211,9 @@ def _gather(rw, node, positions, renames, extra_nodes, where):
   del rw, renames
   if 0 not in positions:
     raise errors.GraphRewriteError(
-        f'Node {node.name!r} in {where} uses a weight handle as gather '
-        'indices; cannot rewrite it.')
+      f'Node {node.name!r} in {where} uses a weight handle as gather '
+      'indices; cannot rewrite it.'
+    )
   value = positions[0]
   axis = node_def_pb2.NodeDef(name=f'{node.name}/axis', op='Const')
   axis.attr['dtype'].type = types_pb2.DT_INT32
@@ -244,8 +249,9 @@ def _while(rw, node, positions, renames, extra_nodes, where):
     new_name, outputs = rw.rewrite_callee(node.attr[attr].func.name, positions)
     if attr == 'body' and outputs != positions:
       raise errors.GraphRewriteError(
-          f'While loop {node.name!r} in {where} does not pass the weight '
-          'handle through unchanged; cannot rewrite it.')
+        f'While loop {node.name!r} in {where} does not pass the weight '
+        'handle through unchanged; cannot rewrite it.'
+      )
     node.attr[attr].func.name = new_name
   for i, value in positions.items():
     node.attr['T'].list.type[i] = value.dtype
@@ -258,8 +264,9 @@ def _branches(rw, node, positions, renames, extra_nodes, where):
   del renames, extra_nodes
   if 0 in positions:
     raise errors.GraphRewriteError(
-        f'Node {node.name!r} in {where} branches on a weight handle; cannot '
-        'rewrite it.')
+      f'Node {node.name!r} in {where} branches on a weight handle; cannot '
+      'rewrite it.'
+    )
   args = {p - 1: v for p, v in positions.items()}
   targets, _ = rules.callees(node, 1, rw._library)  # pylint: disable=protected-access
   outputs = None
@@ -267,8 +274,9 @@ def _branches(rw, node, positions, renames, extra_nodes, where):
     new_name, outs = rw.rewrite_callee(fname, args)
     if outputs is not None and outs != outputs:
       raise errors.GraphRewriteError(
-          f'The branches of {node.name!r} in {where} return the weight handle '
-          'at different outputs; cannot rewrite it.')
+        f'The branches of {node.name!r} in {where} return the weight handle '
+        'at different outputs; cannot rewrite it.'
+      )
     outputs = outs
     if index < 0:
       node.attr[attr].func.name = new_name
@@ -286,9 +294,9 @@ def _branches(rw, node, positions, renames, extra_nodes, where):
 _CONTROL_FLOW_OPS = rules.WHILE_OPS | rules.IF_OPS | rules.CASE_OPS
 
 _NODE_RULES = {
-    rules.RESOURCE_READ: _read_to_identity,
-    rules.RESOURCE_IDENTITY: _retype_identity,
-    'ResourceGather': _gather,
-    **{op: _while for op in rules.WHILE_OPS},
-    **{op: _branches for op in rules.IF_OPS | rules.CASE_OPS},
+  rules.RESOURCE_READ: _read_to_identity,
+  rules.RESOURCE_IDENTITY: _retype_identity,
+  'ResourceGather': _gather,
+  **dict.fromkeys(rules.WHILE_OPS, _while),
+  **dict.fromkeys(rules.IF_OPS | rules.CASE_OPS, _branches),
 }

@@ -18,8 +18,7 @@ from graph_prune import _tf_internal
 from graph_prune.passes import graph_ir as fdefs
 
 
-def prune_unreachable(graph_def,
-                      outputs: Sequence[str]) -> graph_pb2.GraphDef:
+def prune_unreachable(graph_def, outputs: Sequence[str]) -> graph_pb2.GraphDef:
   """Keeps only the nodes and functions the outputs need.
 
   See the module docstring.
@@ -37,8 +36,9 @@ def prune_unreachable(graph_def,
   by_name = {n.name: n for n in graph_def.node}
   stateless = _stateless_closure(graph_def.node, by_name)
   for node in graph_def.node:
-    kept = [t for t in node.input
-            if not (t.startswith('^') and t[1:] in stateless)]
+    kept = [
+      t for t in node.input if not (t.startswith('^') and t[1:] in stateless)
+    ]
     if len(kept) != len(node.input):
       del node.input[:]
       node.input.extend(kept)
@@ -55,12 +55,12 @@ def prune_unreachable(graph_def,
   library = {f.signature.name: f for f in graph_def.library.function}
   called = sorted({fname for n in nodes for _, fname in _called(n, library)})
   keep = set(fdefs.reachable(called, library))
-  functions = [f for f in graph_def.library.function
-               if f.signature.name in keep]
+  functions = [
+    f for f in graph_def.library.function if f.signature.name in keep
+  ]
   del graph_def.library.function[:]
   graph_def.library.function.extend(functions)
-  gradients = [g for g in graph_def.library.gradient
-               if g.function_name in keep]
+  gradients = [g for g in graph_def.library.gradient if g.function_name in keep]
   del graph_def.library.gradient[:]
   graph_def.library.gradient.extend(gradients)
   return graph_def
@@ -68,7 +68,7 @@ def prune_unreachable(graph_def,
 
 def _stateless_closure(nodes, by_name) -> Set[str]:
   """Names of the nodes that are stateless and depend only on such nodes."""
-  result, state = set(), {}   # state: 1 visiting, 2 done
+  result, state = set(), {}  # state: 1 visiting, 2 done
   for root in nodes:
     stack = [(root.name, False)]
     while stack:
@@ -82,14 +82,17 @@ def _stateless_closure(nodes, by_name) -> Set[str]:
       inputs = [_node_name(t) for t in node.input]
       if not expanded:
         if state.get(name) == 1:
-          continue   # a cycle (not in a TF2 graph): leave it stateful
+          continue  # a cycle (not in a TF2 graph): leave it stateful
         state[name] = 1
         stack.append((name, True))
         stack.extend((i, False) for i in inputs if state.get(i) != 2)
         continue
       op_def = _tf_internal.op_def(node.op)
-      if (op_def is not None and not op_def.is_stateful and
-          all(i in result for i in inputs)):
+      if (
+        op_def is not None
+        and not op_def.is_stateful
+        and all(i in result for i in inputs)
+      ):
         result.add(name)
       state[name] = 2
   return result

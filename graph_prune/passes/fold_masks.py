@@ -51,24 +51,40 @@ from graph_prune.passes import graph_ir as fdefs
 from graph_prune.passes import insert
 
 MASKED_WEIGHT_SUFFIX = insert.MASKED_WEIGHT_SUFFIX
-MASK_SUFFIX = '/mask'   # pruned.PrunedModel names a mask '<weight>/mask'
+MASK_SUFFIX = '/mask'  # pruned.PrunedModel names a mask '<weight>/mask'
 
 # Ops that read or write variables; none may be left in a frozen stripped
 # graph.
-VARIABLE_OPS = frozenset([
-    'VarHandleOp', 'ReadVariableOp', 'AssignVariableOp', 'AssignAddVariableOp',
-    'AssignSubVariableOp', 'ResourceGather', 'ResourceGatherNd',
-    'VariableV2', 'Variable', 'Assign', 'AssignAdd', 'AssignSub',
-    'ResourceScatterUpdate', 'ResourceApplyGradientDescent',
-])
+VARIABLE_OPS = frozenset(
+  [
+    'VarHandleOp',
+    'ReadVariableOp',
+    'AssignVariableOp',
+    'AssignAddVariableOp',
+    'AssignSubVariableOp',
+    'ResourceGather',
+    'ResourceGatherNd',
+    'VariableV2',
+    'Variable',
+    'Assign',
+    'AssignAdd',
+    'AssignSub',
+    'ResourceScatterUpdate',
+    'ResourceApplyGradientDescent',
+  ]
+)
 
 # How a call-like op hands its inputs to the functions it calls: the input
 # position of argument 0.
 _ARG_OFFSET = {
-    'While': 0, 'StatelessWhile': 0,
-    'If': 1, 'StatelessIf': 1,
-    'Case': 1, 'StatelessCase': 1,
-    'PartitionedCall': 0, 'StatefulPartitionedCall': 0,
+  'While': 0,
+  'StatelessWhile': 0,
+  'If': 1,
+  'StatelessIf': 1,
+  'Case': 1,
+  'StatelessCase': 1,
+  'PartitionedCall': 0,
+  'StatefulPartitionedCall': 0,
 }
 _LOOP_OPS = frozenset(['While', 'StatelessWhile'])
 # Ops whose output 0 is their input 0 unchanged.
@@ -86,6 +102,7 @@ class FoldedWeight:
     dtype: its dtype name.
     nonzeros: how many of its values are not zero.
   """
+
   name: str
   node: str
   shape: Tuple[int, ...]
@@ -197,6 +214,7 @@ class _Body:
 @dataclasses.dataclass(frozen=True)
 class _Call:
   """A node of `body` calling a function through attr `attr`."""
+
   body: _Body
   node: object
   attr: str
@@ -224,8 +242,9 @@ class _Folder:
     self.mask_consts = mask_consts
     self.top = _Body(graph_def.node)
     self.library = {f.signature.name: f for f in graph_def.library.function}
-    self.bodies = {name: _Body(f.node_def, f)
-                   for name, f in self.library.items()}
+    self.bodies = {
+      name: _Body(f.node_def, f) for name, f in self.library.items()
+    }
     self.callers = collections.defaultdict(list)
     for body in [self.top, *self.bodies.values()]:
       for node in body.nodes:
@@ -236,11 +255,12 @@ class _Folder:
     self._fed: Dict[Tuple[str, str, int, int], str] = {}
 
   def run(self):
-    candidates = [(body, node)
-                  for body in [self.top, *self.bodies.values()]
-                  for node in list(body.nodes)
-                  if node.op == 'Mul' and
-                  node.name.endswith(MASKED_WEIGHT_SUFFIX)]
+    candidates = [
+      (body, node)
+      for body in [self.top, *self.bodies.values()]
+      for node in list(body.nodes)
+      if node.op == 'Mul' and node.name.endswith(MASKED_WEIGHT_SUFFIX)
+    ]
     for body, node in candidates:
       self._fold(body, node)
 
@@ -250,16 +270,21 @@ class _Folder:
     data = [t for t in mul.input if not t.startswith('^')]
     if len(data) != 2:
       raise errors.FoldError(
-          f'Node {mul.name!r} in {body.describe()} is a Mul with '
-          f'{len(data)} data inputs; strip expects Mul(weight, mask).')
+        f'Node {mul.name!r} in {body.describe()} is a Mul with '
+        f'{len(data)} data inputs; strip expects Mul(weight, mask).'
+      )
     value_ref, weight = self._feed(body, data[0], data[1], mul.name)
     _check_name(mul.name, weight, body)
-    base = mul.name[:-len(MASKED_WEIGHT_SUFFIX)]
+    base = mul.name[: -len(MASKED_WEIGHT_SUFFIX)]
     if body.fdef is None:
       old_refs = body.refs_to_output(mul, 0) | {f'^{mul.name}'}
       target = body.by_name[value_ref.split(':')[0]]
-      body.rename_refs({r: (f'^{target.name}' if r.startswith('^')
-                            else value_ref) for r in old_refs})
+      body.rename_refs(
+        {
+          r: (f'^{target.name}' if r.startswith('^') else value_ref)
+          for r in old_refs
+        }
+      )
       body.remove(mul)
       return
     # In a function: the argument now carries the folded value.
@@ -271,13 +296,18 @@ class _Folder:
     identity.attr['T'].CopyFrom(mul.attr['T'])
     body.nodes.append(identity)
     body.add(identity)
-    body.rename_refs({f'{mul.name}:z:0': f'{identity.name}:output:0',
-                      f'^{mul.name}': f'^{identity.name}'})
+    body.rename_refs(
+      {
+        f'{mul.name}:z:0': f'{identity.name}:output:0',
+        f'^{mul.name}': f'^{identity.name}',
+      }
+    )
     body.remove(mul)
     self.changed.add(body.name)
 
-  def _feed(self, body: _Body, text_a: str, text_b: str,
-            where: str) -> Tuple[str, str]:
+  def _feed(
+    self, body: _Body, text_a: str, text_b: str, where: str
+  ) -> Tuple[str, str]:
     """Makes a reference in `body` to the folded value of (a, b).
 
     Returns:
@@ -288,42 +318,51 @@ class _Folder:
     if body.fdef is None:
       if kind_a != 'const' or kind_b != 'const':
         raise errors.FoldError(
-            f'Cannot fold masked weight {where!r}: its operands are not both '
-            'frozen variables (found '
-            f'{_what(kind_a, a)} and {_what(kind_b, b)}).')
+          f'Cannot fold masked weight {where!r}: its operands are not both '
+          'frozen variables (found '
+          f'{_what(kind_a, a)} and {_what(kind_b, b)}).'
+        )
       if b.name in self.mask_consts:
         weight_node, mask_node = a, b
       elif a.name in self.mask_consts:
         weight_node, mask_node = b, a
       else:
         raise errors.FoldError(
-            f'Cannot fold {where!r}: neither of its operands ({a.name!r}, '
-            f'{b.name!r}) is a mask variable.')
+          f'Cannot fold {where!r}: neither of its operands ({a.name!r}, '
+          f'{b.name!r}) is a mask variable.'
+        )
       weight = self.mask_consts[mask_node.name]
       return self._folded_const(weight_node, mask_node, weight, where), weight
     if kind_a != 'arg' or kind_b != 'arg' or a == b:
       raise errors.FoldError(
-          f'Cannot fold masked weight {where!r} in {body.describe()}: its '
-          'operands are not two arguments of the function (found '
-          f'{_what(kind_a, a)} and {_what(kind_b, b)}).')
+        f'Cannot fold masked weight {where!r} in {body.describe()}: its '
+        'operands are not two arguments of the function (found '
+        f'{_what(kind_a, a)} and {_what(kind_b, b)}).'
+      )
     calls = self.callers.get(body.name, [])
     if not calls:
       raise errors.FoldError(
-          f'Cannot fold masked weight {where!r}: {body.describe()} is not '
-          'called by any node strip can follow.')
+        f'Cannot fold masked weight {where!r}: {body.describe()} is not '
+        'called by any node strip can follow.'
+      )
     weight = None
     for call in calls:
       offset = _arg_offset(call.node, self.library)
       if offset is None:
         raise errors.FoldError(
-            f'Cannot fold masked weight {where!r}: {body.describe()} is '
-            f'called by {call.node.op} node {call.node.name!r}, whose inputs '
-            'strip cannot map to arguments.')
+          f'Cannot fold masked weight {where!r}: {body.describe()} is '
+          f'called by {call.node.op} node {call.node.name!r}, whose inputs '
+          'strip cannot map to arguments.'
+        )
       key = (call.body.name, call.node.name, a, b)
       if key not in self._fed:
         self._check_call(call, offset, a, b, where)
-        ref, weight = self._feed(call.body, call.node.input[a + offset],
-                                 call.node.input[b + offset], where)
+        ref, weight = self._feed(
+          call.body,
+          call.node.input[a + offset],
+          call.node.input[b + offset],
+          where,
+        )
         call.node.input[a + offset] = ref
         call.node.input[b + offset] = ref
         self._fed[key] = self._fed[(key[0], key[1], b, a)] = weight
@@ -332,8 +371,9 @@ class _Folder:
       weight = self._fed[key]
     return body.args[a], weight
 
-  def _folded_const(self, weight_node, mask_node, weight: str,
-                    where: str) -> str:
+  def _folded_const(
+    self, weight_node, mask_node, weight: str, where: str
+  ) -> str:
     key = (weight_node.name, mask_node.name)
     if key in self.folded:
       return self.folded[key].node
@@ -341,49 +381,58 @@ class _Folder:
     mask = tf.make_ndarray(mask_node.attr['value'].tensor)
     if value.shape != mask.shape or value.dtype != mask.dtype:
       raise errors.FoldError(
-          f'Cannot fold {where!r}: the weight is {value.dtype}{value.shape} '
-          f'but the mask is {mask.dtype}{mask.shape}.')
+        f'Cannot fold {where!r}: the weight is {value.dtype}{value.shape} '
+        f'but the mask is {mask.dtype}{mask.shape}.'
+      )
     folded = value * mask
     # +0.0 where pruned: see the module docstring.
     folded = np.where(folded == 0, np.zeros_like(folded), folded)
     node = self.graph_def.node.add()
-    base = where[:-len(MASKED_WEIGHT_SUFFIX)] if where.endswith(
-        MASKED_WEIGHT_SUFFIX) else where + '/folded'
+    base = (
+      where[: -len(MASKED_WEIGHT_SUFFIX)]
+      if where.endswith(MASKED_WEIGHT_SUFFIX)
+      else where + '/folded'
+    )
     node.name = self.top.unique_name(base)
     node.op = 'Const'
     node.attr['dtype'].CopyFrom(weight_node.attr['dtype'])
     node.attr['value'].tensor.CopyFrom(tf.make_tensor_proto(folded))
     self.top.add(node)
     self.folded[key] = FoldedWeight(
-        name=weight, node=node.name, shape=tuple(folded.shape),
-        dtype=tf.as_dtype(folded.dtype).name,
-        nonzeros=int(np.count_nonzero(folded)))
+      name=weight,
+      node=node.name,
+      shape=tuple(folded.shape),
+      dtype=tf.as_dtype(folded.dtype).name,
+      nonzeros=int(np.count_nonzero(folded)),
+    )
     return node.name
 
   # Checks that feeding the folded value to a call changes nothing else.
 
-  def _check_call(self, call: _Call, offset: int, a: int, b: int,
-                  where: str):
+  def _check_call(self, call: _Call, offset: int, a: int, b: int, where: str):
     node = call.node
     loop = node.op in _LOOP_OPS
     for attr, fname in _calls(node, self.library):
       callee = self.bodies.get(fname)
       if callee is None:
         continue
-      self._check_arg_uses(callee, a, b, where,
-                           loop_body=loop and attr == 'body')
-    if loop:   # the loop's outputs for the two variables must be unused
+      self._check_arg_uses(
+        callee, a, b, where, loop_body=loop and attr == 'body'
+      )
+    if loop:  # the loop's outputs for the two variables must be unused
       consumers = call.body.data_consumers()
       for index in (a + offset, b + offset):
         for ref in call.body.refs_to_output(node, index):
           for user, _ in consumers.get(ref, ()):
             raise errors.FoldError(
-                f'Cannot fold masked weight {where!r}: {user.op} node '
-                f'{user.name!r} reads output {index} of loop '
-                f'{node.name!r}, which carries its mask.')
+              f'Cannot fold masked weight {where!r}: {user.op} node '
+              f'{user.name!r} reads output {index} of loop '
+              f'{node.name!r}, which carries its mask.'
+            )
 
-  def _check_arg_uses(self, body: _Body, a: int, b: int, where: str,
-                      loop_body: bool):
+  def _check_arg_uses(
+    self, body: _Body, a: int, b: int, where: str, loop_body: bool
+  ):
     """Every use of arguments a and b must be the masked Mul (or a pass)."""
     consumers = body.data_consumers()
     pair = {a, b}
@@ -398,41 +447,55 @@ class _Folder:
           if user.op in _IDENTITY_OPS:
             frontier.append(body.output_ref(user))
           elif user.op == 'Mul' and user.name.endswith(MASKED_WEIGHT_SUFFIX):
-            operands = {_key(*body.resolve(t)) for t in user.input
-                        if not t.startswith('^')}
+            operands = {
+              _key(*body.resolve(t))
+              for t in user.input
+              if not t.startswith('^')
+            }
             if operands != {('arg', a), ('arg', b)}:
               raise errors.FoldError(
-                  f'Cannot fold masked weight {where!r}: {user.name!r} in '
-                  f'{body.describe()} multiplies other values.')
+                f'Cannot fold masked weight {where!r}: {user.name!r} in '
+                f'{body.describe()} multiplies other values.'
+              )
           elif _arg_offset(user, self.library) is not None:
             self._check_nested_call(body, user, pair, where)
           else:
             raise errors.FoldError(
-                f'Cannot fold masked weight {where!r}: {user.op} node '
-                f'{user.name!r} in {body.describe()} reads the weight or '
-                'the mask unmasked.')
+              f'Cannot fold masked weight {where!r}: {user.op} node '
+              f'{user.name!r} in {body.describe()} reads the weight or '
+              'the mask unmasked.'
+            )
         for key, text in body.fdef.ret.items():
           if text == ref:
-            index = [o.name for o in body.fdef.signature.output_arg].index(
-                key)
+            index = [o.name for o in body.fdef.signature.output_arg].index(key)
             if not (loop_body and index == k):
               raise errors.FoldError(
-                  f'Cannot fold masked weight {where!r}: {body.describe()} '
-                  f'returns the weight or the mask as output {index}.')
+                f'Cannot fold masked weight {where!r}: {body.describe()} '
+                f'returns the weight or the mask as output {index}.'
+              )
 
-  def _check_nested_call(self, body: _Body, node, pair: Set[int],
-                         where: str):
+  def _check_nested_call(self, body: _Body, node, pair: Set[int], where: str):
     offset = _arg_offset(node, self.library)
-    positions = [p for p, t in enumerate(node.input)
-                 if not t.startswith('^') and
-                 body.resolve(t)[0] == 'arg' and body.resolve(t)[1] in pair]
+    positions = [
+      p
+      for p, t in enumerate(node.input)
+      if not t.startswith('^')
+      and body.resolve(t)[0] == 'arg'
+      and body.resolve(t)[1] in pair
+    ]
     if len(positions) != 2 or positions[0] < offset:
       raise errors.FoldError(
-          f'Cannot fold masked weight {where!r}: {node.op} node '
-          f'{node.name!r} in {body.describe()} does not take both the weight '
-          'and the mask.')
-    self._check_call(_Call(body, node, ''), offset, positions[0] - offset,
-                     positions[1] - offset, where)
+        f'Cannot fold masked weight {where!r}: {node.op} node '
+        f'{node.name!r} in {body.describe()} does not take both the weight '
+        'and the mask.'
+      )
+    self._check_call(
+      _Call(body, node, ''),
+      offset,
+      positions[0] - offset,
+      positions[1] - offset,
+      where,
+    )
 
 
 def _key(kind, node):
@@ -452,13 +515,14 @@ def _check_name(name: str, weight: str, body: _Body):
   expected = weight + MASKED_WEIGHT_SUFFIX
   if name != expected and not name.endswith('/' + expected):
     raise errors.FoldError(
-        f'Node {name!r} in {body.describe()} multiplies by the mask of '
-        f'{weight!r} but is not named {expected!r}; the graph was not made by '
-        'graph_prune.apply_pruning.')
+      f'Node {name!r} in {body.describe()} multiplies by the mask of '
+      f'{weight!r} but is not named {expected!r}; the graph was not made by '
+      'graph_prune.apply_pruning.'
+    )
 
 
 def fold_masked_weights(
-    graph_def, mask_consts: Mapping[str, str], suffix: str
+  graph_def, mask_consts: Mapping[str, str], suffix: str
 ) -> Tuple[graph_pb2.GraphDef, Tuple[FoldedWeight, ...]]:
   """Replaces every masked weight of a frozen graph by one constant.
 
@@ -506,8 +570,9 @@ def _rename_function_uses(graph_def, renames: Mapping[str, str]):
               f.name = renames[f.name]
 
 
-def check_stripped(graph_def, pruning_consts: Mapping[str, str],
-                   what: str) -> None:
+def check_stripped(
+  graph_def, pruning_consts: Mapping[str, str], what: str
+) -> None:
   """Raises unless nothing of the pruning is left in `graph_def`.
 
   Checks the graph, not names alone: no node anywhere (graph or function
@@ -523,27 +588,34 @@ def check_stripped(graph_def, pruning_consts: Mapping[str, str],
     FoldError: naming the first offending node.
   """
   bodies = [('the graph', graph_def.node)] + [
-      (f'function {f.signature.name!r}', f.node_def)
-      for f in graph_def.library.function]
+    (f'function {f.signature.name!r}', f.node_def)
+    for f in graph_def.library.function
+  ]
   for where, nodes in bodies:
     for node in nodes:
       if node.op in VARIABLE_OPS:
         raise errors.FoldError(
-            f'The stripped {what} still has {node.op} node {node.name!r} in '
-            f'{where}.')
+          f'The stripped {what} still has {node.op} node {node.name!r} in '
+          f'{where}.'
+        )
       if node.op == 'Mul' and node.name.endswith(MASKED_WEIGHT_SUFFIX):
         raise errors.FoldError(
-            f'The stripped {what} still multiplies by a mask in {where} '
-            f'(node {node.name!r}).')
+          f'The stripped {what} still multiplies by a mask in {where} '
+          f'(node {node.name!r}).'
+        )
   names = {n.name for n in graph_def.node}
   for const, variable in sorted(pruning_consts.items()):
     if const in names:
-      users = [n.name for n in graph_def.node
-               if any(t.lstrip('^').split(':')[0] == const for t in n.input)]
+      users = [
+        n.name
+        for n in graph_def.node
+        if any(t.lstrip('^').split(':')[0] == const for t in n.input)
+      ]
       raise errors.FoldError(
-          f'The stripped {what} still reads pruning variable {variable!r} '
-          f'(through {", ".join(users) or const!r}); export only functions '
-          'that compute the model, not its pruning state.')
+        f'The stripped {what} still reads pruning variable {variable!r} '
+        f'(through {", ".join(users) or const!r}); export only functions '
+        'that compute the model, not its pruning state.'
+      )
 
 
 def _copy(graph_def):

@@ -1,4 +1,15 @@
-"""Reading and editing `FunctionDef` protos: tensor names, outputs, consumers.
+"""The graph IR of the passes: the naming contract, tensor names, calls.
+
+Naming contract. Every name graph_prune gives a variable or node, and every
+name a later pass or tool matches, is built here and matched exactly (an
+anchored suffix, never a substring):
+  * `<weight>/mask`, `<weight>/threshold`: the variables next to a weight;
+  * `<prefix>/last_mask_update_step`: the step of the last mask update;
+  * `<weight>/masked_weight`: the `Mul(weight, mask)` node the mask pass
+    inserts and the fold pass replaces by a constant.
+
+FunctionDefs and GraphDefs: reading and editing tensor names, outputs,
+consumers and the functions a node calls.
 
 The pass works on FunctionDefs only (the traced function's own
 `ConcreteFunction.function_def` and its library), so there is one tensor
@@ -22,17 +33,52 @@ from graph_prune import errors
 
 Library = Dict[str, function_pb2.FunctionDef]
 
+MASK_SUFFIX = '/mask'
+THRESHOLD_SUFFIX = '/threshold'
+MASKED_WEIGHT_SUFFIX = '/masked_weight'
+LAST_UPDATE_STEP = 'last_mask_update_step'
+
+
+def mask_name(weight: str) -> str:
+  """The name of `weight`'s mask variable."""
+  return weight + MASK_SUFFIX
+
+
+def threshold_name(weight: str) -> str:
+  """The name of `weight`'s threshold variable."""
+  return weight + THRESHOLD_SUFFIX
+
+
+def step_name(prefix: str) -> str:
+  """The name of the last-update step variable of a pruned model."""
+  return f'{prefix}/{LAST_UPDATE_STEP}'
+
+
+def masked_weight_name(weight: str) -> str:
+  """The name of the `weight * mask` node the mask pass inserts."""
+  return weight + MASKED_WEIGHT_SUFFIX
+
+
+def weight_of_mask(name: str) -> Optional[str]:
+  """The weight a mask variable name belongs to, or None for another name."""
+  name = name[:-2] if name.endswith(':0') else name
+  return name[: -len(MASK_SUFFIX)] if name.endswith(MASK_SUFFIX) else None
+
 
 @dataclasses.dataclass(frozen=True)
 class Ref:
   """A data tensor of a function: an argument or a node output."""
-  node: str                       # node name, or argument name
-  arg: Optional[str] = None       # output arg name; None for an argument
+
+  node: str  # node name, or argument name
+  arg: Optional[str] = None  # output arg name; None for an argument
   index: int = 0
 
   def __str__(self):
-    return self.node if self.arg is None else (
-        f'{self.node}:{self.arg}:{self.index}')
+    return (
+      self.node
+      if self.arg is None
+      else (f'{self.node}:{self.arg}:{self.index}')
+    )
 
 
 def parse_ref(text: str, arg_names) -> Optional[Ref]:
@@ -44,8 +90,9 @@ def parse_ref(text: str, arg_names) -> Optional[Ref]:
     return Ref(parts[0], parts[1], int(parts[2]))
   if parts[0] in arg_names and (len(parts) == 1 or parts[1] == '0'):
     return Ref(parts[0])
-  raise errors.GraphRewriteError(f'Unexpected tensor name {text!r} in a '
-                                 'FunctionDef; cannot rewrite it.')
+  raise errors.GraphRewriteError(
+    f'Unexpected tensor name {text!r} in a FunctionDef; cannot rewrite it.'
+  )
 
 
 def arg_names(fdef) -> List[str]:
@@ -59,8 +106,9 @@ def output_arg_names(node, library: Library) -> List[Tuple[str, int]]:
   op_def = _tf_internal.op_def(node.op)
   if op_def is None:
     raise errors.GraphRewriteError(
-        f'Op type {node.op!r} of node {node.name!r} is not registered; '
-        'cannot rewrite the graph.')
+      f'Op type {node.op!r} of node {node.name!r} is not registered; '
+      'cannot rewrite the graph.'
+    )
   names = []
   for arg in op_def.output_arg:
     if arg.number_attr:
@@ -89,7 +137,7 @@ class Consumers:
         ref = parse_ref(text, self._names)
         if ref is not None:
           self._by_ref[ref].append((node, position))
-    self.returns = collections.defaultdict(list)   # ref -> output indices
+    self.returns = collections.defaultdict(list)  # ref -> output indices
     out_index = {a.name: i for i, a in enumerate(fdef.signature.output_arg)}
     for out_name, text in fdef.ret.items():
       self.returns[parse_ref(text, self._names)].append(out_index[out_name])
@@ -169,8 +217,11 @@ def to_graph_def(fdef, library: Library, input_shapes=None):
   for i, arg in enumerate(fdef.signature.input_arg):
     node = graph_def.node.add(name=arg.name, op='Placeholder')
     node.attr['dtype'].type = arg.type
-    shapes = fdef.arg_attr[i].attr.get('_output_shapes') if (
-        i in fdef.arg_attr) else None
+    shapes = (
+      fdef.arg_attr[i].attr.get('_output_shapes')
+      if (i in fdef.arg_attr)
+      else None
+    )
     if input_shapes is not None and input_shapes[i] is not None:
       node.attr['shape'].shape.CopyFrom(input_shapes[i])
     elif shapes is not None and shapes.list.shape:
@@ -178,7 +229,8 @@ def to_graph_def(fdef, library: Library, input_shapes=None):
     flat_names[arg.name] = f'{arg.name}:0'
   for node in fdef.node_def:
     for flat_index, (out_arg, index) in enumerate(
-        output_arg_names(node, library)):
+      output_arg_names(node, library)
+    ):
       flat_names[f'{node.name}:{out_arg}:{index}'] = f'{node.name}:{flat_index}'
   known = {n.name for n in graph_def.node} | {n.name for n in fdef.node_def}
   for node in fdef.node_def:
@@ -201,11 +253,13 @@ def _drop_unknown_colocation(node, known):
   """
   if '_class' not in node.attr:
     return
-  entries = [e for e in node.attr['_class'].list.s
-             if not e.startswith(b'loc:@') or e[5:].decode() in known]
+  entries = [
+    e
+    for e in node.attr['_class'].list.s
+    if not e.startswith(b'loc:@') or e[5:].decode() in known
+  ]
   if entries:
     node.attr['_class'].list.ClearField('s')
     node.attr['_class'].list.s.extend(entries)
   else:
     del node.attr['_class']
-

@@ -37,8 +37,9 @@ def inline_call(fdef, call_name: str, library: fdefs.Library) -> None:
   callee_name = call.op if call.op in library else call.attr['f'].func.name
   if callee_name not in library:
     raise errors.GraphRewriteError(
-        f'Function {callee_name!r} called by node {call_name!r} is not in the '
-        'graph library; cannot inline it.')
+      f'Function {callee_name!r} called by node {call_name!r} is not in the '
+      'graph library; cannot inline it.'
+    )
   callee = library[callee_name]
   names_in_caller = {n.name for n in nodes} | set(fdefs.arg_names(fdef))
   prefix = _unique_prefix(call_name, names_in_caller)
@@ -47,8 +48,9 @@ def inline_call(fdef, call_name: str, library: fdefs.Library) -> None:
   callee_args = fdefs.arg_names(callee)
   if len(data_inputs) != len(callee_args):
     raise errors.GraphRewriteError(
-        f'Node {call_name!r} passes {len(data_inputs)} inputs to '
-        f'{callee_name!r}, which takes {len(callee_args)}; cannot inline it.')
+      f'Node {call_name!r} passes {len(data_inputs)} inputs to '
+      f'{callee_name!r}, which takes {len(callee_args)}; cannot inline it.'
+    )
   arg_value = dict(zip(callee_args, data_inputs))
   arg_names = set(callee_args)
 

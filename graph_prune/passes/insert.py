@@ -34,8 +34,8 @@ import tensorflow as tf
 from graph_prune import _tf_internal
 from graph_prune import distribute
 from graph_prune import errors
-from graph_prune.passes import graph_ir as fdefs
 from graph_prune.passes import bind_weights as functions
+from graph_prune.passes import graph_ir as fdefs
 from graph_prune.passes import scan
 
 MASKED_WEIGHT_SUFFIX = '/masked_weight'
@@ -53,6 +53,7 @@ class MaskedWeight:
     shape: its shape.
     consumers: (op type, node path) of the weight-consuming ops reading it.
   """
+
   name: str
   shape: Tuple[int, ...]
   consumers: Tuple[Tuple[str, str], ...]
@@ -69,6 +70,7 @@ class RewriteReport:
     functions: tuple of (original name, new name) of rewritten nested
       functions (loop bodies, branches); inlined calls are not listed.
   """
+
   masked: Tuple[MaskedWeight, ...]
   skipped: Tuple[Tuple[str, str], ...]
   functions: Tuple[Tuple[str, str], ...]
@@ -114,13 +116,14 @@ def insert_masks(traced, masks: Mapping[Any, Any], scan_result=None):
     if info.name in masks:
       v = info.variable
       masked_args[info.arg_index] = functions.Value(
-          v.dtype.as_datatype_enum, tuple(v.shape.as_list()))
+        v.dtype.as_datatype_enum, tuple(v.shape.as_list())
+      )
   top = cf.function_def
-  new_top, _ = rewriter.rewrite(top, masked_args,
-                                f'{top.signature.name}_{suffix}')
+  new_top, _ = rewriter.rewrite(
+    top, masked_args, f'{top.signature.name}_{suffix}'
+  )
   full_library = dict(library)
-  full_library.update(
-      (f.signature.name, f) for f in rewriter.new_functions)
+  full_library.update((f.signature.name, f) for f in rewriter.new_functions)
   graph_def, flat_name = fdefs.to_graph_def(new_top, full_library)
   called = set()
   for node in new_top.node_def:
@@ -132,16 +135,29 @@ def insert_masks(traced, masks: Mapping[Any, Any], scan_result=None):
   for f in rewriter.new_functions:
     _tf_internal.register_function_def(f)
 
-  fn = _build_function(traced, infos, masks, new_top, graph_def, flat_name,
-                       f'{_IMPORT_SCOPE}_{call_id}')
+  fn = _build_function(
+    traced,
+    infos,
+    masks,
+    new_top,
+    graph_def,
+    flat_name,
+    f'{_IMPORT_SCOPE}_{call_id}',
+  )
   report = RewriteReport(
-      masked=tuple(
-          MaskedWeight(name=w.name, shape=w.shape, consumers=w.consumers)
-          for w in prunable.candidates if w.name in masks),
-      skipped=tuple(s for s in weights.skipped if s.name not in masks) + tuple(
-          scan.Skipped(w.name, 'no mask given') for w in weights.candidates
-          if w.name not in masks),
-      functions=tuple(rewriter.renamed))
+    masked=tuple(
+      MaskedWeight(name=w.name, shape=w.shape, consumers=w.consumers)
+      for w in prunable.candidates
+      if w.name in masks
+    ),
+    skipped=tuple(s for s in weights.skipped if s.name not in masks)
+    + tuple(
+      scan.Skipped(w.name, 'no mask given')
+      for w in weights.candidates
+      if w.name not in masks
+    ),
+    functions=tuple(rewriter.renamed),
+  )
   return fn, report
 
 
@@ -152,17 +168,21 @@ def _masks_by_name(masks, infos, what):
   for key, mask in masks.items():
     if not isinstance(key, str):
       variable = key.deref() if hasattr(key, 'deref') else key
-      if not isinstance(variable, (tf.Variable,
-                                   tf.distribute.DistributedValues)):
+      if not isinstance(
+        variable, (tf.Variable, tf.distribute.DistributedValues)
+      ):
         variable = getattr(variable, 'value', variable)  # Keras 3 variable
       # A distributed variable: the graph captured one of its copies.
-      names = [name_of_handle.get(id(getattr(copy, 'handle', None)))
-               for copy in distribute.local_copies(variable)]
+      names = [
+        name_of_handle.get(id(getattr(copy, 'handle', None)))
+        for copy in distribute.local_copies(variable)
+      ]
       names = [name for name in names if name is not None]
       if not names:
         raise errors.MaskError(
-            f'Mask key {key!r} is not a variable captured by {what}; key masks '
-            'by weight name or by variable.ref().')
+          f'Mask key {key!r} is not a variable captured by {what}; key masks '
+          'by weight name or by variable.ref().'
+        )
       key = names[0]
     if key in by_name:
       raise errors.MaskError(f'Two masks given for weight {key!r}.')
@@ -175,31 +195,36 @@ def _check_masks(masks, candidates, what):
     weight = candidates.get(name)
     if weight is None:
       raise errors.MaskError(
-          f'{name!r} is not a prunable weight of {what}; the prunable weights '
-          f'are {sorted(candidates)}.')
+        f'{name!r} is not a prunable weight of {what}; the prunable weights '
+        f'are {sorted(candidates)}.'
+      )
     if tuple(mask.shape.as_list()) != weight.shape:
       raise errors.MaskError(
-          f'The mask for {name!r} has shape {tuple(mask.shape.as_list())} '
-          f'but the weight has shape {weight.shape}; create it with the '
-          "weight's shape.")
+        f'The mask for {name!r} has shape {tuple(mask.shape.as_list())} '
+        f'but the weight has shape {weight.shape}; create it with the '
+        "weight's shape."
+      )
     if mask.dtype != weight.dtype:
       raise errors.MaskError(
-          f'The mask for {name!r} has dtype {mask.dtype.name} but the weight '
-          f'has dtype {weight.dtype.name}; create it with the weight\'s dtype.')
+        f'The mask for {name!r} has dtype {mask.dtype.name} but the weight '
+        f"has dtype {weight.dtype.name}; create it with the weight's dtype."
+      )
 
 
-def _build_function(traced, infos, masks, new_top, graph_def, flat_name,
-                    scope):
+def _build_function(traced, infos, masks, new_top, graph_def, flat_name, scope):
   """The `tf.function` that imports the rewritten graph."""
   cf = traced.concrete_function
   arg_names = fdefs.arg_names(new_top)
   position = {id(t): i for i, t in enumerate(cf.graph.inputs)}
   info_by_arg = {info.arg_index: info for info in infos}
-  captures = [(external, position[id(internal)])
-              for external, internal in cf.graph.captures]
+  captures = [
+    (external, position[id(internal)])
+    for external, internal in cf.graph.captures
+  ]
   n_inputs = len(arg_names) - len(captures)
-  ret_names = [flat_name(new_top.ret[a.name])
-               for a in new_top.signature.output_arg]
+  ret_names = [
+    flat_name(new_top.ret[a.name]) for a in new_top.signature.output_arg
+  ]
   flat_outputs = tf.nest.flatten(cf.structured_outputs, expand_composites=True)
   output_index = {id(t): i for i, t in enumerate(cf.graph.outputs)}
 
@@ -208,19 +233,23 @@ def _build_function(traced, infos, masks, new_top, graph_def, flat_name,
     flat_args = tf.nest.flatten(args, expand_composites=True)
     if len(flat_args) != n_inputs:
       raise errors.GraphRewriteError(
-          f'The pruned {traced.name} takes {n_inputs} input tensors, got '
-          f'{len(flat_args)}.')
+        f'The pruned {traced.name} takes {n_inputs} input tensors, got '
+        f'{len(flat_args)}.'
+      )
     input_map = {f'{arg_names[i]}:0': t for i, t in enumerate(flat_args)}
     for external, i in captures:
       info = info_by_arg.get(i)
       # Under a tf.distribute strategy the traced graph captured the first
       # replica's copy of each variable; each replica reads its own.
-      variable = (None if info is None
-                  else distribute.replica_local(info.variable))
+      variable = (
+        None if info is None else distribute.replica_local(info.variable)
+      )
       if info is not None and info.name in masks:
-        masked = tf.multiply(variable.read_value(),
-                             masks[info.name].read_value(),
-                             name=info.name + MASKED_WEIGHT_SUFFIX)
+        masked = tf.multiply(
+          variable.read_value(),
+          masks[info.name].read_value(),
+          name=info.name + MASKED_WEIGHT_SUFFIX,
+        )
         input_map[f'{arg_names[i]}:0'] = masked
         continue
       if variable is not None:
@@ -229,14 +258,16 @@ def _build_function(traced, infos, masks, new_top, graph_def, flat_name,
       if variable is not None:
         _tf_internal.mark_variable_accessed(variable)
     results = tf.graph_util.import_graph_def(
-        graph_def, input_map=input_map, return_elements=ret_names, name=scope)
+      graph_def, input_map=input_map, return_elements=ret_names, name=scope
+    )
     flat = []
     for t in flat_outputs:
       index = output_index.get(id(t)) if isinstance(t, tf.Tensor) else None
       flat.append(t if index is None else results[index])
-    return tf.nest.pack_sequence_as(cf.structured_outputs, flat,
-                                    expand_composites=True)
+    return tf.nest.pack_sequence_as(
+      cf.structured_outputs, flat, expand_composites=True
+    )
 
-  return tf.function(masked_call,
-                     input_signature=list(traced.input_signature),
-                     autograph=False)
+  return tf.function(
+    masked_call, input_signature=list(traced.input_signature), autograph=False
+  )

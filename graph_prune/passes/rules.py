@@ -12,32 +12,39 @@ ANY = None  # every data input may hold the weight (e.g. Einsum operands)
 # A trainable floating variable of rank >= 2 whose value reaches one of these
 # positions is prunable.
 WEIGHT_INPUTS = {
-    'MatMul': (0, 1),                 # Dense, tf.matmul (weight on either side)
-    'BatchMatMul': (0, 1),
-    'BatchMatMulV2': (0, 1),
-    'BatchMatMulV3': (0, 1),
-    'Einsum': ANY,                    # EinsumDense, MultiHeadAttention
-    'Conv2D': (1,),                   # Conv1D lowers to ExpandDims + Conv2D
-    'Conv3D': (1,),
-    'Conv': (1,),                     # generic N-d convolution op
-    'DepthwiseConv2dNative': (1,),
-    'Conv2DBackpropInput': (1,),      # Conv2DTranspose
-    'Conv3DBackpropInputV2': (1,),    # Conv3DTranspose
-    'Gather': (0,),                   # embedding lookups
-    'GatherV2': (0,),
+  'MatMul': (0, 1),  # Dense, tf.matmul (weight on either side)
+  'BatchMatMul': (0, 1),
+  'BatchMatMulV2': (0, 1),
+  'BatchMatMulV3': (0, 1),
+  'Einsum': ANY,  # EinsumDense, MultiHeadAttention
+  'Conv2D': (1,),  # Conv1D lowers to ExpandDims + Conv2D
+  'Conv3D': (1,),
+  'Conv': (1,),  # generic N-d convolution op
+  'DepthwiseConv2dNative': (1,),
+  'Conv2DBackpropInput': (1,),  # Conv2DTranspose
+  'Conv3DBackpropInputV2': (1,),  # Conv3DTranspose
+  'Gather': (0,),  # embedding lookups
+  'GatherV2': (0,),
 }
 
 # Ops reading a weight straight from its resource handle: op type -> input.
 RESOURCE_WEIGHT_INPUTS = {
-    'ResourceGather': (0,),
+  'ResourceGather': (0,),
 }
 
 # Ops whose output 0 carries the weight's values from input 0, only reshaped,
 # transposed or cast; the scan follows the value through them.
-VALUE_PASSTHROUGH = frozenset([
-    'Identity', 'Snapshot', 'Reshape', 'Transpose', 'Cast', 'ExpandDims',
+VALUE_PASSTHROUGH = frozenset(
+  [
+    'Identity',
+    'Snapshot',
+    'Reshape',
+    'Transpose',
+    'Cast',
+    'ExpandDims',
     'Squeeze',
-])
+  ]
+)
 
 # Resource-handle ops the rewrite knows how to turn into value ops.
 RESOURCE_READ = 'ReadVariableOp'
@@ -50,11 +57,14 @@ CALL_OPS = frozenset(['PartitionedCall', 'StatefulPartitionedCall'])
 
 # Function attrs of each control-flow op, in the order they are rewritten.
 _FUNC_ATTRS = {
-    'While': ('cond', 'body'), 'StatelessWhile': ('cond', 'body'),
-    'If': ('then_branch', 'else_branch'),
-    'StatelessIf': ('then_branch', 'else_branch'),
-    'Case': ('branches',), 'StatelessCase': ('branches',),
-    'PartitionedCall': ('f',), 'StatefulPartitionedCall': ('f',),
+  'While': ('cond', 'body'),
+  'StatelessWhile': ('cond', 'body'),
+  'If': ('then_branch', 'else_branch'),
+  'StatelessIf': ('then_branch', 'else_branch'),
+  'Case': ('branches',),
+  'StatelessCase': ('branches',),
+  'PartitionedCall': ('f',),
+  'StatefulPartitionedCall': ('f',),
 }
 
 
@@ -63,8 +73,9 @@ def is_call(node, library) -> bool:
   return node.op in CALL_OPS or node.op in library
 
 
-def callees(node, position: int,
-            library) -> Optional[Tuple[List[Tuple[str, int, str]], int]]:
+def callees(
+  node, position: int, library
+) -> Optional[Tuple[List[Tuple[str, int, str]], int]]:
   """How control-flow `node` passes its data input `position` on.
 
   Returns:

@@ -45,6 +45,7 @@ class WeightUse:
     consumers: tuple of (op type, node path) of every weight-consuming op that
       reads it, nested functions included.
   """
+
   variable: tf.Variable
   name: str
   shape: Tuple[int, ...]
@@ -54,6 +55,7 @@ class WeightUse:
 
 class Skipped(NamedTuple):
   """A captured variable the pass does not mask, and why."""
+
   name: str
   reason: str
 
@@ -67,13 +69,14 @@ class WeightScan:
     skipped: tuple of `Skipped(name, reason)` (a named tuple) for every other
       captured variable.
   """
+
   candidates: Tuple[WeightUse, ...]
   skipped: Tuple[Skipped, ...]
 
 
 @dataclasses.dataclass(frozen=True)
 class _Use:
-  kind: str            # 'weight', 'write' (blocks masking) or 'other'
+  kind: str  # 'weight', 'write' (blocks masking) or 'other'
   op_type: str
   path: str
 
@@ -81,14 +84,16 @@ class _Use:
 @dataclasses.dataclass(frozen=True)
 class VariableInfo:
   """Everything the pass knows about one captured variable."""
+
   variable: tf.Variable
   name: str
-  arg_index: int       # its argument in the traced FunctionDef
+  arg_index: int  # its argument in the traced FunctionDef
   uses: Tuple[_Use, ...]
 
 
-def find_weights(traced, do_not_prune: Sequence[Pattern[str]] = ()
-                 ) -> WeightScan:
+def find_weights(
+  traced, do_not_prune: Sequence[Pattern[str]] = ()
+) -> WeightScan:
   """Finds the prunable weights of a traced computation.
 
   Args:
@@ -103,8 +108,9 @@ def find_weights(traced, do_not_prune: Sequence[Pattern[str]] = ()
   return scan_infos(analyse(traced), do_not_prune)
 
 
-def scan_infos(infos: Sequence['VariableInfo'],
-               do_not_prune: Sequence[Pattern[str]] = ()) -> WeightScan:
+def scan_infos(
+  infos: Sequence['VariableInfo'], do_not_prune: Sequence[Pattern[str]] = ()
+) -> WeightScan:
   """`find_weights` on the result of `analyse`."""
   patterns = [re.compile(p) if isinstance(p, str) else p for p in do_not_prune]
   candidates, skipped = [], []
@@ -114,11 +120,17 @@ def scan_infos(infos: Sequence['VariableInfo'],
       skipped.append(Skipped(info.name, reason))
       continue
     v = info.variable
-    candidates.append(WeightUse(
-        variable=v, name=info.name, shape=tuple(v.shape.as_list()),
+    candidates.append(
+      WeightUse(
+        variable=v,
+        name=info.name,
+        shape=tuple(v.shape.as_list()),
         dtype=v.dtype,
-        consumers=tuple((u.op_type, u.path) for u in info.uses
-                        if u.kind == 'weight')))
+        consumers=tuple(
+          (u.op_type, u.path) for u in info.uses if u.kind == 'weight'
+        ),
+      )
+    )
   return WeightScan(candidates=tuple(candidates), skipped=tuple(skipped))
 
 
@@ -127,9 +139,10 @@ def require_candidates(scan: WeightScan, what: str) -> WeightScan:
   if not scan.candidates:
     seen = '; '.join(f'{n}: {r}' for n, r in scan.skipped) or 'none'
     raise errors.NoPrunableWeightsError(
-        f'{what} has no prunable weight (variables seen: {seen}); a prunable '
-        'weight is a trainable float variable of rank >= 2 read by MatMul, '
-        'Einsum, a convolution or a gather.')
+      f'{what} has no prunable weight (variables seen: {seen}); a prunable '
+      'weight is a trainable float variable of rank >= 2 read by MatMul, '
+      'Einsum, a convolution or a gather.'
+    )
   return scan
 
 
@@ -143,12 +156,16 @@ def _skip_reason(info: VariableInfo, patterns) -> str:
     return f'rank {v.shape.rank} < 2'
   writes = [u for u in info.uses if u.kind == 'write']
   if writes:
-    return (f'used by {writes[0].op_type} at {writes[0].path!r}, which needs '
-            'the variable itself; cannot substitute weight * mask')
+    return (
+      f'used by {writes[0].op_type} at {writes[0].path!r}, which needs '
+      'the variable itself; cannot substitute weight * mask'
+    )
   if not any(u.kind == 'weight' for u in info.uses):
     others = sorted({u.op_type for u in info.uses})
-    return ('not read by a weight-consuming op (read by: '
-            f'{", ".join(others) or "nothing"})')
+    return (
+      'not read by a weight-consuming op (read by: '
+      f'{", ".join(others) or "nothing"})'
+    )
   for p in patterns:
     if p.search(info.name):
       return f'excluded by do_not_prune pattern {p.pattern!r}'
@@ -163,27 +180,29 @@ def analyse(traced) -> Tuple[VariableInfo, ...]:
   graph_inputs = list(cf.graph.inputs)
   if len(graph_inputs) != len(top.signature.input_arg):
     raise errors.GraphRewriteError(
-        f'The FunctionDef of {traced.name} has {len(top.signature.input_arg)} '
-        f'arguments but its graph {len(graph_inputs)} inputs; cannot match '
-        'captured variables.')
+      f'The FunctionDef of {traced.name} has {len(top.signature.input_arg)} '
+      f'arguments but its graph {len(graph_inputs)} inputs; cannot match '
+      'captured variables.'
+    )
   position = {id(t): i for i, t in enumerate(graph_inputs)}
-  arg_of_handle = {id(ext): position[id(internal)]
-                   for ext, internal in cf.graph.captures}
+  arg_of_handle = {
+    id(ext): position[id(internal)] for ext, internal in cf.graph.captures
+  }
   walker = _Walker(library)
   infos, taken = [], {}
   for v in traced.variables:
     name = unique_name(weight_name(v), taken)
     arg = arg_of_handle[id(v.handle)]
     uses = walker.uses(top, arg, 'resource')
-    infos.append(VariableInfo(variable=v, name=name, arg_index=arg,
-                              uses=tuple(uses)))
+    infos.append(
+      VariableInfo(variable=v, name=name, arg_index=arg, uses=tuple(uses))
+    )
   return tuple(infos)
 
 
 def library_of(cf) -> fdefs.Library:
   """The function library of a ConcreteFunction's graph, by name (copies)."""
-  return {f.signature.name: f
-          for f in cf.graph.as_graph_def().library.function}
+  return {f.signature.name: f for f in cf.graph.as_graph_def().library.function}
 
 
 def weight_name(variable) -> str:
@@ -250,8 +269,11 @@ class _Walker:
       for _, _, fname in targets:
         callee = library[fname]
         for u in self.uses(callee, arg, kind):
-          uses.append(dataclasses.replace(
-              u, path=PATH_SEPARATOR.join([node.name, fname, u.path])))
+          uses.append(
+            dataclasses.replace(
+              u, path=PATH_SEPARATOR.join([node.name, fname, u.path])
+            )
+          )
         outputs.update(fdefs.returned_args(callee).get(arg, ()))
       if node.op in rules.WHILE_OPS:
         outputs = {position}

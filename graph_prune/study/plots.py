@@ -9,6 +9,7 @@ Install matplotlib with `pip install graph_prune[plots]`.
 """
 
 import collections
+import importlib.util
 import os
 from typing import List
 
@@ -17,17 +18,15 @@ from graph_prune.study import sweep as study
 
 def available() -> bool:
   """True when matplotlib can be imported."""
-  try:
-    import matplotlib  # pylint: disable=g-import-not-at-top,unused-import
-  except ImportError:
-    return False
-  return True
+  return importlib.util.find_spec('matplotlib') is not None
 
 
 def _pyplot():
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use('Agg')  # Files only; no display needed.
   from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
+
   return pyplot
 
 
@@ -39,8 +38,10 @@ def _by_method(means):
 
 
 def _style(method: str) -> dict:
-  return {'linestyle': '-' if method.startswith('gradual') else '--',
-          'marker': 'o' if '_weight_' in method else 's'}
+  return {
+    'linestyle': '-' if method.startswith('gradual') else '--',
+    'marker': 'o' if '_weight_' in method else 's',
+  }
 
 
 def plot(result: 'study.SweepResult', out_dir: str) -> List[str]:
@@ -62,19 +63,24 @@ def plot(result: 'study.SweepResult', out_dir: str) -> List[str]:
   seeds = len(result.dense)
   paths = []
   for field, label, dense in (
-      ('accuracy', 'test accuracy (%)', result.dense_accuracy),
-      ('loss', 'test cross-entropy', result.dense_loss)):
+    ('accuracy', 'test accuracy (%)', result.dense_accuracy),
+    ('loss', 'test cross-entropy', result.dense_loss),
+  ):
     scale = 100.0 if field == 'accuracy' else 1.0
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method, rows in groups.items():
-      ax.plot([100 * r['target_sparsity'] for r in rows],
-              [scale * r[field] for r in rows], label=method,
-              **_style(method))
+      ax.plot(
+        [100 * r['target_sparsity'] for r in rows],
+        [scale * r[field] for r in rows],
+        label=method,
+        **_style(method),
+      )
     ax.axhline(scale * dense, color='gray', linestyle=':', label='dense')
     ax.set_xlabel('target sparsity (%)')
     ax.set_ylabel(label)
-    ax.set_title(f'{label} vs sparsity ({result.config.model}, '
-                 f'{seeds} seed(s))')
+    ax.set_title(
+      f'{label} vs sparsity ({result.config.model}, {seeds} seed(s))'
+    )
     if field == 'loss':
       ax.set_yscale('log')
     ax.grid(alpha=0.3)
@@ -87,12 +93,24 @@ def plot(result: 'study.SweepResult', out_dir: str) -> List[str]:
 
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for method, rows in groups.items():
-    ax.plot([r['nonzeros'] for r in rows], [100 * r['accuracy'] for r in rows],
-            label=method, alpha=0.6, **_style(method))
+    ax.plot(
+      [r['nonzeros'] for r in rows],
+      [100 * r['accuracy'] for r in rows],
+      label=method,
+      alpha=0.6,
+      **_style(method),
+    )
   frontier = study.pareto_frontier(means)
-  ax.step([e['nonzeros'] for e in frontier],
-          [100 * e['accuracy'] for e in frontier], where='post', color='black',
-          linewidth=1.5, marker='*', markersize=9, label='Pareto frontier')
+  ax.step(
+    [e['nonzeros'] for e in frontier],
+    [100 * e['accuracy'] for e in frontier],
+    where='post',
+    color='black',
+    linewidth=1.5,
+    marker='*',
+    markersize=9,
+    label='Pareto frontier',
+  )
   ax.set_xscale('log')
   ax.set_xlabel('non-zero parameters')
   ax.set_ylabel('test accuracy (%)')

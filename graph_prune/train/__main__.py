@@ -1,4 +1,4 @@
-"""`python -m graph_prune.train`: the training binary (`graph_prune.cli.train`)."""
+"""`python -m graph_prune.train`: the training binary, in graph_prune.cli."""
 
 from graph_prune.cli import train
 

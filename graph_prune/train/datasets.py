@@ -15,19 +15,24 @@ _DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data')
 
 # MNIST's file names; Fashion-MNIST uses the same.
 _IDX_FILES = {
-    'x_train': 'train-images-idx3-ubyte',
-    'y_train': 'train-labels-idx1-ubyte',
-    'x_test': 't10k-images-idx3-ubyte',
-    'y_test': 't10k-labels-idx1-ubyte',
+  'x_train': 'train-images-idx3-ubyte',
+  'y_train': 'train-labels-idx1-ubyte',
+  'x_test': 't10k-images-idx3-ubyte',
+  'y_test': 't10k-labels-idx1-ubyte',
 }
 _IDX_DTYPES = {
-    0x08: np.dtype('>u1'), 0x09: np.dtype('>i1'), 0x0B: np.dtype('>i2'),
-    0x0C: np.dtype('>i4'), 0x0D: np.dtype('>f4'), 0x0E: np.dtype('>f8'),
+  0x08: np.dtype('>u1'),
+  0x09: np.dtype('>i1'),
+  0x0B: np.dtype('>i2'),
+  0x0C: np.dtype('>i4'),
+  0x0D: np.dtype('>f4'),
+  0x0E: np.dtype('>f8'),
 }
 
 
 class Dataset(NamedTuple):
   """A train/test split; images are float32 in [0, 1], labels int32."""
+
   x_train: np.ndarray
   y_train: np.ndarray
   x_test: np.ndarray
@@ -46,10 +51,11 @@ def load_digits() -> Dataset:
   """
   with np.load(os.path.join(_DATA_DIR, 'digits.npz')) as data:
     return Dataset(
-        x_train=data['x_train'].astype(np.float32) / 16.0,
-        y_train=data['y_train'].astype(np.int32),
-        x_test=data['x_test'].astype(np.float32) / 16.0,
-        y_test=data['y_test'].astype(np.int32))
+      x_train=data['x_train'].astype(np.float32) / 16.0,
+      y_train=data['y_train'].astype(np.int32),
+      x_test=data['x_test'].astype(np.float32) / 16.0,
+      y_test=data['y_test'].astype(np.int32),
+    )
 
 
 def load(path: str = '') -> Dataset:
@@ -74,8 +80,9 @@ def load(path: str = '') -> Dataset:
     return _load_idx_folder(path)
   if not os.path.exists(path):
     raise errors.DataError(
-        f'Data path {path!r} does not exist; pass an .npz file, a folder with '
-        'the four MNIST IDX files, or nothing for the embedded digits.')
+      f'Data path {path!r} does not exist; pass an .npz file, a folder with '
+      'the four MNIST IDX files, or nothing for the embedded digits.'
+    )
   return _load_npz(path)
 
 
@@ -85,8 +92,9 @@ def _load_npz(path: str) -> Dataset:
       missing = [k for k in Dataset._fields if k not in data.files]
       if missing:
         raise errors.DataError(
-            f'{path}: the .npz lacks {missing}; it must hold x_train, '
-            f'y_train, x_test and y_test (it holds {sorted(data.files)}).')
+          f'{path}: the .npz lacks {missing}; it must hold x_train, '
+          f'y_train, x_test and y_test (it holds {sorted(data.files)}).'
+        )
       arrays = {k: data[k] for k in Dataset._fields}
   except errors.DataError:
     raise
@@ -102,8 +110,9 @@ def _load_idx_folder(folder: str) -> Dataset:
     found = [c for c in candidates if os.path.exists(c)]
     if not found:
       raise errors.DataError(
-          f'{folder}: missing {stem} (or {stem}.gz); an MNIST folder holds '
-          f'{", ".join(_IDX_FILES.values())}.')
+        f'{folder}: missing {stem} (or {stem}.gz); an MNIST folder holds '
+        f'{", ".join(_IDX_FILES.values())}.'
+      )
     arrays[key] = read_idx(found[0])
   return _finish(arrays, folder)
 
@@ -128,26 +137,33 @@ def read_idx(path: str) -> np.ndarray:
     raise errors.DataError(f'{path}: cannot be read ({e}).') from e
   if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
     raise errors.DataError(
-        f'{path}: not an IDX file (the first two bytes must be 0, got '
-        f'{raw[:4].hex() or "an empty file"}).')
+      f'{path}: not an IDX file (the first two bytes must be 0, got '
+      f'{raw[:4].hex() or "an empty file"}).'
+    )
   dtype = _IDX_DTYPES.get(raw[2])
   if dtype is None:
     raise errors.DataError(
-        f'{path}: unknown IDX data type code 0x{raw[2]:02x}.')
+      f'{path}: unknown IDX data type code 0x{raw[2]:02x}.'
+    )
   ndim = raw[3]
   header = 4 + 4 * ndim
   if len(raw) < header:
     raise errors.DataError(
-        f'{path}: truncated header ({len(raw)} bytes, {header} needed for '
-        f'{ndim} dimensions).')
+      f'{path}: truncated header ({len(raw)} bytes, {header} needed for '
+      f'{ndim} dimensions).'
+    )
   shape = tuple(int(d) for d in np.frombuffer(raw, '>u4', ndim, 4))
   expected = int(np.prod(shape)) * dtype.itemsize
   if len(raw) - header != expected:
     raise errors.DataError(
-        f'{path}: the header says shape {list(shape)} ({expected} bytes of '
-        f'data) but the file holds {len(raw) - header} bytes.')
-  return np.frombuffer(raw, dtype, offset=header).reshape(shape).astype(
-      dtype.newbyteorder('='))
+      f'{path}: the header says shape {list(shape)} ({expected} bytes of '
+      f'data) but the file holds {len(raw) - header} bytes.'
+    )
+  return (
+    np.frombuffer(raw, dtype, offset=header)
+    .reshape(shape)
+    .astype(dtype.newbyteorder('='))
+  )
 
 
 def _scale(images: np.ndarray) -> np.ndarray:
@@ -161,20 +177,23 @@ def _finish(arrays, where: str) -> Dataset:
     x, y = arrays[f'x_{split}'], arrays[f'y_{split}']
     if len(x) != len(y):
       raise errors.DataError(
-          f'{where}: x_{split} has {len(x)} examples but y_{split} has '
-          f'{len(y)}.')
+        f'{where}: x_{split} has {len(x)} examples but y_{split} has {len(y)}.'
+      )
     if len(x) == 0:
       raise errors.DataError(f'{where}: x_{split} is empty.')
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
       raise errors.DataError(
-          f'{where}: y_{split} must be a vector of non-negative integer class '
-          f'labels, got dtype {y.dtype} shape {list(y.shape)}.')
+        f'{where}: y_{split} must be a vector of non-negative integer class '
+        f'labels, got dtype {y.dtype} shape {list(y.shape)}.'
+      )
   if arrays['x_train'].shape[1:] != arrays['x_test'].shape[1:]:
     raise errors.DataError(
-        f'{where}: train images have shape {arrays["x_train"].shape[1:]} but '
-        f'test images {arrays["x_test"].shape[1:]}.')
+      f'{where}: train images have shape {arrays["x_train"].shape[1:]} but '
+      f'test images {arrays["x_test"].shape[1:]}.'
+    )
   return Dataset(
-      x_train=_scale(arrays['x_train']),
-      y_train=arrays['y_train'].astype(np.int32),
-      x_test=_scale(arrays['x_test']),
-      y_test=arrays['y_test'].astype(np.int32))
+    x_train=_scale(arrays['x_train']),
+    y_train=arrays['y_train'].astype(np.int32),
+    x_test=_scale(arrays['x_test']),
+    y_test=arrays['y_test'].astype(np.int32),
+  )

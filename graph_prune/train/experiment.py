@@ -18,26 +18,26 @@ from typing import Callable, List, Optional
 
 import keras
 
-from graph_prune.train import datasets
-from graph_prune.train import strategies
 from graph_prune import errors
-from graph_prune.train import versioned_export as exports_lib
 from graph_prune import hparams as hparams_lib
-from graph_prune.train import models
 from graph_prune import pruned_model as pruned_lib
-from graph_prune.train import run_report as report
+from graph_prune.train import datasets
 from graph_prune.train import loop as training
+from graph_prune.train import models
+from graph_prune.train import run_report as report
+from graph_prune.train import strategies
+from graph_prune.train import versioned_export as exports_lib
 
 # 90% sparsity on the embedded digits in about a minute on two cores: dense
 # for 200 steps, the cubic schedule from 200 to 1000, masks fixed after 1000,
 # 400 steps of masked fine-tuning.
 DEFAULT_HPARAMS = (
-    'target_sparsity=0.9,begin_pruning_step=200,end_pruning_step=1000,'
-    'sparsity_function_begin_step=200,sparsity_function_end_step=1000,'
-    'pruning_frequency=50')
+  'target_sparsity=0.9,begin_pruning_step=200,end_pruning_step=1000,'
+  'sparsity_function_begin_step=200,sparsity_function_end_step=1000,'
+  'pruning_frequency=50'
+)
 DEFAULT_TRAIN_STEPS = 1400
 CONFIG_FILE = 'train_config.json'
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +61,7 @@ class TrainConfig:
     num_cpu_devices: with 'mirrored', split the CPU into this many logical
       devices (for trying it on one machine); None uses the real devices.
   """
+
   model: str = 'mlp'
   data: str = ''
   hparams: str = DEFAULT_HPARAMS
@@ -78,34 +79,39 @@ class TrainConfig:
   def __post_init__(self):
     models.check_name(self.model)
     hparams_lib.parse_hparams(self.hparams)
-    for name in ('train_steps', 'batch_size', 'checkpoint_every',
-                 'log_every'):
+    for name in ('train_steps', 'batch_size', 'checkpoint_every', 'log_every'):
       least = 1 if name == 'batch_size' else 0
       if getattr(self, name) < least:
         raise errors.ConfigError(
-            f'{name}={getattr(self, name)} is too small; pass a value >= '
-            f'{least}.')
+          f'{name}={getattr(self, name)} is too small; pass a value >= {least}.'
+        )
     if not self.learning_rate > 0:
       raise errors.ConfigError(
-          f'learning_rate={self.learning_rate}; pass a positive value.')
+        f'learning_rate={self.learning_rate}; pass a positive value.'
+      )
     if self.strategy not in strategies.STRATEGY_KINDS:
       raise errors.ConfigError(
-          f'Unknown strategy {self.strategy!r}; pass one of '
-          f'{", ".join(strategies.STRATEGY_KINDS)}.')
+        f'Unknown strategy {self.strategy!r}; pass one of '
+        f'{", ".join(strategies.STRATEGY_KINDS)}.'
+      )
     if self.num_cpu_devices is not None and (
-        self.strategy != 'mirrored' or self.num_cpu_devices < 1):
+      self.strategy != 'mirrored' or self.num_cpu_devices < 1
+    ):
       raise errors.ConfigError(
-          f'num_cpu_devices={self.num_cpu_devices} needs strategy=mirrored '
-          f'(got {self.strategy!r}) and a value >= 1.')
+        f'num_cpu_devices={self.num_cpu_devices} needs strategy=mirrored '
+        f'(got {self.strategy!r}) and a value >= 1.'
+      )
     if self.strategy == 'multi_worker' and not self.model_dir:
       raise errors.ConfigError(
-          'strategy=multi_worker needs a model_dir that every worker reaches '
-          '(a shared folder); pass --model_dir.')
+        'strategy=multi_worker needs a model_dir that every worker reaches '
+        '(a shared folder); pass --model_dir.'
+      )
 
 
 @dataclasses.dataclass
 class TrainResult:
   """What `train` did and measured."""
+
   model_dir: str
   resumed_from: Optional[str]
   progress: training.Progress
@@ -120,10 +126,11 @@ class TrainResult:
 def _identity(config: TrainConfig) -> dict:
   """What must not change between a run and its resumptions."""
   return {
-      'model': config.model,
-      'data': os.path.abspath(config.data) if config.data else '',
-      'hparams': hparams_lib.parse_hparams(config.hparams).to_string(
-          only_changed=True),
+    'model': config.model,
+    'data': os.path.abspath(config.data) if config.data else '',
+    'hparams': hparams_lib.parse_hparams(config.hparams).to_string(
+      only_changed=True
+    ),
   }
 
 
@@ -136,18 +143,19 @@ def _check_model_dir(config: TrainConfig, model_dir: str) -> None:
     for key, value in identity.items():
       if saved.get(key) != value:
         raise errors.ConfigError(
-            f'{model_dir} holds a run with {key}={saved.get(key)!r}, not '
-            f'{value!r}; pass --{key}={saved.get(key)!r} to resume it, or a '
-            'new --model_dir.')
+          f'{model_dir} holds a run with {key}={saved.get(key)!r}, not '
+          f'{value!r}; pass --{key}={saved.get(key)!r} to resume it, or a '
+          'new --model_dir.'
+        )
     return
   os.makedirs(model_dir, exist_ok=True)
   with open(path, 'w') as f:
-    json.dump(dict(identity, first_run=dataclasses.asdict(config)), f,
-              indent=2)
+    json.dump(dict(identity, first_run=dataclasses.asdict(config)), f, indent=2)
 
 
-def train(config: TrainConfig,
-          log: Callable[[str], None] = print) -> TrainResult:
+def train(
+  config: TrainConfig, log: Callable[[str], None] = print
+) -> TrainResult:
   """Trains (or resumes), evaluates and exports one pruned model.
 
   Args:
@@ -174,41 +182,60 @@ def train(config: TrainConfig,
   if chief:
     _check_model_dir(config, model_dir)
   with strategy.scope():
-    model = models.build(config.model, data.x_train.shape[1:],
-                         data.num_classes, seed=config.seed)
+    model = models.build(
+      config.model, data.x_train.shape[1:], data.num_classes, seed=config.seed
+    )
     pruned = pruned_lib.apply_pruning(model, config.hparams)
     optimizer = keras.optimizers.Adam(config.learning_rate)
   run = training.Run(model, pruned, optimizer, strategy)
   resumed_from = run.restore(model_dir)
   if strategy.num_replicas_in_sync > 1:
-    log(f'{type(strategy).__name__}: {strategy.num_replicas_in_sync} '
-        f'replicas, {config.batch_size // strategy.num_replicas_in_sync} '
-        'examples each per step.')
-  log(f'{config.model} on {config.data or "the embedded digits"}: '
-      f'{len(data.x_train)} train / '
-      f'{len(data.x_test)} test images of shape {list(data.x_train.shape[1:])}'
-      f', {model.count_params()} weights, pruning '
-      f'{len(pruned.weight_names)} of them.')
+    log(
+      f'{type(strategy).__name__}: {strategy.num_replicas_in_sync} '
+      f'replicas, {config.batch_size // strategy.num_replicas_in_sync} '
+      'examples each per step.'
+    )
+  log(
+    f'{config.model} on {config.data or "the embedded digits"}: '
+    f'{len(data.x_train)} train / '
+    f'{len(data.x_test)} test images of shape {list(data.x_train.shape[1:])}'
+    f', {model.count_params()} weights, pruning '
+    f'{len(pruned.weight_names)} of them.'
+  )
   if resumed_from:
     log(f'resumed from {resumed_from} at step {run.step}.')
   else:
     log(f'training from step 0 in {model_dir}')
-  batches = training.Batches(data.x_train, data.y_train, config.batch_size,
-                             seed=config.seed)
-  progress = training.fit(run, batches, config.train_steps,
-                          model_dir=model_dir,
-                          checkpoint_every=config.checkpoint_every,
-                          log_every=config.log_every, log=log)
-  test_loss, test_accuracy = training.evaluate(pruned, data.x_test,
-                                               data.y_test)
+  batches = training.Batches(
+    data.x_train, data.y_train, config.batch_size, seed=config.seed
+  )
+  progress = training.fit(
+    run,
+    batches,
+    config.train_steps,
+    model_dir=model_dir,
+    checkpoint_every=config.checkpoint_every,
+    log_every=config.log_every,
+    log=log,
+  )
+  test_loss, test_accuracy = training.evaluate(pruned, data.x_test, data.y_test)
   exports = []
   if chief:  # the other workers hold the same model
-    training.write_scalars(model_dir, run.step, {
-        'test/loss': test_loss, 'test/accuracy': test_accuracy})
+    training.write_scalars(
+      model_dir,
+      run.step,
+      {'test/loss': test_loss, 'test/accuracy': test_accuracy},
+    )
     export_dir = config.export_dir or os.path.join(model_dir, 'export')
     exports = exports_lib.export(pruned, export_dir, run.step, log=log)
   return TrainResult(
-      model_dir=model_dir, resumed_from=resumed_from, progress=progress,
-      test_loss=test_loss, test_accuracy=test_accuracy,
-      counts=report.count_params(model, pruned), exports=exports,
-      pruned=pruned, model=model)
+    model_dir=model_dir,
+    resumed_from=resumed_from,
+    progress=progress,
+    test_loss=test_loss,
+    test_accuracy=test_accuracy,
+    counts=report.count_params(model, pruned),
+    exports=exports,
+    pruned=pruned,
+    model=model,
+  )

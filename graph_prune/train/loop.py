@@ -26,13 +26,11 @@ import numpy as np
 import tensorflow as tf
 
 from graph_prune import distribute
-
-from graph_prune.train import strategies
 from graph_prune import errors
 from graph_prune import pruned_model as pruned_lib
+from graph_prune.train import strategies
 
 Log = Callable[[str], None]
-
 
 
 class Batches:
@@ -45,8 +43,9 @@ class Batches:
   and `s` only, never on what was drawn before.
   """
 
-  def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int,
-               seed: int = 0):
+  def __init__(
+    self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int = 0
+  ):
     if batch_size < 1:
       raise ValueError(f'batch_size must be >= 1, got {batch_size}.')
     self.x, self.y = x, y
@@ -57,7 +56,8 @@ class Batches:
   def _permutation(self, epoch: int) -> np.ndarray:
     if epoch != self._epoch:
       self._order = np.random.default_rng([self.seed, epoch]).permutation(
-          len(self.x))
+        len(self.x)
+      )
       self._epoch = epoch
     return self._order
 
@@ -67,7 +67,7 @@ class Batches:
     start, parts, needed = step * self.batch_size, [], self.batch_size
     while needed:
       epoch, offset = divmod(start, n)
-      part = self._permutation(epoch)[offset:offset + needed]
+      part = self._permutation(epoch)[offset : offset + needed]
       parts.append(part)
       needed -= len(part)
       start += len(part)
@@ -81,8 +81,9 @@ class Batches:
 
 def _loss_and_accuracy(labels, logits):
   labels = tf.cast(labels, tf.int32)
-  loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-      labels, logits))
+  loss = tf.reduce_mean(
+    tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+  )
   correct = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels)
   return loss, tf.reduce_mean(tf.cast(correct, tf.float32))
 
@@ -99,10 +100,13 @@ class Run:
     checkpoint: a `tf.train.Checkpoint` of the three.
   """
 
-  def __init__(self, model: keras.Model,
-               pruned: Optional[pruned_lib.PrunedModel],
-               optimizer: keras.optimizers.Optimizer,
-               strategy: Optional[tf.distribute.Strategy] = None):
+  def __init__(
+    self,
+    model: keras.Model,
+    pruned: Optional[pruned_lib.PrunedModel],
+    optimizer: keras.optimizers.Optimizer,
+    strategy: Optional[tf.distribute.Strategy] = None,
+  ):
     self.model = model
     self.pruned = pruned
     self.optimizer = optimizer
@@ -144,8 +148,10 @@ class Run:
 
   def _distributed_step(self, x, y):
     loss, correct, count = self.strategy.run(self._replica_step, args=(x, y))
-    total = lambda v: self.strategy.reduce(  # pylint: disable=g-long-lambda
-        tf.distribute.ReduceOp.SUM, v, axis=None)
+
+    def total(v):
+      return self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+
     return total(loss), total(correct), total(count)
 
   def _replica_step(self, x, y):
@@ -158,24 +164,34 @@ class Run:
       # Summed over the replica's examples, divided by the global batch: the
       # all-reduced gradient is the global batch's mean.
       loss = tf.nn.compute_average_loss(
-          keras.losses.sparse_categorical_crossentropy(
-              y, logits, from_logits=True))
-    self.optimizer.apply_gradients(zip(tape.gradient(loss, variables),
-                                       variables))
+        keras.losses.sparse_categorical_crossentropy(
+          y, logits, from_logits=True
+        )
+      )
+    self.optimizer.apply_gradients(
+      zip(tape.gradient(loss, variables), variables)
+    )
     if self.pruned is not None:
       # After the optimizer step: the masks see the updated weights, and
       # optimizer.iterations already counts this step.
       self.pruned.conditional_mask_update(self.optimizer.iterations)
-    correct = tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
-                       tf.cast(y, tf.int32))
-    return (loss, tf.reduce_sum(tf.cast(correct, tf.float32)),
-            tf.cast(tf.size(correct), tf.float32))
+    correct = tf.equal(
+      tf.argmax(logits, -1, output_type=tf.int32), tf.cast(y, tf.int32)
+    )
+    return (
+      loss,
+      tf.reduce_sum(tf.cast(correct, tf.float32)),
+      tf.cast(tf.size(correct), tf.float32),
+    )
 
   def checkpoint_manager(self, model_dir: str) -> tf.train.CheckpointManager:
     # max_to_keep=None: never delete a checkpoint, ours or a previous run's.
     return tf.train.CheckpointManager(
-        self.checkpoint, model_dir, max_to_keep=None,
-        step_counter=self.optimizer.iterations)
+      self.checkpoint,
+      model_dir,
+      max_to_keep=None,
+      step_counter=self.optimizer.iterations,
+    )
 
   def restore(self, model_dir: str) -> Optional[str]:
     """Restores the latest checkpoint in `model_dir`, if there is one.
@@ -197,8 +213,9 @@ class Run:
     except (AssertionError, ValueError, tf.errors.OpError) as e:
       first_line = str(e).strip().splitlines()[0] if str(e).strip() else ''
       raise errors.ResumeError(
-          f'{latest} does not fit this model ({first_line[:200]}); pass the '
-          'flags it was trained with, or a new --model_dir.') from e
+        f'{latest} does not fit this model ({first_line[:200]}); pass the '
+        'flags it was trained with, or a new --model_dir.'
+      ) from e
     return latest
 
 
@@ -214,11 +231,13 @@ class Progress:
       progress line.
     seconds: wall time of the loop.
   """
+
   start_step: int
   end_step: int
   checkpoints: List[str] = dataclasses.field(default_factory=list)
   history: List[Tuple[int, float, float, float, float]] = dataclasses.field(
-      default_factory=list)
+    default_factory=list
+  )
   seconds: float = 0.0
 
   @property
@@ -233,10 +252,16 @@ def overall_sparsity(pruned: Optional[pruned_lib.PrunedModel]) -> float:
   return float(pruned.sparsity().overall.numpy())
 
 
-def fit(run: Run, batches: Batches, train_steps: int,
-        model_dir: Optional[str] = None, checkpoint_every: int = 0,
-        log_every: int = 100, log: Optional[Log] = print,
-        stop_after: Optional[int] = None) -> Progress:
+def fit(
+  run: Run,
+  batches: Batches,
+  train_steps: int,
+  model_dir: Optional[str] = None,
+  checkpoint_every: int = 0,
+  log_every: int = 100,
+  log: Optional[Log] = print,
+  stop_after: Optional[int] = None,
+) -> Progress:
   """Trains `run` from its current step up to `train_steps`.
 
   Every `log_every` steps (and at the last step) it logs one progress line
@@ -268,13 +293,16 @@ def fit(run: Run, batches: Batches, train_steps: int,
   # Every worker saves (saving may run collective ops), only the chief into
   # model_dir; the others into a scratch folder deleted at the end.
   chief = strategies.is_chief(run.strategy)
-  save_dir = (strategies.checkpoint_dir(run.strategy, model_dir)
-              if model_dir else None)
+  save_dir = (
+    strategies.checkpoint_dir(run.strategy, model_dir) if model_dir else None
+  )
   manager = run.checkpoint_manager(save_dir) if save_dir else None
-  writer = (tf.summary.create_file_writer(model_dir)
-            if model_dir and chief else None)
-  end = train_steps if stop_after is None else min(train_steps,
-                                                   start + stop_after)
+  writer = (
+    tf.summary.create_file_writer(model_dir) if model_dir and chief else None
+  )
+  end = (
+    train_steps if stop_after is None else min(train_steps, start + stop_after)
+  )
   step, losses, accuracies = start, [], []
   began = window_start = time.perf_counter()
   window_step = start
@@ -287,18 +315,26 @@ def fit(run: Run, batches: Batches, train_steps: int,
     if last or (log_every and step % log_every == 0):
       now = time.perf_counter()
       speed = (step - window_step) / max(now - window_start, 1e-9)
-      row = (step, float(np.mean(losses)), float(np.mean(accuracies)),
-             overall_sparsity(run.pruned), speed)
+      row = (
+        step,
+        float(np.mean(losses)),
+        float(np.mean(accuracies)),
+        overall_sparsity(run.pruned),
+        speed,
+      )
       progress.history.append(row)
-      log(f'step {step:>6d}/{train_steps}  loss {row[1]:.4f}  '
-          f'accuracy {row[2]:.4f}  sparsity {row[3]:.4f}  '
-          f'{speed:6.1f} steps/s')
+      log(
+        f'step {step:>6d}/{train_steps}  loss {row[1]:.4f}  '
+        f'accuracy {row[2]:.4f}  sparsity {row[3]:.4f}  '
+        f'{speed:6.1f} steps/s'
+      )
       if writer is not None:
         _write_train_summaries(writer, run, step, row)
       losses, accuracies = [], []
       window_start, window_step = time.perf_counter(), step
     if manager is not None and (
-        last or (checkpoint_every and step % checkpoint_every == 0)):
+      last or (checkpoint_every and step % checkpoint_every == 0)
+    ):
       path = manager.save(checkpoint_number=step)
       if chief:
         progress.checkpoints.append(path)
@@ -335,8 +371,9 @@ def write_scalars(model_dir: str, step: int, values: dict) -> None:
   writer.close()
 
 
-def evaluate(forward, x: np.ndarray, y: np.ndarray,
-             batch_size: int = 1000) -> Tuple[float, float]:
+def evaluate(
+  forward, x: np.ndarray, y: np.ndarray, batch_size: int = 1000
+) -> Tuple[float, float]:
   """Mean cross-entropy and accuracy of `forward` (images -> logits).
 
   Args:
@@ -350,7 +387,7 @@ def evaluate(forward, x: np.ndarray, y: np.ndarray,
   """
   loss_sum, correct = 0.0, 0.0
   for i in range(0, len(x), batch_size):
-    xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+    xb, yb = x[i : i + batch_size], y[i : i + batch_size]
     loss, accuracy = _loss_and_accuracy(yb, forward(tf.constant(xb)))
     loss_sum += float(loss) * len(xb)
     correct += float(accuracy) * len(xb)

@@ -23,12 +23,15 @@ MLP_UNITS = (1000, 1000, 500, 200)
 OUTPUT_LAYER = 'logits'
 
 
-
 def _mlp(input_shape, num_classes, hidden=MLP_UNITS):
-  layers = [keras.Input(input_shape, name='images'),
-            keras.layers.Flatten(name='flatten')]
-  layers += [keras.layers.Dense(units, activation='relu', name=f'dense_{i}')
-             for i, units in enumerate(hidden, start=1)]
+  layers = [
+    keras.Input(input_shape, name='images'),
+    keras.layers.Flatten(name='flatten'),
+  ]
+  layers += [
+    keras.layers.Dense(units, activation='relu', name=f'dense_{i}')
+    for i, units in enumerate(hidden, start=1)
+  ]
   layers.append(keras.layers.Dense(num_classes, name=OUTPUT_LAYER))
   return keras.Sequential(layers, name='mlp')
 
@@ -40,42 +43,50 @@ def _image_shape(input_shape, model):
   if len(input_shape) == 3:
     return tuple(input_shape)
   raise errors.UnknownModelError(
-      f'--model={model} needs images of shape [h, w] or [h, w, c], got '
-      f'{list(input_shape)}; use --model=mlp for flat inputs.')
+    f'--model={model} needs images of shape [h, w] or [h, w, c], got '
+    f'{list(input_shape)}; use --model=mlp for flat inputs.'
+  )
 
 
 def _cnn(input_shape, num_classes):
   shape = _image_shape(input_shape, 'cnn')
-  L = keras.layers  # pylint: disable=invalid-name
-  return keras.Sequential([
+  layers = keras.layers
+  return keras.Sequential(
+    [
       keras.Input(tuple(input_shape), name='images'),
-      L.Reshape(shape, name='channels'),
-      L.Conv2D(32, 3, padding='same', activation='relu', name='conv_1'),
-      L.DepthwiseConv2D(3, padding='same', activation='relu',
-                        name='depthwise_1'),
-      L.Conv2D(64, 1, activation='relu', name='pointwise_1'),
-      L.MaxPooling2D(2, name='pool_1'),
-      L.Flatten(name='flatten'),
-      L.Dense(128, activation='relu', name='dense_1'),
-      L.Dense(num_classes, name=OUTPUT_LAYER),
-  ], name='cnn')
+      layers.Reshape(shape, name='channels'),
+      layers.Conv2D(32, 3, padding='same', activation='relu', name='conv_1'),
+      layers.DepthwiseConv2D(
+        3, padding='same', activation='relu', name='depthwise_1'
+      ),
+      layers.Conv2D(64, 1, activation='relu', name='pointwise_1'),
+      layers.MaxPooling2D(2, name='pool_1'),
+      layers.Flatten(name='flatten'),
+      layers.Dense(128, activation='relu', name='dense_1'),
+      layers.Dense(num_classes, name=OUTPUT_LAYER),
+    ],
+    name='cnn',
+  )
 
 
 def _lstm(input_shape, num_classes, units=128):
   shape = _image_shape(input_shape, 'lstm')
   rows = (shape[0], shape[1] * shape[2])
-  return keras.Sequential([
+  return keras.Sequential(
+    [
       keras.Input(tuple(input_shape), name='images'),
       keras.layers.Reshape(rows, name='rows'),
       keras.layers.LSTM(units, name='lstm_1'),
       keras.layers.Dense(num_classes, name=OUTPUT_LAYER),
-  ], name='lstm')
+    ],
+    name='lstm',
+  )
 
 
 _BUILDERS: Dict[str, Callable[..., keras.Model]] = {
-    'mlp': _mlp,
-    'cnn': _cnn,
-    'lstm': _lstm,
+  'mlp': _mlp,
+  'cnn': _cnn,
+  'lstm': _lstm,
 }
 MODELS = tuple(_BUILDERS)
 
@@ -84,11 +95,13 @@ def check_name(name: str) -> None:
   """Raises `UnknownModelError` unless `name` is a built-in model."""
   if name not in _BUILDERS:
     raise errors.UnknownModelError(
-        f'Unknown model {name!r}; pass one of {", ".join(MODELS)}.')
+      f'Unknown model {name!r}; pass one of {", ".join(MODELS)}.'
+    )
 
 
-def build(name: str, input_shape: Sequence[int], num_classes: int,
-          seed: int = 0) -> keras.Model:
+def build(
+  name: str, input_shape: Sequence[int], num_classes: int, seed: int = 0
+) -> keras.Model:
   """Builds a built-in model with weights initialized from `seed`.
 
   Args:
@@ -102,10 +115,10 @@ def build(name: str, input_shape: Sequence[int], num_classes: int,
     An uncompiled Keras model mapping float images to logits.
 
   Raises:
-    errors.UnknownModelError: `name` is not a built-in model, or the input shape does
+    errors.UnknownModelError: `name` is not a built-in model, or the input
+      shape does
       not suit it.
   """
   check_name(name)
   keras.utils.set_random_seed(seed)
   return _BUILDERS[name](tuple(int(d) for d in input_shape), int(num_classes))
-

@@ -11,13 +11,14 @@ from typing import List, Optional, Sequence
 import keras
 import numpy as np
 
-from graph_prune.train import versioned_export as exports_lib
 from graph_prune import pruned_model as pruned_lib
+from graph_prune.train import versioned_export as exports_lib
 
 
 @dataclasses.dataclass(frozen=True)
 class WeightRow:
   """One pruned weight: name, shape, entries, non-zeros of weight * mask."""
+
   name: str
   shape: tuple
   params: int
@@ -37,6 +38,7 @@ class ParamCounts:
     dense_params: every weight of the model, counted dense.
     nonzeros: the non-zero entries the pruned model computes with.
   """
+
   weights: List[WeightRow]
   dense_params: int
   nonzeros: int
@@ -46,9 +48,9 @@ class ParamCounts:
     return 1.0 - self.nonzeros / max(self.dense_params, 1)
 
 
-def count_params(model: keras.Model,
-                 pruned: Optional[pruned_lib.PrunedModel] = None
-                 ) -> ParamCounts:
+def count_params(
+  model: keras.Model, pruned: Optional[pruned_lib.PrunedModel] = None
+) -> ParamCounts:
   """Counts the dense and non-zero parameters of `model` as `pruned` uses it.
 
   Args:
@@ -63,8 +65,9 @@ def count_params(model: keras.Model,
   nonzeros = sum(int(np.count_nonzero(v)) for v in values)
   rows = []
   if pruned is not None:
-    for name, weight, mask in zip(pruned.weight_names, pruned.weights,
-                                  pruned.masks):
+    for name, weight, mask in zip(
+      pruned.weight_names, pruned.weights, pruned.masks
+    ):
       w = weight.numpy()
       kept = int(np.count_nonzero(w * mask.numpy()))
       nonzeros += kept - int(np.count_nonzero(w))
@@ -80,8 +83,12 @@ def _bytes(n: int) -> str:
   return str(n)
 
 
-def final_table(counts: ParamCounts, test_loss: float, test_accuracy: float,
-                exports: Sequence[exports_lib.Export] = ()) -> str:
+def final_table(
+  counts: ParamCounts,
+  test_loss: float,
+  test_accuracy: float,
+  exports: Sequence[exports_lib.Export] = (),
+) -> str:
   """The table the training binary prints at the end.
 
   Args:
@@ -94,19 +101,26 @@ def final_table(counts: ParamCounts, test_loss: float, test_accuracy: float,
     A multi-line string.
   """
   width = max([len(r.name) for r in counts.weights] + [30])
-  lines = [f'{"weight":<{width}}  {"shape":<14} {"params":>10} '
-           f'{"non-zeros":>10} {"sparsity":>9}']
+  lines = [
+    f'{"weight":<{width}}  {"shape":<14} {"params":>10} '
+    f'{"non-zeros":>10} {"sparsity":>9}'
+  ]
   for r in counts.weights:
-    lines.append(f'{r.name:<{width}}  {str(list(r.shape)):<14} '
-                 f'{r.params:>10d} {r.nonzeros:>10d} {r.sparsity:>9.4f}')
-  lines.append(f'{"all weights (dense-equivalent)":<{width}}  {"":<14} '
-               f'{counts.dense_params:>10d} {counts.nonzeros:>10d} '
-               f'{counts.sparsity:>9.4f}')
-  lines.append(f'test accuracy {test_accuracy:.4f}, test loss '
-               f'{test_loss:.4f}')
+    lines.append(
+      f'{r.name:<{width}}  {str(list(r.shape)):<14} '
+      f'{r.params:>10d} {r.nonzeros:>10d} {r.sparsity:>9.4f}'
+    )
+  lines.append(
+    f'{"all weights (dense-equivalent)":<{width}}  {"":<14} '
+    f'{counts.dense_params:>10d} {counts.nonzeros:>10d} '
+    f'{counts.sparsity:>9.4f}'
+  )
+  lines.append(f'test accuracy {test_accuracy:.4f}, test loss {test_loss:.4f}')
   if exports:
     lines.append(f'{"export":<9} {"raw":>10} {"gzipped":>10}  path')
     for e in exports:
-      lines.append(f'{e.kind:<9} {_bytes(e.raw_bytes):>10} '
-                   f'{_bytes(e.gzip_bytes):>10}  {e.path}')
+      lines.append(
+        f'{e.kind:<9} {_bytes(e.raw_bytes):>10} '
+        f'{_bytes(e.gzip_bytes):>10}  {e.path}'
+      )
   return '\n'.join(lines)

@@ -20,9 +20,9 @@ from graph_prune import errors
 STRATEGY_KINDS = ('default', 'mirrored', 'multi_worker')
 
 
-def make_strategy(kind: str,
-                  num_cpu_devices: Optional[int] = None
-                  ) -> tf.distribute.Strategy:
+def make_strategy(
+  kind: str, num_cpu_devices: Optional[int] = None
+) -> tf.distribute.Strategy:
   """Builds the strategy a training binary's `--strategy` flag names.
 
   Args:
@@ -37,17 +37,20 @@ def make_strategy(kind: str,
     The `tf.distribute.Strategy`.
 
   Raises:
-    errors.StrategyError: unknown `kind`, `num_cpu_devices` with a kind other than
+    errors.StrategyError: unknown `kind`, `num_cpu_devices` with a kind other
+      than
       'mirrored', or devices already initialized.
   """
   if kind not in STRATEGY_KINDS:
     raise errors.StrategyError(
-        f'Unknown strategy {kind!r}; use one of {", ".join(STRATEGY_KINDS)}.')
+      f'Unknown strategy {kind!r}; use one of {", ".join(STRATEGY_KINDS)}.'
+    )
   if num_cpu_devices is not None and kind != 'mirrored':
     raise errors.StrategyError(
-        f'num_cpu_devices={num_cpu_devices} only applies to the mirrored '
-        f'strategy, not {kind!r} (a multi_worker worker uses one CPU device; '
-        'start more workers instead).')
+      f'num_cpu_devices={num_cpu_devices} only applies to the mirrored '
+      f'strategy, not {kind!r} (a multi_worker worker uses one CPU device; '
+      'start more workers instead).'
+    )
   if kind == 'default':
     return _tf_internal.default_strategy()
   if kind == 'multi_worker':
@@ -77,18 +80,21 @@ def configure_cpu_devices(num_cpu_devices: int) -> Sequence[str]:
   """
   if not isinstance(num_cpu_devices, int) or num_cpu_devices < 1:
     raise errors.StrategyError(
-        f'num_cpu_devices must be a positive int, got {num_cpu_devices!r}.')
+      f'num_cpu_devices must be a positive int, got {num_cpu_devices!r}.'
+    )
   cpu = tf.config.list_physical_devices('CPU')[0]
   try:
     tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * num_cpu_devices)
+      cpu, [tf.config.LogicalDeviceConfiguration()] * num_cpu_devices
+    )
   except RuntimeError as e:
     current = tf.config.list_logical_devices('CPU')
     if len(current) != num_cpu_devices:
       raise errors.StrategyError(
-          f'Cannot split the CPU into {num_cpu_devices} devices: TensorFlow '
-          f'already initialized {len(current)}; call make_strategy before '
-          'any other TensorFlow call in the process.') from e
+        f'Cannot split the CPU into {num_cpu_devices} devices: TensorFlow '
+        f'already initialized {len(current)}; call make_strategy before '
+        'any other TensorFlow call in the process.'
+      ) from e
   return [d.name for d in tf.config.list_logical_devices('CPU')]
 
 
@@ -119,9 +125,8 @@ def checkpoint_dir(strategy: tf.distribute.Strategy, directory: str) -> str:
   resolver = strategy.cluster_resolver
   os.makedirs(directory, exist_ok=True)
   return tempfile.mkdtemp(
-      prefix=f'{resolver.task_type}_{resolver.task_id}_tmp', dir=directory)
-
-
+    prefix=f'{resolver.task_type}_{resolver.task_id}_tmp', dir=directory
+  )
 
 
 def distribute_batch(strategy: tf.distribute.Strategy, *arrays):
@@ -146,24 +151,30 @@ def distribute_batch(strategy: tf.distribute.Strategy, *arrays):
   size = int(arrays[0].shape[0])
   if size % n:
     raise errors.StrategyError(
-        f'A global batch of {size} does not split into {n} equal replica '
-        'batches; use a batch size divisible by the number of replicas.')
+      f'A global batch of {size} does not split into {n} equal replica '
+      'batches; use a batch size divisible by the number of replicas.'
+    )
   per_replica = size // n
 
   def values(i):
     def fn(ctx):
       start = ctx.replica_id_in_sync_group * per_replica
-      return tf.convert_to_tensor(arrays[i][start:start + per_replica])
+      return tf.convert_to_tensor(arrays[i][start : start + per_replica])
+
     return strategy.experimental_distribute_values_from_function(fn)
 
   return tuple(values(i) for i in range(len(arrays)))
 
 
-def make_train_step(strategy: tf.distribute.Strategy, pruned: Any,
-                    variables: Sequence[Any], optimizer: Any,
-                    per_example_loss: Callable[[Any, Any], Any],
-                    global_batch_size: Optional[int] = None,
-                    training: Optional[bool] = None):
+def make_train_step(
+  strategy: tf.distribute.Strategy,
+  pruned: Any,
+  variables: Sequence[Any],
+  optimizer: Any,
+  per_example_loss: Callable[[Any, Any], Any],
+  global_batch_size: Optional[int] = None,
+  training: Optional[bool] = None,
+):
   """Builds a distributed training step that also updates the masks.
 
   The step runs, in every replica: the pruned forward pass, the loss averaged
@@ -206,7 +217,8 @@ def make_train_step(strategy: tf.distribute.Strategy, pruned: Any,
     with tf.GradientTape() as tape:
       losses = per_example_loss(labels, pruned(inputs, training=training))
       loss = tf.nn.compute_average_loss(
-          losses, global_batch_size=global_batch_size)
+        losses, global_batch_size=global_batch_size
+      )
     grads = tape.gradient(loss, variables)
     optimizer.apply_gradients(zip(grads, variables))
     updated = pruned.conditional_mask_update(optimizer.iterations)

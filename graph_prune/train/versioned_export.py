@@ -33,6 +33,7 @@ class Export:
     gzip_bytes: the size of a `.tar.gz` of it (`graph_prune.export.sizes`).
     written: False when the directory already existed and was left as it was.
   """
+
   kind: str
   path: str
   raw_bytes: int
@@ -40,8 +41,12 @@ class Export:
   written: bool
 
 
-def export(pruned: pruned_lib.PrunedModel, export_dir: str, version: int,
-           log: Callable[[str], None] = print) -> List[Export]:
+def export(
+  pruned: pruned_lib.PrunedModel,
+  export_dir: str,
+  version: int,
+  log: Callable[[str], None] = print,
+) -> List[Export]:
   """Writes the pruned and the stripped SavedModel of `pruned`.
 
   Args:
@@ -59,10 +64,13 @@ def export(pruned: pruned_lib.PrunedModel, export_dir: str, version: int,
   pruned_path = os.path.join(export_dir, 'pruned', str(version))
   stripped_path = os.path.join(export_dir, 'stripped', str(version))
   writers = [
-      ('pruned', pruned_path,
-       lambda: tf.saved_model.save(pruned, pruned_path)),
-      ('stripped', stripped_path,
-       lambda: stripping.export_saved_model(pruned, stripped_path))]
+    ('pruned', pruned_path, lambda: tf.saved_model.save(pruned, pruned_path)),
+    (
+      'stripped',
+      stripped_path,
+      lambda: stripping.export_saved_model(pruned, stripped_path),
+    ),
+  ]
   results = []
   for kind, path, write in writers:
     written = not os.path.exists(path)
