@@ -5,12 +5,12 @@ Usage:
       [--batch=B]
 
 For a 784-1000-1000-500-200-10 ReLU MLP at a fixed global batch, times one
-training step (`graph_prune.strategies.make_train_step`: forward, backward,
-gradient all-reduce, Adam, `conditional_mask_update` at pruning_frequency 10)
-with MirroredStrategy over 1, 2 and 4 logical CPU devices and with no
-strategy, for the pruned model and for the dense one (the same step without
-masks). Prints ms/step, the ratio to one device and the ratio of pruned to
-dense; writes bench/results/distribute_step.json.
+training step (`graph_prune.train.strategies.make_train_step`: forward,
+backward, gradient all-reduce, Adam, `conditional_mask_update` at
+pruning_frequency 10) with MirroredStrategy over 1, 2 and 4 logical CPU
+devices and with no strategy, for the pruned model and for the dense one (the
+same step without masks). Prints ms/step, the ratio to one device and the
+ratio of pruned to dense; writes bench/results/distribute_step.json.
 
 Each device count runs in its own process (logical devices are fixed when
 TensorFlow starts, and two MirroredStrategies of different sizes in one

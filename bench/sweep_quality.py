@@ -24,8 +24,10 @@ import os
 from absl import app
 from absl import flags
 
-from graph_prune.study import plots as study_plots
-from graph_prune.study import sweep as study
+from graph_prune.study import config as config_lib
+from graph_prune.study import plots
+from graph_prune.study import results
+from graph_prune.study import sweep
 
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds to average over.')
 _OUT_DIR = flags.DEFINE_string(
@@ -50,7 +52,7 @@ _GRADUAL_BARS = (
 _TFMOT = {0.90: 97.78, 0.95: 96.67, 0.97: 96.02, 0.99: 88.43}
 
 
-def check(result: study.SweepResult) -> list:
+def check(result: results.SweepResult) -> list:
   """One dict per bar and method: the value, the limit and whether it holds."""
   means = {(e['method'], e['target_sparsity']): e for e in result.mean_rows()}
   dense = 100 * result.dense_accuracy
@@ -81,8 +83,8 @@ def check(result: study.SweepResult) -> list:
           'tfmot': _TFMOT[sparsity],
         }
       )
-  holds = study.holds(result.mean_rows(), result.dense_accuracy)
-  for scope in study.SCOPES:
+  holds = results.holds(result.mean_rows(), result.dense_accuracy)
+  for scope in config_lib.SCOPES:
     weight = holds.get(f'oneshot_weight_{scope}')
     unit = holds.get(f'oneshot_unit_{scope}')
     if weight and unit:
@@ -100,13 +102,13 @@ def check(result: study.SweepResult) -> list:
 
 def main(argv):
   del argv
-  config = study.SweepConfig(seeds=tuple(int(s) for s in _SEEDS.value))
-  result = study.sweep(config, log=lambda line: print(line, flush=True))
-  paths = study.write_tables(result, _OUT_DIR.value)
-  paths += study_plots.plot(result, _OUT_DIR.value)
+  config = config_lib.SweepConfig(seeds=tuple(int(s) for s in _SEEDS.value))
+  result = sweep.sweep(config, log=lambda line: print(line, flush=True))
+  paths = results.write_tables(result, _OUT_DIR.value)
+  paths += plots.plot(result, _OUT_DIR.value)
   checks = check(result)
   print()
-  print(study.format_table(result))
+  print(results.format_table(result))
   print(
     f'\nquality bars (dense {100 * result.dense_accuracy:.2f}%, '
     f'{len(config.seeds)} seeds):'
@@ -127,7 +129,9 @@ def main(argv):
       )
   os.makedirs(os.path.dirname(_RESULT.value), exist_ok=True)
   with open(_RESULT.value, 'w') as f:
-    json.dump({'checks': checks, 'summary': study.summary(result)}, f, indent=1)
+    json.dump(
+      {'checks': checks, 'summary': results.summary(result)}, f, indent=1
+    )
   for path in paths + [_RESULT.value]:
     print(f'wrote {path}')
 

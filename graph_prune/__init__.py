@@ -5,8 +5,7 @@ pruned = graph_prune.apply_pruning(model, 'target_sparsity=0.9')
 graph_prune.export_saved_model(pruned, '/tmp/model')  # masks folded in
 """
 
-from graph_prune.errors import ConfigError
-from graph_prune.errors import DataError
+from graph_prune import errors as _errors
 from graph_prune.errors import FoldError
 from graph_prune.errors import GraphPruneError
 from graph_prune.errors import GraphRewriteError
@@ -15,7 +14,6 @@ from graph_prune.errors import MaskError
 from graph_prune.errors import NoPrunableWeightsError
 from graph_prune.errors import NoPruningVariablesError
 from graph_prune.errors import OutputExistsError
-from graph_prune.errors import ResumeError
 from graph_prune.errors import SavedModelNotFoundError
 from graph_prune.errors import StrategyError
 from graph_prune.errors import StripError
@@ -62,3 +60,13 @@ __all__ = [
   'strip',
   'strip_saved_model',
 ]
+
+# The training binary's errors live in graph_prune.train.errors; looked up on
+# first use so that importing graph_prune does not import train/.
+_TRAINING_ERRORS = ('ConfigError', 'DataError', 'ResumeError')
+
+
+def __getattr__(name):
+  if name in _TRAINING_ERRORS:
+    return getattr(_errors, name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -54,6 +54,7 @@ central device) and are not supported: `apply_pruning` under them raises
 `errors.UnsupportedStrategyError`.
 """
 
+import contextlib
 from typing import Any, Callable, Optional, Sequence, Tuple
 
 import tensorflow as tf
@@ -221,3 +222,83 @@ def call_in_cross_replica_context(fn: Callable[..., Any], *args):
       'context; call it directly in that function (conditional_mask_update '
       'checks the schedule itself).'
     ) from e
+
+
+# The pruning variables.
+
+
+def state_variable(initial_value, name: str) -> tf.Variable:
+  """A non-trainable variable of the pruning state (mask, threshold, step).
+
+  Under a tf.distribute strategy it is a MirroredVariable (ON_WRITE: a copy
+  per device, every write goes to every copy). The update writes it in
+  cross-replica context (see `PrunedModel.mask_update`); ONLY_FIRST_REPLICA
+  makes a write made in replica context copy the first replica's value to
+  all (see the module docstring).
+  """
+  return tf.Variable(
+    initial_value,
+    trainable=False,
+    name=name,
+    synchronization=tf.VariableSynchronization.ON_WRITE,
+    aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+  )
+
+
+def check_apply_context() -> tf.distribute.Strategy:
+  """The current strategy, checked to be supported and not in `run`.
+
+  Raises:
+    errors.UnsupportedStrategyError: the strategy is not supported.
+    errors.StrategyError: called inside `strategy.run`.
+  """
+  current = tf.distribute.get_strategy()
+  check_strategy(current)
+  if in_replica_context():
+    raise errors.StrategyError(
+      'apply_pruning was called inside strategy.run; call it once under '
+      'strategy.scope(), where the model was built.'
+    )
+  return current
+
+
+def weights_scope(current, weights: Sequence[Any], what: str):
+  """The scope the masks are created in: the weights' strategy.
+
+  Masks must be distributed like the weights they multiply. Under the
+  weights' strategy's scope (or with plain weights) that is the current
+  scope; called outside any scope with distributed weights, apply_pruning
+  enters their strategy's scope itself.
+
+  Args:
+    current: the current strategy (`check_apply_context`).
+    weights: the weights to mask (per-device copies or containers).
+    what: the computation's description, for messages.
+
+  Returns:
+    A context manager.
+
+  Raises:
+    errors.StrategyError: the weights were created under another strategy
+      than the current one, or outside a multi-replica current strategy.
+  """
+  owner = strategy_of(weights)
+  default = not tf.distribute.has_strategy()
+  if owner is None:
+    if not default and current.num_replicas_in_sync > 1:
+      raise errors.StrategyError(
+        f'The weights of {what} were created outside '
+        f'{type(current).__name__}.scope(); build the model under the '
+        'scope apply_pruning is called in.'
+      )
+    return contextlib.nullcontext()
+  check_strategy(owner)
+  if default:
+    return owner.scope()
+  if owner is not current:
+    raise errors.StrategyError(
+      f'The weights of {what} were created under another '
+      f'{type(owner).__name__} than the current {type(current).__name__}; '
+      'call apply_pruning under the scope the model was built in.'
+    )
+  return contextlib.nullcontext()

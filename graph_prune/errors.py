@@ -3,7 +3,13 @@
 Every error caused by bad user input is a `ValueError` subclass, so callers
 that already catch `ValueError` keep working, while callers that want to
 tell the cases apart can catch the specific type.
+
+The errors of the binaries (bad data, models, training settings, sweeps) live
+with them, in `graph_prune.train.errors` and `graph_prune.study.errors`; they
+stay importable from here (see `__getattr__` at the end).
 """
+
+import importlib
 
 
 class GraphPruneError(Exception):
@@ -50,12 +56,16 @@ class WeightMatchError(HParamsError):
   """Several entries of an hparam map match one weight."""
 
 
-class DataError(GraphPruneError, ValueError):
-  """A dataset file or folder is missing or malformed."""
-
-
 class StripError(GraphPruneError, ValueError):
   """A pruned model cannot be stripped or exported as asked."""
+
+
+class UnsupportedSaveError(StripError):
+  """A pruned model was asked to be saved in a form graph_prune cannot write.
+
+  For example a Keras trainer's `save('model.keras')`: the export is
+  `graph_prune.export_saved_model`, a checkpoint `tf.train.Checkpoint`.
+  """
 
 
 class SavedModelNotFoundError(StripError):
@@ -86,17 +96,24 @@ class UnsupportedStrategyError(StrategyError):
   """graph_prune does not support this `tf.distribute` strategy."""
 
 
-class UnknownModelError(GraphPruneError, ValueError):
-  """A model name or an input shape the built-in models cannot take."""
+class ArgumentTypeError(GraphPruneError, TypeError, ValueError):
+  """An argument has the wrong type (e.g. `training='yes'`, not a bool)."""
 
 
-class ConfigError(GraphPruneError, ValueError):
-  """A training setting is out of range, or disagrees with model_dir."""
+# The binaries' errors, importable from here as before they moved. Looked up
+# on first use rather than imported at the top: their modules import this one
+# (a cycle), and the core, which imports this module, must not import train/
+# or study/ (data flows down: cli -> train/study -> export -> core).
+_MOVED = {
+  'ConfigError': 'graph_prune.train.errors',
+  'DataError': 'graph_prune.train.errors',
+  'ResumeError': 'graph_prune.train.errors',
+  'UnknownModelError': 'graph_prune.train.errors',
+  'SweepConfigError': 'graph_prune.study.errors',
+}
 
 
-class ResumeError(GraphPruneError, ValueError):
-  """A model_dir holds a checkpoint that does not fit the model being built."""
-
-
-class SweepConfigError(GraphPruneError, ValueError):
-  """A sweep setting is malformed (a method name, a sparsity, a count)."""
+def __getattr__(name):
+  if name in _MOVED:
+    return getattr(importlib.import_module(_MOVED[name]), name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -27,11 +27,9 @@ import re
 from typing import Any, Optional, Tuple
 
 from graph_prune import errors
+from graph_prune import hparams_syntax as syntax
 
 _NAME_RE = re.compile(r'^[A-Za-z0-9_.][A-Za-z0-9_.\-/]*$')
-_CLAUSE_NAME_RE = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_.]*)\s*=')
-_OPEN = '([{'
-_CLOSE = ')]}'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,12 +157,14 @@ class PruningHParams:
     block = _match_map('block_dims_map', self.block_dims_map, weight_name)
     return WeightSettings(
       target_sparsity=(
-        self.target_sparsity if target is None else _parse_map_sparsity(target)
+        self.target_sparsity
+        if target is None
+        else syntax.parse_map_sparsity(target)
       ),
       block_dims=(
         self.block_dims
         if block is None
-        else _parse_block_dims('block_dims_map', block)
+        else syntax.parse_block_dims('block_dims_map', block)
       ),
       has_own_target=target is not None,
     )
@@ -174,7 +174,7 @@ class PruningHParams:
     names = tuple(weight_names)
     unmatched = []
     for entry in self.weight_sparsity_map + self.block_dims_map:
-      regex = _split_entry('map', entry)[0]
+      regex = syntax.split_entry('map', entry)[0]
       if not any(re.search(regex, n) for n in names):
         unmatched.append(entry)
     return tuple(unmatched)
@@ -222,7 +222,7 @@ def parse_hparams(
       f'{spec!r}; write it as "name=value,name=value".'
     )
   values = {}
-  for name, raw in _split_clauses(spec):
+  for name, raw in syntax.split_clauses(spec):
     if name not in _FIELDS:
       raise errors.UnknownHParamError(
         f'Unknown hparam {name!r} in {spec!r}{_did_you_mean(name)}'
@@ -231,7 +231,7 @@ def parse_hparams(
       raise errors.HParamSyntaxError(
         f'Hparam {name!r} is given twice in {spec!r}; give it once.'
       )
-    values[name] = _parse_value(name, raw)
+    values[name] = syntax.parse_value(name, _kind(name), raw)
   base = base if base is not None else PruningHParams()
   return dataclasses.replace(base, **values)
 
@@ -241,130 +241,6 @@ def _did_you_mean(name: str) -> str:
   if close:
     return f'; did you mean {close[0]!r}?'
   return f'; known hparams are {", ".join(sorted(_FIELDS))}.'
-
-
-def _split_clauses(spec: str):
-  """Yields (name, raw value) of each clause; raw is a str or list of str."""
-  pos = 0
-  n = len(spec)
-  while pos < n:
-    if spec[pos:].strip() == '':
-      return
-    m = _CLAUSE_NAME_RE.match(spec, pos)
-    if not m:
-      bad = spec[pos:].split(',')[0]
-      raise errors.HParamSyntaxError(
-        f'Malformed clause {bad!r} at position {pos} of {spec!r}; '
-        'each clause must be name=value, separated by commas.'
-      )
-    name = m.group(1)
-    pos = m.end()
-    while pos < n and spec[pos] == ' ':
-      pos += 1
-    if pos < n and spec[pos] == '[':
-      items, pos = _scan_list(spec, pos, name)
-      raw = items
-    else:
-      end = spec.find(',', pos)
-      end = n if end < 0 else end
-      raw = spec[pos:end].strip()
-      if '[' in raw or ']' in raw or '=' in raw:
-        raise errors.HParamSyntaxError(
-          f'Malformed value {raw!r} of hparam {name!r} in {spec!r}; a list '
-          'must start with "[" and end with "]", and clauses are separated '
-          'by commas.'
-        )
-      pos = end
-    while pos < n and spec[pos] == ' ':
-      pos += 1
-    if pos < n:
-      if spec[pos] != ',':
-        raise errors.HParamSyntaxError(
-          f'Expected "," after the value of hparam {name!r} at position '
-          f'{pos} of {spec!r}, found {spec[pos]!r}.'
-        )
-      pos += 1
-      if spec[pos:].strip() == '':
-        raise errors.HParamSyntaxError(
-          f'Trailing comma at the end of {spec!r}; remove it.'
-        )
-    yield name, raw
-
-
-def _scan_list(spec: str, pos: int, name: str):
-  """Scans `[a,b,...]` starting at spec[pos] == '['; returns (items, end)."""
-  items, current, depth = [], [], 0
-  i = pos + 1
-  while i < len(spec):
-    ch = spec[i]
-    if ch == '\\' and i + 1 < len(spec):
-      current.append(spec[i : i + 2])
-      i += 2
-      continue
-    if ch in _OPEN:
-      depth += 1
-    elif ch in _CLOSE:
-      if depth == 0:
-        if ch != ']':
-          break
-        items.append(''.join(current).strip())
-        items = [item for item in items if item]
-        return items, i + 1
-      depth -= 1
-    elif ch == ',' and depth == 0:
-      items.append(''.join(current).strip())
-      current = []
-      i += 1
-      continue
-    current.append(ch)
-    i += 1
-  raise errors.HParamSyntaxError(
-    f'Unbalanced brackets in the list value of hparam {name!r} in '
-    f'{spec!r}; write lists as [a,b,c] with balanced (), [] and {{}}.'
-  )
-
-
-def _parse_value(name: str, raw):
-  """Converts a raw clause value to the hparam's type (no range checks)."""
-  kind = _kind(name)
-  if kind is list:
-    if isinstance(raw, str):
-      # contrib accepted a single value for a list hparam.
-      raw = [raw] if raw else []
-    return tuple(raw)
-  if isinstance(raw, list):
-    raise errors.HParamTypeError(
-      f'Hparam {name!r} takes a single {kind.__name__}, got the list '
-      f'{raw!r}; drop the brackets.'
-    )
-  if kind is bool:
-    lowered = raw.lower()
-    if lowered in ('true', '1'):
-      return True
-    if lowered in ('false', '0'):
-      return False
-    raise errors.HParamTypeError(
-      f'Hparam {name!r} takes a bool (true or false), got {raw!r}.'
-    )
-  if kind is int:
-    try:
-      return int(raw)
-    except ValueError:
-      raise errors.HParamTypeError(
-        f'Hparam {name!r} takes an int, got {raw!r}; write a whole number '
-        'such as 100.'
-      ) from None
-  if kind is float:
-    try:
-      return float(raw)
-    except ValueError:
-      raise errors.HParamTypeError(
-        f'Hparam {name!r} takes a float, got {raw!r}; write a number such '
-        'as 0.9.'
-      ) from None
-  if name == 'sparsity_m_by_n':
-    return _parse_m_by_n(raw) if raw else None
-  return raw
 
 
 def _coerce(name: str, value: Any):
@@ -387,7 +263,7 @@ def _coerce(name: str, value: Any):
     if value is None or value == '':
       return None
     if isinstance(value, str):
-      return _parse_m_by_n(value)
+      return syntax.parse_m_by_n(value)
     if (
       isinstance(value, (tuple, list))
       and len(value) == 2
@@ -414,78 +290,6 @@ def _coerce(name: str, value: Any):
   )
 
 
-def _parse_m_by_n(raw: str) -> Tuple[int, int]:
-  m = re.fullmatch(r'\s*(\d+)\s*:\s*(\d+)\s*', raw)
-  if not m:
-    raise errors.HParamValueError(
-      f'Hparam sparsity_m_by_n must be N:M with two whole numbers, such as '
-      f'2:4, got {raw!r}.'
-    )
-  return (int(m.group(1)), int(m.group(2)))
-
-
-def _split_entry(field: str, entry: str) -> Tuple[str, str]:
-  regex, sep, value = entry.rpartition(':')
-  if not sep or not regex:
-    raise errors.HParamSyntaxError(
-      f'Malformed {field} entry {entry!r}; write regex:value, e.g. '
-      f'{_MAP_EXAMPLE[field]}.'
-    )
-  return regex, value.strip()
-
-
-_MAP_EXAMPLE = {
-  'weight_sparsity_map': '[conv1:0.8,.*kernel:0.6]',
-  'block_dims_map': '[dense1:4x4,dense2:1x16]',
-  'map': 'regex:value',
-}
-
-
-def _parse_map_sparsity(entry: str) -> float:
-  value = _split_entry('weight_sparsity_map', entry)[1]
-  try:
-    sparsity = float(value)
-  except ValueError:
-    raise errors.HParamTypeError(
-      f'weight_sparsity_map entry {entry!r} has sparsity {value!r}, which '
-      'is not a number; write regex:0.8.'
-    ) from None
-  if not 0.0 <= sparsity < 1.0:
-    raise errors.HParamValueError(
-      f'weight_sparsity_map entry {entry!r} has sparsity {sparsity}; it '
-      'must be in [0, 1).'
-    )
-  return sparsity
-
-
-def _parse_block_dims(field: str, text: str) -> Tuple[int, int]:
-  value = _split_entry(field, text)[1]
-  m = re.fullmatch(r'(-?\d+)x(-?\d+)', value)
-  if not m:
-    raise errors.HParamValueError(
-      f'{field} entry {text!r} has block {value!r}; write HxW with two '
-      'whole numbers, e.g. 4x4 or 1x-1.'
-    )
-  dims = (int(m.group(1)), int(m.group(2)))
-  for d in dims:
-    if d < 1 and d != -1:
-      raise errors.HParamValueError(
-        f'{field} entry {text!r} has block dimension {d}; each dimension '
-        'must be >= 1, or -1 for the whole dimension.'
-      )
-  return dims
-
-
-def _check_regex(field: str, regex: str, entry: str):
-  try:
-    re.compile(regex)
-  except re.error as e:
-    raise errors.HParamValueError(
-      f'{field} entry {entry!r} has the regex {regex!r}, which does not '
-      f'compile ({e}); escape special characters with a backslash.'
-    ) from None
-
-
 def _validate(h: PruningHParams):
   """Checks contrib's rules and graph_prune's; raises HParamValueError."""
 
@@ -495,6 +299,13 @@ def _validate(h: PruningHParams):
       f'{rule}.'
     )
 
+  _check_ranges(h, fail)
+  _check_lists(h, fail)
+  _check_combinations(h, fail)
+
+
+def _check_ranges(h: PruningHParams, fail):
+  """contrib's rule for each scalar hparam on its own."""
   for field in dataclasses.fields(h):
     value = getattr(h, field.name)
     if isinstance(value, float) and not math.isfinite(value):
@@ -539,31 +350,40 @@ def _validate(h: PruningHParams):
   for name, choices in _CHOICES.items():
     if getattr(h, name) not in choices:
       fail(name, f'it must be one of {", ".join(choices)}')
+
+
+def _check_lists(h: PruningHParams, fail):
+  """Every map entry and do_not_prune regex parses and compiles."""
   for entry in h.weight_sparsity_map:
-    _check_regex(
+    syntax.check_regex(
       'weight_sparsity_map',
-      _split_entry('weight_sparsity_map', entry)[0],
+      syntax.split_entry('weight_sparsity_map', entry)[0],
       entry,
     )
-    _parse_map_sparsity(entry)
+    syntax.parse_map_sparsity(entry)
   for entry in h.block_dims_map:
-    _check_regex(
-      'block_dims_map', _split_entry('block_dims_map', entry)[0], entry
+    syntax.check_regex(
+      'block_dims_map', syntax.split_entry('block_dims_map', entry)[0], entry
     )
-    _parse_block_dims('block_dims_map', entry)
+    syntax.parse_block_dims('block_dims_map', entry)
   for regex in h.do_not_prune:
-    _check_regex('do_not_prune', regex, regex)
+    syntax.check_regex('do_not_prune', regex, regex)
   for name in _LIST_FIELDS:
     for entry in getattr(h, name):
-      top = _top_level(entry)
+      top = syntax.top_level(entry)
       if entry != entry.strip() or top is None or ',' in top:
         fail(
           name,
           f'entry {entry!r} must have balanced (), [] and {{}}, and '
           'no surrounding spaces or commas outside brackets',
         )
+
+
+def _check_combinations(h: PruningHParams, fail):
+  """Settings that cannot be combined (unit or N:M with blocks, ...)."""
   uses_blocks = h.block_dims != (1, 1) or any(
-    _parse_block_dims('block_dims_map', e) != (1, 1) for e in h.block_dims_map
+    syntax.parse_block_dims('block_dims_map', e) != (1, 1)
+    for e in h.block_dims_map
   )
   if h.granularity == 'unit' and uses_blocks:
     fail(
@@ -592,30 +412,11 @@ def _validate(h: PruningHParams):
       )
 
 
-def _top_level(text: str) -> Optional[str]:
-  """`text` with bracketed and escaped parts removed; None if unbalanced."""
-  out, stack, i = [], [], 0
-  while i < len(text):
-    ch = text[i]
-    if ch == '\\':
-      if i + 1 == len(text):
-        return None  # A trailing backslash would escape the list's ']'.
-      i += 2
-      continue
-    if ch in _OPEN:
-      stack.append(_CLOSE[_OPEN.index(ch)])
-    elif ch in _CLOSE:
-      if not stack or stack.pop() != ch:
-        return None
-    elif not stack:
-      out.append(ch)
-    i += 1
-  return None if stack else ''.join(out)
-
-
 def _match_map(field: str, entries, weight_name: str) -> Optional[str]:
   matches = [
-    e for e in entries if re.search(_split_entry(field, e)[0], weight_name)
+    e
+    for e in entries
+    if re.search(syntax.split_entry(field, e)[0], weight_name)
   ]
   if len(matches) > 1:
     raise errors.WeightMatchError(

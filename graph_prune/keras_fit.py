@@ -37,10 +37,11 @@ def keras_trainer(pruned: Any) -> Any:
     has data-dependent shapes XLA cannot compile).
     `tf.train.Checkpoint(trainer=trainer)` saves and restores the weights,
     masks, thresholds, the last update step and the optimizer, so `fit`
-    resumes the schedule exactly; `trainer.save` raises `StripError` (export
-    `pruned` with `graph_prune.export_saved_model` instead). Under a
-    `tf.distribute` strategy, call it and `compile` under the scope the model
-    and `pruned` were made in.
+    resumes the schedule exactly; `trainer.save` raises
+    `UnsupportedSaveError` (export `pruned` with
+    `graph_prune.export_saved_model` instead). Under a `tf.distribute`
+    strategy, call it and `compile` under the scope the model and `pruned`
+    were made in.
 
   Raises:
     UntraceableError: `pruned` was not made from a Keras model.
@@ -85,7 +86,7 @@ def _trainer_class(base):
 
     def save(self, filepath, *args, **kwargs):  # pylint: disable=arguments-differ
       del args, kwargs
-      raise errors.StripError(
+      raise errors.UnsupportedSaveError(
         f'{self.name} cannot be saved as a Keras model ({filepath!r}): it '
         'runs a rewritten graph. Export the pruned model with '
         'graph_prune.export_saved_model(pruned, dir) (masks folded) or '

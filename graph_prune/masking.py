@@ -19,14 +19,15 @@ of `exact` is the smallest surviving score (contrib's convention); that of
 `histogram` is the cut at or below which scores are pruned.
 """
 
-import dataclasses
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
 from graph_prune import errors
-from graph_prune import hparams as hparams_lib
+from graph_prune import mask_structure
 from graph_prune import selection
+from graph_prune.mask_structure import MaskStructure
+from graph_prune.mask_structure import structure_for as structure_for
 
 
 class MaskResult(NamedTuple):
@@ -34,114 +35,6 @@ class MaskResult(NamedTuple):
 
   mask: tf.Tensor
   threshold: tf.Tensor
-
-
-@dataclasses.dataclass(frozen=True)
-class MaskStructure:
-  """How one weight is scored and selected (static, checked when built).
-
-  Attributes:
-    granularity: 'weight' (elementwise or blocks) or 'unit'.
-    block_dims: (height, width) of blocks of the squeezed rank-2 weight; -1
-      is the whole dimension; (1, 1) is elementwise.
-    pooling: 'AVG' or 'MAX' pooling of |w| over a block.
-    m_by_n: None, or (N, M) for N:M sparsity along axis -2.
-    method: 'exact' or 'histogram'.
-    nbins: histogram bins for `method='histogram'`.
-  """
-
-  granularity: str = 'weight'
-  block_dims: Tuple[int, int] = (1, 1)
-  pooling: str = 'AVG'
-  m_by_n: Optional[Tuple[int, int]] = None
-  method: str = 'exact'
-  nbins: int = 256
-
-  def __post_init__(self):
-    if self.granularity not in ('weight', 'unit'):
-      raise errors.MaskError(
-        f'granularity={self.granularity!r} is not weight or unit.'
-      )
-    if self.pooling not in ('AVG', 'MAX'):
-      raise errors.MaskError(f'pooling={self.pooling!r} is not AVG or MAX.')
-    if self.method not in ('exact', 'histogram'):
-      raise errors.MaskError(
-        f'method={self.method!r} is not exact or histogram.'
-      )
-    if any(d < 1 and d != -1 for d in self.block_dims):
-      raise errors.MaskError(
-        f'block_dims={self.block_dims} needs dims >= 1 or -1.'
-      )
-    if self.granularity == 'unit' and self.uses_blocks:
-      raise errors.MaskError('unit granularity cannot use blocks.')
-
-  @property
-  def uses_blocks(self) -> bool:
-    return tuple(self.block_dims) != (1, 1)
-
-
-def structure_for(
-  shape: Sequence[int],
-  hparams: hparams_lib.PruningHParams,
-  settings: hparams_lib.WeightSettings,
-) -> Tuple[MaskStructure, str]:
-  """The structure for a weight of `shape` under `hparams`.
-
-  Like contrib, blocks apply only to weights that squeeze to rank 2; any
-  other weight falls back to elementwise, and the returned note says so.
-
-  Args:
-    shape: the weight's static shape (fully defined).
-    hparams: the pruning hparams.
-    settings: the weight's resolved settings (`hparams.weight_settings`).
-
-  Returns:
-    (structure, note): note is '' or a sentence explaining a fallback.
-
-  Raises:
-    MaskError: if the weight cannot be masked as asked (rank < 2 for unit or
-      m-by-n pruning, an unknown dimension).
-  """
-  shape = _static_shape(shape)
-  note = ''
-  block_dims = tuple(settings.block_dims)
-  if block_dims != (1, 1) and len(_squeezed(shape)) != 2:
-    note = (
-      f'blocks {block_dims[0]}x{block_dims[1]} need a weight that '
-      f'squeezes to rank 2, shape {list(shape)} does not; pruned '
-      'elementwise (as contrib did)'
-    )
-    block_dims = (1, 1)
-  if hparams.granularity == 'unit' and len(shape) < 2:
-    raise errors.MaskError(
-      f'Unit pruning needs a weight of rank >= 2, got shape {list(shape)}.'
-    )
-  if hparams.sparsity_m_by_n is not None and len(shape) < 2:
-    raise errors.MaskError(
-      f'sparsity_m_by_n needs a weight of rank >= 2, got shape {list(shape)}.'
-    )
-  structure = MaskStructure(
-    granularity=hparams.granularity,
-    block_dims=block_dims,
-    pooling=hparams.block_pooling_function,
-    m_by_n=hparams.sparsity_m_by_n,
-    method=hparams.threshold_method,
-    nbins=hparams.nbins,
-  )
-  return structure, note
-
-
-def _static_shape(shape) -> Tuple[int, ...]:
-  dims = tf.TensorShape(shape)
-  if not dims.is_fully_defined():
-    raise errors.MaskError(
-      f'A weight to prune needs a fully defined shape, got {dims}.'
-    )
-  return tuple(dims.as_list())
-
-
-def _squeezed(shape: Sequence[int]) -> Tuple[int, ...]:
-  return tuple(d for d in shape if d != 1)
 
 
 def score_dtype(weight_dtype) -> tf.DType:
@@ -172,7 +65,7 @@ def scores(weight: tf.Tensor, structure: MaskStructure) -> tf.Tensor:
 
 
 def _block_geometry(shape, block_dims):
-  height, width = _squeezed(shape)
+  height, width = mask_structure.squeezed(shape)
   bh = height if block_dims[0] == -1 else block_dims[0]
   bw = width if block_dims[1] == -1 else block_dims[1]
   return height, width, bh, bw
@@ -207,7 +100,7 @@ def expand(
   Returns:
     A 0/1 mask of `weight_shape` and `dtype`.
   """
-  weight_shape = _static_shape(weight_shape)
+  weight_shape = mask_structure.static_shape(weight_shape)
   keep = tf.cast(keep, dtype)
   if structure.granularity == 'unit':
     return tf.broadcast_to(keep, weight_shape)
@@ -236,37 +129,52 @@ def num_to_prune(num_scores, sparsity) -> tf.Tensor:
 
 
 def select(
-  flat_scores: tf.Tensor,
-  sparsity,
-  structure: MaskStructure,
-  previous_threshold=None,
-  threshold_decay: float = 0.0,
+  flat_scores: tf.Tensor, sparsity, structure: MaskStructure
 ) -> Tuple[tf.Tensor, tf.Tensor]:
-  """Chooses the scores to keep at `sparsity`.
-
-  With `threshold_decay` d > 0 the threshold is smoothed as contrib did,
-  t = (1 - d) * t_now + d * previous_threshold, and the mask follows the
-  smoothed threshold (`exact`: keep scores >= t; `histogram`: keep > t); the
-  largest score always survives.
+  """Chooses the scores to keep at `sparsity` (`structure.method`).
 
   Args:
     flat_scores: 1-D scores (>= 0).
     sparsity: the fraction to prune (float or scalar tensor) in [0, 1].
     structure: gives the method and nbins.
-    previous_threshold: the previous threshold, used when decay > 0.
-    threshold_decay: d in [0, 1), static.
 
   Returns:
     (keep, threshold): bool [n] and a scalar in the scores' dtype.
   """
   if structure.method == 'histogram':
-    keep, threshold = selection.histogram_prune(
+    return selection.histogram_prune(
       flat_scores, tf.cast(sparsity, flat_scores.dtype), structure.nbins
     )
-  else:
-    keep, threshold = selection.prune_smallest(
-      flat_scores, num_to_prune(tf.size(flat_scores), sparsity)
-    )
+  return selection.prune_smallest(
+    flat_scores, num_to_prune(tf.size(flat_scores), sparsity)
+  )
+
+
+def decay_threshold(
+  flat_scores: tf.Tensor,
+  selected: Tuple[tf.Tensor, tf.Tensor],
+  method: str,
+  previous_threshold=None,
+  threshold_decay: float = 0.0,
+) -> Tuple[tf.Tensor, tf.Tensor]:
+  """Smooths the threshold of `select` as contrib did.
+
+  With `threshold_decay` d > 0 the threshold is
+  t = (1 - d) * t_now + d * previous_threshold, and the mask follows the
+  smoothed threshold (`exact`: keep scores >= t; `histogram`: keep > t); the
+  largest score always survives. With d = 0, `selected` is returned.
+
+  Args:
+    flat_scores: the 1-D scores `select` chose from.
+    selected: (keep, threshold) from `select`.
+    method: 'exact' or 'histogram'.
+    previous_threshold: the previous threshold (None: 0).
+    threshold_decay: d in [0, 1), static.
+
+  Returns:
+    (keep, threshold), like `select`.
+  """
+  keep, threshold = selected
   if not threshold_decay:
     return keep, threshold
   previous = (
@@ -275,7 +183,7 @@ def select(
     else tf.cast(previous_threshold, threshold.dtype)
   )
   smoothed = (1.0 - threshold_decay) * threshold + threshold_decay * previous
-  if structure.method == 'histogram':
+  if method == 'histogram':
     smoothed_keep = flat_scores > smoothed
   else:
     smoothed_keep = flat_scores >= smoothed
@@ -305,7 +213,7 @@ def m_by_n_mask(weight: tf.Tensor, n: int, m: int) -> tf.Tensor:
   Returns:
     A 0/1 mask of the weight's shape and dtype.
   """
-  shape = _static_shape(weight.shape)
+  shape = mask_structure.static_shape(weight.shape)
   rank = len(shape)
   axis = rank - 2
   perm = [i for i in range(rank) if i != axis] + [axis]
@@ -332,7 +240,8 @@ def _check_finite(weight: tf.Tensor, name: Optional[str]) -> tf.Tensor:
 
   A sum is NaN or Inf when any term is, and one multi-threaded reduction is
   all the common case costs (`tf.debugging.check_numerics` runs on one thread
-  and cost 165 ms for an 8192x8192 weight). Only when the sum is not finite
+  and is slower on large weights; measured: BUILD_NOTES, 'Measurements behind
+  the code'). Only when the sum is not finite
   (a NaN or Inf, or finite weights that overflow it) does an exact test run.
   """
   label = f'weight {name!r}' if name else 'the weight'
@@ -394,14 +303,16 @@ def compute_mask(
     and not structure.uses_blocks
   ):
     # Elementwise |w| without the |w| pass: prune_smallest ignores sign bits
-    # and clears them inside its own passes (~22 ms saved per 67M weights).
+    # and clears them inside its own passes, which saves a 4-byte pass
+    # (measured: BUILD_NOTES, 'Measurements behind the code').
     grid = tf.cast(weight, score_dtype(weight.dtype))
   else:
     grid = scores(weight, structure)
-  keep, threshold = select(
-    tf.reshape(grid, [-1]),
-    sparsity,
-    structure,
+  flat = tf.reshape(grid, [-1])
+  keep, threshold = decay_threshold(
+    flat,
+    select(flat, sparsity, structure),
+    structure.method,
     previous_threshold,
     threshold_decay,
   )
@@ -436,19 +347,7 @@ def compute_global_masks(
   Returns:
     (masks, threshold): a mask per weight and the shared threshold.
   """
-  if not weights:
-    raise errors.MaskError('Global pruning needs at least one weight.')
-  if len(structures) != len(weights):
-    raise errors.MaskError(
-      f'Got {len(weights)} weights but {len(structures)} structures.'
-    )
-  if any(s.m_by_n is not None for s in structures):
-    raise errors.MaskError('m-by-n sparsity cannot be pruned globally.')
-  methods = {(s.method, s.nbins) for s in structures}
-  if len(methods) != 1:
-    raise errors.MaskError(
-      f'Global pruning needs one threshold method, got {sorted(methods)}.'
-    )
+  _check_global(weights, structures)
   names = list(names) if names is not None else [None] * len(weights)
   dtype = (
     tf.float64
@@ -461,10 +360,11 @@ def compute_global_masks(
     grid = scores(weight, structure)
     grids.append(grid)
     flats.append(tf.cast(tf.reshape(grid, [-1]), dtype))
-  keep, threshold = select(
-    tf.concat(flats, 0),
-    sparsity,
-    structures[0],
+  flat = tf.concat(flats, 0)
+  keep, threshold = decay_threshold(
+    flat,
+    select(flat, sparsity, structures[0]),
+    structures[0].method,
     previous_threshold,
     threshold_decay,
   )
@@ -479,6 +379,23 @@ def compute_global_masks(
       )
     )
   return masks, threshold
+
+
+def _check_global(weights, structures) -> None:
+  """Raises MaskError unless `structures` can share one threshold."""
+  if not weights:
+    raise errors.MaskError('Global pruning needs at least one weight.')
+  if len(structures) != len(weights):
+    raise errors.MaskError(
+      f'Got {len(weights)} weights but {len(structures)} structures.'
+    )
+  if any(s.m_by_n is not None for s in structures):
+    raise errors.MaskError('m-by-n sparsity cannot be pruned globally.')
+  methods = {(s.method, s.nbins) for s in structures}
+  if len(methods) != 1:
+    raise errors.MaskError(
+      f'Global pruning needs one threshold method, got {sorted(methods)}.'
+    )
 
 
 def elementwise_mask(

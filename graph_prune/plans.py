@@ -1,10 +1,12 @@
 """The mask update as pure functions: plan once, then compute masks per step.
 
-`plan_weights` resolves, once and outside traced code, how each weight is
-pruned (its structure, target and scope). `compute_masks` then turns weight
-values, sparsities and previous thresholds into new masks and thresholds.
-Keeping the variables and the `tf.cond` on `should_update` at the edge (the
-pruned object) keeps this module free of state.
+`plan_weights` resolves, once and outside traced code, everything the update
+of each weight needs: its structure, target, scope, threshold decay and its
+schedule (a function of the step). `update_condition` resolves when masks
+update. `compute_masks` then turns weight values, sparsities and previous
+thresholds into new masks and thresholds; nothing after planning reads the
+hparams. Keeping the variables and the `tf.cond` on the condition at the edge
+(the pruned model) keeps this module free of state.
 """
 
 import dataclasses
@@ -14,7 +16,7 @@ import tensorflow as tf
 
 from graph_prune import hparams as hparams_lib
 from graph_prune import masking
-from graph_prune import schedule
+from graph_prune import schedule as schedule_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +30,9 @@ class WeightPlan:
     target_sparsity: the sparsity it reaches at the schedule's end.
     scope: 'layer' (own threshold) or 'global' (the shared threshold).
     note: '' or why the structure differs from what was asked.
+    threshold_decay: contrib's EMA factor of the threshold, in [0, 1).
+    schedule: the weight's sparsity as a function of the step
+      (`schedule.PolynomialSchedule` towards `target_sparsity`).
   """
 
   name: str
@@ -36,6 +41,16 @@ class WeightPlan:
   target_sparsity: float
   scope: str
   note: str = ''
+  threshold_decay: float = 0.0
+  schedule: Optional[schedule_lib.PolynomialSchedule] = None
+
+  def sparsity(self, step) -> tf.Tensor:
+    """The schedule's sparsity at `step`, float64 (exact round(s * n))."""
+    return self.schedule(step, dtype=tf.float64)
+
+
+# Resolved once from the hparams: when the masks update.
+update_condition = schedule_lib.update_condition
 
 
 def plan_weights(
@@ -78,29 +93,28 @@ def plan_weights(
         target_sparsity=settings.target_sparsity,
         scope=scope,
         note=note,
+        threshold_decay=hparams.threshold_decay,
+        schedule=schedule_lib.polynomial_schedule(
+          hparams, settings.target_sparsity
+        ),
       )
     )
   return tuple(plans)
 
 
-def scheduled_sparsities(
-  step, plans: Sequence[WeightPlan], hparams: hparams_lib.PruningHParams
-) -> List[tf.Tensor]:
+def scheduled_sparsities(step, plans: Sequence[WeightPlan]) -> List[tf.Tensor]:
   """The schedule's sparsity at `step` for each planned weight."""
-  by_target = {}
+  by_schedule = {}
   for plan in plans:
-    if plan.target_sparsity not in by_target:
-      by_target[plan.target_sparsity] = schedule.sparsity_at(
-        step, hparams, plan.target_sparsity, dtype=tf.float64
-      )
-  return [by_target[plan.target_sparsity] for plan in plans]
+    if plan.schedule not in by_schedule:
+      by_schedule[plan.schedule] = plan.sparsity(step)
+  return [by_schedule[plan.schedule] for plan in plans]
 
 
 def compute_masks(
   weights: Sequence[tf.Tensor],
   sparsities: Sequence,
   plans: Sequence[WeightPlan],
-  hparams: hparams_lib.PruningHParams,
   previous_thresholds: Optional[Sequence] = None,
 ) -> Tuple[List[tf.Tensor], List[tf.Tensor]]:
   """New masks and thresholds of all planned weights.
@@ -113,7 +127,6 @@ def compute_masks(
     weights: current weight values, one per plan.
     sparsities: sparsity per weight (`scheduled_sparsities`).
     plans: from `plan_weights`.
-    hparams: the pruning hparams (threshold_decay).
     previous_thresholds: last thresholds per weight, for threshold_decay.
 
   Returns:
@@ -133,7 +146,7 @@ def compute_masks(
       sparsities[i],
       plan.structure,
       previous_threshold=previous_thresholds[i],
-      threshold_decay=hparams.threshold_decay,
+      threshold_decay=plan.threshold_decay,
       name=plan.name,
     )
   if shared:
@@ -142,7 +155,7 @@ def compute_masks(
       sparsities[shared[0]],
       [plans[i].structure for i in shared],
       previous_threshold=previous_thresholds[shared[0]],
-      threshold_decay=hparams.threshold_decay,
+      threshold_decay=plans[shared[0]].threshold_decay,
       names=[plans[i].name for i in shared],
     )
     for i, mask in zip(shared, shared_masks):

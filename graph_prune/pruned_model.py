@@ -14,14 +14,15 @@ graph so that it uses `weight * mask`, and returns a `PrunedModel`:
       optimizer.apply_gradients(zip(grads, model.trainable_variables))
       pruned.conditional_mask_update(optimizer.iterations)
 
-State lives here and only here: the variables, and the `tf.cond` on the
-update condition; the math is in `update`, `masking` and `schedule`.
+`apply_pruning` reads as its steps: trace, find the weights, plan each
+weight's update (`plans.plan_weights`, which resolves the hparams once),
+create the variables, insert the masks. State lives here and only here: one
+`PrunedWeight` per masked weight, the last update step, and the `tf.cond` on
+the update condition; the math is in `plans`, `masking` and `schedule`.
 """
 
-import contextlib
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
-from absl import logging
 import tensorflow as tf
 
 from graph_prune import distribute
@@ -29,9 +30,14 @@ from graph_prune import errors
 from graph_prune import hparams as hparams_lib
 from graph_prune import masking
 from graph_prune import passes as rewrite
-from graph_prune import plans as update
+from graph_prune import plans as plans_lib
+from graph_prune import pruned_weights as pruned_weights_lib
 from graph_prune import schedule
+from graph_prune import summaries
 from graph_prune import tracing
+from graph_prune.passes import graph_ir
+from graph_prune.pruned_weights import PrunedWeight
+from graph_prune.untracked import Untracked
 
 
 class Sparsity(NamedTuple):
@@ -41,47 +47,8 @@ class Sparsity(NamedTuple):
   overall: tf.Tensor
 
 
-class _Untracked:
-  """Holds a value out of sight of tf.Module tracking and SavedModel.
-
-  The rewritten function is a `tf.function` with an input signature; if the
-  module tracked it, SavedModel would see two signature candidates (it and
-  `__call__`) and write no `serving_default`.
-  """
-
-  __slots__ = ('value',)
-
-  def __init__(self, value):
-    self.value = value
-
-
-# TensorBoard's scalar plugin reads summaries tagged with this metadata.
-# tf.summary.scalar would do the same but needs the tensorboard package, which
-# TensorFlow no longer installs; tf.summary.write is core TensorFlow.
-_SCALAR_METADATA = tf.compat.v1.SummaryMetadata(
-  plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name='scalars')
-).SerializeToString()
-
-
-def _scalar_summary(tag, value, step):
-  return tf.summary.write(
-    tag, tf.cast(value, tf.float32), step=step, metadata=_SCALAR_METADATA
-  )
-
-
-def _variable(initial_value, name):
-  # Masks, thresholds and the step are not trained. Under a tf.distribute
-  # strategy they are MirroredVariables (ON_WRITE: a copy per device, every
-  # write goes to every copy). The update writes them in cross-replica context
-  # (see `mask_update`); ONLY_FIRST_REPLICA makes a write made in replica
-  # context copy the first replica's value to all. distribute.py explains.
-  return tf.Variable(
-    initial_value,
-    trainable=False,
-    name=name,
-    synchronization=tf.VariableSynchronization.ON_WRITE,
-    aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-  )
+# train/loop.py writes its scalars through this name.
+_scalar_summary = summaries.scalar
 
 
 class PrunedModel(tf.Module):
@@ -95,25 +62,32 @@ class PrunedModel(tf.Module):
     last_mask_update_step: int64 variable, the step of the last update.
     hparams: the `PruningHParams`.
     report: what the graph pass did (`rewrite.RewriteReport`).
-    plans: how each weight is pruned (`update.WeightPlan`).
+    plans: how each weight is pruned (`plans_lib.WeightPlan`).
+    pruned_weights: one `PrunedWeight` per masked weight, holding the
+      above (which are views of it, in the same order).
   """
 
   def __init__(
     self,
     traced: tracing.Traced,
     hparams: hparams_lib.PruningHParams,
-    scan: 'rewrite.WeightScan',
+    pruned_weights: Sequence[PrunedWeight],
+    last_mask_update_step: tf.Variable,
+    rewritten: Tuple[Any, 'rewrite.RewriteReport'],
     name: Optional[str] = None,
     keras_model: Any = None,
     training: Optional[bool] = False,
     owners: Optional[Dict[int, Any]] = None,
   ):
-    """Creates the masks and rewrites `traced`; see `apply_pruning`.
+    """Holds the pruning state of `traced`; built by `apply_pruning`.
 
     Args:
       traced: the traced computation.
       hparams: the `PruningHParams`.
-      scan: `rewrite.find_weights(traced, ...)`: the weights to mask.
+      pruned_weights: one `PrunedWeight` per masked weight, in scan order.
+      last_mask_update_step: the int64 step variable.
+      rewritten: (the rewritten `tf.function`, its `rewrite.RewriteReport`),
+        from `rewrite.insert_masks`.
       name: the module's name; defaults to `hparams.name`.
       keras_model: the Keras model `traced` was traced from, which
         `__call__(..., training=mode)` traces in another mode; None for other
@@ -124,16 +98,10 @@ class PrunedModel(tf.Module):
     """
     super().__init__(name=name or hparams.name)
     self.hparams = hparams
-    candidates = tuple(scan.candidates)
-    names = [c.name for c in candidates]
-    self.plans = update.plan_weights(
-      names, [c.shape for c in candidates], hparams
-    )
-    # Under a strategy the graph captured per-device copies; the model,
-    # optimizer and checkpoints hold their distributed containers.
-    self._weights = _Untracked(
-      [distribute.container(c.variable) for c in candidates]
-    )
+    self._pruned_weights = Untracked(tuple(pruned_weights))
+    # Resolved once: nothing after this reads the hparams.
+    self._condition = plans_lib.update_condition(hparams)
+    self._schedule = schedule.polynomial_schedule(hparams)
     # Every captured variable is tracked, so that checkpoints and SavedModels
     # hold the model's own weights too: through the object the model itself
     # tracks (a Keras 3 variable wraps the tf.Variable the graph captured),
@@ -143,27 +111,18 @@ class PrunedModel(tf.Module):
     self._model_variables = [
       owners.get(id(v), v) for v in map(distribute.container, traced.variables)
     ]
-    self.masks = [
-      _variable(tf.ones(c.shape, c.dtype), f'{c.name}/mask') for c in candidates
-    ]
-    self.thresholds = [
-      _variable(
-        tf.zeros([], masking.score_dtype(c.dtype)), f'{c.name}/threshold'
-      )
-      for c in candidates
-    ]
-    self.last_mask_update_step = _variable(
-      tf.constant(0, tf.int64), f'{hparams.name}/last_mask_update_step'
-    )
-    fn, self.report = rewrite.insert_masks(
-      traced, dict(zip(names, self.masks)), scan_result=scan
-    )
-    self._fn = _Untracked(fn)
+    # Tracked lists, views of `pruned_weights`: checkpoints and SavedModels
+    # key the variables by these attributes (`masks/0`, `thresholds/0`).
+    self.masks = [w.mask for w in pruned_weights]
+    self.thresholds = [w.threshold for w in pruned_weights]
+    self.last_mask_update_step = last_mask_update_step
+    fn, self.report = rewritten
+    self._fn = Untracked(fn)
     self._training = training
-    self._keras_model = _Untracked(keras_model)
-    self._input_signature = _Untracked(traced.input_signature)
-    self._mode_fns = _Untracked({})  # training mode -> rewritten tf.function
-    self._update_fn = _Untracked(
+    self._keras_model = Untracked(keras_model)
+    self._input_signature = Untracked(traced.input_signature)
+    self._mode_fns = Untracked({})  # training mode -> rewritten tf.function
+    self._update_fn = Untracked(
       tf.function(lambda step: self._update(step) and None)
     )
     self.__call__ = tf.function(
@@ -190,14 +149,15 @@ class PrunedModel(tf.Module):
       The computation's outputs.
 
     Raises:
-      UntraceableError: `training` is not a Python bool or None, or is given
-        for a computation that is not a Keras model.
+      UntraceableError: `training` is a tensor (each mode is a separate
+        graph), or is given for a computation that is not a Keras model.
+      ArgumentTypeError: `training` is not None, a Python bool or a tensor.
     """
     # The instance attribute `__call__` set in __init__ is a tf.function with
     # the original input signature: SavedModel exports it as the loaded
     # object's `__call__` and as `serving_default`. Python looks `__call__`
     # up on the class, so this forwards to it. The other mode's function is
-    # held by an `_Untracked`, so it is no signature candidate.
+    # held by an `Untracked`, so it is no signature candidate.
     if training is None or training is self._training:
       return self.__dict__['__call__'](*args)
     return self._mode_function(training)(*args)
@@ -207,11 +167,7 @@ class PrunedModel(tf.Module):
 
   def _mode_function(self, training):
     """The rewritten graph of `training` mode, traced on first use."""
-    if not isinstance(training, bool):
-      raise errors.UntraceableError(
-        f'training must be None, True or False, got {training!r}; pass a '
-        'Python bool (each mode is a separate graph).'
-      )
+    tracing.check_training(training)
     functions = self._mode_fns.value
     if training not in functions:
       if self.keras_model is None:
@@ -228,9 +184,9 @@ class PrunedModel(tf.Module):
           input_signature=self.input_signature,
           training=training,
         )
-        functions[training], _ = rewrite.insert_masks(
-          traced, {w.ref(): m for w, m in zip(self.weights, self.masks)}
-        )
+        functions[training] = rewrite.insert_masks(
+          traced, {w.weight.ref(): w.mask for w in self.pruned_weights}
+        ).graph
     return functions[training]
 
   @property
@@ -244,13 +200,23 @@ class PrunedModel(tf.Module):
     return tuple(self._input_signature.value)
 
   @property
-  def weights(self) -> List[tf.Variable]:
-    """The pruned weights, aligned with `masks` and `thresholds`."""
-    return list(self._weights.value)
+  def pruned_weights(self) -> Tuple[PrunedWeight, ...]:
+    """One `PrunedWeight` per masked weight, in the graph's capture order."""
+    return self._pruned_weights.value
 
   @property
-  def weight_names(self):
-    return [plan.name for plan in self.plans]
+  def weights(self) -> List[tf.Variable]:
+    """The pruned weights, aligned with `masks` and `thresholds`."""
+    return [w.weight for w in self.pruned_weights]
+
+  @property
+  def plans(self) -> Tuple[plans_lib.WeightPlan, ...]:
+    """How each weight is pruned, aligned with `weights`."""
+    return tuple(w.plan for w in self.pruned_weights)
+
+  @property
+  def weight_names(self) -> List[str]:
+    return [w.name for w in self.pruned_weights]
 
   def mask_update(self, step) -> tf.Operation:
     """Recomputes every mask at `step` and records `step` as the last update.
@@ -303,7 +269,7 @@ class PrunedModel(tf.Module):
     if tf.executing_eagerly():
       return self._conditional_fn(step)
     return tf.cond(
-      schedule.should_update(step, self.last_mask_update_step, self.hparams),
+      self._condition(step, self.last_mask_update_step),
       do_update,
       lambda: tf.constant(False),
     )
@@ -311,43 +277,39 @@ class PrunedModel(tf.Module):
   @property
   def _conditional_fn(self):
     if not hasattr(self, '_conditional'):
-      self._conditional = _Untracked(tf.function(self.conditional_mask_update))
+      self._conditional = Untracked(tf.function(self.conditional_mask_update))
     return self._conditional.value
 
   def _update(self, step):
     step = tf.cast(step, tf.int64)
-    values = [w.read_value() for w in self.weights]
-    sparsities = update.scheduled_sparsities(step, self.plans, self.hparams)
-    masks, thresholds = update.compute_masks(
-      values,
-      sparsities,
-      self.plans,
-      self.hparams,
-      previous_thresholds=[t.read_value() for t in self.thresholds],
+    pruned = self.pruned_weights
+    weight_plans = [w.plan for w in pruned]
+    masks, thresholds = plans_lib.compute_masks(
+      [w.weight.read_value() for w in pruned],
+      plans_lib.scheduled_sparsities(step, weight_plans),
+      weight_plans,
+      previous_thresholds=[w.threshold.read_value() for w in pruned],
     )
-    ops = [
-      var.assign(tf.cast(m, var.dtype)) for var, m in zip(self.masks, masks)
-    ]
-    ops += [
-      var.assign(tf.cast(t, var.dtype))
-      for var, t in zip(self.thresholds, thresholds)
-    ]
+    ops = []
+    for w, mask, threshold in zip(pruned, masks, thresholds):
+      ops.append(w.mask.assign(tf.cast(mask, w.mask.dtype)))
+      ops.append(w.threshold.assign(tf.cast(threshold, w.threshold.dtype)))
     ops.append(self.last_mask_update_step.assign(step))
     return tf.group(ops)
 
   def scheduled_sparsity(self, step) -> tf.Tensor:
     """The schedule's target sparsity at `step` (hparams.target_sparsity)."""
-    return schedule.sparsity_at(step, self.hparams)
+    return self._schedule(step)
 
   def sparsity(self) -> Sparsity:
     """The masks' current sparsity, per weight and overall (float32)."""
     per_weight = {}
     zeros = tf.constant(0.0)
     total = 0
-    for plan, mask in zip(self.plans, self.masks):
-      fraction = masking.mask_sparsity(mask)
-      per_weight[plan.name] = fraction
-      size = mask.shape.num_elements()
+    for w in self.pruned_weights:
+      fraction = masking.mask_sparsity(w.mask)
+      per_weight[w.name] = fraction
+      size = w.mask.shape.num_elements()
       zeros += fraction * size
       total += size
     return Sparsity(per_weight, zeros / float(max(total, 1)))
@@ -361,11 +323,11 @@ class PrunedModel(tf.Module):
     """
     step = tf.cast(step, tf.int64)
     current = self.sparsity()
-    for plan, threshold in zip(self.plans, self.thresholds):
+    for w in self.pruned_weights:
       _scalar_summary(
-        f'{plan.name}/sparsity', current.per_weight[plan.name], step=step
+        f'{w.name}/sparsity', current.per_weight[w.name], step=step
       )
-      _scalar_summary(f'{plan.name}/threshold', threshold, step=step)
+      _scalar_summary(f'{w.name}/threshold', w.threshold, step=step)
     prefix = self.hparams.name
     _scalar_summary(
       f'{prefix}/sparsity', self.scheduled_sparsity(step), step=step
@@ -402,6 +364,7 @@ def apply_pruning(
   Raises:
     HParamsError: bad hparams.
     UntraceableError: `graph_fn` cannot be traced into one graph.
+    ArgumentTypeError: `input_signature` or `training` has the wrong type.
     NoPrunableWeightsError: no weight of the graph can be pruned (the message
       lists every variable seen and why it was skipped).
     UnsupportedStrategyError: called under a `tf.distribute` strategy
@@ -409,86 +372,50 @@ def apply_pruning(
     StrategyError: called inside `strategy.run`, or the weights were created
       under another strategy than the current one.
   """
+  hparams = _resolve_hparams(hparams)
+  current = distribute.check_apply_context()
+  traced = tracing.trace(
+    graph_fn, input_signature=input_signature, training=training
+  )
+  scan = pruned_weights_lib.find(traced, hparams)
+  candidates = tuple(scan.candidates)
+  weight_plans = plans_lib.plan_weights(
+    [c.name for c in candidates], [c.shape for c in candidates], hparams
+  )
+  weights = [c.variable for c in candidates]
+  with distribute.weights_scope(current, weights, traced.name):
+    pruned_weights = pruned_weights_lib.create_variables(
+      candidates, weight_plans
+    )
+    last_mask_update_step = distribute.state_variable(
+      tf.constant(0, tf.int64), graph_ir.step_name(hparams.name)
+    )
+    result = rewrite.insert_masks(
+      traced, {w.name: w.mask for w in pruned_weights}, scan_result=scan
+    )
+    rewritten = (result.graph, result.report)
+    pruned = PrunedModel(
+      traced,
+      hparams,
+      pruned_weights,
+      last_mask_update_step,
+      rewritten,
+      name=name,
+      keras_model=graph_fn if tracing.is_keras_model(graph_fn) else None,
+      training=training,
+      owners=tracing.variable_owners(graph_fn),
+    )
+  for plan in weight_plans:
+    pruned_weights_lib.log_plan(plan)
+  return pruned
+
+
+def _resolve_hparams(hparams) -> hparams_lib.PruningHParams:
   if isinstance(hparams, str):
-    hparams = hparams_lib.parse_hparams(hparams)
-  elif not isinstance(hparams, hparams_lib.PruningHParams):
+    return hparams_lib.parse_hparams(hparams)
+  if not isinstance(hparams, hparams_lib.PruningHParams):
     raise errors.HParamTypeError(
       f'hparams must be a spec string or a PruningHParams, got '
       f'{type(hparams).__name__}.'
     )
-  current = tf.distribute.get_strategy()
-  distribute.check_strategy(current)
-  if distribute.in_replica_context():
-    raise errors.StrategyError(
-      'apply_pruning was called inside strategy.run; call it once under '
-      'strategy.scope(), where the model was built.'
-    )
-  traced = tracing.trace(
-    graph_fn, input_signature=input_signature, training=training
-  )
-  scan = rewrite.find_weights(traced, do_not_prune=hparams.do_not_prune)
-  if not scan.candidates:
-    seen = '; '.join(f'{s.name}: {s.reason}' for s in scan.skipped) or (
-      'it captures no variable'
-    )
-    raise errors.NoPrunableWeightsError(
-      f'{traced.name} has no prunable weight (a trainable float variable of '
-      f'rank >= 2 read by MatMul, Conv, Einsum or Gather). Seen: {seen}.'
-    )
-  for entry in hparams.unmatched_map_entries([c.name for c in scan.candidates]):
-    logging.warning(
-      'graph_prune: hparam map entry %r matches no pruned weight of %s.',
-      entry,
-      traced.name,
-    )
-  keras_model = graph_fn if tracing.is_keras_model(graph_fn) else None
-  with _strategy_scope(current, scan, traced.name):
-    pruned = PrunedModel(
-      traced,
-      hparams,
-      scan,
-      name=name,
-      keras_model=keras_model,
-      training=training,
-      owners=tracing.variable_owners(graph_fn),
-    )
-  for plan in pruned.plans:
-    logging.info(
-      'graph_prune: masking %s %s, target sparsity %.4g, %s%s',
-      plan.name,
-      list(plan.shape),
-      plan.target_sparsity,
-      plan.scope,
-      f' ({plan.note})' if plan.note else '',
-    )
-  return pruned
-
-
-def _strategy_scope(current, scan, what):
-  """The scope the masks are created in: the weights' strategy.
-
-  Masks must be distributed like the weights they multiply. Under the
-  weights' strategy's scope (or with plain weights) that is the current
-  scope; called outside any scope with distributed weights, apply_pruning
-  enters their strategy's scope itself.
-  """
-  owner = distribute.strategy_of([c.variable for c in scan.candidates])
-  default = not tf.distribute.has_strategy()
-  if owner is None:
-    if not default and current.num_replicas_in_sync > 1:
-      raise errors.StrategyError(
-        f'The weights of {what} were created outside '
-        f'{type(current).__name__}.scope(); build the model under the '
-        'scope apply_pruning is called in.'
-      )
-    return contextlib.nullcontext()
-  distribute.check_strategy(owner)
-  if default:
-    return owner.scope()
-  if owner is not current:
-    raise errors.StrategyError(
-      f'The weights of {what} were created under another '
-      f'{type(owner).__name__} than the current {type(current).__name__}; '
-      'call apply_pruning under the scope the model was built in.'
-    )
-  return contextlib.nullcontext()
+  return hparams

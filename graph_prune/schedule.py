@@ -5,6 +5,8 @@ eagerly and inside `tf.function`; `step` may be a Python int or an integer
 tensor such as `optimizer.iterations`.
 """
 
+import dataclasses
+
 import tensorflow as tf
 
 from graph_prune import hparams as hparams_lib
@@ -48,6 +50,48 @@ def polynomial_sparsity(
   return tf.cast(sparsity, dtype)
 
 
+@dataclasses.dataclass(frozen=True)
+class PolynomialSchedule:
+  """contrib's schedule towards one target, as a function of the step.
+
+  Built once from the hparams (`polynomial_schedule`); calling it is
+  `polynomial_sparsity` with these settings closed over, as an optax schedule
+  closes over its hyperparameters.
+  """
+
+  initial_sparsity: float
+  target_sparsity: float
+  begin_step: int
+  end_step: int
+  exponent: float
+
+  def __call__(self, step, dtype=tf.float32) -> tf.Tensor:
+    return polynomial_sparsity(
+      step,
+      initial_sparsity=self.initial_sparsity,
+      target_sparsity=self.target_sparsity,
+      begin_step=self.begin_step,
+      end_step=self.end_step,
+      exponent=self.exponent,
+      dtype=dtype,
+    )
+
+
+def polynomial_schedule(
+  hparams: hparams_lib.PruningHParams, target_sparsity: float = None
+) -> PolynomialSchedule:
+  """The schedule of a weight with `target_sparsity` (see `sparsity_at`)."""
+  if target_sparsity is None:
+    target_sparsity = hparams.target_sparsity
+  return PolynomialSchedule(
+    initial_sparsity=hparams.initial_sparsity,
+    target_sparsity=target_sparsity,
+    begin_step=hparams.sparsity_function_begin_step,
+    end_step=hparams.sparsity_function_end_step,
+    exponent=hparams.sparsity_function_exponent,
+  )
+
+
 def sparsity_at(
   step,
   hparams: hparams_lib.PruningHParams,
@@ -70,16 +114,40 @@ def sparsity_at(
   Returns:
     A scalar tensor of `dtype`.
   """
-  if target_sparsity is None:
-    target_sparsity = hparams.target_sparsity
-  return polynomial_sparsity(
-    step,
-    initial_sparsity=hparams.initial_sparsity,
-    target_sparsity=target_sparsity,
-    begin_step=hparams.sparsity_function_begin_step,
-    end_step=hparams.sparsity_function_end_step,
-    exponent=hparams.sparsity_function_exponent,
-    dtype=dtype,
+  return polynomial_schedule(hparams, target_sparsity)(step, dtype=dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateCondition:
+  """contrib's mask update condition, resolved from the hparams.
+
+  Calling it with `(step, last_update_step)` gives the bool scalar tensor
+
+      step >= begin_step
+      and (step <= end_step or end_step < 0)
+      and last_update_step + frequency <= step
+  """
+
+  begin_step: int
+  end_step: int
+  frequency: int
+
+  def __call__(self, step, last_update_step) -> tf.Tensor:
+    step = tf.cast(step, tf.int64)
+    last_update_step = tf.cast(last_update_step, tf.int64)
+    in_window = step >= self.begin_step
+    if self.end_step >= 0:
+      in_window = tf.logical_and(in_window, step <= self.end_step)
+    due = last_update_step + self.frequency <= step
+    return tf.logical_and(in_window, due)
+
+
+def update_condition(hparams: hparams_lib.PruningHParams) -> UpdateCondition:
+  """The update condition of `hparams` (see `should_update`)."""
+  return UpdateCondition(
+    begin_step=hparams.begin_pruning_step,
+    end_step=hparams.end_pruning_step,
+    frequency=hparams.pruning_frequency,
   )
 
 
@@ -103,10 +171,4 @@ def should_update(
   Returns:
     A bool scalar tensor.
   """
-  step = tf.cast(step, tf.int64)
-  last_update_step = tf.cast(last_update_step, tf.int64)
-  in_window = step >= hparams.begin_pruning_step
-  if hparams.end_pruning_step >= 0:
-    in_window = tf.logical_and(in_window, step <= hparams.end_pruning_step)
-  due = last_update_step + hparams.pruning_frequency <= step
-  return tf.logical_and(in_window, due)
+  return update_condition(hparams)(step, last_update_step)

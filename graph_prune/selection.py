@@ -7,8 +7,8 @@ the lower flat index, i.e. the pruned set is
 `histogram_prune(scores, sparsity, nbins)` is older contrib's histogram method.
 
 Why not sort: tfmot and contrib sort every weight (`top_k` with k = size) at
-each update, 4 s for a 4096x4096 weight on 2 cores. One order statistic is
-enough:
+each update, which dominates the update of a large weight (measured:
+BUILD_NOTES, 'Measurements behind the code'). One order statistic is enough:
 
 1. Non-negative float32 values bitcast to int32 keep their order, so all the
    work is done on int32 bits. That also makes it exact for denormals: TF's CPU
@@ -21,65 +21,59 @@ enough:
    * above, from the histogram of a strided sample of ~2**20 scores, widened by
      4 standard deviations of a sample quantile (`_sample_bracket`). One fused
      XLA pass counts the scores below the range and flags the words that hold
-     candidates (`_candidates`, `_scan_words`); if the count shows that the
-     sample misled us, the exact bucket is used instead, so only speed depends
-     on the sample.
-3. The candidates (~200K of 67M for a normal 8192x8192 weight) are gathered
-   8 scores at a time (`_words`, `_gather_range`) and the exact cut is found
-   among them by a radix select over 11-, 10- and 10-bit digits.
-4. keep = bits >= cut, by a fused XLA pass (`_keep_from`); when scores equal to
-   the cut must be pruned too, the pass also keeps only the ties after the
-   last pruned one (`_keep_after`).
+     candidates (`_candidates`, `score_bits.scan_words`); if the count shows
+     that the sample misled us, the exact bucket is used instead, so only
+     speed depends on the sample.
+3. The candidates (a small fraction of the scores, see `_SAMPLE_SIZE`) are
+   gathered 8 scores at a time (`score_bits.words`, `score_bits.gather_range`)
+   and the exact cut is found among them by a radix select over 11-, 10- and
+   10-bit digits.
+4. keep = bits >= cut, by a fused XLA pass (`score_bits.keep_from`); when
+   scores equal to the cut must be pruned too, the pass also keeps only the
+   ties after the last pruned one (`score_bits.keep_after`).
 
 Every full pass writes at most one byte per score: TF ops that write a fresh
-4-byte tensor pay for page faults of the new buffer (~100 ms per 67M values
-with the default CPU allocator). On the sampled path, the passes clear sign
-bits on the fly, so a raw weight can be passed instead of |w| (masking does,
-saving a 4-byte |w| pass). At most 2**31 - 2 scores (int32 counts).
+4-byte tensor pay for page faults of the new buffer with the default CPU
+allocator (measured: BUILD_NOTES, 'Measurements behind the code'). On the
+sampled path, the passes clear sign bits on the fly, so a raw weight can be
+passed instead of |w| (masking does, saving a 4-byte |w| pass). At most
+2**31 - 2 scores (int32 counts).
 bench/mask_update.py times the whole update.
 """
 
 import tensorflow as tf
 
+from graph_prune import score_bits as _bits
+
 __all__ = ['prune_smallest', 'histogram_threshold', 'histogram_prune']
 
-# Clears the sign bit of float32 / float64 bit patterns.
-_SIGN_MASK_32 = 0x7FFFFFFF
+# Clears the sign bit of float64 bit patterns.
 _SIGN_MASK_64 = 0x7FFFFFFFFFFFFFFF
-# Bit widths of the radix select's digits, high to low: they cover the 31 bits
-# of a non-negative int32. Measured on 1e3..4e5 values, (11, 10, 10) beat
-# (15, 16) by 2-4x: a histogram of 2**16 bins costs ~0.5 ms to clear and scan.
-_RADIX_DIGITS = (11, 10, 10)
 # The exact fallback histograms the high 15 bits (the sign bit is clear), then
 # gathers the 16-bit bucket that holds the cut.
 _HIGH_BINS = 1 << 15
 _LOW_BINS = 1 << 16
 # Sample size and resolution of the sampled bracket. A bigger sample narrows the
-# bracket (fewer candidates to gather) but costs more to take and histogram. On
-# an 8192x8192 weight at sparsity 0.9: 2**18 samples and 5 deviations left 403K
-# candidates, 2**20 and 4 deviations 175K, 2**22 95K; 2**20 and 2**22 were ~10%
-# faster than 2**18. The sample histogram has 2**(31 - _SAMPLE_SHIFT) bins.
+# bracket (fewer candidates to gather) but costs more to take and histogram.
+# 2**20 was chosen from the candidate counts and times of 2**18, 2**20 and 2**22
+# samples on an 8192x8192 weight (measured: BUILD_NOTES, 'Measurements behind
+# the code'). The sample histogram has 2**(31 - _SAMPLE_SHIFT) bins.
 _SAMPLE_SIZE = 1 << 20
 _SAMPLE_SHIFT = 14
 # Half-width of the bracket in standard deviations of a sample quantile, plus a
 # constant that covers extreme quantiles where the deviation vanishes. With 4
-# deviations a random sample misses with probability ~1e-4; a miss costs the
-# exact histogram pass (~2x the time), never a wrong answer.
+# deviations a random sample misses with probability ~1e-4 (the normal tail
+# beyond 4 deviations); a miss costs the exact histogram pass, i.e. time
+# (measured: BUILD_NOTES, 'Measurements behind the code'), never a wrong answer.
 _BRACKET_SIGMAS = 4.0
 _BRACKET_SLACK = 16.0
 # Up to _SMALL_SIZE scores, all are candidates of the radix select; below
 # _SAMPLED_SIZE, the exact histogram brackets the cut (a sample would be nearly
 # all the scores); from _SAMPLED_SIZE on, and when the length is only known at
-# run time, a sample does. Crossovers measured on |normal| scores.
+# run time, a sample does. The crossovers were measured on |normal| scores
+# (BUILD_NOTES, 'Measurements behind the code').
 _SMALL_SIZE = 1 << 16
 _SAMPLED_SIZE = 3 << 20
-# Full passes group scores in rows of this many bytes, see `_split_rows`.
-_ROW = 64
-# `_scan_words` packs a word's count below the bracket (0..8), whether it holds
-# a sign bit, and whether it holds candidates into one byte.
-_BELOW_MASK = 15
-_SIGNED = 16
-_FLAG = 32
 
 
 def prune_smallest(scores, num_prune):
@@ -121,17 +115,17 @@ def prune_smallest(scores, num_prune):
   if scores.dtype == tf.float64:
     return _prune_smallest_by_sorting(scores, num_prune)
   bits, threshold_bits, pruned_ties = _select_bits(
-    _float32_bits(scores), num_prune
+    _bits.float32_bits(scores), num_prune
   )
   # Scores equal to the threshold are pruned up to the last pruned tie.
-  # Comparing flat indices too costs ~6 ms per 67M scores, so it only runs
-  # when there are such ties.
+  # Comparing flat indices too costs time (measured: BUILD_NOTES,
+  # 'Measurements behind the code'), so it only runs when there are such ties.
   keep = tf.cond(
     tf.size(pruned_ties) > 0,
-    lambda: _keep_after(
+    lambda: _bits.keep_after(
       bits, threshold_bits, tf.cast(pruned_ties[-1], tf.int32)
     ),
-    lambda: _keep_from(bits, threshold_bits),
+    lambda: _bits.keep_from(bits, threshold_bits),
   )
   threshold = tf.bitcast(threshold_bits, tf.float32)
   return keep, tf.cast(threshold, scores.dtype)
@@ -158,7 +152,8 @@ def histogram_threshold(scores, sparsity, nbins=256):
   is the smallest count with r / n >= sparsity, and that score is found with the
   same exact selection as `prune_smallest`. This equals the histogram formula
   (tests compare with a NumPy implementation of it) and avoids
-  `tf.histogram_fixed_width`, which takes ~0.4 s for 67M scores on CPU.
+  `tf.histogram_fixed_width`, which is slow on CPU (measured: BUILD_NOTES,
+  'Measurements behind the code').
 
   Args:
     scores: 1-D float tensor of scores >= 0 (any float dtype; float64 scores are
@@ -174,14 +169,8 @@ def histogram_threshold(scores, sparsity, nbins=256):
   Raises:
     ValueError: if `scores` is not a non-empty 1-D float tensor or `nbins` < 1.
   """
-  scores = tf.convert_to_tensor(scores)
-  _check_scores(scores)
-  if not isinstance(nbins, int) or nbins < 1:
-    raise ValueError(f'nbins must be an int >= 1, got {nbins!r}.')
-  _, threshold, _ = _histogram_threshold_bits(
-    _float32_bits(scores), sparsity, nbins
-  )
-  return _widen(threshold, scores.dtype)
+  _, threshold, _ = _histogram(scores, sparsity, nbins)
+  return threshold
 
 
 def histogram_prune(scores, sparsity, nbins=256):
@@ -204,14 +193,24 @@ def histogram_prune(scores, sparsity, nbins=256):
   Raises:
     ValueError: if `scores` is not a non-empty 1-D float tensor or `nbins` < 1.
   """
+  bits, threshold, cut_bits = _histogram(scores, sparsity, nbins)
+  return tf.greater(bits, cut_bits), threshold
+
+
+def _histogram(scores, sparsity, nbins):
+  """Checks the arguments, then `_histogram_threshold_bits` on `scores`.
+
+  Returns:
+    `(bits, threshold, cut_bits)`, the threshold in the dtype `_widen` gives.
+  """
   scores = tf.convert_to_tensor(scores)
   _check_scores(scores)
   if not isinstance(nbins, int) or nbins < 1:
     raise ValueError(f'nbins must be an int >= 1, got {nbins!r}.')
   bits, threshold, cut_bits = _histogram_threshold_bits(
-    _float32_bits(scores), sparsity, nbins
+    _bits.float32_bits(scores), sparsity, nbins
   )
-  return tf.greater(bits, cut_bits), _widen(threshold, scores.dtype)
+  return bits, _widen(threshold, scores.dtype), cut_bits
 
 
 def _widen(threshold, dtype):
@@ -255,106 +254,6 @@ def _checked_num_prune(scores, num_prune):
   return tf.clip_by_value(num_prune, 0, tf.size(scores) - 1)
 
 
-# Bit patterns.
-
-
-def _float32_bits(scores):
-  """Returns the float32 bit patterns of `scores` as int32.
-
-  float16 and bfloat16 convert to float32 exactly; float64 (histogram method
-  only) is rounded. Patterns with the sign bit set (-0.0, negative scores) are
-  negative int32; the passes over all scores clear the sign bit on the fly, so
-  negative scores (a raw weight) cost no extra pass.
-  """
-  if scores.dtype != tf.float32:
-    scores = tf.cast(scores, tf.float32)
-  return tf.bitcast(scores, tf.int32)
-
-
-def _canonical(bits):
-  """Clears the sign bits: orders scores by magnitude, -0.0 equal to 0.0."""
-  return tf.bitwise.bitwise_and(bits, _SIGN_MASK_32)
-
-
-def _set_false(keep, indices):
-  """Returns `keep` with the flat int64 `indices` set to False."""
-  return tf.tensor_scatter_nd_update(
-    keep, indices[:, tf.newaxis], tf.zeros_like(indices, dtype=tf.bool)
-  )
-
-
-# Full passes over the scores.
-
-
-def _split_rows(x):
-  """Splits a 1-D tensor into `[rows, _ROW]` (a view) and the < _ROW tail.
-
-  Ops over `[rows, _ROW]` stay vectorized, and a prefix of a whole number of
-  64-byte rows is a zero-copy slice in TF.
-  """
-  n = tf.size(x)
-  head = n - n % _ROW
-  rows = tf.reshape(tf.slice(x, [0], [head]), [-1, _ROW])
-  return rows, tf.slice(x, [head], [n - head])
-
-
-def _words(flags):
-  """Views the 0/1 uint8 `flags` of `_split_rows`' head as uint64 words of 8.
-
-  A word is non-zero iff one of its 8 scores is flagged, so `tf.where` over the
-  words scans 8 times fewer elements (it is serial: ~47 ms over 67M bools,
-  however few are set), and words combine with one uint64 op per 8 flags.
-  """
-  rows, _ = _split_rows(flags)
-  return tf.bitcast(tf.reshape(rows, [-1, 8]), tf.uint64)
-
-
-def _gather_range(bits, words, lo, hi):
-  """Returns the flat int64 indices and the values of the scores in [lo, hi].
-
-  Only the 8-score words flagged in `words` are gathered, then filtered by
-  value, so the flags need not be gathered too; the short tail
-  after `_split_rows`' head is filtered directly. Indices come out increasing,
-  which the tie-break relies on.
-
-  Args:
-    bits: int32 [n], compared with their sign bits cleared.
-    words: [head / 8] from `_words` or `_scan_words`, non-zero (True) at least
-      where a word holds a value in [lo, hi].
-    lo: int32 scalar.
-    hi: int32 scalar.
-
-  Returns:
-    `(indices, values)`: int64 [c] and int32 [c] >= 0.
-  """
-  rows, tail = _split_rows(bits)
-  # A word's 8 values are gathered together, so this costs one cache miss per
-  # word holding a candidate.
-  word_index = tf.where(words)[:, 0]
-  gathered = tf.size(word_index, out_type=tf.int64) * 8
-  values = _canonical(
-    tf.concat(
-      [
-        tf.reshape(tf.gather(tf.reshape(rows, [-1, 8]), word_index), [-1]),
-        tail,
-      ],
-      axis=0,
-    )
-  )
-  inside = tf.where(tf.logical_and(values >= lo, values <= hi))[:, 0]
-  # Flat positions, computed for the values inside only: word_index[i // 8] * 8
-  # + i % 8 within the gathered words, then the tail after the head. The
-  # appended 0 keeps the gather in bounds for tail values.
-  word = tf.gather(
-    tf.concat([word_index, [0]], axis=0), tf.minimum(inside // 8, gathered // 8)
-  )
-  head = tf.cast(tf.size(rows), tf.int64)
-  positions = tf.where(
-    inside < gathered, word * 8 + inside % 8, head + inside - gathered
-  )
-  return positions, tf.gather(values, inside)
-
-
 # Selection.
 
 
@@ -368,26 +267,26 @@ def _select_bits(bits, k, canonical=False):
 
   Returns:
     `(bits, threshold_bits, pruned_ties)`: `bits`, with the sign bits cleared
-    if `canonical` (else possibly the input itself, for `_keep_from`), the k-th
-    smallest of the cleared bits (0-based), and the int64 flat indices of the
-    scores equal to it that rank below k, i.e. that must be pruned although
-    they equal the threshold.
+    if `canonical` (else possibly the input itself, for
+    `score_bits.keep_from`), the k-th smallest of the cleared bits (0-based),
+    and the int64 flat indices of the scores equal to it that rank below k,
+    i.e. that must be pruned although they equal the threshold.
   """
   n = bits.shape[0]
   if n is not None and n <= _SMALL_SIZE:
     # Every score is a candidate.
-    bits = _canonical(bits)
+    bits = _bits.canonical(bits)
     num_below = tf.constant(0, tf.int32)
     indices = tf.range(n, dtype=tf.int64)
     candidates = bits
   elif n is not None and n < _SAMPLED_SIZE:
     bits, num_below, indices, candidates = _bucket_candidates(
-      _canonical(bits), k
+      _bits.canonical(bits), k
     )
   else:
     bits, num_below, indices, candidates = _candidates(bits, k, canonical)
   k_in = k - num_below
-  threshold_bits, num_less = _radix_select(candidates, k_in)
+  threshold_bits, num_less = _bits.radix_select(candidates, k_in)
   ties = tf.boolean_mask(indices, tf.equal(candidates, threshold_bits))
   return bits, threshold_bits, ties[: k_in - num_less]
 
@@ -395,8 +294,9 @@ def _select_bits(bits, k, canonical=False):
 def _candidates(bits, k, canonical):
   """Gathers the scores inside a range of bit patterns that holds rank k.
 
-  The range comes from a sample; one fused pass (`_scan_words`) counts the
-  scores below it and flags the 8-score words that hold candidates. If the
+  The range comes from a sample; one fused pass (`score_bits.scan_words`)
+  counts the scores below it and flags the 8-score words that hold
+  candidates. If the
   count shows that the range misses rank k, an exact histogram of the
   (cleared) bits gives the range instead.
 
@@ -404,7 +304,7 @@ def _candidates(bits, k, canonical):
     bits: int32 [n] bit patterns, possibly with sign bits set.
     k: int32 scalar in [0, n - 1].
     canonical: whether to return `bits` with the sign bits cleared. That costs
-      a pass only when a sign bit is set, which `_scan_words` reports.
+      a pass only when a sign bit is set, which `score_bits.scan_words` reports.
 
   Returns:
     `(bits, num_below, indices, values)`: the bits (see `canonical`), the
@@ -412,89 +312,27 @@ def _candidates(bits, k, canonical):
     and int32 values (sign bits cleared) of the scores inside it.
   """
   lo, hi = _sample_bracket(bits, k)
-  rows, tail = _split_rows(bits)
-  scanned = _scan_words(tf.reshape(rows, [-1, 8]), lo, hi)
-  num_below = _count_below(scanned) + _count_true(tf.less(_canonical(tail), lo))
-  indices, values = _gather_range(
-    bits, tf.greater_equal(scanned, _FLAG), lo, hi
+  rows, tail = _bits.split_rows(bits)
+  scanned = _bits.scan_words(tf.reshape(rows, [-1, 8]), lo, hi)
+  num_below = _bits.count_below(scanned) + _bits.count_true(
+    tf.less(_bits.canonical(tail), lo)
+  )
+  indices, values = _bits.gather_range(
+    bits, tf.greater_equal(scanned, _bits.FLAG), lo, hi
   )
   if canonical:
     signed = tf.logical_or(
-      tf.reduce_any(tf.not_equal(tf.bitwise.bitwise_and(scanned, _SIGNED), 0)),
+      tf.reduce_any(
+        tf.not_equal(tf.bitwise.bitwise_and(scanned, _bits.SIGNED), 0)
+      ),
       tf.reduce_any(tail < 0),
     )
-    bits = tf.cond(signed, lambda: _canonical(bits), lambda: bits)
+    bits = tf.cond(signed, lambda: _bits.canonical(bits), lambda: bits)
   hit = tf.logical_and(num_below <= k, k < num_below + tf.size(values))
   return tf.cond(
     hit,
     lambda: (bits, num_below, indices, values),
-    lambda: _bucket_candidates(_canonical(bits), k),
-  )
-
-
-def _count_below(scanned):
-  """Sums the counts below the bracket of `_scan_words`' output.
-
-  The sums of 8 words (at most 64) fit a uint8, so the wide reduction stays in
-  uint8 and only one partial sum per 64 scores is widened to int32.
-  """
-  counts = tf.bitwise.bitwise_and(scanned, _BELOW_MASK)
-  partial = tf.reduce_sum(tf.reshape(counts, [-1, 8]), axis=1)
-  return tf.reduce_sum(tf.cast(partial, tf.int32))
-
-
-# Fused passes. XLA compiles each into one loop over the scores that clears
-# their sign bits on the fly, so a raw weight needs no |w| pass (a 4-byte
-# output: ~22 ms for 67M scores). They are compiled once per shape.
-
-
-@tf.function(jit_compile=True, autograph=False)
-def _scan_words(words, lo, hi):
-  """One pass over 8-score words: counts below [lo, hi], flags candidates.
-
-  XLA fuses the compares and the per-word reductions into one loop that reads
-  each score once and writes one byte per word: 13 ms for 67M scores, where
-  TF's separate compare, cast, count and XOR passes took ~50 ms.
-
-  Args:
-    words: int32 [w, 8] bit patterns, possibly with sign bits set.
-    lo: int32 scalar >= 0.
-    hi: int32 scalar >= lo.
-
-  Returns:
-    uint8 [w]: the number of scores below `lo` in each word (`_BELOW_MASK`),
-    plus `_SIGNED` if one has its sign bit set, plus `_FLAG` if one is in
-    [lo, hi] (sign bits cleared).
-  """
-  values = _canonical(words)
-  below = tf.less(values, lo)
-  flagged = tf.reduce_any(
-    tf.logical_and(tf.logical_not(below), values <= hi), axis=1
-  )
-  signed = tf.reduce_any(words < 0, axis=1)
-  return (
-    tf.reduce_sum(tf.cast(below, tf.uint8), axis=1)
-    + tf.cast(signed, tf.uint8) * _SIGNED
-    + tf.cast(flagged, tf.uint8) * _FLAG
-  )
-
-
-@tf.function(jit_compile=True, autograph=False)
-def _keep_from(bits, threshold):
-  """bits >= threshold, sign bits cleared: as fast as TF's compare alone."""
-  return tf.greater_equal(_canonical(bits), threshold)
-
-
-@tf.function(jit_compile=True, autograph=False)
-def _keep_after(bits, threshold, last_pruned):
-  """Keeps bits > threshold, and bits == threshold after index last_pruned.
-
-  Replaces a scatter of the pruned ties, which copies the whole mask on CPU.
-  """
-  values = _canonical(bits)
-  later = tf.range(tf.size(bits)) > last_pruned
-  return tf.logical_or(
-    values > threshold, tf.logical_and(tf.equal(values, threshold), later)
+    lambda: _bucket_candidates(_bits.canonical(bits), k),
   )
 
 
@@ -506,22 +344,24 @@ def _sample_bracket(bits, k):
   """
   n = tf.size(bits)
   stride = tf.maximum(n // _SAMPLE_SIZE, 1) // 2 * 2 + 1
-  sample = _canonical(tf.strided_slice(bits, [0], [n], [stride]))
+  sample = _bits.canonical(tf.strided_slice(bits, [0], [n], [stride]))
   m = tf.cast(tf.size(sample), tf.float64)
   q = tf.cast(k, tf.float64) / tf.cast(n, tf.float64)
   spread = _BRACKET_SIGMAS * tf.sqrt(m * q * (1.0 - q)) + _BRACKET_SLACK
   rank_lo = tf.cast(tf.floor(q * m - spread), tf.int32)
   rank_hi = tf.cast(tf.math.ceil(q * m + spread), tf.int32)
   num_bins = 1 << (31 - _SAMPLE_SHIFT)
-  counts = _bincount(tf.bitwise.right_shift(sample, _SAMPLE_SHIFT), num_bins)
+  counts = _bits.bincount(
+    tf.bitwise.right_shift(sample, _SAMPLE_SHIFT), num_bins
+  )
   cumulative = tf.cumsum(counts)
   # Bin holding sample rank r = number of bins whose cumulative count is <= r.
-  bin_lo = _count_true(cumulative <= rank_lo)
-  bin_hi = _count_true(cumulative <= rank_hi)
+  bin_lo = _bits.count_true(cumulative <= rank_lo)
+  bin_hi = _bits.count_true(cumulative <= rank_hi)
   lo = tf.where(rank_lo < 0, 0, bin_lo * (1 << _SAMPLE_SHIFT))
   hi = tf.where(
     rank_hi >= tf.size(sample),
-    _SIGN_MASK_32,
+    _bits.SIGN_MASK_32,
     bin_hi * (1 << _SAMPLE_SHIFT) + ((1 << _SAMPLE_SHIFT) - 1),
   )
   return lo, hi
@@ -541,71 +381,18 @@ def _bucket_candidates(bits, k):
     Like `_candidates`.
   """
   high = tf.bitwise.right_shift(bits, 16)
-  bucket, num_below = _locate(_bincount(high, _HIGH_BINS), k)
-  words = _words(tf.cast(tf.equal(high, bucket), tf.uint8))
+  bucket, num_below = _bits.locate(_bits.bincount(high, _HIGH_BINS), k)
+  words = _bits.words(tf.cast(tf.equal(high, bucket), tf.uint8))
   lo = bucket * _LOW_BINS
-  indices, values = _gather_range(bits, words, lo, lo + (_LOW_BINS - 1))
+  indices, values = _bits.gather_range(bits, words, lo, lo + (_LOW_BINS - 1))
   return bits, num_below, indices, values
-
-
-def _radix_select(values, k):
-  """Exact k-th smallest of non-negative int32 `values`, by radix digits.
-
-  Each level histograms one digit of the values that share the digits found so
-  far (`_RADIX_DIGITS`, high to low). Small digits keep the fixed cost of each
-  `Bincount` and `cumsum` low, which dominates for a few thousand values.
-
-  Args:
-    values: int32 [c] >= 0.
-    k: int32 scalar in [0, c - 1].
-
-  Returns:
-    `(kth, num_less)`: the k-th smallest value (0-based) and how many values are
-    strictly smaller than it.
-  """
-  kth = tf.constant(0, tf.int32)
-  num_less = tf.constant(0, tf.int32)
-  shift = 31
-  for level, width in enumerate(_RADIX_DIGITS):
-    shift -= width
-    digit = tf.bitwise.bitwise_and(
-      tf.bitwise.right_shift(values, shift), (1 << width) - 1
-    )
-    found, below = _locate(_bincount(digit, 1 << width), k)
-    kth = kth * (1 << width) + found
-    num_less += below
-    k -= below
-    if level < len(_RADIX_DIGITS) - 1:
-      values = tf.boolean_mask(values, tf.equal(digit, found))
-  return kth, num_less
-
-
-def _locate(counts, k):
-  """Returns the bin holding rank k of a histogram, and the count below it."""
-  cumulative = tf.cumsum(counts)
-  index = _count_true(cumulative <= k)
-  return index, cumulative[index] - counts[index]
-
-
-def _bincount(values, size):
-  """Counts non-negative int32 `values` < size into `size` int32 bins.
-
-  Calls the raw op: `tf.math.bincount` adds a `reduce_max` pass over `values`.
-  """
-  return tf.raw_ops.Bincount(
-    arr=values, size=size, weights=tf.constant([], tf.int32)
-  )
-
-
-def _count_true(condition):
-  return tf.reduce_sum(tf.cast(condition, tf.int32))
 
 
 def _prune_smallest_by_sorting(scores, k):
   """float64 path: a stable sort of the magnitude bits (int64, exact)."""
   bits = tf.bitwise.bitwise_and(tf.bitcast(scores, tf.int64), _SIGN_MASK_64)
   order = tf.argsort(bits, stable=True)
-  keep = _set_false(
+  keep = _bits.set_false(
     tf.ones_like(bits, dtype=tf.bool), tf.cast(order[:k], tf.int64)
   )
   threshold = tf.bitcast(tf.gather(bits, order[k]), tf.float64)

@@ -69,37 +69,13 @@ def trace(
   Raises:
     UntraceableError: `graph_fn` cannot be traced into one graph (e.g. a
       polymorphic `tf.function` and no signature), naming it and the fix.
+    ArgumentTypeError: `input_signature` is not a list or tuple, or
+      `training` is not None or a Python bool.
   """
   name = _describe(graph_fn)
-  if input_signature is not None:
-    input_signature = tuple(input_signature)
-
-  if isinstance(graph_fn, tf.types.experimental.ConcreteFunction):
-    cf = graph_fn
-  elif isinstance(graph_fn, tf.types.experimental.PolymorphicFunction):
-    cf = _trace_tf_function(graph_fn, input_signature, name)
-  elif is_keras_model(graph_fn):
-    if input_signature is None:
-      input_signature = _keras_input_signature(graph_fn, name)
-    model = graph_fn
-
-    def call_model(*args):
-      return model(*args, training=training)
-
-    cf = _trace_callable(call_model, input_signature, name)
-  elif callable(graph_fn):
-    if input_signature is None:
-      raise errors.UntraceableError(
-        f'Cannot trace {name}: a plain Python callable needs an '
-        'input_signature; pass input_signature=[tf.TensorSpec(...), ...].'
-      )
-    cf = _trace_callable(graph_fn, input_signature, name)
-  else:
-    raise errors.UntraceableError(
-      f'Cannot trace {name}: expected a tf.function, a ConcreteFunction, a '
-      'Keras model or a Python callable.'
-    )
-
+  check_training(training)
+  input_signature = _checked_signature(input_signature)
+  cf = _concrete_function(graph_fn, input_signature, training, name)
   args_sig, kwargs_sig = cf.structured_input_signature
   if kwargs_sig:
     raise errors.UntraceableError(
@@ -111,6 +87,68 @@ def trace(
     input_signature=tuple(args_sig),
     variables=_captured_variables(cf),
     name=name,
+  )
+
+
+def check_training(training) -> None:
+  """Checks a `training` argument: None, True or False.
+
+  Raises:
+    UntraceableError: `training` is a tensor: the mode would be chosen at run
+      time, but each mode is a separate graph.
+    ArgumentTypeError: `training` is of another type.
+  """
+  if training is None or isinstance(training, bool):
+    return
+  if isinstance(training, (tf.Tensor, tf.Variable)):
+    raise errors.UntraceableError(
+      f'training must be None, True or False, got the tensor {training!r}; '
+      'pass a Python bool (each mode is a separate graph).'
+    )
+  raise errors.ArgumentTypeError(
+    f'training must be None, True or False, got {type(training).__name__} '
+    f'{training!r}; pass a Python bool.'
+  )
+
+
+def _checked_signature(input_signature) -> Optional[Tuple[Any, ...]]:
+  """`input_signature` as a tuple, or ArgumentTypeError if not a sequence."""
+  if input_signature is None:
+    return None
+  if not isinstance(input_signature, (list, tuple)):
+    raise errors.ArgumentTypeError(
+      'input_signature must be a list with one tf.TensorSpec structure per '
+      f'positional argument, got {type(input_signature).__name__} '
+      f'{input_signature!r}; wrap it in a list: [spec].'
+    )
+  return tuple(input_signature)
+
+
+def _concrete_function(graph_fn, input_signature, training, name):
+  """The one `ConcreteFunction` of `graph_fn` (see `trace`)."""
+  if isinstance(graph_fn, tf.types.experimental.ConcreteFunction):
+    return graph_fn
+  if isinstance(graph_fn, tf.types.experimental.PolymorphicFunction):
+    return _trace_tf_function(graph_fn, input_signature, name)
+  if is_keras_model(graph_fn):
+    if input_signature is None:
+      input_signature = _keras_input_signature(graph_fn, name)
+    model = graph_fn
+
+    def call_model(*args):
+      return model(*args, training=training)
+
+    return _trace_callable(call_model, input_signature, name)
+  if callable(graph_fn):
+    if input_signature is None:
+      raise errors.UntraceableError(
+        f'Cannot trace {name}: a plain Python callable needs an '
+        'input_signature; pass input_signature=[tf.TensorSpec(...), ...].'
+      )
+    return _trace_callable(graph_fn, input_signature, name)
+  raise errors.UntraceableError(
+    f'Cannot trace {name}: expected a tf.function, a ConcreteFunction, a '
+    'Keras model or a Python callable.'
   )
 
 

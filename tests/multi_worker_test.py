@@ -17,7 +17,7 @@ import multi_worker_worker as worker
 import numpy as np
 import tensorflow as tf
 
-from graph_prune.export import strip as stripping
+from graph_prune.export import strip
 from graph_prune.train import strategies
 
 _STEPS = 200
@@ -91,7 +91,7 @@ class MultiWorkerTest(tf.test.TestCase):
 
     # The stripped export: masks folded into constant weights.
     export = os.path.join(tempfile.mkdtemp(), 'export')
-    stripping.export_saved_model(pruned, export)
+    strip.export_saved_model(pruned, export)
     loaded = tf.saved_model.load(export)  # keeps the variables alive
     serve = loaded.signatures['serving_default']
     self.assertAllClose(

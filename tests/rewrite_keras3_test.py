@@ -91,7 +91,8 @@ class PassTestCase(tf.test.TestCase, parameterized.TestCase):
     traced = tracing.trace(graph_fn, input_signature, training=training)
     scan = rewrite.find_weights(traced)
     masks = masks_for(scan)
-    fn, report = rewrite.insert_masks(traced, masks)
+    result = rewrite.insert_masks(traced, masks)
+    fn, report = result.graph, result.report
     return traced, scan, masks, fn, report
 
   def check_against_reference(

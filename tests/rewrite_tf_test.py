@@ -205,9 +205,9 @@ class RawTfTest(common.PassTestCase):
     ):
       rewrite.require_candidates(scan, 'f')
     # The written variable is read raw, after its update, with gradients.
-    fn, _ = rewrite.insert_masks(
+    fn = rewrite.insert_masks(
       traced, common.masks_for(rewrite.find_weights(traced))
-    )
+    ).graph
     x = tf.ones([1, 3])
     with tf.GradientTape() as tape:
       loss = common.loss_of(fn(x))
@@ -219,9 +219,10 @@ class RawTfTest(common.PassTestCase):
     traced = tracing.trace(module.__call__)
     scan = rewrite.find_weights(traced, do_not_prune=['^filters$'])
     mask = tf.Variable(tf.zeros([4, 27]), trainable=False)
-    fn, report = rewrite.insert_masks(
+    result = rewrite.insert_masks(
       traced, {module.w.ref(): mask}, scan_result=scan
     )
+    fn, report = result.graph, result.report
     self.assertEqual([m.name for m in report.masked], ['w'])
     self.assertIn(
       "do_not_prune pattern '^filters$'", dict(report.skipped)['filters']
@@ -238,9 +239,9 @@ class RawTfTest(common.PassTestCase):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     traced = tracing.trace(model)
     kernel = model.layers[0].kernel
-    _, report = rewrite.insert_masks(
+    report = rewrite.insert_masks(
       traced, {kernel.value.ref(): tf.Variable(tf.ones([3, 2]))}
-    )
+    ).report
     self.assertEqual([m.name for m in report.masked], [kernel.path])
 
   def test_duplicate_variable_names_are_made_unique(self):
@@ -280,8 +281,10 @@ class RawTfTest(common.PassTestCase):
       )
     )
     scan = rewrite.find_weights(traced)
-    fn1, report1 = rewrite.insert_masks(traced, common.masks_for(scan, seed=1))
-    fn2, report2 = rewrite.insert_masks(traced, common.masks_for(scan, seed=2))
+    result1 = rewrite.insert_masks(traced, common.masks_for(scan, seed=1))
+    result2 = rewrite.insert_masks(traced, common.masks_for(scan, seed=2))
+    fn1, report1 = result1.graph, result1.report
+    fn2, report2 = result2.graph, result2.report
     self.assertEqual(
       before,
       traced.concrete_function.function_def.SerializeToString(

@@ -13,8 +13,10 @@ import tensorflow as tf
 
 import graph_prune
 from graph_prune import errors
-from graph_prune.study import plots as study_plots
-from graph_prune.study import sweep as study
+from graph_prune.study import config as config_lib
+from graph_prune.study import plots
+from graph_prune.study import results
+from graph_prune.study import sweep
 from graph_prune.train import datasets
 from graph_prune.train import models
 
@@ -35,7 +37,7 @@ def _entries(method, points):
 
 class MethodTest(parameterized.TestCase):
   def test_parse(self):
-    method = study.parse_method('gradual_unit_global')
+    method = config_lib.parse_method('gradual_unit_global')
     self.assertEqual(
       (method.kind, method.granularity, method.scope),
       ('gradual', 'unit', 'global'),
@@ -56,11 +58,11 @@ class MethodTest(parameterized.TestCase):
     )
 
   def test_parse_block_method(self):
-    method = study.parse_method('gradual_block4x2_global')
+    method = config_lib.parse_method('gradual_block4x2_global')
     self.assertEqual(
       (method.granularity, method.block_dims), ('block4x2', (4, 2))
     )
-    self.assertIsNone(study.parse_method('oneshot_unit_layer').block_dims)
+    self.assertIsNone(config_lib.parse_method('oneshot_unit_layer').block_dims)
     h = graph_prune.parse_hparams(method.hparams(0.75, 60, 20))
     self.assertEqual(
       (h.granularity, h.block_height, h.block_width, h.pruning_scope),
@@ -77,16 +79,16 @@ class MethodTest(parameterized.TestCase):
     with self.assertRaisesRegex(
       errors.SweepConfigError, f"'{name}'.*KIND_GRANULARITY_SCOPE"
     ):
-      study.parse_method(name)
+      config_lib.parse_method(name)
 
   def test_bad_config(self):
     with self.assertRaisesRegex(errors.SweepConfigError, r'1\.0 is outside'):
-      study.SweepConfig(sparsities=(0.5, 1.0))
+      config_lib.SweepConfig(sparsities=(0.5, 1.0))
     with self.assertRaisesRegex(errors.SweepConfigError, 'retrain_steps=0'):
-      study.SweepConfig(retrain_steps=0)
+      config_lib.SweepConfig(retrain_steps=0)
 
   def test_schedule_ends_on_an_update(self):
-    config = study.SweepConfig(
+    config = config_lib.SweepConfig(
       retrain_steps=100, schedule_fraction=0.55, pruning_frequency=20
     )
     self.assertEqual(config.schedule_steps, 40)
@@ -97,7 +99,7 @@ class AnalysisTest(tf.test.TestCase):
     entries = _entries('a', [(0.0, 0.98), (0.5, 0.97), (0.9, 0.90)]) + _entries(
       'b', [(0.5, 0.975), (0.9, 0.85), (0.99, 0.5)]
     )
-    frontier = study.pareto_frontier(entries)
+    frontier = results.pareto_frontier(entries)
     self.assertEqual(
       [(e['method'], e['target_sparsity']) for e in frontier],
       [('b', 0.99), ('a', 0.9), ('b', 0.5), ('a', 0.0)],
@@ -108,7 +110,7 @@ class AnalysisTest(tf.test.TestCase):
       'a', [(0.0, 0.98), (0.5, 0.965), (0.9, 0.95), (0.95, 0.97)]
     ) + _entries('b', [(0.0, 0.98), (0.5, 0.97)])
     self.assertEqual(
-      study.holds(entries, 0.98),
+      results.holds(entries, 0.98),
       {
         'a': {'holds_to': 0.5, 'drops_at': 0.9},
         'b': {'holds_to': 0.5, 'drops_at': None},
@@ -118,7 +120,7 @@ class AnalysisTest(tf.test.TestCase):
 
 class SweepTest(tf.test.TestCase):
   def test_reduced_sweep_writes_table_and_plots(self):
-    config = study.SweepConfig(
+    config = config_lib.SweepConfig(
       methods=(
         'oneshot_weight_layer',
         'oneshot_unit_global',
@@ -131,7 +133,7 @@ class SweepTest(tf.test.TestCase):
       batch_size=32,
     )
     lines = []
-    result = study.sweep(config, log=lines.append)
+    result = sweep.sweep(config, log=lines.append)
     self.assertLen(result.rows, 6)
     self.assertLen(lines, 7)
     dense = result.dense[0]
@@ -150,7 +152,7 @@ class SweepTest(tf.test.TestCase):
     )
 
     out_dir = tempfile.mkdtemp()
-    csv_path, json_path = study.write_tables(result, out_dir)
+    csv_path, json_path = results.write_tables(result, out_dir)
     with open(csv_path) as f:
       table = list(csv.DictReader(f))
     self.assertEqual(
@@ -166,10 +168,10 @@ class SweepTest(tf.test.TestCase):
       summary = json.load(f)
     self.assertEqual(set(summary['holds']), set(config.methods))
     self.assertTrue(summary['pareto'])
-    self.assertIn('oneshot_unit_global', study.format_table(result))
+    self.assertIn('oneshot_unit_global', results.format_table(result))
 
-    paths = study_plots.plot(result, out_dir)
-    if study_plots.available():
+    paths = plots.plot(result, out_dir)
+    if plots.available():
       self.assertEqual(
         [os.path.basename(p) for p in paths],
         ['accuracy.png', 'loss.png', 'pareto.png'],
@@ -182,7 +184,7 @@ class SweepTest(tf.test.TestCase):
 
   def test_block_method_prunes_blocks_of_smallest_mean_magnitude(self):
     model = models.build('mlp', (8, 8), 10)
-    method = study.parse_method('oneshot_block4x4_layer')
+    method = config_lib.parse_method('oneshot_block4x4_layer')
     pruned = graph_prune.apply_pruning(model, method.hparams(0.5))
     pruned.mask_update(1)
     self.assertLen(pruned.masks, 4)  # the logits stay dense
@@ -200,8 +202,8 @@ class SweepTest(tf.test.TestCase):
   def test_one_shot_unit_pruning_removes_whole_units(self):
     data = datasets.load_digits()
     model = models.build('mlp', (8, 8), 10)
-    row = study.one_shot(
-      model, data, study.parse_method('oneshot_unit_layer'), 0.5
+    row = sweep.one_shot(
+      model, data, config_lib.parse_method('oneshot_unit_layer'), 0.5
     )
     self.assertAllClose(row.sparsity, 0.5, atol=1e-3)
 
@@ -228,7 +230,7 @@ class BinaryTest(tf.test.TestCase):
     self.assertIn('gradual_weight_layer', done.stdout)
     self.assertIn('drops at', done.stdout)
     expected = {'sweep.csv', 'sweep.json'}
-    if study_plots.available():
+    if plots.available():
       expected |= {'accuracy.png', 'loss.png', 'pareto.png'}
     else:
       self.assertIn('plots skipped', done.stdout)

@@ -27,8 +27,9 @@ from graph_prune.export import staging
 from graph_prune.export.strip import export_saved_model
 from graph_prune.export.strip import strip
 from graph_prune.export.strip import strip_saved_model
-from graph_prune.passes import drop_unused as unreachable
-from graph_prune.passes import fold_masks as folding
+from graph_prune.passes import drop_unused
+from graph_prune.passes import fold_checks
+from graph_prune.passes import fold_masks
 
 L = keras.layers
 RTOL = 1e-6
@@ -160,7 +161,7 @@ class StripTestCase(tf.test.TestCase, parameterized.TestCase):
     self.assertNotIn(tf.int64, [v.dtype for v in concrete_function.variables])
     graph_def = concrete_function.graph.as_graph_def()
     consts = {}
-    writes = folding.VARIABLE_OPS - {'ReadVariableOp', 'VarHandleOp'}
+    writes = fold_checks.VARIABLE_OPS - {'ReadVariableOp', 'VarHandleOp'}
     for where, node in _nodes(graph_def):
       self.assertNotIn(node.op, writes, msg=f'{where}')
       self.assertNotRegex(node.name, 'mask|threshold|last_mask_update_step')
@@ -629,13 +630,14 @@ class FoldingPassTest(tf.test.TestCase):
 
   def test_fold_prune_check(self):
     g = self._graph()
-    folded_graph, folded = folding.fold_masked_weights(g, {'m': 'w'}, 'x1')
+    result = fold_masks.fold_masked_weights(g, {'m': 'w'}, 'x1')
+    folded_graph, folded = result.graph, result.report
     self.assertLen(g.node, 9)  # input untouched
     self.assertEqual(
       [(f.name, f.node, f.shape, f.nonzeros) for f in folded],
       [('w', 's/w', (2, 2), 2)],
     )
-    pruned = unreachable.prune_unreachable(folded_graph, ['out:0'])
+    pruned = drop_unused.drop_unused(folded_graph, ['out:0']).graph
     nodes = {n.name: n for n in pruned.node}
     self.assertEqual(sorted(nodes), ['out', 's/w', 'x', 'y'])
     self.assertEqual(list(nodes['y'].input), ['x', 's/w'])
@@ -643,28 +645,28 @@ class FoldingPassTest(tf.test.TestCase):
     value = tf.make_ndarray(nodes['s/w'].attr['value'].tensor)
     self.assertAllEqual(value, [[1.0, 0.0], [0.0, -4.0]])
     self.assertFalse(np.signbit(value[0, 1]))  # +0.0, not -2 * 0 = -0.0
-    folding.check_stripped(pruned, {'m': 'w/mask'}, 'test graph')
+    fold_checks.check_stripped(pruned, {'m': 'w/mask'}, 'test graph')
 
   def test_check_stripped_finds_leftovers(self):
     g = self._graph()
-    folded_graph, _ = folding.fold_masked_weights(g, {'m': 'w'}, 'x4')
+    folded_graph = fold_masks.fold_masked_weights(g, {'m': 'w'}, 'x4').graph
     with self.assertRaisesRegex(errors.FoldError, "'w/mask'.*rm"):
-      folding.check_stripped(folded_graph, {'m': 'w/mask'}, 'test graph')
+      fold_checks.check_stripped(folded_graph, {'m': 'w/mask'}, 'test graph')
     with self.assertRaisesRegex(errors.FoldError, 'multiplies by a mask'):
-      folding.check_stripped(g, {}, 'test graph')
+      fold_checks.check_stripped(g, {}, 'test graph')
     folded_graph.node.add(name='v', op='VarHandleOp')
     with self.assertRaisesRegex(errors.FoldError, 'VarHandleOp'):
-      folding.check_stripped(folded_graph, {}, 'test graph')
+      fold_checks.check_stripped(folded_graph, {}, 'test graph')
 
   def test_misnamed_mul_is_refused(self):
     g = self._graph('s/other/masked_weight')
     with self.assertRaisesRegex(errors.FoldError, "named 'w/masked_weight'"):
-      folding.fold_masked_weights(g, {'m': 'w'}, 'x2')
+      fold_masks.fold_masked_weights(g, {'m': 'w'}, 'x2')
 
   def test_mul_without_mask_is_refused(self):
     g = self._graph()
     with self.assertRaisesRegex(errors.FoldError, 'neither'):
-      folding.fold_masked_weights(g, {}, 'x3')
+      fold_masks.fold_masked_weights(g, {}, 'x3')
 
 
 class SizesAndStagingTest(tf.test.TestCase):

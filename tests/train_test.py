@@ -122,7 +122,8 @@ class TrainBinaryTest(tf.test.TestCase):
     self.assertRegex(resumed.stdout, r'test accuracy 0\.\d{4}')
     pruned_dir = os.path.join(killed, 'export', 'pruned', '40')
     self.assertRegex(
-      resumed.stdout, rf'pruned +[\d.]+ [KM]?B +[\d.]+ [KM]?B +{pruned_dir}'
+      resumed.stdout,
+      rf'pruned +[\d.]+ (?:[KMG]i)?B +[\d.]+ (?:[KMG]i)?B +{pruned_dir}',
     )
     x = tf.constant(datasets.load_digits().x_test[:16])
     expected = tf.saved_model.load(pruned_dir)(x)

@@ -13,20 +13,31 @@ print what a user needs themselves.
 The binaries use TensorFlow's BFC allocator on the CPU (unless the
 environment sets TF_CPU_ALLOCATOR_USE_BFC): it reuses freed buffers, where the
 default allocator maps fresh pages for every large tensor and pays a page fault
-per 4 KiB. A mask update of an 8192x8192 weight takes 0.14 s instead of 0.42 s
-(bench/mask_update.py, BUILD_NOTES.md). TensorFlow reads the variable when it
+per 4 KiB, which on a VM with slow page faults made the mask update of a large
+weight several times slower (bench/mask_update.py; measured: BUILD_NOTES,
+'Measurements behind the code'). TensorFlow reads the variable when it
 first creates the allocator, i.e. at the first op, so setting it before
 `main` runs is early enough even though TensorFlow is already imported.
+
+The flag helpers keep the binaries' flag code short: `positive_int` defines an
+integer flag that must be >= 1, `config_from_flags` builds a config from the
+flags named like its fields.
 """
 
+import dataclasses
 import os
 import sys
+from typing import Any, Callable, Optional, Sequence, Tuple, Type
 
 from absl import app
 from absl import flags
 from absl import logging
 
 from graph_prune import errors
+
+# The flags `positive_int` defines belong to the binary that calls it (and
+# are listed by its --help), not to this module.
+flags.disclaim_key_flags()
 
 
 def _program() -> str:
@@ -40,16 +51,44 @@ def _program() -> str:
   return os.path.basename(path)
 
 
-def _parse_flags(argv):
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    message = ' '.join(str(e).split())
-    sys.exit(f'{_program()}: {message}')
+def _one_line(prefix: Optional[str], error: Exception) -> str:
+  prefix = f'{_program()}: ' if prefix is None else prefix
+  return prefix + ' '.join(str(error).split())
 
 
-def run(main) -> None:
-  """Runs `main(argv)` like `app.run`, with one-line errors for bad input."""
+def run(
+  main: Callable[[Sequence[str]], Any],
+  prefix: Optional[str] = None,
+  also_catch: Tuple[Type[Exception], ...] = (),
+  usage: Optional[str] = None,
+  key_flags: Sequence[flags.FlagHolder] = (),
+) -> None:
+  """Runs `main(argv)` like `app.run`, with one-line errors for bad input.
+
+  Args:
+    main: the binary's main function.
+    prefix: what starts an error line; default the program's name and ': ',
+      e.g. 'train.py: '.
+    also_catch: exceptions besides `GraphPruneError` that are the input's
+      fault (e.g. `OSError` for a binary that reads and writes paths).
+    usage: the --help text, for a console script (whose generated
+      `__main__` module has no docstring for absl to print).
+    key_flags: flags --help lists as the binary's own, for a console script
+      (absl lists those of the module named by argv[0]).
+  """
+  if usage is not None:
+    sys.modules['__main__'].__doc__ = usage
+  for holder in key_flags:
+    flags.FLAGS.register_key_flag_for_module(
+      sys.argv[0], flags.FLAGS[holder.name]
+    )
+  caught = (errors.GraphPruneError,) + tuple(also_catch)
+
+  def parse_flags(argv):
+    try:
+      return flags.FLAGS(argv)
+    except flags.Error as e:
+      sys.exit(_one_line(prefix, e))
 
   def guarded(argv):
     os.environ.setdefault('TF_CPU_ALLOCATOR_USE_BFC', 'true')
@@ -57,7 +96,29 @@ def run(main) -> None:
       logging.set_verbosity(logging.WARNING)
     try:
       return main(argv)
-    except errors.GraphPruneError as e:
-      sys.exit(f'{_program()}: {" ".join(str(e).split())}')
+    except caught as e:
+      sys.exit(_one_line(prefix, e))
 
-  app.run(guarded, flags_parser=_parse_flags)
+  app.run(guarded, flags_parser=parse_flags)
+
+
+def positive_int(name: str, default: Optional[int], help_text: str):
+  """Defines an integer flag that must be >= 1 (None allowed as default)."""
+  return flags.DEFINE_integer(name, default, help_text, lower_bound=1)
+
+
+def config_from_flags(config_class, **values):
+  """Builds a dataclass config from the flags named like its fields.
+
+  Args:
+    config_class: a dataclass, e.g. `experiment.TrainConfig`.
+    **values: fields whose flag needs converting first; they win over the
+      flag of the same name. A field with neither keeps its default.
+
+  Returns:
+    `config_class(...)`.
+  """
+  for field in dataclasses.fields(config_class):
+    if field.name not in values and field.name in flags.FLAGS:
+      values[field.name] = flags.FLAGS[field.name].value
+  return config_class(**values)

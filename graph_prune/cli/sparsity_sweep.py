@@ -33,12 +33,14 @@ import os
 
 from absl import flags
 
-from graph_prune import errors
 from graph_prune.cli import runner
-from graph_prune.study import plots as study_plots
-from graph_prune.study import sweep as study
+from graph_prune.study import config as config_lib
+from graph_prune.study import errors
+from graph_prune.study import plots
+from graph_prune.study import results
+from graph_prune.study import sweep
 
-_defaults = study.SweepConfig()
+_defaults = config_lib.SweepConfig()
 _OUT_DIR = flags.DEFINE_string(
   'out_dir', 'sweep_results', 'Directory of the tables and plots.'
 )
@@ -61,18 +63,6 @@ _DATA = flags.DEFINE_string(
   '',
   'An .npz file or an MNIST IDX folder; empty for the embedded digits.',
 )
-_DENSE_STEPS = flags.DEFINE_integer(
-  'dense_steps',
-  _defaults.dense_steps,
-  'Training steps of the dense model.',
-  lower_bound=1,
-)
-_RETRAIN_STEPS = flags.DEFINE_integer(
-  'retrain_steps',
-  _defaults.retrain_steps,
-  'Steps of each gradual masked retraining.',
-  lower_bound=1,
-)
 _SCHEDULE_FRACTION = flags.DEFINE_float(
   'schedule_fraction',
   _defaults.schedule_fraction,
@@ -80,15 +70,14 @@ _SCHEDULE_FRACTION = flags.DEFINE_float(
   lower_bound=0,
   upper_bound=1,
 )
-_PRUNING_FREQUENCY = flags.DEFINE_integer(
-  'pruning_frequency',
-  _defaults.pruning_frequency,
-  'Steps between mask updates while retraining.',
-  lower_bound=1,
-)
-_BATCH_SIZE = flags.DEFINE_integer(
-  'batch_size', _defaults.batch_size, 'Examples per step.', lower_bound=1
-)
+# The counts, each >= 1; `main` reads them by name (`config_from_flags`).
+for _name, _help in (
+  ('dense_steps', 'Training steps of the dense model.'),
+  ('retrain_steps', 'Steps of each gradual masked retraining.'),
+  ('pruning_frequency', 'Steps between mask updates while retraining.'),
+  ('batch_size', 'Examples per step.'),
+):
+  runner.positive_int(_name, getattr(_defaults, _name), _help)
 _LEARNING_RATE = flags.DEFINE_float(
   'learning_rate',
   _defaults.learning_rate,
@@ -112,32 +101,25 @@ def main(argv):
     raise errors.SweepConfigError(
       f'Unexpected arguments {argv[1:]}; every setting is a --flag.'
     )
-  config = study.SweepConfig(
+  config = runner.config_from_flags(
+    config_lib.SweepConfig,
     methods=tuple(_METHODS.value),
     sparsities=tuple(
       k / 100.0 for k in _numbers('sparsities', _SPARSITIES.value, float)
     ),
     seeds=_numbers('seeds', _SEEDS.value, int),
-    model=_MODEL.value,
-    data=_DATA.value,
-    dense_steps=_DENSE_STEPS.value,
-    retrain_steps=_RETRAIN_STEPS.value,
-    schedule_fraction=_SCHEDULE_FRACTION.value,
-    pruning_frequency=_PRUNING_FREQUENCY.value,
-    batch_size=_BATCH_SIZE.value,
-    learning_rate=_LEARNING_RATE.value,
   )
-  result = study.sweep(config, log=lambda line: print(line, flush=True))
-  paths = study.write_tables(result, _OUT_DIR.value)
-  plots = study_plots.plot(result, _OUT_DIR.value)
-  if not plots:
+  result = sweep.sweep(config, log=lambda line: print(line, flush=True))
+  paths = results.write_tables(result, _OUT_DIR.value)
+  figures = plots.plot(result, _OUT_DIR.value)
+  if not figures:
     print(
       'plots skipped: matplotlib is not installed '
       "(pip install 'graph_prune[plots]')."
     )
   print()
-  print(study.format_table(result))
-  for path in paths + plots:
+  print(results.format_table(result))
+  for path in paths + figures:
     print(f'wrote {os.path.abspath(path)}')
 
 

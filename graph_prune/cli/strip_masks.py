@@ -27,13 +27,10 @@ count and non-zeros, and the sizes of the input and outputs, raw and
 gzip-compressed. A bad input exits with status 1 and a one-line message.
 """
 
-import sys
-
 from absl import app
 from absl import flags
-from absl import logging
 
-from graph_prune import errors
+from graph_prune.cli import runner
 from graph_prune.export.strip import strip_saved_model
 
 _SAVED_MODEL = flags.DEFINE_string(
@@ -73,21 +70,14 @@ flags.register_validator(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  if not flags.FLAGS['verbosity'].present:
-    # The report is the output; TensorFlow's INFO lines would bury it.
-    logging.set_verbosity(logging.WARNING)
-  try:
-    report = strip_saved_model(
-      _SAVED_MODEL.value,
-      _OUTPUT_DIR.value,
-      signature_keys=_SIGNATURE.value,
-      tflite_path=_TFLITE.value or None,
-      frozen_graph_path=_FROZEN_GRAPH.value or None,
-      overwrite=_OVERWRITE.value,
-    )
-  except (errors.GraphPruneError, OSError) as e:
-    print(f'strip_masks: error: {e}', file=sys.stderr)
-    return 1
+  report = strip_saved_model(
+    _SAVED_MODEL.value,
+    _OUTPUT_DIR.value,
+    signature_keys=_SIGNATURE.value,
+    tflite_path=_TFLITE.value or None,
+    frozen_graph_path=_FROZEN_GRAPH.value or None,
+    overwrite=_OVERWRITE.value,
+  )
   print(f'Stripped {_SAVED_MODEL.value} -> {_OUTPUT_DIR.value}')
   print(report.to_text())
   return 0
@@ -95,22 +85,22 @@ def main(argv):
 
 def run():
   """Entry point of the `strip_masks` console script and tools/strip_masks."""
-  # absl prints the __main__ module's docstring as the --help usage text; a
-  # console script's generated __main__ has none, so lend it this one.
-  sys.modules['__main__'].__doc__ = __doc__
-  # ... and lists the flags of the module named by argv[0] under --help.
-  for holder in (
-    _SAVED_MODEL,
-    _OUTPUT_DIR,
-    _SIGNATURE,
-    _TFLITE,
-    _FROZEN_GRAPH,
-    _OVERWRITE,
-  ):
-    flags.FLAGS.register_key_flag_for_module(
-      sys.argv[0], flags.FLAGS[holder.name]
-    )
-  app.run(main)
+  runner.run(
+    main,
+    # The format this binary has always had (scripts may match it).
+    prefix='strip_masks: error: ',
+    # A path it cannot read or write is the input's fault too.
+    also_catch=(OSError,),
+    usage=__doc__,
+    key_flags=(
+      _SAVED_MODEL,
+      _OUTPUT_DIR,
+      _SIGNATURE,
+      _TFLITE,
+      _FROZEN_GRAPH,
+      _OVERWRITE,
+    ),
+  )
 
 
 if __name__ == '__main__':

@@ -39,10 +39,11 @@ from absl import flags
 from graph_prune import errors
 from graph_prune import hparams as hparams_lib
 from graph_prune.cli import runner
-from graph_prune.train import experiment as trainer
+from graph_prune.train import errors as train_errors
+from graph_prune.train import experiment
 from graph_prune.train import models
-from graph_prune.train import run_report as report
 from graph_prune.train import strategies
+from graph_prune.train import summary
 
 _MODEL = flags.DEFINE_enum(
   'model', 'mlp', list(models.MODELS), 'Built-in model to train.'
@@ -53,14 +54,17 @@ _DATA = flags.DEFINE_string(
   'An .npz file or an MNIST IDX folder; empty for the embedded 8x8 digits.',
 )
 _HPARAMS = flags.DEFINE_string(
-  'hparams', trainer.DEFAULT_HPARAMS, 'Pruning hparams (contrib spec string).'
+  'hparams',
+  experiment.DEFAULT_HPARAMS,
+  'Pruning hparams (contrib spec string).',
 )
 _TRAIN_STEPS = flags.DEFINE_integer(
-  'train_steps', trainer.DEFAULT_TRAIN_STEPS, 'Step to train to.', lower_bound=0
+  'train_steps',
+  experiment.DEFAULT_TRAIN_STEPS,
+  'Step to train to.',
+  lower_bound=0,
 )
-_BATCH_SIZE = flags.DEFINE_integer(
-  'batch_size', 64, 'Examples per step.', lower_bound=1
-)
+_BATCH_SIZE = runner.positive_int('batch_size', 64, 'Examples per step.')
 _LEARNING_RATE = flags.DEFINE_float(
   'learning_rate', 1e-3, "Adam's learning rate.", lower_bound=0
 )
@@ -94,11 +98,10 @@ _STRATEGY = flags.DEFINE_enum(
   'tf.distribute strategy: default (one device), mirrored (the local '
   'devices) or multi_worker (workers listed in TF_CONFIG).',
 )
-_NUM_CPU_DEVICES = flags.DEFINE_integer(
+_NUM_CPU_DEVICES = runner.positive_int(
   'num_cpu_devices',
   None,
   'With --strategy=mirrored: split the CPU into this many logical devices.',
-  lower_bound=1,
 )
 
 
@@ -115,31 +118,17 @@ flags.register_validator('hparams', _check_hparams)
 
 def main(argv):
   if len(argv) > 1:
-    raise errors.ConfigError(
+    raise train_errors.ConfigError(
       f'Unexpected arguments {argv[1:]}; every setting is a --flag.'
     )
-  config = trainer.TrainConfig(
-    model=_MODEL.value,
-    data=_DATA.value,
-    hparams=_HPARAMS.value,
-    train_steps=_TRAIN_STEPS.value,
-    batch_size=_BATCH_SIZE.value,
-    learning_rate=_LEARNING_RATE.value,
-    seed=_SEED.value,
-    model_dir=_MODEL_DIR.value,
-    export_dir=_EXPORT_DIR.value,
-    checkpoint_every=_CHECKPOINT_EVERY.value,
-    log_every=_LOG_EVERY.value,
-    strategy=_STRATEGY.value,
-    num_cpu_devices=_NUM_CPU_DEVICES.value,
-  )
-  result = trainer.train(config, log=lambda line: print(line, flush=True))
+  config = runner.config_from_flags(experiment.TrainConfig)
+  result = experiment.train(config, log=lambda line: print(line, flush=True))
   if not result.exports:  # a worker other than the chief
     print(f'test accuracy {result.test_accuracy:.4f}; the chief exports.')
     return
   print()
   print(
-    report.final_table(
+    summary.final_table(
       result.counts, result.test_loss, result.test_accuracy, result.exports
     )
   )

@@ -102,4 +102,4 @@ def make_report(
 
 
 def _bytes(n: int) -> str:
-  return f'{n:,} B ({n / 2**20:.2f} MiB)'
+  return f'{n:,} B ({sizes.format_bytes(n, unit="MiB")})'

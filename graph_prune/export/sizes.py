@@ -6,6 +6,9 @@ mtime, owner and mode zeroed) compressed with gzip level 9, counted as it
 streams (nothing is written to disk). A file's gzipped size is that of
 `gzip -9` of its bytes. Tar adds 512 bytes of header per file and pads each
 file to 512 bytes, before compression.
+
+`format_bytes` writes a byte count for people, in binary units (KiB, MiB,
+GiB: powers of 1024).
 """
 
 import dataclasses
@@ -13,6 +16,7 @@ import gzip
 import io
 import os
 import tarfile
+from typing import Optional
 
 _GZIP_LEVEL = 9
 
@@ -76,6 +80,36 @@ def gzipped_size(path: str) -> int:
 def measure(path: str) -> Size:
   """The `Size` of a file or directory."""
   return Size(raw=raw_size(path), gzipped=gzipped_size(path))
+
+
+_UNITS = ('B', 'KiB', 'MiB', 'GiB')
+
+
+def format_bytes(n: int, unit: Optional[str] = None) -> str:
+  """`n` bytes in binary units: '512 B', '849.83 KiB', '12.79 MiB'.
+
+  Args:
+    n: a byte count.
+    unit: one of 'B', 'KiB', 'MiB', 'GiB' to always use it; None picks the
+      largest unit that keeps the number at 1 or more (up to GiB).
+
+  Returns:
+    The count with two decimals (none for bytes) and its unit.
+
+  Raises:
+    ValueError: `unit` is not one of those.
+  """
+  if unit is None:
+    power = 0
+    while power < len(_UNITS) - 1 and n >= 1024 ** (power + 1):
+      power += 1
+  elif unit in _UNITS:
+    power = _UNITS.index(unit)
+  else:
+    raise ValueError(f'Unknown unit {unit!r}; use one of {_UNITS}.')
+  if power == 0:
+    return f'{n:.0f} B'
+  return f'{n / 1024**power:.2f} {_UNITS[power]}'
 
 
 def _files(directory):

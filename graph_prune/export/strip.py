@@ -10,8 +10,9 @@
 tool) a SavedModel of one, whose pruning variables it finds in the object
 graph (every object with `masks`, `thresholds` and `last_mask_update_step`,
 i.e. a saved `PrunedModel`). Both put each exported computation through one
-mechanism (`stripped.strip_function`, then `stripped.rebuild`; see
-stripped.py for what it does and why unpruned weights stay variables).
+mechanism (`stripped_model.strip_function`, then `stripped_model.rebuild`;
+see graph_prune/export/stripped_model.py for what it does and why unpruned
+weights stay variables).
 
 `strip_saved_model` never modifies its input; its outputs are staged beside
 their final paths and renamed when everything succeeded (`staging`), after
@@ -22,11 +23,10 @@ import dataclasses
 import os
 from typing import Any, Mapping, Optional, Sequence
 
-import numpy as np
 import tensorflow as tf
 
 from graph_prune import errors
-from graph_prune.export import report as strip_report
+from graph_prune.export import report as report_lib
 from graph_prune.export import sizes
 from graph_prune.export import staging
 from graph_prune.export.stripped_model import first_line
@@ -36,6 +36,7 @@ from graph_prune.export.stripped_model import signature_input_specs
 from graph_prune.export.stripped_model import strip_function
 from graph_prune.export.stripped_model import StrippedModel
 from graph_prune.export.stripped_model import VariableCopies
+from graph_prune.export.verify import verify_signatures
 
 DEFAULT_SIGNATURE = 'serving_default'
 # How callers ask for overwriting, for messages (the tool, or Python).
@@ -90,7 +91,7 @@ def strip(
       )
       folded += sig.folded
       parameters.update(sig.parameters)
-  report = strip_report.make_report(
+  report = report_lib.make_report(
     folded, parameters, tuple(functions) or (DEFAULT_SIGNATURE,)
   )
   call = rebuild(stripped, cf, call.input_signature, copies)
@@ -123,7 +124,7 @@ def export_saved_model(
   export_dir: str,
   signatures: Optional[Mapping[str, Any]] = None,
   overwrite: bool = False,
-) -> strip_report.StripReport:
+) -> report_lib.StripReport:
   """Writes `strip(pruned, signatures)` as a SavedModel.
 
   The SavedModel has `__call__` and, without `signatures`, a
@@ -210,7 +211,7 @@ def strip_saved_model(
   frozen_graph_path: Optional[str] = None,
   overwrite: bool = False,
   verify: bool = True,
-) -> strip_report.StripReport:
+) -> report_lib.StripReport:
   """Strips a SavedModel of a pruned model into a new SavedModel.
 
   The input is never modified. Every output is written to a temporary path
@@ -244,7 +245,40 @@ def strip_saved_model(
   loaded, pruning = load_pruned_saved_model(saved_model_dir)
   keys = _select_signatures(loaded, saved_model_dir, signature_keys)
   frozen_key = _frozen_graph_key(keys) if frozen_graph_path else None
+  module, stripped_by_key = _strip_signatures(
+    loaded, pruning, keys, saved_model_dir
+  )
+  frozen = stripped_by_key.get(frozen_key)
+  with staging.Staging(overwrite, _OVERWRITE_HINT) as stage:
+    tmp_dir = stage.directory(output_dir)
+    module.save(tmp_dir)
+    if verify:
+      verify_signatures(loaded, tmp_dir, keys)
+    if tflite_path:
+      write_tflite(tmp_dir, keys, stage.file(tflite_path))
+    if frozen_graph_path:
+      with open(stage.file(frozen_graph_path), 'wb') as f:
+        f.write(frozen.graph_def.SerializeToString())
+    stage.commit()
+  return dataclasses.replace(
+    module.report,
+    input_size=sizes.measure(saved_model_dir),
+    output_size=sizes.measure(output_dir),
+    tflite_size=sizes.measure(tflite_path) if tflite_path else None,
+    frozen_graph_size=(
+      sizes.measure(frozen_graph_path) if frozen_graph_path else None
+    ),
+    frozen_graph_inputs=frozen.input_names if frozen else (),
+    frozen_graph_outputs=frozen.output_names if frozen else (),
+  )
 
+
+def _strip_signatures(loaded, pruning, keys, saved_model_dir):
+  """Strips each signature of `loaded`: (`StrippedModel`, {key: stripped}).
+
+  Raises:
+    NoPruningVariablesError: no signature computes a masked weight.
+  """
   functions, stripped_by_key, copies = {}, {}, VariableCopies()
   for key in keys:
     cf = loaded.signatures[key]
@@ -260,35 +294,11 @@ def strip_saved_model(
   parameters = {}
   for s in stripped_by_key.values():
     parameters.update(s.parameters)
-  report = strip_report.make_report(folded, parameters, tuple(keys))
+  report = report_lib.make_report(folded, parameters, tuple(keys))
   module = StrippedModel(
     signature_functions=functions, report=report, variables=copies.variables
   )
-
-  with staging.Staging(overwrite, _OVERWRITE_HINT) as stage:
-    tmp_dir = stage.directory(output_dir)
-    module.save(tmp_dir)
-    if verify:
-      verify_signatures(loaded, tmp_dir, keys)
-    if tflite_path:
-      write_tflite(tmp_dir, keys, stage.file(tflite_path))
-    if frozen_graph_path:
-      with open(stage.file(frozen_graph_path), 'wb') as f:
-        f.write(stripped_by_key[frozen_key].graph_def.SerializeToString())
-    stage.commit()
-
-  frozen = stripped_by_key.get(frozen_key)
-  return dataclasses.replace(
-    report,
-    input_size=sizes.measure(saved_model_dir),
-    output_size=sizes.measure(output_dir),
-    tflite_size=sizes.measure(tflite_path) if tflite_path else None,
-    frozen_graph_size=(
-      sizes.measure(frozen_graph_path) if frozen_graph_path else None
-    ),
-    frozen_graph_inputs=frozen.input_names if frozen else (),
-    frozen_graph_outputs=frozen.output_names if frozen else (),
-  )
+  return module, stripped_by_key
 
 
 def write_tflite(
@@ -314,60 +324,6 @@ def write_tflite(
     ) from e
   with open(path, 'wb') as f:
     f.write(flatbuffer)
-
-
-def verify_signatures(
-  original,
-  stripped_dir: str,
-  keys: Sequence[str],
-  rtol: float = 1e-4,
-  atol: float = 1e-5,
-) -> None:
-  """Checks that each stripped signature computes what the original does.
-
-  Runs both on the same random inputs (batch 2 for unknown dimensions);
-  signatures with non-numeric inputs or inputs of unknown rank are skipped.
-
-  Raises:
-    FoldError: outputs differ (this is a bug of graph_prune).
-  """
-  stripped = tf.saved_model.load(stripped_dir)
-  rng = np.random.RandomState(0)
-  for key in keys:
-    want_fn = original.signatures[key]
-    got_fn = stripped.signatures[key]
-    inputs = _random_inputs(want_fn.structured_input_signature[1], rng)
-    if inputs is None:
-      continue
-    want, got = want_fn(**inputs), got_fn(**inputs)
-    for name in sorted(want):
-      a, b = np.asarray(want[name]), np.asarray(got[name])
-      if a.shape != b.shape or not np.allclose(a, b, rtol=rtol, atol=atol):
-        diff = (
-          np.max(np.abs(a - b))
-          if a.shape == b.shape
-          else f'shape {b.shape} instead of {a.shape}'
-        )
-        raise errors.FoldError(
-          f'The stripped signature {key!r} differs from the input on output '
-          f'{name!r} (max difference {diff}); please report this bug.'
-        )
-
-
-def _random_inputs(specs, rng):
-  inputs = {}
-  for name, spec in specs.items():
-    if spec.shape.rank is None:
-      return None
-    shape = [2 if d is None else d for d in spec.shape]
-    if spec.dtype.is_floating:
-      value = rng.standard_normal(shape)
-    elif spec.dtype.is_integer or spec.dtype.is_bool:
-      value = np.zeros(shape)
-    else:
-      return None
-    inputs[name] = tf.constant(value, spec.dtype)
-  return inputs
 
 
 def _select_signatures(loaded, path, signature_keys):

@@ -4,29 +4,28 @@
     fn = rebuild(stripped, concrete_function, input_signature, copies)
 
 `graph_prune.export.strip.strip` runs this for a live `PrunedModel` (its
-`__call__`) and
-for each signature of a SavedModel of one. `strip_function` freezes the
-concrete function, every variable becoming a Const
-(`_tf_internal.freeze_function`); folds each masked weight
-`Mul(weight, mask)` into one Const (`folding.fold_masked_weights`); drops
+`__call__`) and for each signature of a SavedModel of one. `strip_function`
+freezes the concrete function, every variable becoming a Const
+(`_tf_internal.freeze_function`), then runs the strip passes, checking the
+graph before and after each (`graph_ir.check_valid`): `fold_masks` folds
+each masked weight `Mul(weight, mask)` into one Const; `drop_unused` drops
 everything no output needs, which takes the masks with it (the model's
-function never reads thresholds or the step; `unreachable`); and checks that
-the graph holds no variable op, no mask and no `masked_weight` Mul
-(`folding.check_stripped`). `rebuild` makes a `tf.function` that imports the
-GraphDef; a `StrippedModel` holds one per signature.
+function never reads thresholds or the step). Last it checks that the graph
+holds no variable op, no mask and no `masked_weight` Mul
+(`fold_checks.check_stripped`). `rebuild` makes a `tf.function` that imports
+the GraphDef; a `StrippedModel` holds one per signature.
 
 Masked weights become constants; every other weight (biases, norms, moving
 statistics) stays a variable: a copy, owned by the `StrippedModel`, of its
 value when `strip` ran (the stripped model does not follow later training
 of the original; strip again). Why not constants too: Grappler would then
 see their values when the function is instantiated and simplify with them,
-so the stripped graph would not run as the dense one does. Measured: with
-constant zero biases (an untrained Keras Dense), Grappler drops
-`BiasAdd(x, 0)`, which stops MatMul+BiasAdd+Relu from fusing, and the
-784-1000-1000-500-200-10 MLP ran 1.35-1.6x slower than dense at batch 1
-(with non-zero constant biases, 0.94-0.96x); with the biases as variables,
-the graph is the dense graph with constant kernels and runs as fast
-(bench/export_size.py). What that means:
+so the stripped graph would not run as the dense one does: with constant
+zero biases (an untrained Keras Dense), Grappler drops `BiasAdd(x, 0)`, which
+stops MatMul+BiasAdd+Relu from fusing, and an MLP runs slower than dense at
+batch 1; with the biases as variables, the graph is the dense graph with
+constant kernels and runs as fast (bench/export_size.py; measured:
+BUILD_NOTES, 'Measurements behind the code'). What that means:
   * The SavedModel holds the folded weights in `saved_model.pb` and the
     others in `variables/`: the same bytes as the dense model's checkpoint.
   * Signatures that share a masked weight each hold a copy of it (one
@@ -39,7 +38,7 @@ the graph is the dense graph with constant kernels and runs as fast
 
 import dataclasses
 import itertools
-from typing import Any, Dict, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Sequence, Tuple
 
 from absl import logging
 import numpy as np
@@ -47,21 +46,15 @@ import tensorflow as tf
 
 from graph_prune import _tf_internal
 from graph_prune import errors
-from graph_prune.passes import drop_unused as unreachable
-from graph_prune.passes import fold_masks as folding
+from graph_prune.passes import drop_unused
+from graph_prune.passes import fold_checks
+from graph_prune.passes import fold_masks
+from graph_prune.passes import graph_ir
 from graph_prune.passes.fold_masks import FoldedWeight
+from graph_prune.untracked import Untracked
 
 # Makes names of rewritten functions and import scopes unique per process.
 _call_ids = itertools.count(1)
-
-
-class _Untracked:
-  """Holds a value out of sight of tf.Module tracking and SavedModel."""
-
-  __slots__ = ('value',)
-
-  def __init__(self, value):
-    self.value = value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,10 +75,12 @@ class PruningVariables:
     masks, others = {}, {}
     for owner in owners:
       for mask in owner.masks:
-        masks[id(mask.handle)] = _weight_name(mask)
+        name = graph_ir.variable_name(mask)
+        weight = graph_ir.weight_of_mask(name)
+        masks[id(mask.handle)] = name if weight is None else weight
       variables = list(owner.thresholds) + [owner.last_mask_update_step]
       for variable in variables:
-        others[id(variable.handle)] = variable_name(variable)
+        others[id(variable.handle)] = graph_ir.variable_name(variable)
     return cls(masks, others)
 
 
@@ -138,7 +133,7 @@ class StrippedModel(tf.Module):
       # As in PrunedModel: SavedModel exports this instance attribute as the
       # loaded object's __call__.
       self.__call__ = call
-    self._signatures = _Untracked(dict(signature_functions or {}))
+    self._signatures = Untracked(dict(signature_functions or {}))
     self.report = report
 
   def __call__(self, *args):  # pylint: disable=method-hidden
@@ -181,52 +176,32 @@ def strip_function(
       something of the pruning is left (e.g. a function that returns a
       threshold).
   """
-  cf = concrete_function
-  variables = {id(v.handle): v for v in cf.variables}
-  mask_consts, pruning_consts, variable_consts = {}, {}, {}
-  for external, internal in cf.graph.captures:
-    key = id(external)
-    placeholder = internal.op.name
-    if key in pruning.masks:
-      mask_consts[placeholder] = pruning.masks[key]
-      pruning_consts[placeholder] = pruning.masks[key] + folding.MASK_SUFFIX
-    elif key in pruning.others:
-      pruning_consts[placeholder] = pruning.others[key]
-    elif key in variables:
-      variable_consts[placeholder] = variables[key]
+  consts = _captured_consts(concrete_function, pruning)
   try:
-    frozen = _tf_internal.freeze_function(cf)
+    frozen = _tf_internal.freeze_function(concrete_function)
   except (ValueError, TypeError, tf.errors.OpError) as e:
     raise errors.FoldError(
       f'Cannot freeze {what} into constants: {first_line(e)}'
     ) from e
-  graph_def = frozen.graph.as_graph_def()
   input_names = tuple(t.name for t in frozen.inputs)
   output_names = tuple(t.name for t in frozen.outputs)
   suffix = f'stripped_{next(_call_ids)}'
-  graph_def, folded = folding.fold_masked_weights(
-    graph_def, mask_consts, suffix=suffix
+  passes = (
+    _Pass(
+      'fold_masks',
+      lambda g: fold_masks.fold_masked_weights(g, consts.masks, suffix),
+    ),
+    _Pass('drop_unused', lambda g: drop_unused.drop_unused(g, output_names)),
   )
-  graph_def = unreachable.prune_unreachable(graph_def, output_names)
-  folding.check_stripped(graph_def, pruning_consts, what)
+  graph_def, results = _run_passes(frozen.graph.as_graph_def(), passes, what)
+  fold_checks.check_stripped(graph_def, consts.pruning, what)
   for fdef in graph_def.library.function:
     # Functions the pass rewrote are new to the runtime; import_graph_def
     # only tells the Python graph about them.
     if fdef.signature.name.endswith('_' + suffix):
       _tf_internal.register_function_def(fdef)
-  parameters, kept = {}, {}
-  folded_nodes = {w.node: w for w in folded}
-  for node in graph_def.node:
-    if node.name in folded_nodes:
-      w = folded_nodes[node.name]
-      parameters[w.name] = (w.size, w.nonzeros)
-    elif node.name in variable_consts:
-      kept[node.name] = variable_consts[node.name]
-      value = tf.make_ndarray(node.attr['value'].tensor)
-      parameters[variable_name(kept[node.name])] = (
-        int(value.size),
-        int(np.count_nonzero(value)),
-      )
+  folded = results['fold_masks'].report
+  parameters, kept = _parameters(graph_def, folded, consts.variables)
   for w in folded:
     logging.info(
       'graph_prune: folded %s %s into a constant, sparsity %.4f',
@@ -237,6 +212,78 @@ def strip_function(
   return StrippedFunction(
     graph_def, input_names, output_names, folded, parameters, kept
   )
+
+
+class _Consts(NamedTuple):
+  """The placeholders of a function's captures, by what they capture.
+
+  Each maps a placeholder's node name (the Const it becomes when frozen) to:
+  `masks` the name of the weight the mask multiplies, `pruning` the name of
+  the pruning variable (masks, thresholds, step), `variables` the variable.
+  """
+
+  masks: Dict[str, str]
+  pruning: Dict[str, str]
+  variables: Dict[str, Any]
+
+
+def _captured_consts(cf, pruning: PruningVariables) -> _Consts:
+  variables = {id(v.handle): v for v in cf.variables}
+  consts = _Consts({}, {}, {})
+  for external, internal in cf.graph.captures:
+    key = id(external)
+    placeholder = internal.op.name
+    if key in pruning.masks:
+      consts.masks[placeholder] = pruning.masks[key]
+      consts.pruning[placeholder] = graph_ir.mask_name(pruning.masks[key])
+    elif key in pruning.others:
+      consts.pruning[placeholder] = pruning.others[key]
+    elif key in variables:
+      consts.variables[placeholder] = variables[key]
+  return consts
+
+
+class _Pass(NamedTuple):
+  """A strip pass: its name and GraphDef -> `graph_ir.PassResult`."""
+
+  name: str
+  run: Callable[[Any], graph_ir.PassResult]
+
+
+def _run_passes(graph_def, passes: Sequence[_Pass], what: str):
+  """Runs `passes` in order, checking the graph before and after each.
+
+  As TF's `optimize_for_inference` does (`ensure_graph_is_valid`).
+
+  Returns:
+    (the last pass's GraphDef, pass name -> its `PassResult`).
+  """
+  graph_ir.check_valid(graph_def, f'freezing {what}')
+  results = {}
+  for p in passes:
+    result = p.run(graph_def)
+    graph_def = result.graph
+    graph_ir.check_valid(graph_def, f'pass {p.name!r} on {what}')
+    results[p.name] = result
+  return graph_def, results
+
+
+def _parameters(graph_def, folded, variable_consts):
+  """(name -> (size, non-zeros) of each frozen weight, Const -> variable)."""
+  parameters, kept = {}, {}
+  folded_nodes = {w.node: w for w in folded}
+  for node in graph_def.node:
+    if node.name in folded_nodes:
+      w = folded_nodes[node.name]
+      parameters[w.name] = (w.size, w.nonzeros)
+    elif node.name in variable_consts:
+      kept[node.name] = variable_consts[node.name]
+      value = tf.make_ndarray(node.attr['value'].tensor)
+      parameters[graph_ir.variable_name(kept[node.name])] = (
+        int(value.size),
+        int(np.count_nonzero(value)),
+      )
+  return parameters, kept
 
 
 class VariableCopies:
@@ -258,7 +305,7 @@ class VariableCopies:
     if key not in self._copies:
       self._copies[key] = tf.Variable(
         value,
-        name=variable_name(original),
+        name=graph_ir.variable_name(original),
         trainable=bool(getattr(original, 'trainable', False)),
       )
     return self._copies[key]
@@ -289,39 +336,9 @@ def rebuild(
   """
   cf = concrete_function
   input_names = stripped.input_names
-  variables = {}
-  for const, original in stripped.variables.items():
-    node = next(n for n in stripped.graph_def.node if n.name == const)
-    variables[f'{const}:0'] = copies.copy_of(
-      original, tf.make_ndarray(node.attr['value'].tensor)
-    )
-  # The inputs' Placeholders and the variables' Consts are left out:
-  # input_map feeds their consumers.
-  fed = {name.split(':')[0] for name in input_names} | set(stripped.variables)
-  graph_def = type(stripped.graph_def)()
-  graph_def.CopyFrom(stripped.graph_def)
-  nodes = [
-    n
-    for n in graph_def.node
-    if not (n.op in ('Placeholder', 'Const') and n.name in fed)
-  ]
-  present = {n.name for n in stripped.graph_def.node}
-  del graph_def.node[:]
-  graph_def.node.extend(nodes)
-  # The function's outputs are its structure's tensors, in flat order (a
-  # loaded signature's structure holds TensorSpecs); other leaves (None,
-  # Python numbers) are returned as they are.
-  flat_structure = tf.nest.flatten(
-    cf.structured_outputs, expand_composites=True
-  )
-  is_output = [
-    isinstance(t, (tf.Tensor, tf.TensorSpec)) for t in flat_structure
-  ]
-  if sum(is_output) != len(stripped.output_names):
-    raise errors.StripError(
-      f'Cannot rebuild {cf.name}: its output structure has {sum(is_output)} '
-      f'tensors but the function {len(stripped.output_names)} outputs.'
-    )
+  variables = _variable_reads(stripped, copies)
+  graph_def, present = _importable_graph(stripped)
+  flat_structure, is_output = _output_layout(cf, stripped)
   scope = f'stripped_{next(_call_ids)}'
 
   def call(*args):
@@ -329,7 +346,7 @@ def rebuild(
     input_map = {
       name: t
       for name, t in zip(input_names, flat_args)
-      if name.split(':')[0] in present
+      if graph_ir.node_name(name) in present
     }
     input_map.update((name, v.read_value()) for name, v in variables.items())
     results = tf.graph_util.import_graph_def(
@@ -352,6 +369,60 @@ def rebuild(
   )
 
 
+def _variable_reads(stripped: StrippedFunction, copies: VariableCopies):
+  """Tensor name of each frozen other variable -> its copy in `copies`."""
+  variables = {}
+  for const, original in stripped.variables.items():
+    node = next(n for n in stripped.graph_def.node if n.name == const)
+    variables[f'{const}:0'] = copies.copy_of(
+      original, tf.make_ndarray(node.attr['value'].tensor)
+    )
+  return variables
+
+
+def _importable_graph(stripped: StrippedFunction):
+  """(The GraphDef to import, the names of the stripped graph's nodes).
+
+  The inputs' Placeholders and the variables' Consts are left out:
+  input_map feeds their consumers.
+  """
+  fed = {graph_ir.node_name(name) for name in stripped.input_names} | set(
+    stripped.variables
+  )
+  graph_def = type(stripped.graph_def)()
+  graph_def.CopyFrom(stripped.graph_def)
+  nodes = [
+    n
+    for n in graph_def.node
+    if not (n.op in ('Placeholder', 'Const') and n.name in fed)
+  ]
+  present = {n.name for n in stripped.graph_def.node}
+  del graph_def.node[:]
+  graph_def.node.extend(nodes)
+  return graph_def, present
+
+
+def _output_layout(cf, stripped: StrippedFunction):
+  """(The flat output structure, whether each leaf is a function output).
+
+  The function's outputs are its structure's tensors, in flat order (a
+  loaded signature's structure holds TensorSpecs); other leaves (None,
+  Python numbers) are returned as they are.
+  """
+  flat_structure = tf.nest.flatten(
+    cf.structured_outputs, expand_composites=True
+  )
+  is_output = [
+    isinstance(t, (tf.Tensor, tf.TensorSpec)) for t in flat_structure
+  ]
+  if sum(is_output) != len(stripped.output_names):
+    raise errors.StripError(
+      f'Cannot rebuild {cf.name}: its output structure has {sum(is_output)} '
+      f'tensors but the function {len(stripped.output_names)} outputs.'
+    )
+  return flat_structure, is_output
+
+
 def signature_input_specs(concrete_function) -> Tuple[tf.TensorSpec, ...]:
   """Positional specs, named by keyword, for a signature-style function.
 
@@ -365,18 +436,6 @@ def signature_input_specs(concrete_function) -> Tuple[tf.TensorSpec, ...]:
     tf.TensorSpec(spec.shape, spec.dtype, name=key)
     for key, spec in sorted(kwargs.items())
   )
-
-
-def _weight_name(mask) -> str:
-  name = variable_name(mask)
-  if name.endswith(folding.MASK_SUFFIX):
-    return name[: -len(folding.MASK_SUFFIX)]
-  return name
-
-
-def variable_name(variable) -> str:
-  name = variable.name
-  return name[:-2] if name.endswith(':0') else name
 
 
 def first_line(error) -> str:

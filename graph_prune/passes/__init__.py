@@ -1,11 +1,13 @@
 """The graph pass: find prunable weights, replace each by `weight * mask`.
 
 scan = find_weights(traced, do_not_prune)        # what can be pruned
-fn, report = insert_masks(traced, {name: mask})  # the rewritten function
+result = insert_masks(traced, {name: mask})      # a PassResult
+fn, report = result.graph, result.report         # the rewritten function
 """
 
+from graph_prune.passes.graph_ir import MASKED_WEIGHT_SUFFIX
+from graph_prune.passes.graph_ir import PassResult
 from graph_prune.passes.insert import insert_masks
-from graph_prune.passes.insert import MASKED_WEIGHT_SUFFIX
 from graph_prune.passes.insert import MaskedWeight
 from graph_prune.passes.insert import RewriteReport
 from graph_prune.passes.scan import find_weights
@@ -19,6 +21,7 @@ __all__ = [
   'insert_masks',
   'require_candidates',
   'MaskedWeight',
+  'PassResult',
   'RewriteReport',
   'Skipped',
   'WeightScan',

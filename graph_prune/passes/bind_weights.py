@@ -46,7 +46,7 @@ from tensorflow.core.framework import node_def_pb2
 from tensorflow.core.framework import types_pb2
 
 from graph_prune import errors
-from graph_prune.passes import graph_ir as fdefs
+from graph_prune.passes import graph_ir
 from graph_prune.passes import inline
 from graph_prune.passes import rules
 
@@ -70,10 +70,10 @@ class Value:
 class FunctionRewriter:
   """Rewrites FunctionDefs of one library; one instance per pass call."""
 
-  def __init__(self, library: fdefs.Library, suffix: str):
+  def __init__(self, library: graph_ir.Library, suffix: str):
     """Args: library (name -> FunctionDef, not modified); suffix for names."""
     self._library = library
-    self._suffix = suffix
+    self.suffix = suffix
     self._memo = {}
     self._names = set(library)
     self.new_functions: List[function_pb2.FunctionDef] = []
@@ -109,7 +109,7 @@ class FunctionRewriter:
         )
       rule(self, node, positions, renames, extra_nodes, where)
     f.node_def.extend(extra_nodes)
-    fdefs.rename_refs(f, renames)
+    graph_ir.rename_refs(f, renames)
 
     for i, value in args.items():
       f.signature.input_arg[i].type = value.dtype
@@ -122,9 +122,9 @@ class FunctionRewriter:
       if i in f.resource_arg_unique_id:
         del f.resource_arg_unique_id[i]
     outputs = {}
-    names = set(fdefs.arg_names(f))
+    names = set(graph_ir.arg_names(f))
     for k, out_arg in enumerate(f.signature.output_arg):
-      ref = fdefs.parse_ref(f.ret[out_arg.name], names)
+      ref = graph_ir.parse_ref(f.ret[out_arg.name], names)
       if ref in affected:
         out_arg.type = affected[ref].dtype
         outputs[k] = affected[ref]
@@ -144,11 +144,11 @@ class FunctionRewriter:
         raise errors.GraphRewriteError(
           f'Function {name!r} is not in the graph library; cannot rewrite it.'
         )
-      new_name = f'{name}_{self._suffix}'
+      new_name = f'{name}_{self.suffix}'
       i = 1
       while new_name in self._names:
         i += 1
-        new_name = f'{name}_{self._suffix}_{i}'
+        new_name = f'{name}_{self.suffix}_{i}'
       self._names.add(new_name)
       f, outputs = self.rewrite(self._library[name], args, new_name)
       self.new_functions.append(f)
@@ -158,11 +158,11 @@ class FunctionRewriter:
 
   def _propagate(self, f, args):
     """Where the handles go: ({resource Ref: Value}, {node: {pos: Value}})."""
-    consumers = fdefs.Consumers(f)
-    names = fdefs.arg_names(f)
+    consumers = graph_ir.Consumers(f)
+    names = graph_ir.arg_names(f)
     affected = {}
     per_node = {}
-    work = [(fdefs.Ref(names[i]), v) for i, v in sorted(args.items())]
+    work = [(graph_ir.Ref(names[i]), v) for i, v in sorted(args.items())]
     while work:
       ref, value = work.pop()
       if ref in affected:
@@ -171,7 +171,7 @@ class FunctionRewriter:
       for node, position in consumers.of(ref):
         per_node.setdefault(node.name, {})[position] = value
         for out in self._passed_outputs(node, position):
-          work.append((fdefs.output_ref(node, out, self._library), value))
+          work.append((graph_ir.output_ref(node, out, self._library), value))
     return affected, per_node
 
   def _passed_outputs(self, node, position):
@@ -186,7 +186,7 @@ class FunctionRewriter:
     targets, arg = flow
     outs = set()
     for _, _, fname in targets:
-      outs.update(fdefs.returned_args(self._library[fname]).get(arg, ()))
+      outs.update(graph_ir.returned_args(self._library[fname]).get(arg, ()))
     return sorted(outs)
 
 
@@ -245,14 +245,14 @@ def _remove_read_only(node, positions):
 
 def _while(rw, node, positions, renames, extra_nodes, where):
   del renames, extra_nodes
-  for attr in ('cond', 'body'):
-    new_name, outputs = rw.rewrite_callee(node.attr[attr].func.name, positions)
+  for attr, index, fname in graph_ir.function_attrs(node, ('cond', 'body')):
+    new_name, outputs = rw.rewrite_callee(fname, positions)
     if attr == 'body' and outputs != positions:
       raise errors.GraphRewriteError(
         f'While loop {node.name!r} in {where} does not pass the weight '
         'handle through unchanged; cannot rewrite it.'
       )
-    node.attr[attr].func.name = new_name
+    graph_ir.set_called_function(node, attr, index, new_name)
   for i, value in positions.items():
     node.attr['T'].list.type[i] = value.dtype
     if 'output_shapes' in node.attr and node.attr['output_shapes'].list.shape:
@@ -278,10 +278,7 @@ def _branches(rw, node, positions, renames, extra_nodes, where):
         'at different outputs; cannot rewrite it.'
       )
     outputs = outs
-    if index < 0:
-      node.attr[attr].func.name = new_name
-    else:
-      node.attr[attr].list.func[index].name = new_name
+    graph_ir.set_called_function(node, attr, index, new_name)
   for i, value in args.items():
     node.attr['Tin'].list.type[i] = value.dtype
   for k, value in (outputs or {}).items():

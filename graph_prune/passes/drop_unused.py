@@ -1,6 +1,6 @@
 """Dropping what no output of a GraphDef needs.
 
-`prune_unreachable(graph_def, outputs)` keeps the nodes the outputs depend
+`drop_unused(graph_def, outputs)` keeps the nodes the outputs depend
 on (through data and control edges) and the library functions those call,
 after dropping control edges that order nothing: edges from stateless nodes
 that depend only on stateless nodes, such as the frozen reads of weights and
@@ -10,15 +10,30 @@ masks and the NoOps that Grappler's function inlining leaves to order them.
   after:  y = Identity(x)
 """
 
-from typing import Sequence, Set
-
-from tensorflow.core.framework import graph_pb2
+import dataclasses
+from typing import Sequence, Set, Tuple
 
 from graph_prune import _tf_internal
-from graph_prune.passes import graph_ir as fdefs
+from graph_prune.passes import graph_ir
 
 
-def prune_unreachable(graph_def, outputs: Sequence[str]) -> graph_pb2.GraphDef:
+@dataclasses.dataclass(frozen=True)
+class Dropped:
+  """What `drop_unused` removed.
+
+  Attributes:
+    nodes: names of the dropped top-level nodes, in graph order.
+    functions: names of the dropped library functions, in library order.
+    control_edges: how many control edges that order nothing it dropped
+      (see the module docstring), counted before dropping nodes.
+  """
+
+  nodes: Tuple[str, ...]
+  functions: Tuple[str, ...]
+  control_edges: int
+
+
+def drop_unused(graph_def, outputs: Sequence[str]) -> graph_ir.PassResult:
   """Keeps only the nodes and functions the outputs need.
 
   See the module docstring.
@@ -28,42 +43,64 @@ def prune_unreachable(graph_def, outputs: Sequence[str]) -> graph_pb2.GraphDef:
     outputs: tensor or node names of the outputs.
 
   Returns:
-    The pruned GraphDef.
+    A `PassResult`: the new GraphDef and a `Dropped` report.
   """
-  copy = graph_pb2.GraphDef()
-  copy.CopyFrom(graph_def)
-  graph_def = copy
+  graph_def = graph_ir.copy_graph_def(graph_def)
   by_name = {n.name: n for n in graph_def.node}
-  stateless = _stateless_closure(graph_def.node, by_name)
-  for node in graph_def.node:
-    kept = [
-      t for t in node.input if not (t.startswith('^') and t[1:] in stateless)
-    ]
-    if len(kept) != len(node.input):
-      del node.input[:]
-      node.input.extend(kept)
-  needed, frontier = set(), [_node_name(o) for o in outputs]
-  while frontier:
-    name = frontier.pop()
-    if name in needed or name not in by_name:
-      continue
-    needed.add(name)
-    frontier.extend(_node_name(t) for t in by_name[name].input)
+  edges = _drop_ordering_edges(graph_def, by_name)
+  needed = _needed(outputs, by_name)
   nodes = [n for n in graph_def.node if n.name in needed]
+  dropped_nodes = tuple(n.name for n in graph_def.node if n.name not in needed)
   del graph_def.node[:]
   graph_def.node.extend(nodes)
   library = {f.signature.name: f for f in graph_def.library.function}
-  called = sorted({fname for n in nodes for _, fname in _called(n, library)})
-  keep = set(fdefs.reachable(called, library))
+  called = sorted(
+    {fname for n in nodes for _, fname in graph_ir.called_functions(n, library)}
+  )
+  keep = set(graph_ir.reachable(called, library))
   functions = [
     f for f in graph_def.library.function if f.signature.name in keep
   ]
+  dropped_functions = tuple(
+    f.signature.name
+    for f in graph_def.library.function
+    if f.signature.name not in keep
+  )
   del graph_def.library.function[:]
   graph_def.library.function.extend(functions)
   gradients = [g for g in graph_def.library.gradient if g.function_name in keep]
   del graph_def.library.gradient[:]
   graph_def.library.gradient.extend(gradients)
-  return graph_def
+  report = Dropped(dropped_nodes, dropped_functions, edges)
+  changed = bool(dropped_nodes or dropped_functions or edges)
+  return graph_ir.PassResult(graph_def, report, changed)
+
+
+def _drop_ordering_edges(graph_def, by_name) -> int:
+  """Drops control edges from stateless closures, in place; returns how many."""
+  stateless = _stateless_closure(graph_def.node, by_name)
+  dropped = 0
+  for node in graph_def.node:
+    kept = [
+      t for t in node.input if not (t.startswith('^') and t[1:] in stateless)
+    ]
+    if len(kept) != len(node.input):
+      dropped += len(node.input) - len(kept)
+      del node.input[:]
+      node.input.extend(kept)
+  return dropped
+
+
+def _needed(outputs, by_name) -> Set[str]:
+  """Names of the nodes the outputs depend on (data and control edges)."""
+  needed, frontier = set(), [graph_ir.node_name(o) for o in outputs]
+  while frontier:
+    name = frontier.pop()
+    if name in needed or name not in by_name:
+      continue
+    needed.add(name)
+    frontier.extend(graph_ir.node_name(t) for t in by_name[name].input)
+  return needed
 
 
 def _stateless_closure(nodes, by_name) -> Set[str]:
@@ -79,7 +116,7 @@ def _stateless_closure(nodes, by_name) -> Set[str]:
       if node is None:
         state[name] = 2
         continue
-      inputs = [_node_name(t) for t in node.input]
+      inputs = [graph_ir.node_name(t) for t in node.input]
       if not expanded:
         if state.get(name) == 1:
           continue  # a cycle (not in a TF2 graph): leave it stateful
@@ -96,15 +133,3 @@ def _stateless_closure(nodes, by_name) -> Set[str]:
         result.add(name)
       state[name] = 2
   return result
-
-
-def _node_name(text: str) -> str:
-  return text.lstrip('^').split(':')[0]
-
-
-def _called(node, library):
-  """(attr, function name) pairs of a node, plus ('', op) for a direct call."""
-  called = fdefs.called_functions(node)
-  if node.op in library:
-    called.append(('', node.op))
-  return called

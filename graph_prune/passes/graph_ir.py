@@ -23,7 +23,7 @@ naming convention to handle. In a FunctionDef a tensor is named
 
 import collections
 import dataclasses
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from tensorflow.core.framework import function_pb2
 from tensorflow.core.framework import graph_pb2
@@ -63,6 +63,48 @@ def weight_of_mask(name: str) -> Optional[str]:
   """The weight a mask variable name belongs to, or None for another name."""
   name = name[:-2] if name.endswith(':0') else name
   return name[: -len(MASK_SUFFIX)] if name.endswith(MASK_SUFFIX) else None
+
+
+def is_masked_weight(node) -> bool:
+  """Whether `node` is a `Mul` named `[<scope>/]<weight>/masked_weight`."""
+  return node.op == 'Mul' and node.name.endswith(MASKED_WEIGHT_SUFFIX)
+
+
+def weight_of_masked(name: str) -> Optional[str]:
+  """`[<scope>/]<weight>` of a masked weight node's name, or None."""
+  if not name.endswith(MASKED_WEIGHT_SUFFIX):
+    return None
+  return name[: -len(MASKED_WEIGHT_SUFFIX)]
+
+
+def node_name(text: str) -> str:
+  """The node (or argument) a tensor or input name refers to.
+
+  'n', 'n:0', 'n:output:0' and '^n' all refer to node 'n'.
+  """
+  return text.lstrip('^').split(':')[0]
+
+
+def variable_name(variable) -> str:
+  """A variable's name without its output suffix, e.g. 'dense/kernel'."""
+  return node_name(variable.name)
+
+
+@dataclasses.dataclass(frozen=True)
+class PassResult:
+  """What a graph pass returns.
+
+  Attributes:
+    graph: the new graph: a GraphDef, a FunctionDef or a `tf.function`,
+      per pass (the pass's input is never modified).
+    report: what the pass did, pass-specific.
+    changed: whether `graph` computes differently from the input (masks
+      inserted, weights folded, nodes dropped).
+  """
+
+  graph: Any
+  report: Any
+  changed: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,28 +202,73 @@ def returned_args(fdef) -> Dict[int, List[int]]:
   return result
 
 
+def rename_inputs(nodes, mapping: Mapping[str, str]):
+  """Replaces data/control input names of `nodes` per `mapping`, in place."""
+  for node in nodes:
+    for i, text in enumerate(node.input):
+      if text in mapping:
+        node.input[i] = mapping[text]
+
+
 def rename_refs(fdef, mapping: Mapping[str, str]):
   """Replaces data/control input names and returns per `mapping`, in place."""
   if not mapping:
     return
-  for node in fdef.node_def:
-    for i, text in enumerate(node.input):
-      if text in mapping:
-        node.input[i] = mapping[text]
+  rename_inputs(fdef.node_def, mapping)
   for key, text in list(fdef.ret.items()):
     if text in mapping:
       fdef.ret[key] = mapping[text]
 
 
-def called_functions(node) -> List[Tuple[str, str]]:
-  """The (attr name, function name) pairs a node calls through func attrs."""
+def function_attrs(node, attrs=None) -> List[Tuple[str, int, str]]:
+  """The functions `node` calls through func attrs.
+
+  Args:
+    node: a NodeDef.
+    attrs: the attr names to read, in this order; None reads every attr.
+
+  Returns:
+    `(attr, list_index, function name)` triples; `list_index` is -1 for a
+    single func attr, the position in the list for a list of funcs (Case).
+  """
+  keys = node.attr.keys() if attrs is None else attrs
   called = []
-  for key, value in node.attr.items():
+  for key in keys:
+    value = node.attr.get(key)
+    if value is None:
+      continue
     if value.HasField('func') and value.func.name:
-      called.append((key, value.func.name))
+      called.append((key, -1, value.func.name))
     elif value.HasField('list') and value.list.func:
-      called.extend((key, f.name) for f in value.list.func)
+      called.extend((key, i, f.name) for i, f in enumerate(value.list.func))
   return called
+
+
+def called_functions(node, library=()) -> List[Tuple[str, str]]:
+  """The (attr name, function name) pairs of the functions a node calls.
+
+  A node whose op type is a function of `library` calls it directly; it is
+  listed last, as ('', op).
+  """
+  called = [(key, name) for key, _, name in function_attrs(node)]
+  if node.op in library:
+    called.append(('', node.op))
+  return called
+
+
+def set_called_function(node, attr: str, list_index: int, name: str):
+  """Makes `node` call function `name` where it called one (see above)."""
+  if not attr:
+    node.op = name
+  elif list_index < 0:
+    node.attr[attr].func.name = name
+  else:
+    node.attr[attr].list.func[list_index].name = name
+
+
+def call_target(node, library: Library) -> str:
+  """The function a call node (PartitionedCall or direct call) calls."""
+  return node.op if node.op in library else node.attr['f'].func.name
 
 
 def reachable(names: Iterable[str], library: Library) -> List[str]:
@@ -193,15 +280,20 @@ def reachable(names: Iterable[str], library: Library) -> List[str]:
       return
     seen.add(name)
     for node in library[name].node_def:
-      for _, callee in called_functions(node):
+      for _, callee in called_functions(node, library):
         visit(callee)
-      if node.op in library:
-        visit(node.op)
     order.append(name)
 
   for name in names:
     visit(name)
   return order
+
+
+def copy_graph_def(graph_def) -> graph_pb2.GraphDef:
+  """A copy of `graph_def`, for a pass that must not modify its input."""
+  copy = graph_pb2.GraphDef()
+  copy.CopyFrom(graph_def)
+  return copy
 
 
 def to_graph_def(fdef, library: Library, input_shapes=None):
@@ -263,3 +355,38 @@ def _drop_unknown_colocation(node, known):
     node.attr['_class'].list.s.extend(entries)
   else:
     del node.attr['_class']
+
+
+def check_valid(graph_def, after: str) -> None:
+  """Raises unless every node input of `graph_def` names an existing node.
+
+  What TF's `optimize_for_inference` checks between its passes
+  (`ensure_graph_is_valid`), for the graph and each library function (whose
+  inputs may also name its arguments); node names must be unique.
+
+  Args:
+    graph_def: a GraphDef.
+    after: what produced it, for the message (e.g. "pass 'fold_masks'").
+
+  Raises:
+    GraphRewriteError: naming the first offending node.
+  """
+  bodies = [('the graph', graph_def.node, ())] + [
+    (f'function {f.signature.name!r}', f.node_def, arg_names(f))
+    for f in graph_def.library.function
+  ]
+  for where, nodes, args in bodies:
+    names = set(args)
+    for node in nodes:
+      if node.name in names:
+        raise errors.GraphRewriteError(
+          f'After {after}, {where} has two nodes named {node.name!r}.'
+        )
+      names.add(node.name)
+    for node in nodes:
+      for text in node.input:
+        if node_name(text) not in names:
+          raise errors.GraphRewriteError(
+            f'After {after}, node {node.name!r} in {where} reads {text!r}, '
+            'which is not in it.'
+          )

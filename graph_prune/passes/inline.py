@@ -17,10 +17,10 @@ Before/after (`y = call(x)`, the callee computes `r = Relu(a)`):
 from tensorflow.core.framework import node_def_pb2
 
 from graph_prune import errors
-from graph_prune.passes import graph_ir as fdefs
+from graph_prune.passes import graph_ir
 
 
-def inline_call(fdef, call_name: str, library: fdefs.Library) -> None:
+def inline_call(fdef, call_name: str, library: graph_ir.Library) -> None:
   """Replaces node `call_name` of `fdef` by the body of its callee, in place.
 
   Args:
@@ -34,38 +34,67 @@ def inline_call(fdef, call_name: str, library: fdefs.Library) -> None:
   """
   nodes = list(fdef.node_def)
   call = next(n for n in nodes if n.name == call_name)
-  callee_name = call.op if call.op in library else call.attr['f'].func.name
+  callee_name = graph_ir.call_target(call, library)
   if callee_name not in library:
     raise errors.GraphRewriteError(
       f'Function {callee_name!r} called by node {call_name!r} is not in the '
       'graph library; cannot inline it.'
     )
   callee = library[callee_name]
-  names_in_caller = {n.name for n in nodes} | set(fdefs.arg_names(fdef))
+  names_in_caller = {n.name for n in nodes} | set(graph_ir.arg_names(fdef))
   prefix = _unique_prefix(call_name, names_in_caller)
   data_inputs = [t for t in call.input if not t.startswith('^')]
   control_inputs = [t for t in call.input if t.startswith('^')]
-  callee_args = fdefs.arg_names(callee)
+  callee_args = graph_ir.arg_names(callee)
   if len(data_inputs) != len(callee_args):
     raise errors.GraphRewriteError(
       f'Node {call_name!r} passes {len(data_inputs)} inputs to '
       f'{callee_name!r}, which takes {len(callee_args)}; cannot inline it.'
     )
-  arg_value = dict(zip(callee_args, data_inputs))
-  arg_names = set(callee_args)
+  mapped = _input_mapper(dict(zip(callee_args, data_inputs)), prefix)
+  new_nodes = _copied_body(callee, prefix, mapped, control_inputs)
+  done = _done_node(callee, prefix)
+  new_nodes.append(done)
+  renames = {'^' + call_name: '^' + done.name}
+  out_names = [a.name for a in callee.signature.output_arg]
+  for k, out_name in enumerate(out_names):
+    target = mapped(callee.ret[out_name])
+    if call.op in library:
+      renames[f'{call_name}:{out_name}:0'] = target
+    else:
+      renames[f'{call_name}:output:{k}'] = target
+
+  kept = [n for n in nodes if n.name != call_name]
+  del fdef.node_def[:]
+  fdef.node_def.extend(kept + new_nodes)
+  graph_ir.rename_refs(fdef, renames)
+  for key, value in list(fdef.control_ret.items()):
+    if value == call_name:
+      fdef.control_ret[key] = done.name
+
+
+def _input_mapper(arg_value, prefix):
+  """Maps a callee input name to the caller's name for the same tensor."""
 
   def mapped(text):
     if text.startswith('^'):
       source = text[1:]
       if source in arg_value:
-        producer = arg_value[source].lstrip('^').split(':')[0]
-        return '^' + producer
+        return '^' + graph_ir.node_name(arg_value[source])
       return '^' + prefix + source
-    ref = fdefs.parse_ref(text, arg_names)
+    ref = graph_ir.parse_ref(text, arg_value)
     if ref.arg is None:
       return arg_value[ref.node]
     return f'{prefix}{ref.node}:{ref.arg}:{ref.index}'
 
+  return mapped
+
+
+def _copied_body(callee, prefix, mapped, control_inputs):
+  """The callee's nodes, renamed under `prefix`, reading the caller's tensors.
+
+  They wait for the call's control inputs through one NoOp gate.
+  """
   new_nodes = []
   gate = None
   if control_inputs:
@@ -83,34 +112,22 @@ def inline_call(fdef, call_name: str, library: fdefs.Library) -> None:
       control.append('^' + gate.name)
     new.input.extend(data + list(dict.fromkeys(control)))
     new_nodes.append(new)
+  return new_nodes
 
-  # Everything that waited on the call waits on the callee's side effects and
-  # outputs instead.
+
+def _done_node(callee, prefix):
+  """A NoOp after the callee's side effects and outputs.
+
+  Everything that waited on the call waits on it instead.
+  """
   done = node_def_pb2.NodeDef(name=prefix + '_inlined_outputs', op='NoOp')
   waits = [prefix + n for n in callee.control_ret.values()]
   for text in callee.ret.values():
-    ref = fdefs.parse_ref(text, arg_names)
+    ref = graph_ir.parse_ref(text, graph_ir.arg_names(callee))
     if ref.arg is not None:
       waits.append(prefix + ref.node)
   done.input.extend('^' + w for w in dict.fromkeys(waits))
-  new_nodes.append(done)
-
-  renames = {'^' + call_name: '^' + done.name}
-  out_names = [a.name for a in callee.signature.output_arg]
-  for k, out_name in enumerate(out_names):
-    target = mapped(callee.ret[out_name])
-    if call.op in library:
-      renames[f'{call_name}:{out_name}:0'] = target
-    else:
-      renames[f'{call_name}:output:{k}'] = target
-
-  kept = [n for n in nodes if n.name != call_name]
-  del fdef.node_def[:]
-  fdef.node_def.extend(kept + new_nodes)
-  fdefs.rename_refs(fdef, renames)
-  for key, value in list(fdef.control_ret.items()):
-    if value == call_name:
-      fdef.control_ret[key] = done.name
+  return done
 
 
 def _unique_prefix(call_name, taken):

@@ -1,14 +1,15 @@
 """Inserting `weight * mask` for every chosen weight of a traced graph.
 
-`insert_masks(traced, masks)` returns a new `tf.function` computing the
-traced computation with each masked weight replaced by `weight * mask`:
+`insert_masks(traced, masks)` returns a `PassResult` whose graph is a new
+`tf.function` computing the traced computation with each masked weight
+replaced by `weight * mask`:
 
   before:  h = <captured handle of kernel>;  y = MatMul(x, ReadVariableOp(h))
-  after:   y = MatMul(x, kernel/masked_weight)
+  after:   y = MatMul(x, kernel/masked_weight)   (graph_ir.masked_weight_name)
            where kernel/masked_weight = Mul(kernel.read_value(),
                                             mask.read_value())
 
-How: the traced function's FunctionDef is rewritten (functions.py) so that
+How: the traced function's FunctionDef is rewritten (bind_weights.py) so that
 the argument that received the weight's handle receives the masked value,
 through nested loops, branches and calls; it is turned into a GraphDef and
 imported into a new `tf.function` with `import_graph_def(input_map=...)`:
@@ -34,11 +35,10 @@ import tensorflow as tf
 from graph_prune import _tf_internal
 from graph_prune import distribute
 from graph_prune import errors
-from graph_prune.passes import bind_weights as functions
-from graph_prune.passes import graph_ir as fdefs
+from graph_prune.passes import bind_weights
+from graph_prune.passes import graph_ir
 from graph_prune.passes import scan
 
-MASKED_WEIGHT_SUFFIX = '/masked_weight'
 _IMPORT_SCOPE = 'pruned'
 # Makes names of rewritten functions unique per call within a process.
 _call_ids = itertools.count(1)
@@ -76,23 +76,28 @@ class RewriteReport:
   functions: Tuple[Tuple[str, str], ...]
 
 
-def insert_masks(traced, masks: Mapping[Any, Any], scan_result=None):
+def insert_masks(
+  traced, masks: Mapping[Any, Any], scan_result=None
+) -> graph_ir.PassResult:
   """Returns a `tf.function` computing `traced` with weights * masks.
 
   Args:
     traced: a `graph_prune.tracing.Traced`; not modified.
     masks: maps each weight to mask -> its mask `tf.Variable` of the same
-      shape and dtype, created by the caller (contrib named them
-      '<weight>/mask'). A key is the weight's name (`WeightUse.name`) or
-      `variable.ref()` of its `tf.Variable` (or of the Keras variable).
+      shape and dtype, created by the caller (named
+      `graph_ir.mask_name(weight)`). A key is the weight's name
+      (`WeightUse.name`) or `variable.ref()` of its `tf.Variable` (or of the
+      Keras variable).
     scan_result: the `WeightScan` from `find_weights(traced, ...)`, if the
-      caller has one: saves a second scan and keeps its skip reasons (e.g.
+      caller has one: the pass reuses the graph it read and the uses it
+      found instead of scanning again, and keeps its skip reasons (e.g.
       `do_not_prune`) in the report.
 
   Returns:
-    `(fn, report)`: `fn` is a `tf.function` with `traced.input_signature`,
-    `report` a `RewriteReport`. `fn` captures the original variables and the
-    masks; an object saving it (SavedModel/Checkpoint) must track both.
+    A `PassResult`: `graph` is a `tf.function` with
+    `traced.input_signature`, `report` a `RewriteReport`, `changed` whether
+    any weight was masked. The function captures the original variables and
+    the masks; an object saving it (SavedModel/Checkpoint) must track both.
 
   Raises:
     MaskError: a key of `masks` is not a prunable weight of `traced`, or a
@@ -100,51 +105,73 @@ def insert_masks(traced, masks: Mapping[Any, Any], scan_result=None):
     GraphRewriteError: the graph uses a weight in a way the pass cannot
       rewrite.
   """
-  cf = traced.concrete_function
-  infos = scan.analyse(traced)
-  prunable = scan.scan_infos(infos)
-  weights = scan_result or prunable
-  masks = _masks_by_name(masks, infos, traced.name)
+  analysis = _analysis_of(traced, scan_result)
+  prunable = scan.scan_analysis(analysis)
+  masks = _masks_by_name(masks, analysis.infos, traced.name)
   _check_masks(masks, {w.name: w for w in prunable.candidates}, traced.name)
-
   call_id = next(_call_ids)
-  suffix = f'graph_prune_{call_id}'
-  library = scan.library_of(cf)
-  rewriter = functions.FunctionRewriter(library, suffix)
-  masked_args = {}
-  for info in infos:
-    if info.name in masks:
-      v = info.variable
-      masked_args[info.arg_index] = functions.Value(
-        v.dtype.as_datatype_enum, tuple(v.shape.as_list())
-      )
-  top = cf.function_def
-  new_top, _ = rewriter.rewrite(
-    top, masked_args, f'{top.signature.name}_{suffix}'
+  rewriter = bind_weights.FunctionRewriter(
+    analysis.library, f'graph_prune_{call_id}'
   )
-  full_library = dict(library)
-  full_library.update((f.signature.name, f) for f in rewriter.new_functions)
-  graph_def, flat_name = fdefs.to_graph_def(new_top, full_library)
-  called = set()
-  for node in new_top.node_def:
-    called.update(name for _, name in fdefs.called_functions(node))
-    if node.op in full_library:
-      called.add(node.op)
-  for name in fdefs.reachable(sorted(called), full_library):
-    graph_def.library.function.add().CopyFrom(full_library[name])
-  for f in rewriter.new_functions:
-    _tf_internal.register_function_def(f)
-
+  new_top, graph_def, flat_name = _rewrite(analysis, masks, rewriter)
   fn = _build_function(
     traced,
-    infos,
+    analysis.infos,
     masks,
     new_top,
     graph_def,
     flat_name,
     f'{_IMPORT_SCOPE}_{call_id}',
   )
-  report = RewriteReport(
+  report = _report(prunable, scan_result or prunable, masks, rewriter)
+  return graph_ir.PassResult(fn, report, changed=bool(report.masked))
+
+
+def _analysis_of(traced, scan_result) -> scan.Analysis:
+  """The scan's analysis of `traced` if it has one, else a new one."""
+  analysis = getattr(scan_result, 'analysis', None)
+  if analysis is not None and (
+    analysis.concrete_function is traced.concrete_function
+  ):
+    return analysis
+  return scan.analyse(traced)
+
+
+def _rewrite(analysis, masks, rewriter):
+  """The rewritten FunctionDef, the GraphDef to import and its tensor names.
+
+  Returns:
+    (new FunctionDef, GraphDef with the functions it calls, `flat_name`
+    mapping a FunctionDef tensor name to the GraphDef's).
+  """
+  masked_args = {}
+  for info in analysis.infos:
+    if info.name in masks:
+      v = info.variable
+      masked_args[info.arg_index] = bind_weights.Value(
+        v.dtype.as_datatype_enum, tuple(v.shape.as_list())
+      )
+  top = analysis.top
+  new_top, _ = rewriter.rewrite(
+    top, masked_args, f'{top.signature.name}_{rewriter.suffix}'
+  )
+  full_library = dict(analysis.library)
+  full_library.update((f.signature.name, f) for f in rewriter.new_functions)
+  graph_def, flat_name = graph_ir.to_graph_def(new_top, full_library)
+  called = set()
+  for node in new_top.node_def:
+    called.update(
+      name for _, name in graph_ir.called_functions(node, full_library)
+    )
+  for name in graph_ir.reachable(sorted(called), full_library):
+    graph_def.library.function.add().CopyFrom(full_library[name])
+  for f in rewriter.new_functions:
+    _tf_internal.register_function_def(f)
+  return new_top, graph_def, flat_name
+
+
+def _report(prunable, weights, masks, rewriter) -> RewriteReport:
+  return RewriteReport(
     masked=tuple(
       MaskedWeight(name=w.name, shape=w.shape, consumers=w.consumers)
       for w in prunable.candidates
@@ -158,7 +185,6 @@ def insert_masks(traced, masks: Mapping[Any, Any], scan_result=None):
     ),
     functions=tuple(rewriter.renamed),
   )
-  return fn, report
 
 
 def _masks_by_name(masks, infos, what):
@@ -214,7 +240,7 @@ def _check_masks(masks, candidates, what):
 def _build_function(traced, infos, masks, new_top, graph_def, flat_name, scope):
   """The `tf.function` that imports the rewritten graph."""
   cf = traced.concrete_function
-  arg_names = fdefs.arg_names(new_top)
+  arg_names = graph_ir.arg_names(new_top)
   position = {id(t): i for i, t in enumerate(cf.graph.inputs)}
   info_by_arg = {info.arg_index: info for info in infos}
   captures = [
@@ -248,7 +274,7 @@ def _build_function(traced, infos, masks, new_top, graph_def, flat_name, scope):
         masked = tf.multiply(
           variable.read_value(),
           masks[info.name].read_value(),
-          name=info.name + MASKED_WEIGHT_SUFFIX,
+          name=graph_ir.masked_weight_name(info.name),
         )
         input_map[f'{arg_names[i]}:0'] = masked
         continue

@@ -6,6 +6,8 @@ and how a control-flow op hands its inputs to the functions it calls.
 
 from typing import List, Optional, Tuple
 
+from graph_prune.passes import graph_ir
+
 ANY = None  # every data input may hold the weight (e.g. Einsum operands)
 
 # Weight-consuming ops: op type -> data input positions that hold a weight.
@@ -55,6 +57,9 @@ IF_OPS = frozenset(['If', 'StatelessIf'])
 CASE_OPS = frozenset(['Case', 'StatelessCase'])
 CALL_OPS = frozenset(['PartitionedCall', 'StatefulPartitionedCall'])
 
+# Ops whose output 0 is their input 0 unchanged.
+IDENTITY_OPS = frozenset(['Identity', 'Snapshot'])
+
 # Function attrs of each control-flow op, in the order they are rewritten.
 _FUNC_ATTRS = {
   'While': ('cond', 'body'),
@@ -67,10 +72,24 @@ _FUNC_ATTRS = {
   'StatefulPartitionedCall': ('f',),
 }
 
+# How a control-flow op hands its inputs to the functions it calls: the input
+# position of argument 0 (an If's predicate and a Case's index come first).
+ARG_OFFSET = {
+  **dict.fromkeys(WHILE_OPS | CALL_OPS, 0),
+  **dict.fromkeys(IF_OPS | CASE_OPS, 1),
+}
+
 
 def is_call(node, library) -> bool:
   """A plain function call (inlined by the rewrite), not a loop or branch."""
   return node.op in CALL_OPS or node.op in library
+
+
+def arg_offset(node, library) -> Optional[int]:
+  """The input position of a call-like node's argument 0, or None."""
+  if node.op in library:
+    return 0
+  return ARG_OFFSET.get(node.op)
 
 
 def callees(
@@ -89,17 +108,7 @@ def callees(
     return [('', -1, op)], position
   if op not in _FUNC_ATTRS:
     return None
-  if op in IF_OPS or op in CASE_OPS:
-    if position == 0:
-      return [], -1
-    arg = position - 1
-  else:
-    arg = position
-  targets = []
-  for attr in _FUNC_ATTRS[op]:
-    value = node.attr[attr]
-    if value.HasField('list'):
-      targets.extend((attr, i, f.name) for i, f in enumerate(value.list.func))
-    else:
-      targets.append((attr, -1, value.func.name))
-  return targets, arg
+  offset = ARG_OFFSET[op]
+  if position < offset:
+    return [], -1
+  return graph_ir.function_attrs(node, _FUNC_ATTRS[op]), position - offset

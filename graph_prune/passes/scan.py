@@ -21,12 +21,22 @@ to the consuming node, e.g.
 
 import dataclasses
 import re
-from typing import Dict, List, NamedTuple, Pattern, Sequence, Tuple
+from typing import (
+  Any,
+  Dict,
+  List,
+  NamedTuple,
+  Optional,
+  Pattern,
+  Sequence,
+  Tuple,
+)
 
 import tensorflow as tf
+from tensorflow.core.framework import function_pb2
 
 from graph_prune import errors
-from graph_prune.passes import graph_ir as fdefs
+from graph_prune.passes import graph_ir
 from graph_prune.passes import rules
 
 PATH_SEPARATOR = '::'
@@ -68,10 +78,16 @@ class WeightScan:
     candidates: tuple of `WeightUse`, in capture order.
     skipped: tuple of `Skipped(name, reason)` (a named tuple) for every other
       captured variable.
+    analysis: the `Analysis` the scan was made from, so that `insert_masks`
+      reuses it (the graph it read and every variable's uses) instead of
+      reading and walking the graph again.
   """
 
   candidates: Tuple[WeightUse, ...]
   skipped: Tuple[Skipped, ...]
+  analysis: Optional['Analysis'] = dataclasses.field(
+    default=None, repr=False, compare=False
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,10 +107,31 @@ class VariableInfo:
   uses: Tuple[_Use, ...]
 
 
+@dataclasses.dataclass(frozen=True)
+class Analysis:
+  """What `analyse` read from one traced function, shared by the passes.
+
+  Attributes:
+    concrete_function: the traced `ConcreteFunction`.
+    top: its FunctionDef.
+    library: its graph's function library (copies; the passes never modify
+      them), read once per `apply_pruning`.
+    infos: a `VariableInfo` per captured variable, in capture order.
+  """
+
+  concrete_function: Any
+  top: function_pb2.FunctionDef
+  library: graph_ir.Library
+  infos: Tuple[VariableInfo, ...]
+
+
 def find_weights(
   traced, do_not_prune: Sequence[Pattern[str]] = ()
 ) -> WeightScan:
   """Finds the prunable weights of a traced computation.
+
+  An analysis, not a pass: it reads the graph and rewrites nothing, so it
+  returns a `WeightScan` rather than a `PassResult`.
 
   Args:
     traced: a `graph_prune.tracing.Traced`.
@@ -105,16 +142,16 @@ def find_weights(
     A `WeightScan`. It may have no candidates; callers that need one raise
     `NoPrunableWeightsError` (see `require_candidates`).
   """
-  return scan_infos(analyse(traced), do_not_prune)
+  return scan_analysis(analyse(traced), do_not_prune)
 
 
-def scan_infos(
-  infos: Sequence['VariableInfo'], do_not_prune: Sequence[Pattern[str]] = ()
+def scan_analysis(
+  analysis: 'Analysis', do_not_prune: Sequence[Pattern[str]] = ()
 ) -> WeightScan:
   """`find_weights` on the result of `analyse`."""
   patterns = [re.compile(p) if isinstance(p, str) else p for p in do_not_prune]
   candidates, skipped = [], []
-  for info in infos:
+  for info in analysis.infos:
     reason = _skip_reason(info, patterns)
     if reason:
       skipped.append(Skipped(info.name, reason))
@@ -131,7 +168,9 @@ def scan_infos(
         ),
       )
     )
-  return WeightScan(candidates=tuple(candidates), skipped=tuple(skipped))
+  return WeightScan(
+    candidates=tuple(candidates), skipped=tuple(skipped), analysis=analysis
+  )
 
 
 def require_candidates(scan: WeightScan, what: str) -> WeightScan:
@@ -172,8 +211,8 @@ def _skip_reason(info: VariableInfo, patterns) -> str:
   return ''
 
 
-def analyse(traced) -> Tuple[VariableInfo, ...]:
-  """Uses of every captured variable of `traced`, in capture order."""
+def analyse(traced) -> Analysis:
+  """Reads `traced`'s graph once and finds every captured variable's uses."""
   cf = traced.concrete_function
   top = cf.function_def
   library = library_of(cf)
@@ -191,22 +230,18 @@ def analyse(traced) -> Tuple[VariableInfo, ...]:
   walker = _Walker(library)
   infos, taken = [], {}
   for v in traced.variables:
-    name = unique_name(weight_name(v), taken)
+    name = unique_name(graph_ir.variable_name(v), taken)
     arg = arg_of_handle[id(v.handle)]
     uses = walker.uses(top, arg, 'resource')
     infos.append(
       VariableInfo(variable=v, name=name, arg_index=arg, uses=tuple(uses))
     )
-  return tuple(infos)
+  return Analysis(cf, top, library, tuple(infos))
 
 
-def library_of(cf) -> fdefs.Library:
+def library_of(cf) -> graph_ir.Library:
   """The function library of a ConcreteFunction's graph, by name (copies)."""
   return {f.signature.name: f for f in cf.graph.as_graph_def().library.function}
-
-
-def weight_name(variable) -> str:
-  return re.sub(r':\d+$', '', variable.name)
 
 
 def unique_name(name: str, taken: Dict[str, int]) -> str:
@@ -224,7 +259,7 @@ def unique_name(name: str, taken: Dict[str, int]) -> str:
 class _Walker:
   """Follows a resource handle or value through a function and its callees."""
 
-  def __init__(self, library: fdefs.Library):
+  def __init__(self, library: graph_ir.Library):
     self._library = library
     self._memo = {}
     self._consumers_memo = {}
@@ -241,12 +276,12 @@ class _Walker:
   def _consumers(self, fdef):
     name = fdef.signature.name
     if name not in self._consumers_memo:
-      self._consumers_memo[name] = fdefs.Consumers(fdef)
+      self._consumers_memo[name] = graph_ir.Consumers(fdef)
     return self._consumers_memo[name]
 
   def _walk(self, fdef, arg: int, kind: str) -> List[_Use]:
     consumers = self._consumers(fdef)
-    start = fdefs.Ref(fdefs.arg_names(fdef)[arg])
+    start = graph_ir.Ref(graph_ir.arg_names(fdef)[arg])
     work, seen, uses = [(start, kind)], set(), []
     while work:
       ref, k = work.pop()
@@ -274,18 +309,18 @@ class _Walker:
               u, path=PATH_SEPARATOR.join([node.name, fname, u.path])
             )
           )
-        outputs.update(fdefs.returned_args(callee).get(arg, ()))
+        outputs.update(graph_ir.returned_args(callee).get(arg, ()))
       if node.op in rules.WHILE_OPS:
         outputs = {position}
       for o in sorted(outputs):
-        work.append((fdefs.output_ref(node, o, library), kind))
+        work.append((graph_ir.output_ref(node, o, library), kind))
       return
     op = node.op
     if kind == 'resource':
       if op == rules.RESOURCE_READ:
-        work.append((fdefs.output_ref(node, 0, library), 'value'))
+        work.append((graph_ir.output_ref(node, 0, library), 'value'))
       elif op == rules.RESOURCE_IDENTITY:
-        work.append((fdefs.output_ref(node, 0, library), 'resource'))
+        work.append((graph_ir.output_ref(node, 0, library), 'resource'))
       elif position in rules.RESOURCE_WEIGHT_INPUTS.get(op, ()):
         uses.append(_Use('weight', op, node.name))
       else:
@@ -295,8 +330,8 @@ class _Walker:
     if op in rules.WEIGHT_INPUTS and (slots is rules.ANY or position in slots):
       uses.append(_Use('weight', op, node.name))
     elif op in rules.VALUE_PASSTHROUGH and position == 0:
-      work.append((fdefs.output_ref(node, 0, library), 'value'))
+      work.append((graph_ir.output_ref(node, 0, library), 'value'))
     elif op == 'IdentityN':
-      work.append((fdefs.output_ref(node, position, library), 'value'))
+      work.append((graph_ir.output_ref(node, position, library), 'value'))
     else:
       uses.append(_Use('other', op, node.name))

@@ -1,6 +1,6 @@
 """PNG plots of a sparsity sweep; matplotlib is optional.
 
-    paths = study_plots.plot(result, out_dir)   # [] without matplotlib
+    paths = plots.plot(result, out_dir)   # [] without matplotlib
 
 Three figures: test accuracy against sparsity and test loss against sparsity
 (one line per method, the dense model as a dashed line), and accuracy against
@@ -13,7 +13,7 @@ import importlib.util
 import os
 from typing import List
 
-from graph_prune.study import sweep as study
+from graph_prune.study import results
 
 
 def available() -> bool:
@@ -44,7 +44,7 @@ def _style(method: str) -> dict:
   }
 
 
-def plot(result: 'study.SweepResult', out_dir: str) -> List[str]:
+def plot(result: results.SweepResult, out_dir: str) -> List[str]:
   """Writes accuracy.png, loss.png and pareto.png to `out_dir`.
 
   Args:
@@ -60,37 +60,44 @@ def plot(result: 'study.SweepResult', out_dir: str) -> List[str]:
   os.makedirs(out_dir, exist_ok=True)
   means = result.mean_rows()
   groups = _by_method(means)
-  seeds = len(result.dense)
   paths = []
   for field, label, dense in (
     ('accuracy', 'test accuracy (%)', result.dense_accuracy),
     ('loss', 'test cross-entropy', result.dense_loss),
   ):
-    scale = 100.0 if field == 'accuracy' else 1.0
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for method, rows in groups.items():
-      ax.plot(
-        [100 * r['target_sparsity'] for r in rows],
-        [scale * r[field] for r in rows],
-        label=method,
-        **_style(method),
-      )
-    ax.axhline(scale * dense, color='gray', linestyle=':', label='dense')
-    ax.set_xlabel('target sparsity (%)')
-    ax.set_ylabel(label)
-    ax.set_title(
-      f'{label} vs sparsity ({result.config.model}, {seeds} seed(s))'
-    )
-    if field == 'loss':
-      ax.set_yscale('log')
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = os.path.join(out_dir, f'{field}.png')
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    paths.append(path)
+    fig = _plot_against_sparsity(plt, result, groups, field, label, dense)
+    paths.append(_save(plt, fig, os.path.join(out_dir, f'{field}.png')))
+  fig = _plot_pareto(plt, groups, results.pareto_frontier(means))
+  paths.append(_save(plt, fig, os.path.join(out_dir, 'pareto.png')))
+  return paths
 
+
+def _plot_against_sparsity(plt, result, groups, field, label, dense):
+  """One line per method of `field` against the target sparsity."""
+  scale = 100.0 if field == 'accuracy' else 1.0
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for method, rows in groups.items():
+    ax.plot(
+      [100 * r['target_sparsity'] for r in rows],
+      [scale * r[field] for r in rows],
+      label=method,
+      **_style(method),
+    )
+  ax.axhline(scale * dense, color='gray', linestyle=':', label='dense')
+  ax.set_xlabel('target sparsity (%)')
+  ax.set_ylabel(label)
+  ax.set_title(
+    f'{label} vs sparsity ({result.config.model}, {len(result.dense)} seed(s))'
+  )
+  if field == 'loss':
+    ax.set_yscale('log')
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  return fig
+
+
+def _plot_pareto(plt, groups, frontier):
+  """Accuracy against non-zeros per method, with the Pareto frontier."""
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for method, rows in groups.items():
     ax.plot(
@@ -100,7 +107,6 @@ def plot(result: 'study.SweepResult', out_dir: str) -> List[str]:
       alpha=0.6,
       **_style(method),
     )
-  frontier = study.pareto_frontier(means)
   ax.step(
     [e['nonzeros'] for e in frontier],
     [100 * e['accuracy'] for e in frontier],
@@ -117,9 +123,11 @@ def plot(result: 'study.SweepResult', out_dir: str) -> List[str]:
   ax.set_title('accuracy vs non-zero parameters')
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
+  return fig
+
+
+def _save(plt, fig, path: str) -> str:
   fig.tight_layout()
-  path = os.path.join(out_dir, 'pareto.png')
   fig.savefig(path, dpi=100)
   plt.close(fig)
-  paths.append(path)
-  return paths
+  return path

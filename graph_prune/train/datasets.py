@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from graph_prune import errors
+from graph_prune.train import errors
 
 _DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data')
 

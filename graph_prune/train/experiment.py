@@ -1,8 +1,9 @@
 """One pruning run end to end: data, model, training, evaluation, export.
 
-    result = trainer.train(trainer.TrainConfig(model='mlp', train_steps=1500))
-    print(report.final_table(result.counts, result.test_loss,
-                             result.test_accuracy, result.exports))
+    result = experiment.train(
+        experiment.TrainConfig(model='mlp', train_steps=1500))
+    print(summary.final_table(result.counts, result.test_loss,
+                              result.test_accuracy, result.exports))
 
 This is what the `graph_prune_train` binary runs. A rerun with the same
 `model_dir` resumes from the latest checkpoint there; the run's model, data
@@ -18,15 +19,15 @@ from typing import Callable, List, Optional
 
 import keras
 
-from graph_prune import errors
 from graph_prune import hparams as hparams_lib
 from graph_prune import pruned_model as pruned_lib
 from graph_prune.train import datasets
-from graph_prune.train import loop as training
+from graph_prune.train import errors
+from graph_prune.train import loop
 from graph_prune.train import models
-from graph_prune.train import run_report as report
 from graph_prune.train import strategies
-from graph_prune.train import versioned_export as exports_lib
+from graph_prune.train import summary
+from graph_prune.train import versioned_export
 
 # 90% sparsity on the embedded digits in about a minute on two cores: dense
 # for 200 steps, the cubic schedule from 200 to 1000, masks fixed after 1000,
@@ -114,11 +115,11 @@ class TrainResult:
 
   model_dir: str
   resumed_from: Optional[str]
-  progress: training.Progress
+  progress: loop.Progress
   test_loss: float
   test_accuracy: float
-  counts: report.ParamCounts
-  exports: List[exports_lib.Export]
+  counts: summary.ParamCounts
+  exports: List[versioned_export.Export]
   pruned: pruned_lib.PrunedModel
   model: keras.Model
 
@@ -181,14 +182,63 @@ def train(
   model_dir = config.model_dir or tempfile.mkdtemp(prefix='graph_prune_train_')
   if chief:
     _check_model_dir(config, model_dir)
+  run = _build_run(config, data, strategy)
+  resumed_from = run.restore(model_dir)
+  _log_start(config, data, run, model_dir, resumed_from, log)
+  batches = loop.Batches(
+    data.x_train, data.y_train, config.batch_size, seed=config.seed
+  )
+  progress = loop.fit(
+    run,
+    batches,
+    config.train_steps,
+    model_dir=model_dir,
+    checkpoint_every=config.checkpoint_every,
+    log_every=config.log_every,
+    log=log,
+  )
+  test_loss, test_accuracy = loop.evaluate(run.pruned, data.x_test, data.y_test)
+  exports = []
+  if chief:  # the other workers hold the same model
+    loop.write_scalars(
+      model_dir,
+      run.step,
+      {'test/loss': test_loss, 'test/accuracy': test_accuracy},
+    )
+    exports = _export(config, run, model_dir, log)
+  return TrainResult(
+    model_dir=model_dir,
+    resumed_from=resumed_from,
+    progress=progress,
+    test_loss=test_loss,
+    test_accuracy=test_accuracy,
+    counts=summary.count_params(run.model, run.pruned),
+    exports=exports,
+    pruned=run.pruned,
+    model=run.model,
+  )
+
+
+def _export(config: TrainConfig, run: loop.Run, model_dir: str, log):
+  """Writes the pruned and the stripped SavedModel of `run`'s step."""
+  export_dir = config.export_dir or os.path.join(model_dir, 'export')
+  return versioned_export.export(run.pruned, export_dir, run.step, log=log)
+
+
+def _build_run(config: TrainConfig, data, strategy) -> loop.Run:
+  """The model, its pruning and the optimizer, built under `strategy`."""
   with strategy.scope():
     model = models.build(
       config.model, data.x_train.shape[1:], data.num_classes, seed=config.seed
     )
     pruned = pruned_lib.apply_pruning(model, config.hparams)
     optimizer = keras.optimizers.Adam(config.learning_rate)
-  run = training.Run(model, pruned, optimizer, strategy)
-  resumed_from = run.restore(model_dir)
+  return loop.Run(model, pruned, optimizer, strategy)
+
+
+def _log_start(config, data, run, model_dir, resumed_from, log) -> None:
+  """Logs what is trained on what, and where it starts from."""
+  strategy = run.strategy
   if strategy.num_replicas_in_sync > 1:
     log(
       f'{type(strategy).__name__}: {strategy.num_replicas_in_sync} '
@@ -199,43 +249,10 @@ def train(
     f'{config.model} on {config.data or "the embedded digits"}: '
     f'{len(data.x_train)} train / '
     f'{len(data.x_test)} test images of shape {list(data.x_train.shape[1:])}'
-    f', {model.count_params()} weights, pruning '
-    f'{len(pruned.weight_names)} of them.'
+    f', {run.model.count_params()} weights, pruning '
+    f'{len(run.pruned.weight_names)} of them.'
   )
   if resumed_from:
     log(f'resumed from {resumed_from} at step {run.step}.')
   else:
     log(f'training from step 0 in {model_dir}')
-  batches = training.Batches(
-    data.x_train, data.y_train, config.batch_size, seed=config.seed
-  )
-  progress = training.fit(
-    run,
-    batches,
-    config.train_steps,
-    model_dir=model_dir,
-    checkpoint_every=config.checkpoint_every,
-    log_every=config.log_every,
-    log=log,
-  )
-  test_loss, test_accuracy = training.evaluate(pruned, data.x_test, data.y_test)
-  exports = []
-  if chief:  # the other workers hold the same model
-    training.write_scalars(
-      model_dir,
-      run.step,
-      {'test/loss': test_loss, 'test/accuracy': test_accuracy},
-    )
-    export_dir = config.export_dir or os.path.join(model_dir, 'export')
-    exports = exports_lib.export(pruned, export_dir, run.step, log=log)
-  return TrainResult(
-    model_dir=model_dir,
-    resumed_from=resumed_from,
-    progress=progress,
-    test_loss=test_loss,
-    test_accuracy=test_accuracy,
-    counts=report.count_params(model, pruned),
-    exports=exports,
-    pruned=pruned,
-    model=model,
-  )

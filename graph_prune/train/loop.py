@@ -3,11 +3,11 @@
 The loop is what tfmot users write callbacks for, as plain code:
 
     pruned = graph_prune.apply_pruning(model, hparams)
-    run = training.Run(model, pruned, optimizer)
+    run = loop.Run(model, pruned, optimizer)
     run.restore(model_dir)            # resumes if a checkpoint exists
-    training.fit(run, training.Batches(x, y, 64, seed=0), train_steps=1500,
-                 model_dir=model_dir)
-    loss, accuracy = training.evaluate(pruned, x_test, y_test)
+    loop.fit(run, loop.Batches(x, y, 64, seed=0), train_steps=1500,
+             model_dir=model_dir)
+    loss, accuracy = loop.evaluate(pruned, x_test, y_test)
 
 Every step is a `tf.function` that applies the gradients and then calls
 `pruned.conditional_mask_update(optimizer.iterations)`. The batch of a step is
@@ -26,8 +26,9 @@ import numpy as np
 import tensorflow as tf
 
 from graph_prune import distribute
-from graph_prune import errors
 from graph_prune import pruned_model as pruned_lib
+from graph_prune import summaries
+from graph_prune.train import errors
 from graph_prune.train import strategies
 
 Log = Callable[[str], None]
@@ -79,6 +80,12 @@ class Batches:
     return self.x[idx], self.y[idx]
 
 
+def _per_example_loss(labels, logits):
+  return keras.losses.sparse_categorical_crossentropy(
+    labels, logits, from_logits=True
+  )
+
+
 def _loss_and_accuracy(labels, logits):
   labels = tf.cast(labels, tf.int32)
   loss = tf.reduce_mean(
@@ -120,7 +127,16 @@ class Run:
     if pruned is not None:
       objects['pruned'] = pruned
     self.checkpoint = tf.train.Checkpoint(**objects)
-    self._step_fn = tf.function(self._distributed_step)
+    self._step_fn = strategies.make_train_step(
+      self.strategy,
+      pruned,
+      model.trainable_variables,
+      optimizer,
+      _per_example_loss,
+      training=True,
+      forward=None if pruned is not None else model,
+      with_accuracy=True,
+    )
 
   @property
   def forward(self):
@@ -136,53 +152,16 @@ class Run:
   def train_step(self, x, y) -> Tuple[tf.Tensor, tf.Tensor]:
     """One step on the global batch `(x, y)`: (mean loss, accuracy).
 
-    Applies the gradients, then updates the masks when the schedule says so.
-    Under a strategy with several replicas the batch is split into equal
-    contiguous slices, one per replica (`strategies.distribute_batch`), so
-    the step sees the same global batch as a single-device run.
+    Applies the gradients, then updates the masks when the schedule says so
+    (the step of `strategies.make_train_step`). Under a strategy with
+    several replicas the batch is split into equal contiguous slices, one per
+    replica (`strategies.distribute_batch`), so the step sees the same global
+    batch as a single-device run.
     """
     if self.strategy.num_replicas_in_sync > 1:
       x, y = strategies.distribute_batch(self.strategy, x, y)
-    loss, correct, count = self._step_fn(x, y)
-    return loss, correct / count
-
-  def _distributed_step(self, x, y):
-    loss, correct, count = self.strategy.run(self._replica_step, args=(x, y))
-
-    def total(v):
-      return self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-
-    return total(loss), total(correct), total(count)
-
-  def _replica_step(self, x, y):
-    variables = self.model.trainable_variables
-    with tf.GradientTape() as tape:
-      if self.pruned is not None:
-        logits = self.pruned(x, training=True)
-      else:
-        logits = self.model(x, training=True)
-      # Summed over the replica's examples, divided by the global batch: the
-      # all-reduced gradient is the global batch's mean.
-      loss = tf.nn.compute_average_loss(
-        keras.losses.sparse_categorical_crossentropy(
-          y, logits, from_logits=True
-        )
-      )
-    self.optimizer.apply_gradients(
-      zip(tape.gradient(loss, variables), variables)
-    )
-    if self.pruned is not None:
-      # After the optimizer step: the masks see the updated weights, and
-      # optimizer.iterations already counts this step.
-      self.pruned.conditional_mask_update(self.optimizer.iterations)
-    correct = tf.equal(
-      tf.argmax(logits, -1, output_type=tf.int32), tf.cast(y, tf.int32)
-    )
-    return (
-      loss,
-      tf.reduce_sum(tf.cast(correct, tf.float32)),
-      tf.cast(tf.size(correct), tf.float32),
-    )
+    loss, _, accuracy = self._step_fn(x, y)
+    return loss, accuracy
 
   def checkpoint_manager(self, model_dir: str) -> tf.train.CheckpointManager:
     # max_to_keep=None: never delete a checkpoint, ours or a previous run's.
@@ -290,73 +269,111 @@ def fit(
   log = log or (lambda line: None)
   start = run.step
   progress = Progress(start_step=start, end_step=start)
-  # Every worker saves (saving may run collective ops), only the chief into
-  # model_dir; the others into a scratch folder deleted at the end.
-  chief = strategies.is_chief(run.strategy)
-  save_dir = (
-    strategies.checkpoint_dir(run.strategy, model_dir) if model_dir else None
-  )
-  manager = run.checkpoint_manager(save_dir) if save_dir else None
-  writer = (
-    tf.summary.create_file_writer(model_dir) if model_dir and chief else None
-  )
+  outputs = _Outputs(run, model_dir)
   end = (
     train_steps if stop_after is None else min(train_steps, start + stop_after)
   )
-  step, losses, accuracies = start, [], []
-  began = window_start = time.perf_counter()
-  window_step = start
+  step, window, began = start, _Window(start), time.perf_counter()
   while step < end:
-    loss, accuracy = run.train_step(*batches.batch(step))
-    losses.append(float(loss))
-    accuracies.append(float(accuracy))
+    window.add(*run.train_step(*batches.batch(step)))
     step = run.step
     last = step >= end
     if last or (log_every and step % log_every == 0):
-      now = time.perf_counter()
-      speed = (step - window_step) / max(now - window_start, 1e-9)
-      row = (
-        step,
-        float(np.mean(losses)),
-        float(np.mean(accuracies)),
-        overall_sparsity(run.pruned),
-        speed,
-      )
+      row = window.close(step, run.pruned)
       progress.history.append(row)
-      log(
-        f'step {step:>6d}/{train_steps}  loss {row[1]:.4f}  '
-        f'accuracy {row[2]:.4f}  sparsity {row[3]:.4f}  '
-        f'{speed:6.1f} steps/s'
-      )
-      if writer is not None:
-        _write_train_summaries(writer, run, step, row)
-      losses, accuracies = [], []
-      window_start, window_step = time.perf_counter(), step
-    if manager is not None and (
-      last or (checkpoint_every and step % checkpoint_every == 0)
-    ):
-      path = manager.save(checkpoint_number=step)
-      if chief:
+      log(_progress_line(row, train_steps))
+      outputs.write_summaries(step, row)
+      window = _Window(step)
+    if last or (checkpoint_every and step % checkpoint_every == 0):
+      path = outputs.save(step)
+      if path:
         progress.checkpoints.append(path)
         log(f'saved checkpoint {path}')
   progress.end_step = step
   progress.seconds = time.perf_counter() - began
-  if writer is not None:
-    writer.close()
-  if save_dir and not chief:
-    shutil.rmtree(save_dir, ignore_errors=True)
+  outputs.close()
   return progress
 
 
-# TensorBoard scalars without the tensorboard package (see pruned.py).
-_scalar = pruned_lib._scalar_summary  # pylint: disable=protected-access
+def _progress_line(row, train_steps: int) -> str:
+  step, loss, accuracy, sparsity, speed = row
+  return (
+    f'step {step:>6d}/{train_steps}  loss {loss:.4f}  '
+    f'accuracy {accuracy:.4f}  sparsity {sparsity:.4f}  '
+    f'{speed:6.1f} steps/s'
+  )
+
+
+class _Outputs:
+  """Where `fit` writes checkpoints and summaries.
+
+  Every worker saves (saving may run collective ops), only the chief into
+  model_dir; the others into a scratch folder deleted at the end. Only the
+  chief writes summaries. Without a model_dir nothing is written.
+  """
+
+  def __init__(self, run: Run, model_dir: Optional[str]):
+    self.run = run
+    self.chief = strategies.is_chief(run.strategy)
+    self.save_dir = (
+      strategies.checkpoint_dir(run.strategy, model_dir) if model_dir else None
+    )
+    self.manager = (
+      run.checkpoint_manager(self.save_dir) if self.save_dir else None
+    )
+    self.writer = (
+      tf.summary.create_file_writer(model_dir)
+      if model_dir and self.chief
+      else None
+    )
+
+  def write_summaries(self, step: int, row) -> None:
+    if self.writer is not None:
+      _write_train_summaries(self.writer, self.run, step, row)
+
+  def save(self, step: int) -> Optional[str]:
+    """Saves a checkpoint; its path on the chief, else None."""
+    if self.manager is None:
+      return None
+    path = self.manager.save(checkpoint_number=step)
+    return path if self.chief else None
+
+  def close(self) -> None:
+    if self.writer is not None:
+      self.writer.close()
+    if self.save_dir and not self.chief:
+      shutil.rmtree(self.save_dir, ignore_errors=True)
+
+
+class _Window:
+  """The steps since the last progress line: their losses, accuracies and
+  speed."""
+
+  def __init__(self, step: int):
+    self.step, self.began = step, time.perf_counter()
+    self.losses, self.accuracies = [], []
+
+  def add(self, loss, accuracy) -> None:
+    self.losses.append(float(loss))
+    self.accuracies.append(float(accuracy))
+
+  def close(self, step: int, pruned: Optional[pruned_lib.PrunedModel]):
+    """(step, mean loss, mean accuracy, sparsity, steps per second)."""
+    seconds = time.perf_counter() - self.began
+    return (
+      step,
+      float(np.mean(self.losses)),
+      float(np.mean(self.accuracies)),
+      overall_sparsity(pruned),
+      (step - self.step) / max(seconds, 1e-9),
+    )
 
 
 def _write_train_summaries(writer, run: Run, step: int, row) -> None:
   with writer.as_default():
-    _scalar('train/loss', row[1], step)
-    _scalar('train/accuracy', row[2], step)
-    _scalar('train/steps_per_second', row[4], step)
+    summaries.scalar('train/loss', row[1], step)
+    summaries.scalar('train/accuracy', row[2], step)
+    summaries.scalar('train/steps_per_second', row[4], step)
     if run.pruned is not None:
       run.pruned.write_summaries(step)
   writer.flush()
@@ -367,7 +384,7 @@ def write_scalars(model_dir: str, step: int, values: dict) -> None:
   writer = tf.summary.create_file_writer(model_dir)
   with writer.as_default():
     for tag, value in values.items():
-      _scalar(tag, value, step)
+      summaries.scalar(tag, value, step)
   writer.close()
 
 

@@ -17,7 +17,7 @@ from typing import Callable, Dict, Sequence
 
 import keras
 
-from graph_prune import errors
+from graph_prune.train import errors
 
 MLP_UNITS = (1000, 1000, 500, 200)
 OUTPUT_LAYER = 'logits'

@@ -7,9 +7,10 @@ training step that also updates the masks. How pruning's variables stay in
 sync under a strategy is explained in `graph_prune.distribute`.
 """
 
+import dataclasses
 import os
 import tempfile
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 import tensorflow as tf
 
@@ -174,36 +175,109 @@ def make_train_step(
   per_example_loss: Callable[[Any, Any], Any],
   global_batch_size: Optional[int] = None,
   training: Optional[bool] = None,
+  forward: Optional[Callable[..., Any]] = None,
+  with_accuracy: bool = False,
 ):
   """Builds a distributed training step that also updates the masks.
 
   The step runs, in every replica: the pruned forward pass, the loss averaged
   over the global batch (`tf.nn.compute_average_loss`), gradients, the
   optimizer (which all-reduces them) and
-  `pruned.conditional_mask_update(optimizer.iterations)`.
+  `pruned.conditional_mask_update(optimizer.iterations)`. It is the one
+  distributed step of graph_prune: `graph_prune.train.loop.Run` trains with it.
 
   Args:
     strategy: the strategy `pruned`, the model and `optimizer` were built
       under (the default strategy for a single device).
-    pruned: the `PrunedModel`.
+    pruned: the `PrunedModel`, or None to train `forward` without masks.
     variables: the variables to train (e.g. `model.trainable_variables`).
     optimizer: a Keras optimizer (Keras 3 or tf_keras).
     per_example_loss: `(labels, outputs) -> [batch]` losses, e.g. a Keras loss
       built with `reduction=None` (Keras 3) or `'none'`.
     global_batch_size: the global batch size; when None, the replica batch
       size times the number of replicas.
-    training: passed to `pruned(inputs, training=...)`: True runs a Keras
+    training: passed to `forward(inputs, training=...)`: True runs a Keras
       model's training graph (dropout, batch statistics); None the graph
       `apply_pruning` traced.
+    forward: `(inputs, training=...) -> outputs`; default `pruned`. Needed
+      when `pruned` is None (e.g. the Keras model, to train it dense).
+    with_accuracy: the step also returns the accuracy of the outputs as
+      logits over integer labels, over the global batch.
 
   Returns:
-    A `tf.function` `step(inputs, labels) -> (loss, updated)`: inputs and
-    labels are distributed values (from a distributed dataset or
-    `distribute_batch`) or, without a strategy, tensors; `loss` is the global
-    mean loss and `updated` whether the masks were updated.
+    A `tf.function` `step(inputs, labels) -> (loss, updated)` (or `(loss,
+    updated, accuracy)` with `with_accuracy`): inputs and labels are
+    distributed values (from a distributed dataset or `distribute_batch`) or,
+    without a strategy, tensors; `loss` is the global mean loss and `updated`
+    whether the masks were updated (always False without `pruned`).
   """
   distribute.check_strategy(strategy)
   variables = list(variables)
+  _build_optimizer(strategy, optimizer, variables)
+  step = _TrainStep(
+    strategy=strategy,
+    pruned=pruned,
+    forward=forward or pruned,
+    variables=variables,
+    optimizer=optimizer,
+    per_example_loss=per_example_loss,
+    global_batch_size=global_batch_size,
+    training=training,
+    with_accuracy=with_accuracy,
+  )
+  return tf.function(step.run)
+
+
+@dataclasses.dataclass(frozen=True)
+class _TrainStep:
+  """What `make_train_step` built its step from (see there)."""
+
+  strategy: tf.distribute.Strategy
+  pruned: Any
+  forward: Callable[..., Any]
+  variables: List[Any]
+  optimizer: Any
+  per_example_loss: Callable[[Any, Any], Any]
+  global_batch_size: Optional[int]
+  training: Optional[bool]
+  with_accuracy: bool
+
+  def run(self, inputs, labels):
+    """The global step: every replica's step, then their sums."""
+    loss, updated, counts = self.strategy.run(
+      self.replica_step, args=(inputs, labels)
+    )
+    loss = self._total(loss)
+    updated = self.strategy.experimental_local_results(updated)[0]
+    if self.with_accuracy:
+      correct, count = counts
+      return loss, updated, self._total(correct) / self._total(count)
+    return loss, updated
+
+  def replica_step(self, inputs, labels):
+    with tf.GradientTape() as tape:
+      outputs = self.forward(inputs, training=self.training)
+      loss = tf.nn.compute_average_loss(
+        self.per_example_loss(labels, outputs),
+        global_batch_size=self.global_batch_size,
+      )
+    grads = tape.gradient(loss, self.variables)
+    self.optimizer.apply_gradients(zip(grads, self.variables))
+    if self.pruned is None:
+      updated = tf.constant(False)
+    else:
+      # After the optimizer step: the masks see the updated weights, and
+      # optimizer.iterations already counts this step.
+      updated = self.pruned.conditional_mask_update(self.optimizer.iterations)
+    if self.with_accuracy:
+      return loss, updated, _correct_and_count(labels, outputs)
+    return loss, updated, ()
+
+  def _total(self, value):
+    return self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+
+
+def _build_optimizer(strategy, optimizer, variables) -> None:
   # A Keras 3 optimizer creates its slots on its first apply_gradients; under
   # MirroredStrategy that first call inside a tf.function fails at run time
   # ("You must feed a value for placeholder tensor 'cond/...'"), with or
@@ -213,22 +287,14 @@ def make_train_step(
     with strategy.scope():
       build(variables)
 
-  def replica_step(inputs, labels):
-    with tf.GradientTape() as tape:
-      losses = per_example_loss(labels, pruned(inputs, training=training))
-      loss = tf.nn.compute_average_loss(
-        losses, global_batch_size=global_batch_size
-      )
-    grads = tape.gradient(loss, variables)
-    optimizer.apply_gradients(zip(grads, variables))
-    updated = pruned.conditional_mask_update(optimizer.iterations)
-    return loss, updated
 
-  @tf.function
-  def step(inputs, labels):
-    loss, updated = strategy.run(replica_step, args=(inputs, labels))
-    loss = strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
-    updated = strategy.experimental_local_results(updated)[0]
-    return loss, updated
-
-  return step
+def _correct_and_count(labels, logits):
+  """How many of a replica's examples `logits` classify right, and of how
+  many (float32 sums, for the all-reduce)."""
+  correct = tf.equal(
+    tf.argmax(logits, -1, output_type=tf.int32), tf.cast(labels, tf.int32)
+  )
+  return (
+    tf.reduce_sum(tf.cast(correct, tf.float32)),
+    tf.cast(tf.size(correct), tf.float32),
+  )

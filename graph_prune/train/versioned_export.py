@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from graph_prune import pruned_model as pruned_lib
 from graph_prune.export import sizes
-from graph_prune.export import strip as stripping
+from graph_prune.export import strip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +68,7 @@ def export(
     (
       'stripped',
       stripped_path,
-      lambda: stripping.export_saved_model(pruned, stripped_path),
+      lambda: strip.export_saved_model(pruned, stripped_path),
     ),
   ]
   results = []

@@ -31,7 +31,7 @@ class ContribVectorsTest(tf.test.TestCase):
     @tf.function
     def step_fn(step, s):
       def do_update():
-        masks, _ = update.compute_masks([weight.read_value()], [s], plans, h)
+        masks, _ = update.compute_masks([weight.read_value()], [s], plans)
         mask.assign(masks[0])
         last.assign(step)
         return tf.constant(True)
@@ -60,7 +60,7 @@ class ContribVectorsTest(tf.test.TestCase):
     # of the default schedule (which ends at step 100).
     weights = [np.linspace(1.0, 100.0, 100, dtype=np.float32)] * 3
     masks, _ = update.compute_masks(
-      weights, update.scheduled_sparsities(110, plans, h), plans, h
+      weights, update.scheduled_sparsities(110, plans), plans
     )
     sparsities = [1.0 - np.count_nonzero(m) / m.numpy().size for m in masks]
     self.assertAllClose(sparsities, [0.6, 0.75, 0.6])
@@ -78,7 +78,7 @@ class ContribVectorsTest(tf.test.TestCase):
       np.array([[-0.1, 0.1], [-0.2, 0.2]], np.float32),
       np.array([[0.1, 0.1, 0.3, 0.3], [0.2, 0.2, 0.4, 0.4]], np.float32),
     ]
-    masks, _ = update.compute_masks(weights, [0.5, 0.5], plans, h)
+    masks, _ = update.compute_masks(weights, [0.5, 0.5], plans)
     self.assertAllEqual(masks[0], [[0, 0], [1, 1]])
     self.assertAllEqual(masks[1], [[0, 0, 1, 1], [0, 0, 1, 1]])
 
@@ -99,7 +99,7 @@ class GlobalScopeTest(tf.test.TestCase):
       _random(shapes[2], 2),
     ]
     masks, thresholds = update.compute_masks(
-      weights, update.scheduled_sparsities(10**6, plans, h), plans, h
+      weights, update.scheduled_sparsities(10**6, plans), plans
     )
     pooled = np.concatenate(
       [np.abs(weights[0]).ravel(), np.abs(weights[1]).ravel()]

@@ -12,7 +12,8 @@ import keras
 import numpy as np
 
 from graph_prune import pruned_model as pruned_lib
-from graph_prune.train import versioned_export as exports_lib
+from graph_prune.export import sizes
+from graph_prune.train import versioned_export
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,19 +76,11 @@ def count_params(
   return ParamCounts(rows, int(dense), int(nonzeros))
 
 
-def _bytes(n: int) -> str:
-  for unit in ('B', 'KB', 'MB', 'GB'):
-    if n < 1024 or unit == 'GB':
-      return f'{n:.0f} {unit}' if unit == 'B' else f'{n:.2f} {unit}'
-    n /= 1024.0
-  return str(n)
-
-
 def final_table(
   counts: ParamCounts,
   test_loss: float,
   test_accuracy: float,
-  exports: Sequence[exports_lib.Export] = (),
+  exports: Sequence[versioned_export.Export] = (),
 ) -> str:
   """The table the training binary prints at the end.
 
@@ -120,7 +113,7 @@ def final_table(
     lines.append(f'{"export":<9} {"raw":>10} {"gzipped":>10}  path')
     for e in exports:
       lines.append(
-        f'{e.kind:<9} {_bytes(e.raw_bytes):>10} '
-        f'{_bytes(e.gzip_bytes):>10}  {e.path}'
+        f'{e.kind:<9} {sizes.format_bytes(e.raw_bytes):>10} '
+        f'{sizes.format_bytes(e.gzip_bytes):>10}  {e.path}'
       )
   return '\n'.join(lines)

@@ -13,10 +13,10 @@ import tensorflow as tf
 import graph_prune
 from graph_prune import errors
 from graph_prune.train import datasets
-from graph_prune.train import experiment as trainer
-from graph_prune.train import loop as training
+from graph_prune.train import experiment
+from graph_prune.train import loop
 from graph_prune.train import models
-from graph_prune.train import run_report as report
+from graph_prune.train import summary
 
 _SPEC = (
   'target_sparsity=0.8,begin_pruning_step=0,end_pruning_step=24,'
@@ -33,7 +33,7 @@ def _small_data(n=192):
 def _run(seed=0, spec=_SPEC, model_name='cnn'):
   model = models.build(model_name, (8, 8), 10, seed=seed)
   pruned = graph_prune.apply_pruning(model, spec) if spec else None
-  return training.Run(model, pruned, keras.optimizers.Adam(1e-3))
+  return loop.Run(model, pruned, keras.optimizers.Adam(1e-3))
 
 
 def _events(logdir):
@@ -52,7 +52,7 @@ class BatchesTest(parameterized.TestCase):
     ('divides', 10, 5), ('straddles', 10, 4), ('larger_than_data', 3, 7)
   )
   def test_each_epoch_visits_every_example_once(self, n, batch_size):
-    batches = training.Batches(np.arange(n), np.arange(n), batch_size, seed=1)
+    batches = loop.Batches(np.arange(n), np.arange(n), batch_size, seed=1)
     steps = 3 * n // np.gcd(n, batch_size)
     seen = np.concatenate([batches.indices(s) for s in range(steps)])
     for epoch in seen.reshape(-1, n):
@@ -60,12 +60,12 @@ class BatchesTest(parameterized.TestCase):
 
   def test_batch_depends_on_seed_and_step_only(self):
     x = np.arange(50) * 10
-    a = training.Batches(x, x, 8, seed=3)
+    a = loop.Batches(x, x, 8, seed=3)
     sequential = [a.batch(s)[0] for s in range(20)]
-    b = training.Batches(x, x, 8, seed=3)
+    b = loop.Batches(x, x, 8, seed=3)
     for s in (17, 2, 19, 0):
       np.testing.assert_array_equal(b.batch(s)[0], sequential[s])
-    c = training.Batches(x, x, 8, seed=4)
+    c = loop.Batches(x, x, 8, seed=4)
     self.assertFalse(np.array_equal(c.batch(0)[0], sequential[0]))
 
 
@@ -73,15 +73,13 @@ class FitTest(tf.test.TestCase):
   def test_resumed_run_equals_uninterrupted_run(self):
     x, y = _small_data()
     uninterrupted = _run()
-    training.fit(
-      uninterrupted, training.Batches(x, y, 16, seed=5), 30, log=None
-    )
+    loop.fit(uninterrupted, loop.Batches(x, y, 16, seed=5), 30, log=None)
 
     model_dir = tempfile.mkdtemp()
     first = _run()
-    progress = training.fit(
+    progress = loop.fit(
       first,
-      training.Batches(x, y, 16, seed=5),
+      loop.Batches(x, y, 16, seed=5),
       30,
       model_dir=model_dir,
       checkpoint_every=5,
@@ -99,9 +97,9 @@ class FitTest(tf.test.TestCase):
     )
     self.assertEqual(resumed.step, 13)
     self.assertEqual(int(resumed.pruned.last_mask_update_step.numpy()), 12)
-    progress = training.fit(
+    progress = loop.fit(
       resumed,
-      training.Batches(x, y, 16, seed=5),
+      loop.Batches(x, y, 16, seed=5),
       30,
       model_dir=model_dir,
       checkpoint_every=5,
@@ -129,9 +127,9 @@ class FitTest(tf.test.TestCase):
     run = _run()
     lines = []
     model_dir = tempfile.mkdtemp()
-    progress = training.fit(
+    progress = loop.fit(
       run,
-      training.Batches(x, y, 16),
+      loop.Batches(x, y, 16),
       24,
       model_dir=model_dir,
       log_every=8,
@@ -155,18 +153,16 @@ class FitTest(tf.test.TestCase):
   def test_dense_run_trains(self):
     x, y = _small_data()
     run = _run(spec='')
-    before = training.evaluate(run.forward, x, y)
-    training.fit(run, training.Batches(x, y, 32), 40, log=None)
-    after = training.evaluate(run.forward, x, y)
+    before = loop.evaluate(run.forward, x, y)
+    loop.fit(run, loop.Batches(x, y, 32), 40, log=None)
+    after = loop.evaluate(run.forward, x, y)
     self.assertLess(after[0], before[0])
     self.assertGreater(after[1], 0.5)
 
   def test_checkpoint_of_another_model_is_refused(self):
     x, y = _small_data(32)
     model_dir = tempfile.mkdtemp()
-    training.fit(
-      _run(), training.Batches(x, y, 16), 2, model_dir=model_dir, log=None
-    )
+    loop.fit(_run(), loop.Batches(x, y, 16), 2, model_dir=model_dir, log=None)
     with self.assertRaisesRegex(
       errors.ResumeError, r'ckpt-2 does not fit.*--model_dir'
     ):
@@ -180,7 +176,7 @@ class FitTest(tf.test.TestCase):
     def forward(xb):
       return tf.matmul(tf.reshape(xb, [-1, 64]), w)
 
-    loss, accuracy = training.evaluate(forward, x, y, batch_size=16)
+    loss, accuracy = loop.evaluate(forward, x, y, batch_size=16)
     shifted = logits - logits.max(-1, keepdims=True)
     log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
     self.assertAllClose(loss, -log_p[np.arange(50), y].mean(), rtol=1e-5)
@@ -199,16 +195,16 @@ class TrainerTest(tf.test.TestCase):
       model_dir=os.path.join(tempfile.mkdtemp(), 'run'),
     )
     args.update(kwargs)
-    return trainer.TrainConfig(**args)
+    return experiment.TrainConfig(**args)
 
   def test_train_evaluates_exports_and_reports(self):
     config = self._config()
     lines = []
-    result = trainer.train(config, log=lines.append)
+    result = experiment.train(config, log=lines.append)
     self.assertIsNone(result.resumed_from)
     self.assertEqual(result.progress.end_step, 12)
     data = datasets.load_digits()
-    loss, accuracy = training.evaluate(result.pruned, data.x_test, data.y_test)
+    loss, accuracy = loop.evaluate(result.pruned, data.x_test, data.y_test)
     self.assertAllClose(
       (result.test_loss, result.test_accuracy), (loss, accuracy)
     )
@@ -230,15 +226,15 @@ class TrainerTest(tf.test.TestCase):
     if len(kinds) == 1:
       self.assertTrue(any('stripped export skipped' in line for line in lines))
 
-    table = report.final_table(
+    table = summary.final_table(
       result.counts, result.test_loss, result.test_accuracy, result.exports
     )
     self.assertIn('cnn/depthwise_1/kernel', table)
     self.assertIn(f'test accuracy {result.test_accuracy:.4f}', table)
-    self.assertRegex(table, r'pruned +[\d.]+ [KM]?B +[\d.]+ [KM]?B')
+    self.assertRegex(table, r'pruned +[\d.]+ (?:[KMG]i)?B +[\d.]+ (?:[KMG]i)?B')
 
     # A rerun resumes at the end: nothing to train, exports left alone.
-    again = trainer.train(config, log=lines.append)
+    again = experiment.train(config, log=lines.append)
     self.assertEqual(
       again.resumed_from, os.path.join(config.model_dir, 'ckpt-12')
     )
@@ -248,8 +244,8 @@ class TrainerTest(tf.test.TestCase):
 
   def test_model_dir_of_another_run_is_refused(self):
     config = self._config(train_steps=0)
-    trainer.train(config, log=lambda line: None)
-    with open(os.path.join(config.model_dir, trainer.CONFIG_FILE)) as f:
+    experiment.train(config, log=lambda line: None)
+    with open(os.path.join(config.model_dir, experiment.CONFIG_FILE)) as f:
       self.assertEqual(json.load(f)['model'], 'cnn')
     other = self._config(
       model='lstm', train_steps=0, model_dir=config.model_dir
@@ -259,15 +255,15 @@ class TrainerTest(tf.test.TestCase):
       r"holds a run with model='cnn', not 'lstm'; "
       r"pass --model='cnn'",
     ):
-      trainer.train(other, log=lambda line: None)
+      experiment.train(other, log=lambda line: None)
 
   def test_bad_config(self):
     with self.assertRaisesRegex(errors.UnknownModelError, "'vgg'"):
-      trainer.TrainConfig(model='vgg')
+      experiment.TrainConfig(model='vgg')
     with self.assertRaisesRegex(graph_prune.HParamsError, 'target_sparsity'):
-      trainer.TrainConfig(hparams='target_sparsity=1.0')
+      experiment.TrainConfig(hparams='target_sparsity=1.0')
     with self.assertRaisesRegex(errors.ConfigError, 'batch_size=0'):
-      trainer.TrainConfig(batch_size=0)
+      experiment.TrainConfig(batch_size=0)
 
 
 class ReportTest(tf.test.TestCase):
@@ -275,7 +271,7 @@ class ReportTest(tf.test.TestCase):
     model = models.build('cnn', (8, 8), 10)
     pruned = graph_prune.apply_pruning(model, 'target_sparsity=0.75')
     pruned.mask_update(200)
-    counts = report.count_params(model, pruned)
+    counts = summary.count_params(model, pruned)
     self.assertEqual(counts.dense_params, model.count_params())
     masked = {
       n: w.numpy() * m.numpy()

@@ -1,0 +1,105 @@
+"""The masked weights: found in the graph, then given a mask and threshold.
+
+`apply_pruning`'s middle steps: `find` the prunable weights of a traced
+graph, and `create_variables` for each planned weight, giving one
+`PrunedWeight` record per masked weight (the weight, its mask, its threshold
+and its `plans.WeightPlan`), which `PrunedModel` holds.
+"""
+
+import dataclasses
+from typing import Any, Sequence, Tuple
+
+from absl import logging
+import tensorflow as tf
+
+from graph_prune import distribute
+from graph_prune import errors
+from graph_prune import hparams as hparams_lib
+from graph_prune import masking
+from graph_prune import passes as rewrite
+from graph_prune import plans as plans_lib
+from graph_prune import tracing
+from graph_prune.passes import graph_ir
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PrunedWeight:
+  """One masked weight: its variable, mask, threshold and update plan.
+
+  Attributes:
+    weight: the pruned weight (the model's `tf.Variable`, or under a strategy
+      its distributed container).
+    mask: its mask variable, same shape and dtype.
+    threshold: its threshold variable (the shared value in global scope).
+    plan: how it is pruned (`plans_lib.WeightPlan`).
+  """
+
+  weight: Any
+  mask: tf.Variable
+  threshold: tf.Variable
+  plan: plans_lib.WeightPlan
+
+  @property
+  def name(self) -> str:
+    """The weight's name (what hparam maps match)."""
+    return self.plan.name
+
+
+def find(
+  traced: tracing.Traced, hparams: hparams_lib.PruningHParams
+) -> 'rewrite.WeightScan':
+  """The prunable weights of `traced`; warns of map entries none matches."""
+  scan = rewrite.find_weights(traced, do_not_prune=hparams.do_not_prune)
+  if not scan.candidates:
+    seen = '; '.join(f'{s.name}: {s.reason}' for s in scan.skipped) or (
+      'it captures no variable'
+    )
+    raise errors.NoPrunableWeightsError(
+      f'{traced.name} has no prunable weight (a trainable float variable of '
+      f'rank >= 2 read by MatMul, Conv, Einsum or Gather). Seen: {seen}.'
+    )
+  for entry in hparams.unmatched_map_entries([c.name for c in scan.candidates]):
+    logging.warning(
+      'graph_prune: hparam map entry %r matches no pruned weight of %s.',
+      entry,
+      traced.name,
+    )
+  return scan
+
+
+def create_variables(
+  candidates: Sequence[Any], weight_plans: Sequence[plans_lib.WeightPlan]
+) -> Tuple[PrunedWeight, ...]:
+  """A mask (ones) and a threshold (zero) variable per candidate weight."""
+  masks = [
+    distribute.state_variable(
+      tf.ones(c.shape, c.dtype), graph_ir.mask_name(c.name)
+    )
+    for c in candidates
+  ]
+  thresholds = [
+    distribute.state_variable(
+      tf.zeros([], masking.score_dtype(c.dtype)),
+      graph_ir.threshold_name(c.name),
+    )
+    for c in candidates
+  ]
+  # Under a strategy the graph captured per-device copies; the model,
+  # optimizer and checkpoints hold their distributed containers.
+  return tuple(
+    PrunedWeight(distribute.container(c.variable), mask, threshold, plan)
+    for c, mask, threshold, plan in zip(
+      candidates, masks, thresholds, weight_plans
+    )
+  )
+
+
+def log_plan(plan: plans_lib.WeightPlan) -> None:
+  logging.info(
+    'graph_prune: masking %s %s, target sparsity %.4g, %s%s',
+    plan.name,
+    list(plan.shape),
+    plan.target_sparsity,
+    plan.scope,
+    f' ({plan.note})' if plan.note else '',
+  )

@@ -1,0 +1,154 @@
+"""What a sweep runs: its methods (`parse_method`) and settings (`SweepConfig`).
+
+A method is KIND_GRANULARITY_SCOPE (see `graph_prune.study.sweep`), e.g.
+`oneshot_unit_global` or `gradual_block4x4_layer`; `Method.hparams` is the
+pruning spec it stands for.
+"""
+
+import dataclasses
+import re
+from typing import Optional, Tuple
+
+from graph_prune.study import errors
+from graph_prune.train import models
+
+SPARSITIES = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
+KINDS = ('oneshot', 'gradual')
+GRANULARITIES = ('weight', 'unit', 'blockHxW')
+_BLOCK = re.compile(r'block([1-9][0-9]*)x([1-9][0-9]*)')  # blockHxW
+SCOPES = ('layer', 'global')
+DEFAULT_METHODS = (
+  'oneshot_weight_layer',
+  'oneshot_weight_global',
+  'oneshot_unit_layer',
+  'oneshot_unit_global',
+  'gradual_weight_layer',
+  'gradual_weight_global',
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """How a sweep prunes: kind, granularity and threshold scope."""
+
+  kind: str
+  granularity: str
+  scope: str
+
+  @property
+  def name(self) -> str:
+    return f'{self.kind}_{self.granularity}_{self.scope}'
+
+  @property
+  def block_dims(self) -> Optional[Tuple[int, int]]:
+    """(height, width) for a `blockHxW` granularity, else None."""
+    match = _BLOCK.fullmatch(self.granularity)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+  def hparams(
+    self, sparsity: float, schedule_steps: int = 1, frequency: int = 1
+  ) -> str:
+    """The pruning spec reaching `sparsity` at step `schedule_steps`."""
+    blocks = self.block_dims
+    granularity = (
+      f'granularity=weight,block_height={blocks[0]},block_width={blocks[1]}'
+      if blocks
+      else f'granularity={self.granularity}'
+    )
+    return (
+      f'name=sweep,target_sparsity={float(sparsity)!r},'
+      f'{granularity},pruning_scope={self.scope},'
+      f'do_not_prune=[{models.OUTPUT_LAYER}],'
+      f'begin_pruning_step=0,end_pruning_step={schedule_steps},'
+      f'sparsity_function_begin_step=0,'
+      f'sparsity_function_end_step={schedule_steps},'
+      f'pruning_frequency={frequency}'
+    )
+
+
+def parse_method(name: str) -> Method:
+  """Parses 'KIND_GRANULARITY_SCOPE', e.g. 'gradual_weight_global'.
+
+  Raises:
+    errors.SweepConfigError: naming the bad part and the choices.
+  """
+  parts = name.strip().split('_')
+  valid = len(parts) == 3 and (
+    parts[0] in KINDS
+    and parts[2] in SCOPES
+    and (parts[1] in ('weight', 'unit') or _BLOCK.fullmatch(parts[1]))
+  )
+  if not valid:
+    raise errors.SweepConfigError(
+      f'Unknown method {name!r}; a method is KIND_GRANULARITY_SCOPE with '
+      f'KIND in {KINDS}, GRANULARITY in {GRANULARITIES} (e.g. block4x4), '
+      f'SCOPE in {SCOPES}, e.g. gradual_weight_global.'
+    )
+  return Method(*parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+  """The settings of a sweep (the `sparsity_sweep` binary's flags).
+
+  Attributes:
+    methods: method names (see `parse_method`).
+    sparsities: target sparsities, each in [0, 1).
+    seeds: one dense model and one set of rows per seed.
+    model: the built-in model.
+    data: '' for the embedded digits, an `.npz` or an MNIST IDX folder.
+    dense_steps: training steps of the dense model.
+    retrain_steps: steps of each gradual (masked) retraining.
+    schedule_fraction: the part of `retrain_steps` over which the sparsity
+      rises; the rest fine-tunes with fixed masks.
+    pruning_frequency: steps between mask updates while retraining.
+    batch_size: examples per step.
+    learning_rate: Adam's learning rate, for both training and retraining.
+  """
+
+  methods: Tuple[str, ...] = DEFAULT_METHODS
+  sparsities: Tuple[float, ...] = SPARSITIES
+  seeds: Tuple[int, ...] = (0,)
+  model: str = 'mlp'
+  data: str = ''
+  dense_steps: int = 1500
+  batch_size: int = 64
+  learning_rate: float = 1e-3
+  retrain_steps: int = 600
+  pruning_frequency: int = 20
+  schedule_fraction: float = 0.6
+
+  def __post_init__(self):
+    for name in self.methods:
+      parse_method(name)
+    if not self.methods or not self.sparsities or not self.seeds:
+      raise errors.SweepConfigError(
+        'methods, sparsities and seeds must each name at least one value.'
+      )
+    for s in self.sparsities:
+      if not 0.0 <= s < 1.0:
+        raise errors.SweepConfigError(
+          f'Sparsity {s} is outside [0, 1); pass e.g. 0.9 for 90%.'
+        )
+    models.check_name(self.model)
+    for name in (
+      'dense_steps',
+      'retrain_steps',
+      'pruning_frequency',
+      'batch_size',
+    ):
+      if getattr(self, name) < 1:
+        raise errors.SweepConfigError(
+          f'{name}={getattr(self, name)}; pass a value >= 1.'
+        )
+    if not 0.0 < self.schedule_fraction <= 1.0:
+      raise errors.SweepConfigError(
+        f'schedule_fraction={self.schedule_fraction} is outside (0, 1].'
+      )
+
+  @property
+  def schedule_steps(self) -> int:
+    """The step the retraining schedule reaches its target at."""
+    steps = max(1, int(round(self.retrain_steps * self.schedule_fraction)))
+    # The last update must fall on this step: a multiple of the frequency.
+    return max(self.pruning_frequency, steps - steps % self.pruning_frequency)
