@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test test-heavy lint format bench clean
 
 $(VENV)/.installed: setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ format: $(VENV)/.installed
 
 test: lint
 	$(PY) -m pytest -q -n 2 --dist loadscope tests $(PYTEST_ARGS)
+
+# The heavy real architectures (EfficientNetB0, ResNet50): minutes each, a
+# separate CI step after `make test`.
+test-heavy: $(VENV)/.installed
+	GRAPH_PRUNE_HEAVY_TESTS=1 $(PY) -m pytest -q tests/architectures_test.py -k Heavy $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) bench/mask_update.py

@@ -2,6 +2,12 @@
 
 import setuptools
 
+_LITERT = 'ai-edge-litert>=2.3'
+_LITERT_PLATFORMS = (
+  'platform_system == "Linux" and platform_machine == "x86_64" '
+  'and python_version < "3.14"'
+)
+
 setuptools.setup(
   name='graph_prune',
   version='0.1.0',
@@ -14,6 +20,8 @@ setuptools.setup(
     'tensorflow>=2.16',
     'numpy',
     'absl-py',
+    # The training binary ends by pointing at `tensorboard --logdir`.
+    'tensorboard',
   ],
   extras_require={
     'test': [
@@ -22,14 +30,20 @@ setuptools.setup(
       'hypothesis',
       'tf_keras',
       'ruff==0.17.6',
+      # LiteRT's interpreter, where its wheels exist (checked for 2.3.0:
+      # Linux x86_64, Python 3.10-3.13); elsewhere graph_prune falls back
+      # to tf.lite.Interpreter (graph_prune/export/tflite_read.py).
+      _LITERT + '; ' + _LITERT_PLATFORMS,
     ],
     'plots': ['matplotlib'],
+    # Running TFLite models without tf.lite.Interpreter's deprecation.
+    'litert': [_LITERT],
   },
   entry_points={
     'console_scripts': [
-      'strip_masks = graph_prune.cli.strip_masks:run',
-      'graph_prune_train = graph_prune.cli.train:run',
-      'sparsity_sweep = graph_prune.cli.sparsity_sweep:run',
+      'strip_masks = graph_prune.cli.main:strip_masks',
+      'graph_prune_train = graph_prune.cli.main:train',
+      'sparsity_sweep = graph_prune.cli.main:sparsity_sweep',
     ],
   },
 )

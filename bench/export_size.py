@@ -2,6 +2,13 @@
 
 Usage:
   python bench/export_size.py [--sparsities=0,0.5,0.9,0.95] [--rounds=R]
+      [--formats]
+
+--formats also trains the digits MLP at each sparsity with the training
+binary's schedule and measures every format it can ship as (SavedModels,
+.keras, TFLite float/dynamic/float16/int8, both weight encodings), each
+with its test accuracy, and the dynamic-range TFLite model's latency
+against the float one (bench/export_formats.py).
 
 For the 784-1000-1000-500-200-10 ReLU MLP (Keras 3, Glorot-uniform weights,
 seed 0), at each sparsity: prunes it with graph_prune (every kernel masked
@@ -35,6 +42,7 @@ import time
 
 from absl import app
 from absl import flags
+import export_formats  # bench/export_formats.py, beside this script
 import keras
 import numpy as np
 import results_io  # bench/results_io.py, beside this script
@@ -52,6 +60,12 @@ _SPARSITIES = flags.DEFINE_list(
 )
 _ROUNDS = flags.DEFINE_integer('rounds', 21, 'Interleaved timing rounds.')
 _BATCHES = flags.DEFINE_list('batches', ['256', '1'], 'Batch sizes timed.')
+_FORMATS = flags.DEFINE_bool(
+  'formats',
+  False,
+  'Also train the digits MLP per sparsity and measure every export format '
+  'with its test accuracy (bench/export_formats.py; minutes).',
+)
 _OUT = flags.DEFINE_string(
   'out',
   os.path.join(os.path.dirname(__file__), 'results', 'export_size.json'),
@@ -116,7 +130,9 @@ def measure_sizes(sparsity, root):
   os.makedirs(d)
   stripped_dir = os.path.join(d, 'stripped')
   report = export_saved_model(pruned, stripped_dir)
-  write_tflite(stripped_dir, ['serving_default'], os.path.join(d, 'm.tflite'))
+  write_tflite(
+    stripped_dir, ['serving_default'], os.path.join(d, 'm.tflite'), sparse='on'
+  )
   frozen = strip_function(
     pruned.__call__.get_concrete_function(),
     PruningVariables.of([pruned]),
@@ -287,6 +303,8 @@ def main(argv):
     'inference': speed,
     'tensorflow': tf.__version__,
   }
+  if _FORMATS.value:
+    results['trained_formats'] = export_formats.run(_SPARSITIES.value)
   results_io.write(_OUT.value, results)
 
 

@@ -3,70 +3,104 @@
 pruned = graph_prune.apply_pruning(model, 'target_sparsity=0.9')
 ...  # train, calling pruned.conditional_mask_update(optimizer.iterations)
 graph_prune.export_saved_model(pruned, '/tmp/model')  # masks folded in
+
+The public names are looked up on first use (PEP 562), so that `import
+graph_prune` does not import TensorFlow yet: the binaries can then keep
+TensorFlow's start-up log lines off the terminal (graph_prune/cli/main.py)
+before they import it. To add a public name, add it to `_PUBLIC`.
 """
 
-from graph_prune import errors as _errors
-from graph_prune.errors import FoldError
-from graph_prune.errors import GraphPruneError
-from graph_prune.errors import GraphRewriteError
-from graph_prune.errors import HParamsError
-from graph_prune.errors import MaskError
-from graph_prune.errors import NoPrunableWeightsError
-from graph_prune.errors import NoPruningVariablesError
-from graph_prune.errors import OutputExistsError
-from graph_prune.errors import SavedModelNotFoundError
-from graph_prune.errors import StrategyError
-from graph_prune.errors import StripError
-from graph_prune.errors import UnknownSignatureError
-from graph_prune.errors import UnsupportedStrategyError
-from graph_prune.errors import UntraceableError
-from graph_prune.errors import WeightMatchError
-from graph_prune.export.strip import export_saved_model
-from graph_prune.export.strip import strip
-from graph_prune.export.strip import strip_saved_model
-from graph_prune.hparams import parse_hparams
-from graph_prune.hparams import PruningHParams
-from graph_prune.keras_fit import keras_trainer
-from graph_prune.pruned_model import apply_pruning
-from graph_prune.pruned_model import PrunedModel
-from graph_prune.pruned_model import Sparsity
+import importlib
+from typing import TYPE_CHECKING
 
-__all__ = [
-  'ConfigError',
-  'DataError',
-  'FoldError',
-  'GraphPruneError',
-  'GraphRewriteError',
-  'HParamsError',
-  'MaskError',
-  'NoPrunableWeightsError',
-  'NoPruningVariablesError',
-  'OutputExistsError',
-  'PrunedModel',
-  'PruningHParams',
-  'ResumeError',
-  'SavedModelNotFoundError',
-  'Sparsity',
-  'StrategyError',
-  'StripError',
-  'UnknownSignatureError',
-  'UnsupportedStrategyError',
-  'UntraceableError',
-  'WeightMatchError',
-  'apply_pruning',
-  'export_saved_model',
-  'keras_trainer',
-  'parse_hparams',
-  'strip',
-  'strip_saved_model',
-]
+# Public name -> the module that defines it.
+_PUBLIC = {
+  'ArgumentTypeError': 'graph_prune.errors',
+  'ConfigError': 'graph_prune.train.errors',
+  'DataError': 'graph_prune.train.errors',
+  'FoldError': 'graph_prune.errors',
+  'GraphPruneError': 'graph_prune.errors',
+  'GraphRewriteError': 'graph_prune.errors',
+  'HParamsError': 'graph_prune.errors',
+  'MaskError': 'graph_prune.errors',
+  'NoPrunableWeightsError': 'graph_prune.errors',
+  'NoPruningVariablesError': 'graph_prune.errors',
+  'OutputExistsError': 'graph_prune.errors',
+  'PrunedModel': 'graph_prune.pruned_model',
+  'PruningHParams': 'graph_prune.hparams',
+  'ResumeError': 'graph_prune.train.errors',
+  'SavedModelNotFoundError': 'graph_prune.errors',
+  'Sparsity': 'graph_prune.pruned_model',
+  'StrategyError': 'graph_prune.errors',
+  'StripError': 'graph_prune.errors',
+  'UnknownSignatureError': 'graph_prune.errors',
+  'UnsupportedSaveError': 'graph_prune.errors',
+  'UnsupportedStrategyError': 'graph_prune.errors',
+  'UntraceableError': 'graph_prune.errors',
+  'WeightMatchError': 'graph_prune.errors',
+  'apply_pruning': 'graph_prune.pruned_model',
+  'export_saved_model': 'graph_prune.export.strip',
+  'keras_trainer': 'graph_prune.keras_fit',
+  'parse_hparams': 'graph_prune.hparams',
+  'shrink': 'graph_prune.export.shrink',
+  'strip': 'graph_prune.export.strip',
+  'strip_saved_model': 'graph_prune.export.strip',
+  'export_tflite': 'graph_prune.export.tflite',
+  'strip_keras': 'graph_prune.export.keras_model',
+  'TFLiteExportError': 'graph_prune.errors',
+  'RepresentativeDataError': 'graph_prune.errors',
+  'KerasStripError': 'graph_prune.errors',
+}
 
-# The training binary's errors live in graph_prune.train.errors; looked up on
-# first use so that importing graph_prune does not import train/.
-_TRAINING_ERRORS = ('ConfigError', 'DataError', 'ResumeError')
+__all__ = sorted(_PUBLIC)
 
 
 def __getattr__(name):
-  if name in _TRAINING_ERRORS:
-    return getattr(_errors, name)
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+  module = _PUBLIC.get(name)
+  if module is None:
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+  value = getattr(importlib.import_module(module), name)
+  globals()[name] = value  # later lookups skip __getattr__
+  return value
+
+
+def __dir__():
+  return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # what static tools and IDEs see
+  from graph_prune.errors import ArgumentTypeError  # noqa: F401
+  from graph_prune.errors import FoldError  # noqa: F401
+  from graph_prune.errors import GraphPruneError  # noqa: F401
+  from graph_prune.errors import GraphRewriteError  # noqa: F401
+  from graph_prune.errors import HParamsError  # noqa: F401
+  from graph_prune.errors import KerasStripError  # noqa: F401
+  from graph_prune.errors import MaskError  # noqa: F401
+  from graph_prune.errors import NoPrunableWeightsError  # noqa: F401
+  from graph_prune.errors import NoPruningVariablesError  # noqa: F401
+  from graph_prune.errors import OutputExistsError  # noqa: F401
+  from graph_prune.errors import RepresentativeDataError  # noqa: F401
+  from graph_prune.errors import SavedModelNotFoundError  # noqa: F401
+  from graph_prune.errors import StrategyError  # noqa: F401
+  from graph_prune.errors import StripError  # noqa: F401
+  from graph_prune.errors import TFLiteExportError  # noqa: F401
+  from graph_prune.errors import UnknownSignatureError  # noqa: F401
+  from graph_prune.errors import UnsupportedSaveError  # noqa: F401
+  from graph_prune.errors import UnsupportedStrategyError  # noqa: F401
+  from graph_prune.errors import UntraceableError  # noqa: F401
+  from graph_prune.errors import WeightMatchError  # noqa: F401
+  from graph_prune.export.keras_model import strip_keras  # noqa: F401
+  from graph_prune.export.shrink import shrink  # noqa: F401
+  from graph_prune.export.strip import export_saved_model  # noqa: F401
+  from graph_prune.export.strip import strip  # noqa: F401
+  from graph_prune.export.strip import strip_saved_model  # noqa: F401
+  from graph_prune.export.tflite import export_tflite  # noqa: F401
+  from graph_prune.hparams import parse_hparams  # noqa: F401
+  from graph_prune.hparams import PruningHParams  # noqa: F401
+  from graph_prune.keras_fit import keras_trainer  # noqa: F401
+  from graph_prune.pruned_model import apply_pruning  # noqa: F401
+  from graph_prune.pruned_model import PrunedModel  # noqa: F401
+  from graph_prune.pruned_model import Sparsity  # noqa: F401
+  from graph_prune.train.errors import ConfigError  # noqa: F401
+  from graph_prune.train.errors import DataError  # noqa: F401
+  from graph_prune.train.errors import ResumeError  # noqa: F401

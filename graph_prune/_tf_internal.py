@@ -137,3 +137,22 @@ def freeze_function(concrete_function):
   return convert_to_constants.convert_variables_to_constants_v2(
     concrete_function, lower_control_flow=False
   )
+
+
+def tflite_schema():
+  """The generated Python classes of the TFLite flatbuffer schema.
+
+  Reading a converted model's tensors (their buffers, quantization and sparse
+  encoding) needs the schema; `tf.lite` exports no reader (the interpreter
+  densifies sparse tensors and hides constant buffers). The LiteRT package
+  ships the same generated module publicly, so it is preferred when
+  installed; TensorFlow's copy is the fallback.
+
+  Returns:
+    The `schema_py_generated` module (with `ModelT`).
+  """
+  try:
+    from ai_edge_litert import schema_py_generated  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    from tensorflow.lite.python import schema_py_generated  # pylint: disable=g-import-not-at-top
+  return schema_py_generated

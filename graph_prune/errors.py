@@ -100,6 +100,18 @@ class ArgumentTypeError(GraphPruneError, TypeError, ValueError):
   """An argument has the wrong type (e.g. `training='yes'`, not a bool)."""
 
 
+class TFLiteExportError(StripError):
+  """A TFLite export was asked for with a bad option (quantization mode)."""
+
+
+class RepresentativeDataError(TFLiteExportError):
+  """Representative data for quantization is missing, unreadable or wrong."""
+
+
+class KerasStripError(StripError):
+  """`strip_keras` got a computation that is not a Keras model."""
+
+
 # The binaries' errors, importable from here as before they moved. Looked up
 # on first use rather than imported at the top: their modules import this one
 # (a cycle), and the core, which imports this module, must not import train/
@@ -108,6 +120,8 @@ _MOVED = {
   'ConfigError': 'graph_prune.train.errors',
   'DataError': 'graph_prune.train.errors',
   'ResumeError': 'graph_prune.train.errors',
+  'ModelDirBusyError': 'graph_prune.train.errors',
+  'ResumeMismatchError': 'graph_prune.train.errors',
   'UnknownModelError': 'graph_prune.train.errors',
   'SweepConfigError': 'graph_prune.study.errors',
 }
@@ -117,3 +131,21 @@ def __getattr__(name):
   if name in _MOVED:
     return getattr(importlib.import_module(_MOVED[name]), name)
   raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+class NonFiniteWeightError(MaskError):
+  """A weight holds NaN or Inf, so its mask cannot be computed.
+
+  Raised by an eager `mask_update`/`conditional_mask_update`; inside a
+  `tf.function` the same message arrives as TensorFlow's
+  `tf.errors.InvalidArgumentError` (the check runs in the graph). No mask,
+  threshold or step was changed by the failed update.
+  """
+
+
+class OutputWriteError(GraphPruneError, ValueError):
+  """An output cannot be written: the disk is full, read-only or forbidden.
+
+  Names the final output path (not the hidden staging path the write went
+  to); nothing of the output is left behind.
+  """

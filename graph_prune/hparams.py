@@ -225,11 +225,13 @@ def parse_hparams(
   for name, raw in syntax.split_clauses(spec):
     if name not in _FIELDS:
       raise errors.UnknownHParamError(
-        f'Unknown hparam {name!r} in {spec!r}{_did_you_mean(name)}'
+        f'Unknown hparam {syntax.excerpt(name)} in '
+        f'{syntax.excerpt(spec, spec.find(name))}{_did_you_mean(name)}'
       )
     if name in values:
       raise errors.HParamSyntaxError(
-        f'Hparam {name!r} is given twice in {spec!r}; give it once.'
+        f'Hparam {name!r} is given twice in {syntax.excerpt(spec)}; give it '
+        'once.'
       )
     values[name] = syntax.parse_value(name, _kind(name), raw)
   base = base if base is not None else PruningHParams()
@@ -278,7 +280,7 @@ def _coerce(name: str, value: Any):
       return value
   elif kind is int:
     if isinstance(value, int) and not isinstance(value, bool):
-      return value
+      return syntax.check_int64(name, value)
   elif kind is float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
       return float(value)

@@ -14,6 +14,42 @@ from graph_prune import errors
 CLAUSE_NAME_RE = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_.]*)\s*=')
 OPEN = '([{'
 CLOSE = ')]}'
+# Numbers are ASCII, as in contrib's spec strings: Python's int() and float()
+# would also take '1_000' and full-width or Arabic-Indic digits.
+INT_RE = re.compile(r'\s*[+-]?[0-9]+\s*')
+FLOAT_RE = re.compile(
+  # One way to match each digit run (no `[0-9]+\.?[0-9]*`): a long
+  # non-number must fail in linear time, not by backtracking.
+  r'\s*[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?'
+  r'|inf|infinity|nan)\s*',
+  re.IGNORECASE,
+)
+# Ints become int64 tensors (steps, frequencies, block sizes) when traced.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# How much of a long value an error message quotes.
+EXCERPT_CHARS = 80
+
+
+def excerpt(text: str, at: int = 0) -> str:
+  """`repr` of at most `EXCERPT_CHARS` of `text` around position `at`."""
+  if len(text) <= EXCERPT_CHARS:
+    return repr(text)
+  start = max(0, min(at - EXCERPT_CHARS // 2, len(text) - EXCERPT_CHARS))
+  cut = text[start : start + EXCERPT_CHARS]
+  before = f'...({start} chars)' if start else ''
+  after_count = len(text) - start - len(cut)
+  after = f'...({after_count} more chars)' if after_count else ''
+  return f'{before}{cut!r}{after}'
+
+
+def check_int64(name: str, value: int) -> int:
+  """`value`, or an error if it does not fit the int64 it becomes."""
+  if not INT64_MIN <= value <= INT64_MAX:
+    raise errors.HParamValueError(
+      f'Hparam {name}={excerpt(str(value))} is out of range: it must fit a '
+      f'64-bit integer (at most {INT64_MAX}).'
+    )
+  return value
 
 
 def split_clauses(spec: str):
@@ -27,7 +63,8 @@ def split_clauses(spec: str):
     if not m:
       bad = spec[pos:].split(',')[0]
       raise errors.HParamSyntaxError(
-        f'Malformed clause {bad!r} at position {pos} of {spec!r}; '
+        f'Malformed clause {excerpt(bad)} at position {pos} of '
+        f'{excerpt(spec, pos)}; '
         'each clause must be name=value, separated by commas.'
       )
     name = m.group(1)
@@ -43,7 +80,8 @@ def split_clauses(spec: str):
       raw = spec[pos:end].strip()
       if '[' in raw or ']' in raw or '=' in raw:
         raise errors.HParamSyntaxError(
-          f'Malformed value {raw!r} of hparam {name!r} in {spec!r}; a list '
+          f'Malformed value {excerpt(raw)} of hparam {name!r} in '
+          f'{excerpt(spec, pos)}; a list '
           'must start with "[" and end with "]", and clauses are separated '
           'by commas.'
         )
@@ -54,12 +92,12 @@ def split_clauses(spec: str):
       if spec[pos] != ',':
         raise errors.HParamSyntaxError(
           f'Expected "," after the value of hparam {name!r} at position '
-          f'{pos} of {spec!r}, found {spec[pos]!r}.'
+          f'{pos} of {excerpt(spec, pos)}, found {spec[pos]!r}.'
         )
       pos += 1
       if spec[pos:].strip() == '':
         raise errors.HParamSyntaxError(
-          f'Trailing comma at the end of {spec!r}; remove it.'
+          f'Trailing comma at the end of {excerpt(spec, len(spec))}; remove it.'
         )
     yield name, raw
 
@@ -93,18 +131,21 @@ def scan_list(spec: str, pos: int, name: str):
     i += 1
   raise errors.HParamSyntaxError(
     f'Unbalanced brackets in the list value of hparam {name!r} in '
-    f'{spec!r}; write lists as [a,b,c] with balanced (), [] and {{}}.'
+    f'{excerpt(spec, pos)}; write lists as [a,b,c] with balanced (), [] '
+    'and {}.'
   )
 
 
 def parse_m_by_n(raw: str) -> Tuple[int, int]:
-  m = re.fullmatch(r'\s*(\d+)\s*:\s*(\d+)\s*', raw)
+  m = re.fullmatch(r'\s*([0-9]+)\s*:\s*([0-9]+)\s*', raw)
   if not m:
     raise errors.HParamValueError(
       f'Hparam sparsity_m_by_n must be N:M with two whole numbers, such as '
       f'2:4, got {raw!r}.'
     )
-  return (int(m.group(1)), int(m.group(2)))
+  return tuple(
+    check_int64('sparsity_m_by_n', int(g)) for g in (m.group(1), m.group(2))
+  )
 
 
 def split_entry(field: str, entry: str) -> Tuple[str, str]:
@@ -126,13 +167,13 @@ MAP_EXAMPLE = {
 
 def parse_map_sparsity(entry: str) -> float:
   value = split_entry('weight_sparsity_map', entry)[1]
-  try:
-    sparsity = float(value)
-  except ValueError:
+  if not FLOAT_RE.fullmatch(value):
     raise errors.HParamTypeError(
-      f'weight_sparsity_map entry {entry!r} has sparsity {value!r}, which '
-      'is not a number; write regex:0.8.'
-    ) from None
+      f'weight_sparsity_map entry {excerpt(entry)} has sparsity '
+      f'{excerpt(value)}, which is not a number in ASCII digits; write '
+      'regex:0.8.'
+    )
+  sparsity = float(value)
   if not 0.0 <= sparsity < 1.0:
     raise errors.HParamValueError(
       f'weight_sparsity_map entry {entry!r} has sparsity {sparsity}; it '
@@ -143,13 +184,13 @@ def parse_map_sparsity(entry: str) -> float:
 
 def parse_block_dims(field: str, text: str) -> Tuple[int, int]:
   value = split_entry(field, text)[1]
-  m = re.fullmatch(r'(-?\d+)x(-?\d+)', value)
+  m = re.fullmatch(r'(-?[0-9]+)x(-?[0-9]+)', value)
   if not m:
     raise errors.HParamValueError(
       f'{field} entry {text!r} has block {value!r}; write HxW with two '
       'whole numbers, e.g. 4x4 or 1x-1.'
     )
-  dims = (int(m.group(1)), int(m.group(2)))
+  dims = tuple(check_int64(field, int(g)) for g in (m.group(1), m.group(2)))
   for d in dims:
     if d < 1 and d != -1:
       raise errors.HParamValueError(
@@ -164,8 +205,17 @@ def check_regex(field: str, regex: str, entry: str):
     re.compile(regex)
   except re.error as e:
     raise errors.HParamValueError(
-      f'{field} entry {entry!r} has the regex {regex!r}, which does not '
-      f'compile ({e}); escape special characters with a backslash.'
+      f'{field} entry {excerpt(entry)} has the regex {excerpt(regex)}, '
+      f'which does not compile ({e}); escape special characters with a '
+      'backslash.'
+    ) from None
+  except (OverflowError, RecursionError):
+    # A repeat count beyond Python's limit (a{99999999999}) or groups nested
+    # deeper than its parser recurses.
+    raise errors.HParamValueError(
+      f'{field} entry {excerpt(entry)} has the regex {excerpt(regex)}, which '
+      'is too large for Python to compile (a repeat count over 4294967295 '
+      'or groups nested too deeply); write a simpler regex.'
     ) from None
 
 
@@ -215,21 +265,19 @@ def parse_value(name: str, kind: type, raw):
       f'Hparam {name!r} takes a bool (true or false), got {raw!r}.'
     )
   if kind is int:
-    try:
-      return int(raw)
-    except ValueError:
+    if not INT_RE.fullmatch(raw):
       raise errors.HParamTypeError(
-        f'Hparam {name!r} takes an int, got {raw!r}; write a whole number '
-        'such as 100.'
-      ) from None
+        f'Hparam {name!r} takes an int, got {excerpt(raw)}; write a whole '
+        'number in ASCII digits such as 100.'
+      )
+    return check_int64(name, int(raw))
   if kind is float:
-    try:
-      return float(raw)
-    except ValueError:
+    if not FLOAT_RE.fullmatch(raw):
       raise errors.HParamTypeError(
-        f'Hparam {name!r} takes a float, got {raw!r}; write a number such '
-        'as 0.9.'
-      ) from None
+        f'Hparam {name!r} takes a float, got {excerpt(raw)}; write a number '
+        'in ASCII digits such as 0.9.'
+      )
+    return float(raw)
   if name == 'sparsity_m_by_n':
     return parse_m_by_n(raw) if raw else None
   return raw

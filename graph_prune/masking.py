@@ -6,7 +6,10 @@ caller keeps masks and thresholds in variables. Each weight has a static
 
   * elementwise: score |w| per weight;
   * blocks (weights that squeeze to rank 2): |w| pooled (AVG or MAX) over
-    blocks of `block_dims`; a whole block is kept or pruned;
+    blocks of `block_dims` tiled from the top-left corner (a short block
+    only at the end of a dimension that is not a multiple, not contrib's
+    SAME padding split before and after: `_pool_blocks`); a whole block is
+    kept or pruned;
   * unit: the L2 norm of each slice along the last axis (a Dense column, a
     conv filter); a whole output unit is kept or pruned;
   * m-by-n: in every M consecutive weights along axis -2 (the input axis of
@@ -72,7 +75,18 @@ def _block_geometry(shape, block_dims):
 
 
 def _pool_blocks(magnitude: tf.Tensor, structure: MaskStructure) -> tf.Tensor:
-  """AVG or MAX of |w| over blocks (contrib: pooling, SAME padding)."""
+  """AVG or MAX of |w| over blocks, aligned at the top-left corner.
+
+  Block (i, j) is rows [i*bh, (i+1)*bh) and columns [j*bw, (j+1)*bw),
+  clipped to the weight: where a dimension is not a multiple of the block,
+  only the last block is short (padding at the end only), and its score is
+  the AVG or MAX of its real elements. These are exactly the blocks `expand`
+  keeps or prunes. contrib and tfmot pool with SAME padding, which splits
+  the padding before and after, so their scored windows are shifted
+  against the blocks they then mask; graph_prune deliberately does not
+  (BUILD_NOTES, 'Where graph_prune deliberately differs'). Both agree when
+  every dimension is a multiple of its block.
+  """
   height, width, bh, bw = _block_geometry(magnitude.shape, structure.block_dims)
   rows, cols = -(-height // bh), -(-width // bw)
   padding = [[0, rows * bh - height], [0, cols * bw - width]]

@@ -29,6 +29,7 @@ from graph_prune import distribute
 from graph_prune import errors
 from graph_prune import hparams as hparams_lib
 from graph_prune import masking
+from graph_prune import nonfinite
 from graph_prune import passes as rewrite
 from graph_prune import plans as plans_lib
 from graph_prune import pruned_weights as pruned_weights_lib
@@ -37,6 +38,7 @@ from graph_prune import summaries
 from graph_prune import tracing
 from graph_prune.passes import graph_ir
 from graph_prune.pruned_weights import PrunedWeight
+from graph_prune.saved_model_conventions import SavedModelConventions
 from graph_prune.untracked import Untracked
 
 
@@ -51,7 +53,7 @@ class Sparsity(NamedTuple):
 _scalar_summary = summaries.scalar
 
 
-class PrunedModel(tf.Module):
+class PrunedModel(SavedModelConventions, tf.Module):
   """A computation whose prunable weights are used as `weight * mask`.
 
   Attributes:
@@ -189,6 +191,18 @@ class PrunedModel(tf.Module):
         ).graph
     return functions[training]
 
+  def _export_variables(self):
+    """The model's variables, then masks, thresholds and the step."""
+    return (
+      list(self._model_variables)
+      + list(self.masks)
+      + list(self.thresholds)
+      + [self.last_mask_update_step]
+    )
+
+  def _export_serve(self):
+    return self.__dict__.get('__call__')
+
   @property
   def keras_model(self) -> Any:
     """The Keras model `apply_pruning` traced, or None for other inputs."""
@@ -230,12 +244,18 @@ class PrunedModel(tf.Module):
 
     Returns:
       The update op in graph mode; None eagerly.
+
+    Raises:
+      NonFiniteWeightError: (eagerly) a weight holds NaN or Inf; inside a
+        `tf.function` the same message comes as `InvalidArgumentError`.
+        Either way no mask, threshold or step was changed.
     """
     if distribute.in_replica_context():
       return distribute.call_in_cross_replica_context(self.mask_update, step)
     step = tf.cast(step, tf.int64)
     if tf.executing_eagerly():
-      self._update_fn.value(step)
+      with nonfinite.non_finite_as_error():
+        self._update_fn.value(step)
       return None
     return self._update(step)
 
@@ -255,6 +275,9 @@ class PrunedModel(tf.Module):
 
     Returns:
       A bool scalar tensor: whether the masks were updated.
+
+    Raises:
+      NonFiniteWeightError: as in `mask_update`.
     """
     if distribute.in_replica_context():
       return distribute.call_in_cross_replica_context(
@@ -267,7 +290,8 @@ class PrunedModel(tf.Module):
         return tf.constant(True)
 
     if tf.executing_eagerly():
-      return self._conditional_fn(step)
+      with nonfinite.non_finite_as_error():
+        return self._conditional_fn(step)
     return tf.cond(
       self._condition(step, self.last_mask_update_step),
       do_update,
@@ -290,11 +314,15 @@ class PrunedModel(tf.Module):
       weight_plans,
       previous_thresholds=[w.threshold.read_value() for w in pruned],
     )
+    # All or nothing: no assign may run before every mask and threshold is
+    # computed, i.e. before every weight passed its NaN/Inf check (each mask
+    # depends on its weight's check), so a failed update changes no state.
     ops = []
-    for w, mask, threshold in zip(pruned, masks, thresholds):
-      ops.append(w.mask.assign(tf.cast(mask, w.mask.dtype)))
-      ops.append(w.threshold.assign(tf.cast(threshold, w.threshold.dtype)))
-    ops.append(self.last_mask_update_step.assign(step))
+    with tf.control_dependencies(masks + thresholds):
+      for w, mask, threshold in zip(pruned, masks, thresholds):
+        ops.append(w.mask.assign(tf.cast(mask, w.mask.dtype)))
+        ops.append(w.threshold.assign(tf.cast(threshold, w.threshold.dtype)))
+      ops.append(self.last_mask_update_step.assign(step))
     return tf.group(ops)
 
   def scheduled_sparsity(self, step) -> tf.Tensor:

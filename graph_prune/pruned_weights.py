@@ -20,6 +20,7 @@ from graph_prune import passes as rewrite
 from graph_prune import plans as plans_lib
 from graph_prune import tracing
 from graph_prune.passes import graph_ir
+from graph_prune.passes import scan as rewrite_scan
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -58,6 +59,14 @@ def find(
       f'{traced.name} has no prunable weight (a trainable float variable of '
       f'rank >= 2 read by MatMul, Conv, Einsum or Gather). Seen: {seen}.'
     )
+  if hparams.target_sparsity > 0:
+    for skipped in filter(rewrite_scan.left_dense, scan.skipped):
+      logging.warning(
+        'graph_prune: %s of %s stays dense: %s.',
+        skipped.name,
+        traced.name,
+        skipped.reason,
+      )
   for entry in hparams.unmatched_map_entries([c.name for c in scan.candidates]):
     logging.warning(
       'graph_prune: hparam map entry %r matches no pruned weight of %s.',

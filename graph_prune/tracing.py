@@ -1,7 +1,9 @@
 """Turns what the user hands to graph_prune into one concrete TF2 graph.
 
-`trace(graph_fn)` accepts a `tf.function`, a `ConcreteFunction`, a plain
-Python callable plus an input signature, or a Keras model (Keras 3
+`trace(graph_fn)` accepts a `tf.function`, a `ConcreteFunction`, a
+`tf.Module` whose `__call__` is a `tf.function` (traced as that function, with
+its input signature), a plain Python callable plus an input signature, or a
+Keras model (Keras 3
 `keras.Model` or tf_keras `tf_keras.Model`: Sequential, functional or
 subclassed) and returns a `Traced`: the `ConcreteFunction`, the positional
 input signature it was traced with, and the `tf.Variable`s it captures.
@@ -139,6 +141,9 @@ def _concrete_function(graph_fn, input_signature, training, name):
       return model(*args, training=training)
 
     return _trace_callable(call_model, input_signature, name)
+  method = _tf_function_call(graph_fn)
+  if method is not None:
+    return _trace_tf_function(method, input_signature, name)
   if callable(graph_fn):
     if input_signature is None:
       raise errors.UntraceableError(
@@ -150,6 +155,24 @@ def _concrete_function(graph_fn, input_signature, training, name):
     f'Cannot trace {name}: expected a tf.function, a ConcreteFunction, a '
     'Keras model or a Python callable.'
   )
+
+
+def _tf_function_call(obj):
+  """`obj.__call__` when it is a `tf.function` (a `tf.Module`'s), else None.
+
+  A module declaring `@tf.function(input_signature=...) def __call__` is
+  traced like that function, with its signature (calling the module with a
+  new Python callable would lose it).
+  """
+  if not callable(obj):
+    return None
+  try:
+    method = obj.__call__
+  except Exception:  # pylint: disable=broad-except
+    return None
+  if isinstance(method, tf.types.experimental.PolymorphicFunction):
+    return method
+  return None
 
 
 def _trace_tf_function(fn, input_signature, name):

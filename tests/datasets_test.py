@@ -62,7 +62,10 @@ class IdxTest(parameterized.TestCase, tf.test.TestCase):
   def test_mnist_folder(self, gz):
     folder, arrays = self._folder(gz)
     d = datasets.load(folder)
-    self.assertAllClose(d.x_train, arrays['x_train'] / 255.0)
+    # Integer images are divided by x_train's largest value (issue 15).
+    largest = float(arrays['x_train'].max())
+    self.assertAllClose(d.x_train, arrays['x_train'] / largest)
+    self.assertAllClose(d.x_test, arrays['x_test'] / largest)
     self.assertAllEqual(d.y_test, arrays['y_test'])
     self.assertEqual(d.y_train.dtype, np.int32)
 
@@ -133,6 +136,81 @@ class NpzTest(tf.test.TestCase):
       f.write('not a zip')
     with self.assertRaisesRegex(errors.DataError, 'not a readable .npz'):
       datasets.load(junk)
+
+
+class CheckedDataTest(parameterized.TestCase, tf.test.TestCase):
+  """Bad data is refused with a DataError, never a traceback (issue 15)."""
+
+  def _npz(self, **changes):
+    arrays = dict(
+      x_train=np.arange(24, dtype=np.float32).reshape(6, 4) / 24,
+      y_train=np.array([0, 1, 2, 0, 1, 2]),
+      x_test=np.ones((2, 4), np.float32),
+      y_test=np.array([1, 2]),
+    )
+    arrays.update(changes)
+    path = os.path.join(tempfile.mkdtemp(dir=self.get_temp_dir()), 'd.npz')
+    np.savez(path, **arrays)
+    return path
+
+  def test_packaged_digits_as_data_span_zero_to_one(self):
+    packaged = os.path.join(datasets._DATA_DIR, 'digits.npz')
+    d = datasets.load(packaged)
+    with np.load(packaged) as raw:
+      largest = float(raw['x_train'].max())  # 16: the digits' 4-bit pixels
+      self.assertAllClose(d.x_train, raw['x_train'] / largest)
+    self.assertEqual(float(d.x_train.max()), 1.0)
+    self.assertAllClose(d.x_test, datasets.load_digits().x_test)
+
+  @parameterized.named_parameters(
+    (
+      'stray_label',
+      dict(y_train=np.array([0, 1, 2, 0, 1, 100000])),
+      r'largest label is 100000 but only 4 distinct labels occur',
+    ),
+    (
+      'one_d_images',
+      dict(x_train=np.zeros(6), x_test=np.zeros(2)),
+      r'x_train has shape \[6\]; images need a shape \[examples, features',
+    ),
+    (
+      'nan_pixel',
+      dict(x_test=np.array([[0, 1, np.nan, 0], [0] * 4])),
+      r'x_test holds NaN or Inf pixels \(first at index \[0, 2\]\)',
+    ),
+    (
+      'inf_pixel',
+      dict(x_train=np.full((6, 4), np.inf)),
+      r'x_train holds NaN or Inf pixels',
+    ),
+    (
+      'string_images',
+      dict(x_train=np.full((6, 4), 'a')),
+      r'x_train has dtype <U1; images must be integers or floats',
+    ),
+  )
+  def test_bad_arrays(self, changes, message):
+    with self.assertRaisesRegex(errors.DataError, message):
+      datasets.load(self._npz(**changes))
+
+  def test_truncated_npz(self):
+    path = self._npz()
+    with open(path, 'rb') as f:
+      data = f.read()
+    with open(path, 'wb') as f:
+      f.write(data[: len(data) // 2])
+    with self.assertRaisesRegex(errors.DataError, 'not a readable .npz file'):
+      datasets.load(path)
+
+  def test_corrupt_gzip_idx(self):
+    path = os.path.join(tempfile.mkdtemp(dir=self.get_temp_dir()), 'f.gz')
+    packed = gzip.compress(_idx_bytes(np.arange(400, dtype=np.uint8) % 7))
+    # Damage the deflate stream, keep the gzip header intact.
+    packed = packed[:12] + bytes(b ^ 0x5A for b in packed[12:-8]) + packed[-8:]
+    with open(path, 'wb') as f:
+      f.write(packed)
+    with self.assertRaisesRegex(errors.DataError, r'f\.gz: cannot be read'):
+      datasets.read_idx(path)
 
 
 if __name__ == '__main__':

@@ -582,5 +582,59 @@ class PropertyTest(tf.test.TestCase):
       parse_hparams(spec)
 
 
+class HostileSpecTest(parameterized.TestCase, tf.test.TestCase):
+  """Specs that raised OverflowError/RecursionError, passed int64-overflowing
+  values, accepted non-ASCII digits or quoted megabytes (issue 15)."""
+
+  @parameterized.named_parameters(
+    ('regex_repeat', 'do_not_prune=[a{99999999999}]', 'too large for Python'),
+    (
+      'nested_groups',
+      'do_not_prune=[' + '(' * 3000 + 'a' + ')' * 3000 + ']',
+      'too large for Python',
+    ),
+    (
+      'beyond_int64',
+      'pruning_frequency=9223372036854775808',
+      r'pruning_frequency=.* is out of range: it must fit a 64-bit integer',
+    ),
+    (
+      'negative_beyond_int64',
+      'begin_pruning_step=-9223372036854775809',
+      'must fit a 64-bit integer',
+    ),
+    (
+      'block_beyond_int64',
+      'block_dims_map=[a:99999999999999999999x1]',
+      'must fit a 64-bit integer',
+    ),
+    ('full_width_digits', 'pruning_frequency=\uff11\uff10', 'ASCII digits'),
+    ('arabic_indic_digits', 'target_sparsity=\u0660.5', 'ASCII digits'),
+    ('underscore_int', 'pruning_frequency=1_000', 'ASCII digits'),
+    ('underscore_float', 'target_sparsity=0.5_0', 'ASCII digits'),
+    ('full_width_m_by_n', 'sparsity_m_by_n=\uff12:4', 'N:M'),
+    ('map_sparsity_digits', 'weight_sparsity_map=[a:\u0660.5]', 'ASCII'),
+  )
+  def test_refused_with_an_hparams_error(self, spec, message):
+    with self.assertRaisesRegex(errors.HParamsError, message):
+      parse_hparams(spec)
+
+  def test_int64_bounds_are_accepted(self):
+    h = parse_hparams('end_pruning_step=9223372036854775807')
+    self.assertEqual(h.end_pruning_step, 2**63 - 1)
+    with self.assertRaisesRegex(errors.HParamValueError, '64-bit'):
+      PruningHParams(end_pruning_step=2**63)
+
+  @parameterized.named_parameters(
+    ('unknown_name', 'target_sparsity=0.5,' + 'x' * 1_000_000 + '=1'),
+    ('bad_value', 'target_sparsity=' + '9' * 1_000_000 + 'z'),
+    ('bad_clause', 'target_sparsity=0.5,' + '!' * 1_000_000),
+  )
+  def test_huge_spec_error_quotes_an_excerpt(self, spec):
+    with self.assertRaises(errors.HParamsError) as caught:
+      parse_hparams(spec)
+    self.assertLess(len(str(caught.exception)), 1000)  # not 1 MB
+
+
 if __name__ == '__main__':
   tf.test.main()

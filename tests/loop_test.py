@@ -70,6 +70,22 @@ class BatchesTest(parameterized.TestCase):
 
 
 class FitTest(tf.test.TestCase):
+  def test_diverged_weight_fails_the_step_with_a_graph_prune_error(self):
+    # What a too-high learning rate ends in: a NaN weight. The step's mask
+    # update (at step 1: frequency 1) refuses it, naming the weight.
+    x, y = _small_data(16)
+    run = _run(
+      spec='target_sparsity=0.5,end_pruning_step=9,pruning_frequency=1'
+    )
+    kernel = run.pruned.weights[1]
+    kernel.assign(tf.fill(kernel.shape, np.nan))
+    with self.assertRaisesRegex(
+      errors.NonFiniteWeightError,
+      r"weight '.+' holds NaN or Inf.*lower the learning rate",
+    ):
+      run.train_step(x, y)
+    self.assertEqual(int(run.pruned.last_mask_update_step.numpy()), 0)
+
   def test_resumed_run_equals_uninterrupted_run(self):
     x, y = _small_data()
     uninterrupted = _run()

@@ -285,6 +285,34 @@ class BlockTest(parameterized.TestCase, tf.test.TestCase):
       expected = np_block_mask(squeezed, dims[0], dims[1], pooling, s)
       self.assertAllEqual(mask, expected.reshape(shape))
 
+  @parameterized.named_parameters(('avg', 'AVG'), ('max', 'MAX'))
+  def test_short_blocks_sit_at_the_end_not_same_padded(self, pooling):
+    # 5x7 in 4x3 blocks: SAME padding would put 1 row before and 2 after,
+    # 1 column before and 1 after; graph_prune pads at the end only.
+    w = _random((5, 7), seed=4)
+    structure = MaskStructure(block_dims=(4, 3), pooling=pooling)
+    got = masking.scores(tf.constant(w), structure)
+    expected, _, _ = np_block_scores(w, 4, 3, pooling)
+    self.assertEqual(got.shape, (2, 3))
+    self.assertAllClose(got, expected, rtol=1e-6)
+    # The last block's score is that of its real elements alone.
+    self.assertAllClose(
+      got[1, 2],
+      np.abs(w[4:, 6:]).max() if pooling == 'MAX' else np.abs(w[4:, 6:]).mean(),
+    )
+    # contrib's SAME-padded windows score other elements than the blocks.
+    same = tf.nn.pool(
+      tf.constant(np.abs(w)[None, :, :, None]),
+      window_shape=(4, 3),
+      pooling_type=pooling,
+      strides=(4, 3),
+      padding='SAME',
+    )[0, :, :, 0]
+    self.assertNotAllClose(same, expected)
+    # The mask keeps or prunes exactly those end-aligned blocks.
+    mask, _ = masking.compute_mask(tf.constant(w), 0.5, structure)
+    self.assertAllEqual(mask, np_block_mask(w, 4, 3, pooling, 0.5))
+
   def test_block_dims_not_mutated_between_weights(self):
     # contrib replaced -1 in a shared list, so the second weight got the
     # first weight's width. Each weight resolves -1 on its own here.

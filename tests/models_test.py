@@ -37,6 +37,36 @@ class ModelsTest(parameterized.TestCase, tf.test.TestCase):
       self.assertIn(f'/{layer}', weight)
     self.assertAllClose(pruned(x), model(x), atol=1e-5)
 
+  def test_rescnn_kernels_and_residual_adds(self):
+    model = models.build('rescnn', (8, 8), num_classes=10, seed=0)
+    x = np.random.RandomState(1).rand(4, 8, 8).astype(np.float32)
+    self.assertEqual(tuple(model(x).shape), (4, 10))
+    kernels = {
+      v.path.split('/')[0]: tuple(v.shape)
+      for v in model.weights
+      if v.path.endswith('kernel')
+    }
+    self.assertEqual(
+      kernels,
+      {
+        'stem': (3, 3, 1, 16),
+        'block_1_conv_a': (3, 3, 16, 16),
+        'block_1_conv_b': (3, 3, 16, 16),
+        'block_2_proj': (1, 1, 16, 32),
+        'block_2_conv_a': (3, 3, 16, 32),
+        'block_2_conv_b': (3, 3, 32, 32),
+        'logits': (32, 10),
+      },
+    )
+    adds = [layer.name for layer in model.layers if 'add' in layer.name]
+    self.assertEqual(adds, ['block_1_add', 'block_2_add'])
+    pruned = graph_prune.apply_pruning(model, 'target_sparsity=0.5')
+    self.assertLen(pruned.weight_names, len(kernels))
+    self.assertAllClose(pruned(x), model(x), atol=1e-5)
+    pruned.mask_update(10**6)  # past the schedule: the target sparsity
+    for name, fraction in pruned.sparsity().per_weight.items():
+      self.assertAllClose(fraction, 0.5, atol=1e-6, msg=name)  # even sizes
+
   def test_mlp_is_the_classic_one(self):
     model = models.build('mlp', (28, 28), num_classes=10)
     kernels = [tuple(v.shape) for v in model.weights if 'kernel' in v.path]

@@ -4,6 +4,7 @@ import glob
 import os
 import tempfile
 
+from absl.testing import parameterized
 import keras
 import numpy as np
 import tensorflow as tf
@@ -479,6 +480,69 @@ class ErrorsTest(tf.test.TestCase):
     with self.assertLogs(level='WARNING') as logs:
       graph_prune.apply_pruning(_mlp(), 'weight_sparsity_map=[nothing:0.5]')
     self.assertTrue(any('nothing:0.5' in line for line in logs.output))
+
+
+class AllOrNothingUpdateTest(tf.test.TestCase, parameterized.TestCase):
+  """A mask update that fails (a NaN in a weight) changes no state."""
+
+  def _pruned_with_nan_in_second_weight(self, scope):
+    model = _mlp()
+    pruned = graph_prune.apply_pruning(
+      model,
+      f'target_sparsity=0.5,begin_pruning_step=0,end_pruning_step=100,'
+      f'pruning_frequency=1,pruning_scope={scope}',
+    )
+    pruned.mask_update(0)  # at step 0 the schedule prunes nothing
+    kernel = model.layers[1].kernel.numpy()
+    kernel[3, 2] = np.nan
+    model.layers[1].kernel.assign(kernel)
+    return pruned
+
+  def _state(self, pruned):
+    return (
+      [m.numpy().copy() for m in pruned.masks],
+      [t.numpy().copy() for t in pruned.thresholds],
+      int(pruned.last_mask_update_step.numpy()),
+    )
+
+  @parameterized.named_parameters(
+    ('eager_layer', 'layer', 'eager'),
+    ('eager_global', 'global', 'eager'),
+    ('conditional_layer', 'layer', 'conditional'),
+    ('tf_function_layer', 'layer', 'tf_function'),
+  )
+  def test_nan_in_second_weight_changes_no_mask_threshold_or_step(
+    self, scope, how
+  ):
+    pruned = self._pruned_with_nan_in_second_weight(scope)
+    masks, thresholds, step = self._state(pruned)
+    # Every mask is all ones and the step is 0 before the failed update.
+    self.assertEqual(step, 0)
+    for mask in masks:
+      self.assertAllEqual(mask, np.ones_like(mask))
+    if how == 'eager':
+      with self.assertRaisesRegex(
+        errors.NonFiniteWeightError,
+        r"weight '[\w/]*d2/kernel' holds NaN or Inf",
+      ):
+        pruned.mask_update(50)
+    elif how == 'conditional':
+      with self.assertRaisesRegex(
+        errors.NonFiniteWeightError,
+        r"weight '[\w/]*d2/kernel' holds NaN or Inf",
+      ):
+        pruned.conditional_mask_update(50)
+    else:
+      update = tf.function(lambda s: pruned.conditional_mask_update(s))
+      with self.assertRaisesRegex(
+        tf.errors.InvalidArgumentError,
+        r"weight \\?'[\w/]*d2/kernel\\?' holds NaN or Inf",
+      ):
+        update(tf.constant(50, tf.int64))
+    new_masks, new_thresholds, new_step = self._state(pruned)
+    self.assertEqual(new_step, 0)
+    for old, new in zip(masks + thresholds, new_masks + new_thresholds):
+      self.assertAllEqual(new, old)
 
 
 if __name__ == '__main__':

@@ -26,7 +26,7 @@ def _expected_overall(sparsity, shapes):
 class ReadmeTest(tf.test.TestCase):
   def test_examples_run_and_reach_their_sparsity(self):
     blocks = _python_blocks()
-    self.assertLen(blocks, 2)
+    self.assertLen(blocks, 3)
     out_dir = tempfile.mkdtemp()
     namespace = {}
     kernels = [(64, 256), (256, 10)]
@@ -57,6 +57,22 @@ class ReadmeTest(tf.test.TestCase):
       self.assertTrue(
         os.path.isfile(os.path.join(out_dir, export, 'saved_model.pb'))
       )
+    # The shipping example, on the `fit` block's pruned model and data.
+    code = blocks[2].replace("'/tmp/", repr(out_dir + os.sep)[:-1])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+      exec(compile(code, 'readme_ship.py', 'exec'), namespace)  # pylint: disable=exec-used
+    self.assertIn('TFLite (int8, ', printed.getvalue())
+    self.assertTrue(os.path.isfile(os.path.join(out_dir, 'm.tflite')))
+    plain, pruned = namespace['plain'], namespace['pruned']
+    x = namespace['x'][:32]
+    self.assertAllClose(plain.predict(x, verbose=0), pruned(x), atol=1e-5)
+    self.assertAllClose(
+      [np.mean(w.numpy() == 0) for w in plain.weights if w.ndim == 2],
+      [0.8, 0.8],
+      atol=0.01,
+    )
+    self.assertTrue(os.path.isfile(os.path.join(out_dir, 'm.keras')))
 
 
 if __name__ == '__main__':

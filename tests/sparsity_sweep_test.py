@@ -131,6 +131,7 @@ class SweepTest(tf.test.TestCase):
       retrain_steps=10,
       pruning_frequency=2,
       batch_size=32,
+      latency_batch=0,
     )
     lines = []
     result = sweep.sweep(config, log=lines.append)
@@ -203,9 +204,47 @@ class SweepTest(tf.test.TestCase):
     data = datasets.load_digits()
     model = models.build('mlp', (8, 8), 10)
     row = sweep.one_shot(
-      model, data, config_lib.parse_method('oneshot_unit_layer'), 0.5
+      model,
+      data,
+      config_lib.parse_method('oneshot_unit_layer'),
+      0.5,
+      latency_batch=8,
     )
     self.assertAllClose(row.sparsity, 0.5, atol=1e-3)
+    # Shrunk: every hidden layer keeps half its units (the biases are zero,
+    # so a removed ReLU unit emits 0); the logits keep their 10.
+    widths = [64, 1000, 1000, 500, 200]
+    self.assertEqual(
+      row.macs, sum(a * b for a, b in zip(widths, widths[1:] + [10]))
+    )
+    half = [64] + [w // 2 for w in widths[1:]]
+    self.assertEqual(
+      row.shrunk_macs, sum(a * b for a, b in zip(half, half[1:] + [10]))
+    )
+    self.assertGreater(row.latency_ratio, 0)
+
+
+class ProgressTest(tf.test.TestCase):
+  def test_time_left_counts_each_kind_of_work_at_its_rate(self):
+    config = config_lib.SweepConfig(
+      methods=('oneshot_weight_layer', 'gradual_weight_layer'),
+      sparsities=(0.5, 0.9),
+      seeds=(0, 1),
+      dense_steps=100,
+      retrain_steps=50,
+    )
+    methods = [config_lib.parse_method(m) for m in config.methods]
+    work = sweep._Work(config, methods)  # pylint: disable=protected-access
+    # Seed 0's dense model: 0.1 s per step; retraining not timed yet counts
+    # at that rate: 2 seeds x 2 sparsities x 50 steps, one dense model more.
+    work.done('dense', 100, 10.0)
+    self.assertRegex(work.status(), r'^\[0/8 rows, .* elapsed, ~30 s left\]$')
+    work.done('oneshot', 1, 2.0)
+    work.done('oneshot', 1, 2.0)
+    work.done('retrain', 50, 4.0)  # 0.08 s per step from now on
+    # Left: 1 dense (10 s), 3 retrainings (3 x 50 x 0.08 = 12 s), 2 one-shot
+    # rows (2 x 2 s).
+    self.assertRegex(work.status(), r'^\[3/8 rows, .* elapsed, ~26 s left\]$')
 
 
 class BinaryTest(tf.test.TestCase):
@@ -221,6 +260,7 @@ class BinaryTest(tf.test.TestCase):
       '--retrain_steps=6',
       '--pruning_frequency=2',
       '--batch_size=16',
+      '--latency_batch=0',  # shrunk models are not timed (saves seconds)
     ]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
     done = subprocess.run(

@@ -3,6 +3,9 @@
 Every subprocess imports TensorFlow (seconds each), so the runs start
 together in `setUpClass` and the tests check their results:
   * a pruned MLP stripped with --tflite and --frozen_graph;
+  * the same with --quantize=int8 --representative_data=FILE.npz: int8
+    zeros at every pruned position, read back from the file, and the
+    report's encoding choice and output check;
   * a pruned LSTM whose TFLite conversion fails, a later step: the run
     must fail cleanly and leave no output;
   * each bad input: one line on stderr, exit status 1, no traceback;
@@ -22,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 import graph_prune
+from graph_prune.export import tflite_read
 from graph_prune.export.strip import strip_saved_model
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -167,7 +171,53 @@ class StripMasksToolTest(tf.test.TestCase):
         r'The TFLite converter failed .*'
         'fixed batch size',
       ),
+      'int8_without_data': (
+        [
+          f'--saved_model={root}/in_mlp',
+          f'--output_dir={root}/o6',
+          f'--tflite={root}/o6.tflite',
+          '--quantize=int8',
+        ],
+        r'Full-integer int8 quantization needs representative inputs .*'
+        r'--representative_data=FILE\.npz',
+      ),
+      'quantize_without_tflite': (
+        [
+          f'--saved_model={root}/in_mlp',
+          f'--output_dir={root}/o7',
+          '--quantize=dynamic',
+        ],
+        r'flags tflite=None, quantize=dynamic, .*: '
+        r'--quantize, --representative_data and --tflite_sparse set up the '
+        r'TFLite file; add --tflite=FILE\.',
+      ),
+      'bad_representative_data': (
+        [
+          f'--saved_model={root}/in_mlp',
+          f'--output_dir={root}/o8',
+          f'--tflite={root}/o8.tflite',
+          '--quantize=int8',
+          f'--representative_data={root}/missing.npz',
+        ],
+        r"Representative data file '.*missing\.npz' does not exist",
+      ),
+      'int8_sparse_loses_weights': (
+        [
+          f'--saved_model={root}/in_mlp',
+          f'--output_dir={root}/o9',
+          f'--tflite={root}/o9.tflite',
+          '--quantize=int8',
+          f'--representative_data={root}/representative.npz',
+          '--tflite_sparse=on',
+        ],
+        r"TFLite's sparse weight encoding changed \d+ of 48 values .*"
+        r'--tflite_sparse=auto\)\.$',
+      ),
     }
+    np.savez(
+      f'{root}/representative.npz',
+      x_train=np.random.RandomState(2).standard_normal((32, 6)),
+    )
     runs = {name: _start(args) for name, (args, _) in cls.errors.items()}
     runs['ok'] = _start(
       [
@@ -175,6 +225,15 @@ class StripMasksToolTest(tf.test.TestCase):
         f'--output_dir={root}/stripped_mlp',
         f'--tflite={root}/mlp.tflite',
         f'--frozen_graph={root}/mlp.pb',
+      ]
+    )
+    runs['int8'] = _start(
+      [
+        f'--saved_model={root}/in_mlp',
+        f'--output_dir={root}/stripped_int8',
+        f'--tflite={root}/int8.tflite',
+        '--quantize=int8',
+        f'--representative_data={root}/representative.npz',
       ]
     )
     # Meanwhile, strip the other kinds through the library.
@@ -219,7 +278,7 @@ class StripMasksToolTest(tf.test.TestCase):
       'non-zero',
       'input SavedModel',
       'stripped SavedModel',
-      'TFLite (sparse)',
+      'TFLite (none, ',
       'frozen GraphDef',
       'gzip',
     ):
@@ -228,6 +287,29 @@ class StripMasksToolTest(tf.test.TestCase):
     # Nothing but the three outputs was written beside them.
     leftovers = [n for n in os.listdir(self.root) if n.startswith('.')]
     self.assertEqual(leftovers, [])
+
+  def test_int8_tflite(self):
+    code, out, err = self.results['int8']
+    self.assertEqual(code, 0, msg=err)
+    # The report: the mode, the encoding (dense: TFLite's int8 sparse
+    # encoding loses blocks of the 6-wide kernel, and auto says so), the
+    # zeros read back, and the check against the SavedModel.
+    self.assertRegex(
+      out, r'TFLite \(int8, dense weights\): weight sparsity read back '
+    )
+    self.assertRegex(out, r'sparse encoding rejected: it changed \d+ of 48')
+    self.assertRegex(out, r'on 32 inputs: max abs diff [\d.e-]+, top-1')
+    with open(f'{self.root}/int8.tflite', 'rb') as f:
+      weights = tflite_read.read_weights(f.read())
+    # Every pruned position is an int8 zero (TFLite stores [out, in]); a
+    # kept weight may round to zero too, so only the pruned ones are exact.
+    by_shape = {w.shape: w for w in weights}
+    pruned = _prune('mlp')
+    for mask in pruned.masks:
+      got = by_shape[tuple(mask.shape[::-1])]
+      self.assertEqual(got.dtype, 'int8')
+      self.assertTrue(np.all(got.zeros.T[mask.numpy() == 0]))
+      self.assertLessEqual(np.sum(got.zeros), np.sum(mask.numpy() == 0) + 2)
 
   def test_bad_inputs_give_one_line_and_status_1(self):
     for name, (_, pattern) in self.errors.items():
@@ -242,7 +324,21 @@ class StripMasksToolTest(tf.test.TestCase):
         self.assertNotIn('Stripped', out)
 
   def test_failed_runs_write_nothing(self):
-    for name in ('o1', 'o2', 'o3', 'o4', 'o5', 'lstm.tflite'):
+    for name in (
+      'o1',
+      'o2',
+      'o3',
+      'o4',
+      'o5',
+      'lstm.tflite',
+      'o6',
+      'o6.tflite',
+      'o7',
+      'o8',
+      'o8.tflite',
+      'o9',
+      'o9.tflite',
+    ):
       self.assertFalse(os.path.exists(f'{self.root}/{name}'), msg=name)
     self.assertEqual(os.listdir(f'{self.root}/full'), ['file.txt'])
 

@@ -439,7 +439,11 @@ class StripSavedModelTest(StripTestCase):
     )
     digest = _tree_digest(self.saved)
     report = strip_saved_model(
-      self.saved, out, tflite_path=tflite, frozen_graph_path=frozen
+      self.saved,
+      out,
+      tflite_path=tflite,
+      frozen_graph_path=frozen,
+      tflite_sparse='on',  # 'auto' picks dense weights for so small a model
     )
     self.assertEqual(digest, _tree_digest(self.saved))  # input untouched
     self.assertEqual(report.signatures, ('serving_default',))
@@ -519,6 +523,14 @@ class StripSavedModelTest(StripTestCase):
     with self.assertRaisesRegex(errors.OutputExistsError, '--overwrite'):
       strip_saved_model(self.saved, out)
     self.assertEqual(os.listdir(out), ['keep.txt'])
+    # --overwrite replaces a SavedModel only, never a folder of other files.
+    with self.assertRaisesRegex(
+      errors.OutputExistsError, 'holds no SavedModel.*not replaced'
+    ):
+      strip_saved_model(self.saved, out, overwrite=True)
+    self.assertEqual(os.listdir(out), ['keep.txt'])
+    with open(os.path.join(out, 'saved_model.pb'), 'w') as f:
+      f.write('an older SavedModel')
     strip_saved_model(self.saved, out, overwrite=True)
     self.assertNotIn('keep.txt', os.listdir(out))
     self.assertIn('saved_model.pb', os.listdir(out))

@@ -20,6 +20,18 @@ class Mod(tf.Module):
     return tf.matmul(x, self.w) + self.b
 
 
+class SignedMod(Mod):
+  @tf.function(input_signature=[SPEC])
+  def __call__(self, x):
+    return tf.matmul(x, self.w) + self.b
+
+
+class PolymorphicMod(Mod):
+  @tf.function
+  def __call__(self, x):
+    return tf.matmul(x, self.w) + self.b
+
+
 class SubclassedNeverCalled(keras.Model):
   def __init__(self):
     super().__init__()
@@ -68,6 +80,20 @@ class TracingTest(tf.test.TestCase, parameterized.TestCase):
     self.assert_traced(tracing.trace(lambda x: m(x), [SPEC]))
     with self.assertRaisesRegex(errors.UntraceableError, 'input_signature'):
       tracing.trace(lambda x: m(x))
+
+  def test_module_whose_call_is_a_tf_function_with_signature(self):
+    traced = tracing.trace(SignedMod())
+    self.assert_traced(traced)
+    x = tf.constant([[1.0, 2.0, 3.0]])
+    self.assertAllClose(traced.concrete_function(x), [[6.0, 6.0]])
+
+  def test_module_whose_call_is_a_polymorphic_tf_function(self):
+    m = PolymorphicMod()
+    self.assert_traced(tracing.trace(m, [SPEC]))
+    with self.assertRaisesRegex(
+      errors.UntraceableError, 'polymorphic tf.function.*input_signature'
+    ):
+      tracing.trace(m)
 
   def test_not_callable(self):
     with self.assertRaisesRegex(errors.UntraceableError, 'expected'):

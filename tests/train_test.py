@@ -7,11 +7,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 import tensorflow as tf
 
 from graph_prune.train import datasets
+from graph_prune.train import experiment
 
 _SPEC = (
   'target_sparsity=0.8,begin_pruning_step=0,end_pruning_step=30,'
@@ -45,6 +47,12 @@ def _masks(model_dir, step):
     if k.startswith('pruned/masks/') and k.endswith('VALUE')
   )
   return {k: reader.get_tensor(k) for k in keys}
+
+
+def _a_file():
+  fd, path = tempfile.mkstemp()
+  os.close(fd)
+  return path
 
 
 def _write_idx(path, array):
@@ -234,7 +242,7 @@ class TrainBinaryTest(tf.test.TestCase):
       'model': (
         ['--model=resnet'],
         r'^train\.py: flag --model=resnet: '
-        r'value should be one of <mlp\|cnn\|lstm>$',
+        r'value should be one of <mlp\|cnn\|lstm\|rescnn>$',
       ),
       'sparsity': (
         ['--hparams=target_sparsity=1.0'],
@@ -246,10 +254,23 @@ class TrainBinaryTest(tf.test.TestCase):
         r"^train\.py: Data path '/no/such/digits\.npz' does not "
         r'exist; pass',
       ),
+      # Issue 15, item 6: these ended in tracebacks (the other cases of the
+      # item are GraphPruneErrors now, tested where they are raised:
+      # hparams_test, datasets_test, staging_test).
+      'regex_repeat': (
+        ['--hparams=do_not_prune=[a{99999999999}]'],
+        r"^train\.py: flag --hparams=.*the regex 'a\{99999999999\}', which "
+        r'is too large for Python to compile',
+      ),
+      'model_dir_is_a_file': (
+        ['--model_dir=' + _a_file()],
+        r"^train\.py: --model_dir='.*' is a file, not a directory",
+      ),
     }
     runs = {
       name: subprocess.Popen(
-        _command(*flags, f'--model_dir={tempfile.mkdtemp()}'),
+        # The case's flags last: they win over the default --model_dir.
+        _command(f'--model_dir={tempfile.mkdtemp()}', *flags),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -268,6 +289,51 @@ class TrainBinaryTest(tf.test.TestCase):
         self.assertLen(ours, 1, err)
         self.assertEqual(err.strip().splitlines()[-1], ours[0])
         self.assertRegex(ours[0], cases[name][1])
+
+  def test_kill_during_export_leaves_no_version_and_rerun_exports(self):
+    model_dir = os.path.join(tempfile.mkdtemp(), 'run')
+    flags = [
+      '--train_steps=1',
+      f'--hparams={_SPEC}',
+      f'--model_dir={model_dir}',
+    ]
+    victim = subprocess.Popen(
+      _command(*flags),
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL,
+      env=_ENV,
+    )
+    # Killed while the pruned SavedModel is being written: as soon as its
+    # staging folder appears (or, before staging, its version folder).
+    folder = os.path.join(model_dir, 'export', 'pruned')
+    deadline = time.monotonic() + _TIMEOUT
+    while victim.poll() is None and not (
+      os.path.isdir(folder) and os.listdir(folder)
+    ):
+      self.assertLess(time.monotonic(), deadline)
+      time.sleep(0.002)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=_TIMEOUT)
+    self.assertEqual(victim.returncode, -signal.SIGKILL)
+    self.assertFalse(
+      os.path.exists(os.path.join(model_dir, 'export', 'pruned', '1'))
+    )
+
+    # The rerun (in this process: what the binary runs, without a second
+    # TensorFlow start) resumes at step 1 and writes both exports.
+    lines = []
+    rerun = experiment.train(
+      experiment.TrainConfig(hparams=_SPEC, train_steps=1, model_dir=model_dir),
+      log=lines.append,
+    )
+    self.assertFalse([line for line in lines if 'left as it is' in line])
+    self.assertEqual([e.written for e in rerun.exports], [True, True])
+    for e in rerun.exports:
+      self.assertEqual(e.path, os.path.join(model_dir, 'export', e.kind, '1'))
+      self.assertTrue(tf.saved_model.contains_saved_model(e.path), e.kind)
+      self.assertGreater(e.raw_bytes, 2**20)  # the MLP's weights: MiBs
+      # The killed run's staging folder was cleaned by the rerun.
+      self.assertEqual(os.listdir(os.path.dirname(e.path)), ['1'])
 
 
 if __name__ == '__main__':

@@ -40,6 +40,11 @@ from graph_prune import errors
 flags.disclaim_key_flags()
 
 
+_HELP_FLAGS = frozenset(
+  ('-h', '-?', '--help', '--helpshort', '--helpfull', '--helpxml')
+)
+
+
 def _program() -> str:
   if not sys.argv:
     return 'graph_prune'
@@ -51,9 +56,21 @@ def _program() -> str:
   return os.path.basename(path)
 
 
+_LONGEST_WORD = 200
+
+
+def _shorten(word: str) -> str:
+  # absl's flag errors repeat the flag's whole value: a 10 MB --hparams
+  # must not become a 10 MB line (our own messages quote excerpts).
+  if len(word) <= _LONGEST_WORD:
+    return word
+  cut = len(word) - 140
+  return f'{word[:120]}...({cut} chars)...{word[-20:]}'
+
+
 def _one_line(prefix: Optional[str], error: Exception) -> str:
   prefix = f'{_program()}: ' if prefix is None else prefix
-  return prefix + ' '.join(str(error).split())
+  return prefix + ' '.join(_shorten(w) for w in str(error).split())
 
 
 def run(
@@ -71,17 +88,10 @@ def run(
       e.g. 'train.py: '.
     also_catch: exceptions besides `GraphPruneError` that are the input's
       fault (e.g. `OSError` for a binary that reads and writes paths).
-    usage: the --help text, for a console script (whose generated
-      `__main__` module has no docstring for absl to print).
-    key_flags: flags --help lists as the binary's own, for a console script
-      (absl lists those of the module named by argv[0]).
+    usage: the --help text; default the docstring of `main`'s module.
+    key_flags: flags --help lists besides those `main`'s module defines.
   """
-  if usage is not None:
-    sys.modules['__main__'].__doc__ = usage
-  for holder in key_flags:
-    flags.FLAGS.register_key_flag_for_module(
-      sys.argv[0], flags.FLAGS[holder.name]
-    )
+  _describe_binary(main, usage, key_flags)
   caught = (errors.GraphPruneError,) + tuple(also_catch)
 
   def parse_flags(argv):
@@ -89,6 +99,12 @@ def run(
       return flags.FLAGS(argv)
     except flags.Error as e:
       sys.exit(_one_line(prefix, e))
+    except SystemExit as e:
+      # absl exits with status 1 after printing --help; asking for help is
+      # no failure.
+      if e.code == 1 and _HELP_FLAGS.intersection(argv[1:]):
+        sys.exit(0)
+      raise
 
   def guarded(argv):
     os.environ.setdefault('TF_CPU_ALLOCATOR_USE_BFC', 'true')
@@ -100,6 +116,27 @@ def run(
       sys.exit(_one_line(prefix, e))
 
   app.run(guarded, flags_parser=parse_flags)
+
+
+def _describe_binary(main, usage, key_flags) -> None:
+  """Makes --help show the binary's description and its own flags.
+
+  absl prints the `__main__` module's docstring and the flags of the module
+  named by argv[0]; a console script's generated `__main__` has neither, nor
+  has `python -m graph_prune.train`'s `__main__.py`. So the docstring of the
+  module that defines `main` becomes the usage text, and the flags it defines
+  become key flags of argv[0] (--helpfull still lists every flag).
+  """
+  module = sys.modules.get(main.__module__)
+  if usage is None and module is not None:
+    usage = module.__doc__
+  if usage is not None:
+    sys.modules['__main__'].__doc__ = usage
+  own = list(flags.FLAGS.get_flags_for_module(main.__module__))
+  own += [flags.FLAGS[holder.name] for holder in key_flags]
+  program = sys.argv[0] if sys.argv else main.__module__
+  for flag in own:
+    flags.FLAGS.register_key_flag_for_module(program, flag)
 
 
 def positive_int(name: str, default: Optional[int], help_text: str):

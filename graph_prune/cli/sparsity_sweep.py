@@ -4,7 +4,7 @@ Usage:
   sparsity_sweep [--out_dir=DIR] [--methods=M1,M2,...] [--sparsities=K1,K2,...]
       [--seeds=0,1,2] [--model=mlp] [--data=PATH] [--dense_steps=N]
       [--retrain_steps=N] [--schedule_fraction=F] [--pruning_frequency=N]
-      [--batch_size=B] [--learning_rate=LR]
+      [--batch_size=B] [--learning_rate=LR] [--latency_batch=B]
   (or tools/sparsity_sweep ...)
 
 Trains the dense 1000-1000-500-200 MLP on the embedded digits (one per seed),
@@ -17,9 +17,15 @@ with each method:
   oneshot_unit_global    once; units, one threshold over all layers
   gradual_weight_layer   masked retraining while contrib's schedule raises the
   gradual_weight_global  sparsity (any KIND_GRANULARITY_SCOPE is accepted)
+  gradual_unit_layer     masked retraining, whole units per layer
 
 Block sparsity (contrib's block_height x block_width, blocks ranked by mean
 |w|) is the granularity blockHxW, e.g. --methods=gradual_block4x4_layer.
+
+Each pruned model is also shrunk (zero units removed, graph_prune.shrink):
+the table and files give its multiply-adds beside the stripped model's and
+the shrunk / stripped latency at --latency_batch (0: not timed), so the
+weight-vs-unit comparison shows what each buys in speed.
 
 The output layer stays dense. Writes OUT_DIR/sweep.csv and sweep.json
 (sparsity, non-zeros, accuracy and loss per method and k, averaged over the
@@ -78,6 +84,12 @@ for _name, _help in (
   ('batch_size', 'Examples per step.'),
 ):
   runner.positive_int(_name, getattr(_defaults, _name), _help)
+_LATENCY_BATCH = flags.DEFINE_integer(
+  'latency_batch',
+  _defaults.latency_batch,
+  'Batch size at which shrunk and stripped models are timed (0: no timing).',
+  lower_bound=0,
+)
 _LEARNING_RATE = flags.DEFINE_float(
   'learning_rate',
   _defaults.learning_rate,

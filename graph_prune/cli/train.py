@@ -1,11 +1,12 @@
 """Trains a built-in model with gradual magnitude pruning, then exports it.
 
 Usage:
-  graph_prune_train [--model=mlp|cnn|lstm] [--data=PATH] [--hparams=SPEC]
+  graph_prune_train [--model=mlp|cnn|lstm|rescnn] [--data=PATH] [--hparams=SPEC]
       [--train_steps=N] [--batch_size=B] [--learning_rate=LR] [--seed=S]
       [--model_dir=DIR] [--export_dir=DIR] [--checkpoint_every=N]
       [--log_every=N] [--strategy=default|mirrored|multi_worker]
-      [--num_cpu_devices=N]
+      [--num_cpu_devices=N] [--shrink]
+      [--export_tflite=none|dynamic|float16|int8 ...]
   (or python -m graph_prune.train ...)
 
 With no flags it prunes the classic 1000-1000-500-200 ReLU MLP to 90%
@@ -21,7 +22,13 @@ rerun with the same --model_dir to resume from its latest checkpoint (nothing
 there is ever deleted). At the end it evaluates on the test split, writes the
 pruned SavedModel and the stripped one (masks folded in) to
 --export_dir/{pruned,stripped}/STEP, and prints per-weight sparsity, parameter
-counts, test accuracy and export sizes.
+counts, test accuracy and export sizes. --shrink also writes the shrunk one
+(zero units removed physically, for granularity=unit) to
+--export_dir/shrunk/STEP. --export_tflite=MODE (none, dynamic, float16,
+int8; repeatable) also writes --export_dir/tflite/STEP/MODE.tflite, int8
+calibrated on the training inputs, and the table then shows every export's
+test accuracy and its gzipped size as a share of the dense float
+SavedModel's.
 
 --data takes an .npz with x_train, y_train, x_test, y_test, or a folder with
 MNIST's four IDX files (optionally .gz), e.g. MNIST or Fashion-MNIST.
@@ -98,6 +105,21 @@ _STRATEGY = flags.DEFINE_enum(
   'tf.distribute strategy: default (one device), mirrored (the local '
   'devices) or multi_worker (workers listed in TF_CONFIG).',
 )
+_SHRINK = flags.DEFINE_bool(
+  'shrink',
+  False,
+  'Also export the shrunk SavedModel (zero units removed physically; '
+  'prune with granularity=unit) to EXPORT_DIR/shrunk/STEP.',
+)
+_EXPORT_TFLITE = flags.DEFINE_multi_enum(
+  'export_tflite',
+  [],
+  ['none', 'dynamic', 'float16', 'int8'],
+  'Also export TFLite files with these quantizations (repeat the flag or '
+  'give one; int8 is calibrated on the training inputs) to '
+  "EXPORT_DIR/tflite/STEP/MODE.tflite, and report every export's test "
+  'accuracy and size beside the dense float SavedModel.',
+)
 _NUM_CPU_DEVICES = runner.positive_int(
   'num_cpu_devices',
   None,
@@ -121,7 +143,10 @@ def main(argv):
     raise train_errors.ConfigError(
       f'Unexpected arguments {argv[1:]}; every setting is a --flag.'
     )
-  config = runner.config_from_flags(experiment.TrainConfig)
+  config = runner.config_from_flags(
+    experiment.TrainConfig,
+    export_tflite=tuple(dict.fromkeys(_EXPORT_TFLITE.value)),
+  )
   result = experiment.train(config, log=lambda line: print(line, flush=True))
   if not result.exports:  # a worker other than the chief
     print(f'test accuracy {result.test_accuracy:.4f}; the chief exports.')
@@ -129,7 +154,11 @@ def main(argv):
   print()
   print(
     summary.final_table(
-      result.counts, result.test_loss, result.test_accuracy, result.exports
+      result.counts,
+      result.test_loss,
+      result.test_accuracy,
+      result.exports,
+      dense=result.dense_export,
     )
   )
   print(f'TensorBoard: tensorboard --logdir {result.model_dir}')

@@ -5,7 +5,7 @@ print(report.to_text())
 """
 
 import dataclasses
-from typing import Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 from graph_prune.export import sizes
 from graph_prune.passes.fold_masks import FoldedWeight
@@ -36,6 +36,10 @@ class StripReport:
   frozen_graph_size: Optional[sizes.Size] = None
   frozen_graph_inputs: Tuple[str, ...] = ()
   frozen_graph_outputs: Tuple[str, ...] = ()
+  # The TFLite file's check (`tflite.TFLiteReport`), when one was written.
+  tflite: Optional[Any] = None
+  # What shrinking removed (`shrink_report.ShrinkReport`), with --shrink.
+  shrink: Optional[Any] = None
 
   def to_text(self) -> str:
     """The report as a table for people."""
@@ -59,7 +63,7 @@ class StripReport:
     rows = [
       ('input SavedModel', self.input_size),
       ('stripped SavedModel', self.output_size),
-      ('TFLite (sparse)', self.tflite_size),
+      ('TFLite', self.tflite_size),
       ('frozen GraphDef', self.frozen_graph_size),
     ]
     rows = [(label, size) for label, size in rows if size is not None]
@@ -73,6 +77,10 @@ class StripReport:
       feeds = ', '.join(self.frozen_graph_inputs)
       fetches = ', '.join(self.frozen_graph_outputs)
       lines.append(f'Frozen GraphDef feeds {feeds} and fetches {fetches}.')
+    if self.tflite is not None:
+      lines.append(self.tflite.to_text())
+    if self.shrink is not None:
+      lines.append(self.shrink.to_text())
     return '\n'.join(lines)
 
 

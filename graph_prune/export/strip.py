@@ -26,9 +26,12 @@ from typing import Any, Mapping, Optional, Sequence
 import tensorflow as tf
 
 from graph_prune import errors
+from graph_prune.export import latency
 from graph_prune.export import report as report_lib
+from graph_prune.export import shrink_report
 from graph_prune.export import sizes
 from graph_prune.export import staging
+from graph_prune.export import tflite as tflite_lib
 from graph_prune.export.stripped_model import first_line
 from graph_prune.export.stripped_model import PruningVariables
 from graph_prune.export.stripped_model import rebuild
@@ -44,7 +47,7 @@ _OVERWRITE_HINT = '--overwrite (overwrite=True)'
 
 
 def strip(
-  pruned, signatures: Optional[Mapping[str, Any]] = None
+  pruned, signatures: Optional[Mapping[str, Any]] = None, shrink: bool = False
 ) -> StrippedModel:
   """Returns `pruned` as a `StrippedModel`: masks folded, no pruning state.
 
@@ -54,6 +57,8 @@ def strip(
       signature (or `ConcreteFunction`) computing with `pruned`, e.g.
       `tf.function(lambda x: {'probs': tf.nn.softmax(pruned(x))}, ...)`;
       each is stripped too. A single function means {'serving_default': it}.
+    shrink: also remove zero units physically (`graph_prune.shrink`); the
+      model's `shrink_report` says what was removed.
 
   Returns:
     A `StrippedModel` whose `__call__` has `pruned`'s input signature and
@@ -75,7 +80,8 @@ def strip(
   pruning = PruningVariables.of([pruned])
   call = pruned.__call__
   cf = _inference_trace(call)
-  stripped = strip_function(cf, pruning, 'the pruned model')
+  stripped = strip_function(cf, pruning, 'the pruned model', shrink)
+  shrunk = {'__call__': stripped}
   copies = VariableCopies()
   functions = {}
   folded = list(stripped.folded)
@@ -85,7 +91,8 @@ def strip(
       signatures = {DEFAULT_SIGNATURE: signatures}
     for key, fn in signatures.items():
       sig_cf = _concrete(fn, key)
-      sig = strip_function(sig_cf, pruning, f'signature {key!r}')
+      sig = strip_function(sig_cf, pruning, f'signature {key!r}', shrink)
+      shrunk[key] = sig
       functions[key] = rebuild(
         sig, sig_cf, signature_input_specs(sig_cf), copies
       )
@@ -95,12 +102,15 @@ def strip(
     folded, parameters, tuple(functions) or (DEFAULT_SIGNATURE,)
   )
   call = rebuild(stripped, cf, call.input_signature, copies)
-  return StrippedModel(
+  module = StrippedModel(
     call=call,
     signature_functions=functions,
     report=report,
     variables=copies.variables,
   )
+  if shrink:
+    module.shrink_report = shrink_report.make_report(list(shrunk.items()))
+  return module
 
 
 def _inference_trace(function):
@@ -124,8 +134,9 @@ def export_saved_model(
   export_dir: str,
   signatures: Optional[Mapping[str, Any]] = None,
   overwrite: bool = False,
+  shrink: bool = False,
 ) -> report_lib.StripReport:
-  """Writes `strip(pruned, signatures)` as a SavedModel.
+  """Writes `strip(pruned, signatures, shrink)` as a SavedModel.
 
   The SavedModel has `__call__` and, without `signatures`, a
   `serving_default` signature from it. It is written to a temporary
@@ -136,6 +147,7 @@ def export_saved_model(
     export_dir: the SavedModel directory to write.
     signatures: as in `strip`.
     overwrite: replace `export_dir` if it exists and is not empty.
+    shrink: remove zero units physically (see `strip`).
 
   Returns:
     A `StripReport` with the output's size.
@@ -145,7 +157,7 @@ def export_saved_model(
     StripError, FoldError: as in `strip`.
   """
   staging.check_output(export_dir, overwrite, 'overwrite=True')
-  module = strip(pruned, signatures)
+  module = strip(pruned, signatures, shrink)
   with staging.Staging(overwrite, 'overwrite=True') as stage:
     module.save(stage.directory(export_dir))
     stage.commit()
@@ -211,6 +223,11 @@ def strip_saved_model(
   frozen_graph_path: Optional[str] = None,
   overwrite: bool = False,
   verify: bool = True,
+  quantize: str = 'none',
+  representative_data: Any = None,
+  tflite_sparse: str = 'auto',
+  shrink: bool = False,
+  latency_batches: Sequence[int] = (),
 ) -> report_lib.StripReport:
   """Strips a SavedModel of a pruned model into a new SavedModel.
 
@@ -221,13 +238,23 @@ def strip_saved_model(
     saved_model_dir: a SavedModel of a `PrunedModel` (with its masks).
     output_dir: the stripped SavedModel to write.
     signature_keys: the signatures to strip and write (default: all).
-    tflite_path: also write a TFLite flatbuffer of the stripped signatures
-      with sparse weight encoding (`tf.lite.Optimize.EXPERIMENTAL_SPARSITY`).
+    tflite_path: also write a TFLite flatbuffer of the stripped signatures,
+      checked against them (`graph_prune/export/tflite.py`).
     frozen_graph_path: also write the frozen GraphDef (.pb) of one
       signature: the only one selected, or 'serving_default'.
     overwrite: replace outputs that exist and are not empty.
     verify: run each stripped signature and its original on the same random
       inputs (numeric inputs only) and fail if they differ.
+    quantize: the TFLite file's quantization: 'none', 'dynamic', 'float16'
+      or 'int8' (which needs `representative_data`).
+    representative_data: inputs for int8 calibration and the TFLite check:
+      an array, a `tf.data.Dataset` of input batches or an `.npz` path.
+    tflite_sparse: TFLite's sparse weight encoding: 'auto' (where it makes
+      the gzipped file smaller), 'on' or 'off'.
+    shrink: also remove zero units physically (`graph_prune.shrink`); the
+      report's `shrink` says what was removed.
+    latency_batches: with `shrink`, time the stripped and the shrunk first
+      signature at these batch sizes (into the shrink report).
 
   Returns:
     A `StripReport` with sizes.
@@ -238,6 +265,8 @@ def strip_saved_model(
     message naming the value and the fix.
   """
   _check_saved_model_path(saved_model_dir)
+  if tflite_path:
+    tflite_lib.check_options(quantize, tflite_sparse, representative_data)
   outputs = [p for p in (output_dir, tflite_path, frozen_graph_path) if p]
   _check_paths(saved_model_dir, outputs)
   for path in outputs:
@@ -246,7 +275,7 @@ def strip_saved_model(
   keys = _select_signatures(loaded, saved_model_dir, signature_keys)
   frozen_key = _frozen_graph_key(keys) if frozen_graph_path else None
   module, stripped_by_key = _strip_signatures(
-    loaded, pruning, keys, saved_model_dir
+    loaded, pruning, keys, saved_model_dir, shrink
   )
   frozen = stripped_by_key.get(frozen_key)
   with staging.Staging(overwrite, _OVERWRITE_HINT) as stage:
@@ -254,17 +283,37 @@ def strip_saved_model(
     module.save(tmp_dir)
     if verify:
       verify_signatures(loaded, tmp_dir, keys)
+    tflite = None
     if tflite_path:
-      write_tflite(tmp_dir, keys, stage.file(tflite_path))
+      tflite = write_tflite(
+        tmp_dir,
+        keys,
+        stage.file(tflite_path),
+        quantize,
+        representative_data,
+        tflite_sparse,
+      )
     if frozen_graph_path:
       with open(stage.file(frozen_graph_path), 'wb') as f:
         f.write(frozen.graph_def.SerializeToString())
     stage.commit()
+  shrunk = None
+  if shrink:
+    shrunk = module.shrink_report
+    if latency_batches:
+      shrunk = dataclasses.replace(
+        shrunk,
+        latency=tuple(
+          _signature_latency(loaded, pruning, keys[0], module, latency_batches)
+        ),
+      )
   return dataclasses.replace(
     module.report,
+    shrink=shrunk,
     input_size=sizes.measure(saved_model_dir),
     output_size=sizes.measure(output_dir),
     tflite_size=sizes.measure(tflite_path) if tflite_path else None,
+    tflite=tflite,
     frozen_graph_size=(
       sizes.measure(frozen_graph_path) if frozen_graph_path else None
     ),
@@ -273,7 +322,22 @@ def strip_saved_model(
   )
 
 
-def _strip_signatures(loaded, pruning, keys, saved_model_dir):
+def _signature_latency(loaded, pruning, key, shrunk, batches):
+  """Times signature `key` stripped and shrunk (`shrunk`, a StrippedModel)."""
+  cf = loaded.signatures[key]
+  specs = signature_input_specs(cf)
+  stripped = rebuild(
+    strip_function(cf, pruning, f'signature {key!r}'),
+    cf,
+    specs,
+    VariableCopies(),
+  )
+  return latency.measure_latency(
+    stripped, shrunk.signature_functions[key], specs, batches
+  )
+
+
+def _strip_signatures(loaded, pruning, keys, saved_model_dir, shrink=False):
   """Strips each signature of `loaded`: (`StrippedModel`, {key: stripped}).
 
   Raises:
@@ -282,7 +346,7 @@ def _strip_signatures(loaded, pruning, keys, saved_model_dir):
   functions, stripped_by_key, copies = {}, {}, VariableCopies()
   for key in keys:
     cf = loaded.signatures[key]
-    stripped = strip_function(cf, pruning, f'signature {key!r}')
+    stripped = strip_function(cf, pruning, f'signature {key!r}', shrink)
     stripped_by_key[key] = stripped
     functions[key] = rebuild(stripped, cf, signature_input_specs(cf), copies)
   folded = [w for s in stripped_by_key.values() for w in s.folded]
@@ -298,32 +362,39 @@ def _strip_signatures(loaded, pruning, keys, saved_model_dir):
   module = StrippedModel(
     signature_functions=functions, report=report, variables=copies.variables
   )
+  if shrink:
+    module.shrink_report = shrink_report.make_report(
+      list(stripped_by_key.items())
+    )
   return module, stripped_by_key
 
 
 def write_tflite(
-  saved_model_dir: str, signature_keys: Sequence[str], path: str
-) -> None:
-  """Converts a (stripped) SavedModel to TFLite with sparse weights.
+  saved_model_dir: str,
+  signature_keys: Sequence[str],
+  path: str,
+  quantize: str = 'none',
+  representative_data: Any = None,
+  sparse: str = 'auto',
+) -> 'tflite_lib.TFLiteReport':
+  """Converts a (stripped) SavedModel to a checked TFLite file at `path`.
+
+  See `tflite.convert_and_check`: quantization mode, the sparse encoding
+  where it makes the gzipped file smaller, the weights' sparsity read back
+  from the file and its error against the SavedModel.
 
   Raises:
     StripError: the converter fails (the message has its first line).
+    TFLiteExportError, RepresentativeDataError: bad options or data.
   """
-  converter = tf.lite.TFLiteConverter.from_saved_model(
-    saved_model_dir, signature_keys=list(signature_keys)
+  return tflite_lib.convert_and_check(
+    saved_model_dir,
+    signature_keys,
+    path,
+    quantize,
+    representative_data,
+    sparse,
   )
-  converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-  try:
-    flatbuffer = converter.convert()
-  except Exception as e:  # pylint: disable=broad-except
-    # The converter raises ConverterError and others, all with a message.
-    raise errors.StripError(
-      f'The TFLite converter failed on signatures {list(signature_keys)} '
-      f'({_converter_message(e)}); TFLite builtin ops are used, so e.g. a '
-      'recurrent layer needs a fixed batch size in the input signature.'
-    ) from e
-  with open(path, 'wb') as f:
-    f.write(flatbuffer)
 
 
 def _select_signatures(loaded, path, signature_keys):
@@ -384,14 +455,6 @@ def _check_paths(saved_model_dir, outputs):
         f'{saved_model_dir!r}; write it elsewhere (the input is never '
         'modified).'
       )
-
-
-def _converter_message(error) -> str:
-  """The first error of a TFLite converter message, without MLIR locations."""
-  lines = str(error).splitlines() or [type(error).__name__]
-  line = next((text for text in lines if 'error:' in text), lines[0])
-  line = line.split('error:', 1)[-1]
-  return line.rsplit('): ', 1)[-1].strip()
 
 
 def _concrete(fn, key):

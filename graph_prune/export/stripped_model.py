@@ -46,10 +46,12 @@ import tensorflow as tf
 
 from graph_prune import _tf_internal
 from graph_prune import errors
+from graph_prune import saved_model_conventions as conventions
 from graph_prune.passes import drop_unused
 from graph_prune.passes import fold_checks
 from graph_prune.passes import fold_masks
 from graph_prune.passes import graph_ir
+from graph_prune.passes import shrink_units
 from graph_prune.passes.fold_masks import FoldedWeight
 from graph_prune.untracked import Untracked
 
@@ -98,6 +100,8 @@ class StrippedFunction:
       variable's name).
     variables: top-level Const node name -> the variable it froze, for
       every variable other than a pruning one that the graph still reads.
+    shrunk: the `shrink_units.ShrinkResult` when zero units were removed
+      (`strip_function(..., shrink=True)`), else None.
   """
 
   graph_def: Any
@@ -106,9 +110,10 @@ class StrippedFunction:
   folded: Tuple[FoldedWeight, ...]
   parameters: Mapping[str, Tuple[int, int]]
   variables: Mapping[str, Any]
+  shrunk: Any = None
 
 
-class StrippedModel(tf.Module):
+class StrippedModel(conventions.SavedModelConventions, tf.Module):
   """An inference-only model: masked weights folded, no pruning state.
 
   Attributes:
@@ -150,16 +155,30 @@ class StrippedModel(tf.Module):
     return dict(self._signatures.value)
 
   def save(self, export_dir: str) -> None:
-    """Writes this model as a SavedModel (as is; strip.py stages it)."""
-    signatures = {
-      key: fn.get_concrete_function()
-      for key, fn in self._signatures.value.items()
-    }
-    tf.saved_model.save(self, export_dir, signatures=signatures or None)
+    """Writes this model as a SavedModel (as is; strip.py stages it).
+
+    Keras 3's convention (`saved_model_conventions`): signatures `serve`
+    and `serving_default`, and `serve`, `variables`, `trainable_variables`
+    and `non_trainable_variables` on the loaded object.
+    """
+    signatures = conventions.export_signatures(
+      self._signatures.value, self.__dict__.get('__call__')
+    )
+    tf.saved_model.save(self, export_dir, signatures=signatures)
+
+  _serve_is_default_signature = False  # `save` passes its signatures
+
+  def _export_variables(self):
+    return list(self.model_variables)
+
+  def _export_serve(self):
+    return self._signatures.value.get(
+      'serving_default', self.__dict__.get('__call__')
+    )
 
 
 def strip_function(
-  concrete_function, pruning: PruningVariables, what: str
+  concrete_function, pruning: PruningVariables, what: str, shrink=False
 ) -> StrippedFunction:
   """Freezes a computation and folds its masked weights into constants.
 
@@ -167,6 +186,7 @@ def strip_function(
     concrete_function: the `ConcreteFunction` to strip; not modified.
     pruning: the pruning variables it may capture.
     what: what the function is, for messages.
+    shrink: also remove zero units (`shrink_units`).
 
   Returns:
     A `StrippedFunction`.
@@ -193,6 +213,13 @@ def strip_function(
     ),
     _Pass('drop_unused', lambda g: drop_unused.drop_unused(g, output_names)),
   )
+  if shrink:
+    passes += (
+      _Pass(
+        'shrink_units',
+        lambda g: shrink_units.shrink_units(g, output_names, suffix),
+      ),
+    )
   graph_def, results = _run_passes(frozen.graph.as_graph_def(), passes, what)
   fold_checks.check_stripped(graph_def, consts.pruning, what)
   for fdef in graph_def.library.function:
@@ -201,6 +228,8 @@ def strip_function(
     if fdef.signature.name.endswith('_' + suffix):
       _tf_internal.register_function_def(fdef)
   folded = results['fold_masks'].report
+  if shrink:
+    folded = shrink_units.shrunk_weights(graph_def, folded)
   parameters, kept = _parameters(graph_def, folded, consts.variables)
   for w in folded:
     logging.info(
@@ -209,8 +238,9 @@ def strip_function(
       list(w.shape),
       w.sparsity,
     )
+  shrunk = results['shrink_units'].report if shrink else None
   return StrippedFunction(
-    graph_def, input_names, output_names, folded, parameters, kept
+    graph_def, input_names, output_names, folded, parameters, kept, shrunk
   )
 
 
@@ -289,8 +319,9 @@ def _parameters(graph_def, folded, variable_consts):
 class VariableCopies:
   """New variables holding the frozen values of a model's other weights.
 
-  One copy per original variable, shared by every function rebuilt with this
-  object (signatures that read one bias read one variable).
+  One copy per original variable and shape, shared by every function rebuilt
+  with this object (signatures that read one bias read one variable; a
+  bias that shrinking sliced is a copy of its own).
   """
 
   def __init__(self):
@@ -301,7 +332,7 @@ class VariableCopies:
     return list(self._copies.values())
 
   def copy_of(self, original, value) -> tf.Variable:
-    key = id(original.handle)
+    key = (id(original.handle), tuple(np.shape(value)))
     if key not in self._copies:
       self._copies[key] = tf.Variable(
         value,

@@ -75,6 +75,16 @@ class RewriteReport:
   skipped: Tuple[Tuple[str, str], ...]
   functions: Tuple[Tuple[str, str], ...]
 
+  @property
+  def warnings(self) -> Tuple[Tuple[str, str], ...]:
+    """The skipped weights that stay dense although they look prunable.
+
+    Trainable float weights of rank >= 2 the pass could not follow to a
+    weight-consuming op or that the graph uses as variables
+    (`scan.left_dense`); `apply_pruning` logs a warning for each.
+    """
+    return tuple(s for s in self.skipped if scan.left_dense(scan.Skipped(*s)))
+
 
 def insert_masks(
   traced, masks: Mapping[Any, Any], scan_result=None

@@ -48,6 +48,23 @@ VALUE_PASSTHROUGH = frozenset(
   ]
 )
 
+# Ops cutting a weight's value into pieces (ConvLSTM2D splits its kernels into
+# the four gates' kernels; tf_keras LSTM cells slice them): op type -> the
+# data input holding the value. Every output carries part of the weight; the
+# scan follows all of them, and the whole weight is masked before the cut (so
+# the mask is cut with it).
+VALUE_SPLITS = {
+  'Split': 1,  # Split(split_dim, value)
+  'SplitV': 0,  # SplitV(value, size_splits, split_dim)
+  'Unpack': 0,
+  'StridedSlice': 0,
+  'Slice': 0,
+}
+
+# Elementwise ops a bias is read by: a weight of rank >= 2 read only by these
+# (MultiHeadAttention's biases) is left dense without a warning.
+ELEMENTWISE = frozenset(['Add', 'AddV2', 'BiasAdd', 'Sub', 'Mul'])
+
 # Resource-handle ops the rewrite knows how to turn into value ops.
 RESOURCE_READ = 'ReadVariableOp'
 RESOURCE_IDENTITY = 'Identity'

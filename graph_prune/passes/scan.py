@@ -36,6 +36,7 @@ import tensorflow as tf
 from tensorflow.core.framework import function_pb2
 
 from graph_prune import errors
+from graph_prune.passes import custom_gradients
 from graph_prune.passes import graph_ir
 from graph_prune.passes import rules
 
@@ -185,6 +186,29 @@ def require_candidates(scan: WeightScan, what: str) -> WeightScan:
   return scan
 
 
+def left_dense(skipped: Skipped) -> bool:
+  """Whether a skip leaves dense a weight that looks prunable.
+
+  True for a trainable float variable of rank >= 2 that the scan could not
+  follow to a weight-consuming op, or that the graph uses as a variable
+  (`_skip_reason`'s last two kinds): unlike a bias or a `do_not_prune`
+  match, the user asked for it to be pruned, so callers warn. A weight read
+  only by elementwise ops (`rules.ELEMENTWISE`: the rank-2 biases of
+  `MultiHeadAttention`) is a bias, not warned of.
+  """
+  reason = skipped.reason
+  if reason.startswith('used by '):
+    return True
+  if not reason.startswith(_UNREAD_PREFIX):
+    return False
+  readers = set(reason[len(_UNREAD_PREFIX) :].rstrip(')').split(', '))
+  return not readers <= rules.ELEMENTWISE
+
+
+# How `_skip_reason` starts the reason of a weight no consumer reads.
+_UNREAD_PREFIX = 'not read by a weight-consuming op (read by: '
+
+
 def _skip_reason(info: VariableInfo, patterns) -> str:
   v = info.variable
   if not v.trainable:
@@ -201,10 +225,7 @@ def _skip_reason(info: VariableInfo, patterns) -> str:
     )
   if not any(u.kind == 'weight' for u in info.uses):
     others = sorted({u.op_type for u in info.uses})
-    return (
-      'not read by a weight-consuming op (read by: '
-      f'{", ".join(others) or "nothing"})'
-    )
+    return f'{_UNREAD_PREFIX}{", ".join(others) or "nothing"})'
   for p in patterns:
     if p.search(info.name):
       return f'excluded by do_not_prune pattern {p.pattern!r}'
@@ -214,7 +235,9 @@ def _skip_reason(info: VariableInfo, patterns) -> str:
 def analyse(traced) -> Analysis:
   """Reads `traced`'s graph once and finds every captured variable's uses."""
   cf = traced.concrete_function
-  top = cf.function_def
+  # Custom gradients are closures over the original trace's tensors; the
+  # rebuilt graph uses TF's own gradients of their forward computation.
+  top = custom_gradients.forward_gradients(cf.function_def).graph
   library = library_of(cf)
   graph_inputs = list(cf.graph.inputs)
   if len(graph_inputs) != len(top.signature.input_arg):
@@ -331,6 +354,9 @@ class _Walker:
       uses.append(_Use('weight', op, node.name))
     elif op in rules.VALUE_PASSTHROUGH and position == 0:
       work.append((graph_ir.output_ref(node, 0, library), 'value'))
+    elif rules.VALUE_SPLITS.get(op) == position:
+      for o in range(len(graph_ir.output_arg_names(node, library))):
+        work.append((graph_ir.output_ref(node, o, library), 'value'))
     elif op == 'IdentityN':
       work.append((graph_ir.output_ref(node, position, library), 'value'))
     else:

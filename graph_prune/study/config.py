@@ -24,6 +24,7 @@ DEFAULT_METHODS = (
   'oneshot_unit_global',
   'gradual_weight_layer',
   'gradual_weight_global',
+  'gradual_unit_layer',
 )
 
 
@@ -104,6 +105,9 @@ class SweepConfig:
     pruning_frequency: steps between mask updates while retraining.
     batch_size: examples per step.
     learning_rate: Adam's learning rate, for both training and retraining.
+    latency_batch: the batch size at which each pruned model's shrunk and
+      stripped versions are timed (`graph_prune.shrink`); 0 skips timing
+      (multiply-adds are always counted).
   """
 
   methods: Tuple[str, ...] = DEFAULT_METHODS
@@ -117,6 +121,7 @@ class SweepConfig:
   retrain_steps: int = 600
   pruning_frequency: int = 20
   schedule_fraction: float = 0.6
+  latency_batch: int = 256
 
   def __post_init__(self):
     for name in self.methods:

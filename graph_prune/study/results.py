@@ -37,6 +37,10 @@ class Row:
     accuracy: test accuracy.
     loss: test cross-entropy.
     seconds: time spent pruning (and retraining) and evaluating.
+    macs: multiply-adds per example of the model (stripped).
+    shrunk_macs: the same after removing zero units (`graph_prune.shrink`).
+    latency_ratio: shrunk / stripped median latency at the config's
+      `latency_batch` (NaN when not timed).
   """
 
   seed: int
@@ -48,6 +52,9 @@ class Row:
   accuracy: float
   loss: float
   seconds: float
+  macs: int = 0
+  shrunk_macs: int = 0
+  latency_ratio: float = float('nan')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +84,16 @@ class SweepResult:
     out = []
     for (method, target), rows in groups.items():
       entry = {'method': method, 'target_sparsity': target, 'seeds': len(rows)}
-      for field in ('sparsity', 'nonzeros', 'accuracy', 'loss', 'seconds'):
+      for field in (
+        'sparsity',
+        'nonzeros',
+        'accuracy',
+        'loss',
+        'seconds',
+        'macs',
+        'shrunk_macs',
+        'latency_ratio',
+      ):
         values = [getattr(r, field) for r in rows]
         entry[field] = float(np.mean(values))
         if field in ('accuracy', 'loss'):
@@ -176,6 +192,9 @@ CSV_FIELDS = (
   'loss',
   'loss_std',
   'seeds',
+  'macs',
+  'shrunk_macs',
+  'latency_ratio',
 )
 
 
@@ -222,6 +241,21 @@ def format_table(result: SweepResult) -> str:
         f'{100 * v:>7.2f}' if v is not None else f'{"-":>7}' for v in values
       )
     )
+  lines.append('shrunk multiply-adds (% of stripped) / shrunk latency ratio:')
+  for method in methods:
+    cells = [
+      next(
+        (
+          f'{100 * e["shrunk_macs"] / max(e["macs"], 1):>6.1f}/'
+          f'{e["latency_ratio"]:<5.2f}'
+          for e in means
+          if (e['method'], e['target_sparsity']) == (method, t)
+        ),
+        f'{"-":>12}',
+      )
+      for t in targets
+    ]
+    lines.append(f'{method:<22}' + ' '.join(cells))
   marks = holds(means, result.dense_accuracy)
   lines.append(f'drop of more than {DROP_POINTS:g} points from dense:')
   for method, mark in marks.items():

@@ -31,6 +31,7 @@ import keras
 import numpy as np
 
 from graph_prune import pruned_model as pruned_lib
+from graph_prune.export import shrink as shrink_lib
 from graph_prune.study.config import Method
 from graph_prune.study.config import parse_method
 from graph_prune.study.config import SweepConfig
@@ -38,6 +39,7 @@ from graph_prune.study.results import Dense
 from graph_prune.study.results import Row
 from graph_prune.study.results import SweepResult
 from graph_prune.train import datasets
+from graph_prune.train import eta
 from graph_prune.train import loop
 from graph_prune.train import models
 from graph_prune.train.summary import count_params
@@ -45,9 +47,11 @@ from graph_prune.train.summary import count_params
 Log = Callable[[str], None]
 
 
-def _measure(model, pruned, data, seed, method, target, began):
+def _measure(model, pruned, data, seed, method, target, began, latency_batch):
   loss, accuracy = loop.evaluate(pruned, data.x_test, data.y_test)
   counts = count_params(model, pruned)
+  seconds = time.perf_counter() - began
+  macs, shrunk_macs, latency_ratio = _shrunk_costs(pruned, latency_batch)
   return Row(
     seed=seed,
     method=method,
@@ -57,8 +61,22 @@ def _measure(model, pruned, data, seed, method, target, began):
     dense_params=counts.dense_params,
     accuracy=accuracy,
     loss=loss,
-    seconds=time.perf_counter() - began,
+    seconds=seconds,
+    macs=macs,
+    shrunk_macs=shrunk_macs,
+    latency_ratio=latency_ratio,
   )
+
+
+def _shrunk_costs(pruned, latency_batch):
+  """(multiply-adds, shrunk multiply-adds, shrunk / stripped latency)."""
+  module = shrink_lib.shrink(
+    pruned, latency_batches=(latency_batch,) if latency_batch else ()
+  )
+  result = module.shrink_report.main
+  latency = module.shrink_report.latency
+  ratio = latency[0].ratio if latency else float('nan')
+  return result.macs_before, result.macs_after, ratio
 
 
 def one_shot(
@@ -67,6 +85,7 @@ def one_shot(
   method: Method,
   sparsity: float,
   seed: int = 0,
+  latency_batch: int = 0,
 ) -> Row:
   """Prunes the trained `model` once to `sparsity`, without reloop.
 
@@ -76,7 +95,9 @@ def one_shot(
   began = time.perf_counter()
   pruned = pruned_lib.apply_pruning(model, method.hparams(sparsity))
   pruned.mask_update(1)
-  return _measure(model, pruned, data, seed, method.name, sparsity, began)
+  return _measure(
+    model, pruned, data, seed, method.name, sparsity, began, latency_batch
+  )
 
 
 def gradual(
@@ -104,7 +125,16 @@ def gradual(
     data.x_train, data.y_train, config.batch_size, seed=seed + 1000
   )
   loop.fit(run, batches, config.retrain_steps, log=None)
-  return _measure(model, pruned, data, seed, method.name, sparsity, began)
+  return _measure(
+    model,
+    pruned,
+    data,
+    seed,
+    method.name,
+    sparsity,
+    began,
+    config.latency_batch,
+  )
 
 
 def train_dense(
@@ -149,25 +179,70 @@ def sweep(config: SweepConfig, log: Optional[Log] = print) -> SweepResult:
   data = datasets.load(config.data)
   methods = [parse_method(m) for m in config.methods]
   result = SweepResult(config=config, dense=[], rows=[])
+  work = _Work(config, methods)
   for seed in config.seeds:
     model, dense = train_dense(config, data, seed)
     result.dense.append(dense)
+    work.done('dense', config.dense_steps, dense.seconds)
     log(
       f'seed {seed}: dense {config.model} trained for {config.dense_steps} '
       f'steps in {dense.seconds:.1f} s: test accuracy {dense.accuracy:.4f}, '
-      f'loss {dense.loss:.4f}'
+      f'loss {dense.loss:.4f}  {work.status()}'
     )
     weights = model.get_weights()
     for method in methods:
       for sparsity in config.sparsities:
         if method.kind == 'oneshot':
-          row = one_shot(model, data, method, sparsity, seed)
+          row = one_shot(
+            model, data, method, sparsity, seed, config.latency_batch
+          )
+          work.done('oneshot', 1, row.seconds)
         else:
           row = gradual(config, weights, data, method, sparsity, seed)
+          work.done('retrain', config.retrain_steps, row.seconds)
         result.rows.append(row)
         log(
           f'seed {seed} {row.method:<22} k={sparsity:<5g} sparsity '
           f'{row.sparsity:.4f} non-zeros {row.nonzeros:>8d} accuracy '
-          f'{row.accuracy:.4f} loss {row.loss:.4f} ({row.seconds:.1f} s)'
+          f'{row.accuracy:.4f} loss {row.loss:.4f} ({row.seconds:.1f} s)  '
+          f'{work.status()}'
         )
   return result
+
+
+class _Work:
+  """What a sweep has left to do, and how long it has taken per unit.
+
+  Units are training steps (dense training and gradual retraining) and
+  one-shot rows; retraining steps count at the dense training's speed until
+  one has been timed.
+  """
+
+  def __init__(self, config: SweepConfig, methods: Sequence[Method]):
+    gradual = sum(m.kind != 'oneshot' for m in methods)
+    rows = len(config.sparsities) * len(config.seeds)
+    self.left = {
+      'dense': config.dense_steps * len(config.seeds),
+      'retrain': config.retrain_steps * gradual * rows,
+      'oneshot': (len(methods) - gradual) * rows,
+    }
+    self.rows = [0, len(methods) * rows]
+    self.spent = {kind: [0.0, 0] for kind in self.left}
+    self.began = time.perf_counter()
+
+  def done(self, kind: str, units: int, seconds: float) -> None:
+    self.left[kind] -= units
+    self.spent[kind][0] += seconds
+    self.spent[kind][1] += units
+    self.rows[0] += kind != 'dense'
+
+  def status(self) -> str:
+    rates = {k: t / n for k, (t, n) in self.spent.items() if n}
+    rates.setdefault('retrain', rates.get('dense', 0.0))
+    elapsed = time.perf_counter() - self.began
+    left = eta.work_left(self.left, rates)
+    return (
+      f'[{self.rows[0]}/{self.rows[1]} rows, '
+      f'{eta.format_duration(elapsed)} elapsed, '
+      f'~{eta.format_duration(left)} left]'
+    )

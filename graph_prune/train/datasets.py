@@ -1,11 +1,22 @@
 """Datasets: the embedded digits, and a user's `.npz` or MNIST IDX folder.
 
 Nothing here downloads anything, ever.
+
+A user's data is checked before anything is built from it: images need at
+least one dimension besides the examples' and finite pixels; labels number
+the classes 0..K-1 and the model gets K = largest label + 1 outputs, so a
+label set where most of those classes have no example (one stray large
+label) is refused rather than silently growing the model. Integer images
+are divided by the largest value in x_train (255 for MNIST, 16 for the
+digits), so they land in [0, 1] whatever their dtype; float images are used
+as they are.
 """
 
 import gzip
 import os
 from typing import NamedTuple
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -67,8 +78,8 @@ def load(path: str = '') -> Dataset:
       (`train-images-idx3-ubyte`, ..., each optionally `.gz`).
 
   Returns:
-    A `Dataset`; integer images are scaled by their maximum possible value
-    (255 for uint8) to [0, 1].
+    A `Dataset`; integer images are divided by the largest value in
+    x_train (255 for MNIST), so they span [0, 1].
 
   Raises:
     DataError: a missing path, a missing key or file, or a malformed file,
@@ -98,8 +109,12 @@ def _load_npz(path: str) -> Dataset:
       arrays = {k: data[k] for k in Dataset._fields}
   except errors.DataError:
     raise
-  except (OSError, ValueError) as e:
-    raise errors.DataError(f'{path}: not a readable .npz file ({e}).') from e
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+    # A truncated or corrupt archive fails as BadZipFile or zlib.error.
+    raise errors.DataError(
+      f'{path}: not a readable .npz file ({e}); write it again with '
+      'numpy.savez.'
+    ) from e
   return _finish(arrays, path)
 
 
@@ -133,8 +148,11 @@ def read_idx(path: str) -> np.ndarray:
   try:
     with opener(path, 'rb') as f:
       raw = f.read()
-  except (OSError, EOFError) as e:
-    raise errors.DataError(f'{path}: cannot be read ({e}).') from e
+  except (OSError, EOFError, zlib.error) as e:
+    # A corrupt gzip stream fails as zlib.error (or gzip's OSError).
+    raise errors.DataError(
+      f'{path}: cannot be read ({e}); download or unpack it again.'
+    ) from e
   if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
     raise errors.DataError(
       f'{path}: not an IDX file (the first two bytes must be 0, got '
@@ -166,15 +184,56 @@ def read_idx(path: str) -> np.ndarray:
   )
 
 
-def _scale(images: np.ndarray) -> np.ndarray:
+def _scale(images: np.ndarray, largest: float) -> np.ndarray:
+  """Integer images divided by `largest` (x_train's maximum); floats as-is."""
   if np.issubdtype(images.dtype, np.integer):
-    return images.astype(np.float32) / float(np.iinfo(images.dtype).max)
+    return images.astype(np.float32) / np.float32(max(largest, 1))
   return images.astype(np.float32)
+
+
+def _check_images(x: np.ndarray, name: str, where: str) -> None:
+  if x.ndim < 2 or 0 in x.shape[1:]:
+    raise errors.DataError(
+      f'{where}: {name} has shape {list(x.shape)}; images need a shape '
+      '[examples, features...] with at least one feature, e.g. [n, 28, 28] '
+      'or [n, 784].'
+    )
+  if not (
+    np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
+  ):
+    raise errors.DataError(
+      f'{where}: {name} has dtype {x.dtype}; images must be integers or floats.'
+    )
+  if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+    bad = np.argwhere(~np.isfinite(x))[0].tolist()
+    raise errors.DataError(
+      f'{where}: {name} holds NaN or Inf pixels (first at index {bad}); '
+      'replace them (e.g. numpy.nan_to_num) before training.'
+    )
+
+
+def _check_labels(y_train, y_test, where: str) -> None:
+  # The model gets largest+1 outputs. A class or two without examples is
+  # plausible in a small split; most classes empty means stray labels.
+  seen = len(np.union1d(y_train, y_test))
+  largest = int(max(y_train.max(), y_test.max()))
+  if largest + 1 > 2 * seen:
+    raise errors.DataError(
+      f'{where}: the largest label is {largest} but only {seen} distinct '
+      f'labels occur, so {largest + 1 - seen} of the {largest + 1} classes '
+      'the model would get have no example; labels must number the classes '
+      '0..K-1 (renumber them, or drop the stray label).'
+    )
 
 
 def _finish(arrays, where: str) -> Dataset:
   for split in ('train', 'test'):
     x, y = arrays[f'x_{split}'], arrays[f'y_{split}']
+    if x.ndim == 0 or y.ndim == 0:
+      raise errors.DataError(
+        f'{where}: x_{split} has shape {list(x.shape)} and y_{split} '
+        f'{list(y.shape)}; both need one entry per example.'
+      )
     if len(x) != len(y):
       raise errors.DataError(
         f'{where}: x_{split} has {len(x)} examples but y_{split} has {len(y)}.'
@@ -186,14 +245,18 @@ def _finish(arrays, where: str) -> Dataset:
         f'{where}: y_{split} must be a vector of non-negative integer class '
         f'labels, got dtype {y.dtype} shape {list(y.shape)}.'
       )
+    _check_images(x, f'x_{split}', where)
   if arrays['x_train'].shape[1:] != arrays['x_test'].shape[1:]:
     raise errors.DataError(
       f'{where}: train images have shape {arrays["x_train"].shape[1:]} but '
       f'test images {arrays["x_test"].shape[1:]}.'
     )
+  _check_labels(arrays['y_train'], arrays['y_test'], where)
+  x_train = arrays['x_train']
+  largest = float(max(abs(x_train.max().item()), abs(x_train.min().item())))
   return Dataset(
-    x_train=_scale(arrays['x_train']),
+    x_train=_scale(arrays['x_train'], largest),
     y_train=arrays['y_train'].astype(np.int32),
-    x_test=_scale(arrays['x_test']),
+    x_test=_scale(arrays['x_test'], largest),
     y_test=arrays['y_test'].astype(np.int32),
   )

@@ -21,3 +21,11 @@ class ConfigError(errors.GraphPruneError, ValueError):
 
 class ResumeError(errors.GraphPruneError, ValueError):
   """A model_dir holds a checkpoint that does not fit the model being built."""
+
+
+class ModelDirBusyError(ConfigError):
+  """Another live training run holds the lock of the model_dir."""
+
+
+class ResumeMismatchError(ConfigError):
+  """A rerun's flags differ from the run recorded in its model_dir."""

@@ -6,25 +6,31 @@
                               result.test_accuracy, result.exports))
 
 This is what the `graph_prune_train` binary runs. A rerun with the same
-`model_dir` resumes from the latest checkpoint there; the run's model, data
-and hparams are written to `model_dir/train_config.json` on the first run and
-a rerun with others is refused, so a directory never mixes two experiments.
+`model_dir` resumes from the latest checkpoint there; the run's model, data,
+hparams, seed, batch size and learning rate are written to
+`model_dir/train_config.json` once the first run has built its model, and a
+rerun with others is refused (`run_record`), so a directory never mixes two
+experiments. The chief holds `run_lock` on the model_dir for the whole run,
+so a second trainer on it is refused while the first one lives.
 """
 
 import dataclasses
-import json
 import os
 import tempfile
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import keras
 
 from graph_prune import hparams as hparams_lib
 from graph_prune import pruned_model as pruned_lib
+from graph_prune.export import tflite
+from graph_prune.train import artifacts
 from graph_prune.train import datasets
 from graph_prune.train import errors
 from graph_prune.train import loop
 from graph_prune.train import models
+from graph_prune.train import run_lock
+from graph_prune.train import run_record
 from graph_prune.train import strategies
 from graph_prune.train import summary
 from graph_prune.train import versioned_export
@@ -38,7 +44,7 @@ DEFAULT_HPARAMS = (
   'pruning_frequency=50'
 )
 DEFAULT_TRAIN_STEPS = 1400
-CONFIG_FILE = 'train_config.json'
+CONFIG_FILE = run_record.CONFIG_FILE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +67,11 @@ class TrainConfig:
     strategy: 'default', 'mirrored' or 'multi_worker' (`distribute`).
     num_cpu_devices: with 'mirrored', split the CPU into this many logical
       devices (for trying it on one machine); None uses the real devices.
+    shrink: also export the shrunk SavedModel (zero units removed,
+      `graph_prune.shrink`) to `export_dir/shrunk/STEP`.
+    export_tflite: TFLite quantization modes to export as
+      `export_dir/tflite/STEP/<mode>.tflite` (int8 calibrated on the
+      training inputs); every export's test accuracy is then measured.
   """
 
   model: str = 'mlp'
@@ -76,9 +87,17 @@ class TrainConfig:
   log_every: int = 100
   strategy: str = 'default'
   num_cpu_devices: Optional[int] = None
+  shrink: bool = False
+  export_tflite: Tuple[str, ...] = ()
 
   def __post_init__(self):
     models.check_name(self.model)
+    for mode in self.export_tflite:
+      if mode not in tflite.QUANTIZE_MODES:
+        raise errors.ConfigError(
+          f'Unknown TFLite quantization {mode!r} in export_tflite; pass '
+          f'some of {",".join(tflite.QUANTIZE_MODES)}.'
+        )
     hparams_lib.parse_hparams(self.hparams)
     for name in ('train_steps', 'batch_size', 'checkpoint_every', 'log_every'):
       least = 1 if name == 'batch_size' else 0
@@ -122,36 +141,8 @@ class TrainResult:
   exports: List[versioned_export.Export]
   pruned: pruned_lib.PrunedModel
   model: keras.Model
-
-
-def _identity(config: TrainConfig) -> dict:
-  """What must not change between a run and its resumptions."""
-  return {
-    'model': config.model,
-    'data': os.path.abspath(config.data) if config.data else '',
-    'hparams': hparams_lib.parse_hparams(config.hparams).to_string(
-      only_changed=True
-    ),
-  }
-
-
-def _check_model_dir(config: TrainConfig, model_dir: str) -> None:
-  path = os.path.join(model_dir, CONFIG_FILE)
-  identity = _identity(config)
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
-    for key, value in identity.items():
-      if saved.get(key) != value:
-        raise errors.ConfigError(
-          f'{model_dir} holds a run with {key}={saved.get(key)!r}, not '
-          f'{value!r}; pass --{key}={saved.get(key)!r} to resume it, or a '
-          'new --model_dir.'
-        )
-    return
-  os.makedirs(model_dir, exist_ok=True)
-  with open(path, 'w') as f:
-    json.dump(dict(identity, first_run=dataclasses.asdict(config)), f, indent=2)
+  # With export_tflite: the dense float SavedModel's size, for comparison.
+  dense_export: Optional[versioned_export.Export] = None
 
 
 def train(
@@ -168,7 +159,10 @@ def train(
 
   Raises:
     DataError: the data path is missing or malformed.
-    errors.ConfigError: model_dir holds another model's run.
+    errors.ConfigError: model_dir is a file or not writable.
+    errors.ResumeMismatchError: model_dir holds a run with other values of
+      `run_record.FIXED`, or checkpoints without a record.
+    errors.ModelDirBusyError: another live run holds model_dir.
     ResumeError: the latest checkpoint does not fit the model.
     UnknownModelError: the model does not take the data's images.
     StrategyError: the strategy cannot be set up, or the batch does not
@@ -180,10 +174,20 @@ def train(
   chief = strategies.is_chief(strategy)
   data = datasets.load(config.data)
   model_dir = config.model_dir or tempfile.mkdtemp(prefix='graph_prune_train_')
-  if chief:
-    _check_model_dir(config, model_dir)
+  if not chief:  # the chief holds the lock and writes the record
+    return _train_in(config, strategy, data, model_dir, log, chief)
+  run_record.prepare(model_dir)
+  with run_lock.hold(model_dir):
+    return _train_in(config, strategy, data, model_dir, log, chief)
+
+
+def _train_in(config, strategy, data, model_dir, log, chief) -> TrainResult:
+  """`train` once model_dir is prepared and locked (by the chief)."""
+  saved = run_record.check(config, model_dir) if chief else None
   run = _build_run(config, data, strategy)
   resumed_from = run.restore(model_dir)
+  if chief and saved is None:  # the model is built and the restore worked
+    run_record.write(config, model_dir)
   _log_start(config, data, run, model_dir, resumed_from, log)
   batches = loop.Batches(
     data.x_train, data.y_train, config.batch_size, seed=config.seed
@@ -198,14 +202,17 @@ def train(
     log=log,
   )
   test_loss, test_accuracy = loop.evaluate(run.pruned, data.x_test, data.y_test)
-  exports = []
+  exports, dense_export = [], None
   if chief:  # the other workers hold the same model
     loop.write_scalars(
       model_dir,
       run.step,
       {'test/loss': test_loss, 'test/accuracy': test_accuracy},
     )
-    exports = _export(config, run, model_dir, log)
+    exports = _export(config, run, model_dir, log, data.x_train)
+    if config.export_tflite:
+      exports = artifacts.with_accuracy(exports, data.x_test, data.y_test)
+      dense_export = artifacts.dense_reference(run.model)
   return TrainResult(
     model_dir=model_dir,
     resumed_from=resumed_from,
@@ -216,13 +223,22 @@ def train(
     exports=exports,
     pruned=run.pruned,
     model=run.model,
+    dense_export=dense_export,
   )
 
 
-def _export(config: TrainConfig, run: loop.Run, model_dir: str, log):
+def _export(config: TrainConfig, run: loop.Run, model_dir: str, log, x_train):
   """Writes the pruned and the stripped SavedModel of `run`'s step."""
   export_dir = config.export_dir or os.path.join(model_dir, 'export')
-  return versioned_export.export(run.pruned, export_dir, run.step, log=log)
+  return versioned_export.export(
+    run.pruned,
+    export_dir,
+    run.step,
+    log=log,
+    shrink=config.shrink,
+    tflite_modes=config.export_tflite,
+    representative_data=x_train,
+  )
 
 
 def _build_run(config: TrainConfig, data, strategy) -> loop.Run:

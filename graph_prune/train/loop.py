@@ -26,9 +26,11 @@ import numpy as np
 import tensorflow as tf
 
 from graph_prune import distribute
+from graph_prune import nonfinite
 from graph_prune import pruned_model as pruned_lib
 from graph_prune import summaries
 from graph_prune.train import errors
+from graph_prune.train import eta
 from graph_prune.train import strategies
 
 Log = Callable[[str], None]
@@ -160,7 +162,10 @@ class Run:
     """
     if self.strategy.num_replicas_in_sync > 1:
       x, y = strategies.distribute_batch(self.strategy, x, y)
-    loss, _, accuracy = self._step_fn(x, y)
+    # A diverged weight fails the step's mask update: a graph_prune error
+    # naming it (advice included), so the binary prints one line.
+    with nonfinite.non_finite_as_error():
+      loss, _, accuracy = self._step_fn(x, y)
     return loss, accuracy
 
   def checkpoint_manager(self, model_dir: str) -> tf.train.CheckpointManager:
@@ -297,11 +302,13 @@ def fit(
 
 def _progress_line(row, train_steps: int) -> str:
   step, loss, accuracy, sparsity, speed = row
-  return (
+  line = (
     f'step {step:>6d}/{train_steps}  loss {loss:.4f}  '
     f'accuracy {accuracy:.4f}  sparsity {sparsity:.4f}  '
     f'{speed:6.1f} steps/s'
   )
+  left = eta.steps_left(step, train_steps, speed)
+  return line + (f'  ~{eta.format_duration(left)} left' if left else '')
 
 
 class _Outputs:

@@ -7,6 +7,10 @@
 * `cnn`: a small conv net: 3x3 conv, 3x3 depthwise conv, 1x1 conv, pooling and
   two dense layers, so that pruning reaches a DepthwiseConv2D.
 * `lstm`: an LSTM reading the image one row per time step.
+* `rescnn`: a small residual CNN with batch norm: a 3x3 stem, two residual
+  blocks (the second halves the resolution and projects its shortcut with a
+  1x1 conv), global average pooling and the logits; its residual adds couple
+  the channels of the convs that feed them (issue 13's coupled groups).
 
 Every layer has a fixed name (`dense_1`, ..., `logits`), so pruning hparams
 such as `do_not_prune=[logits]` or `weight_sparsity_map=[dense_1:0.8]` stay
@@ -83,10 +87,43 @@ def _lstm(input_shape, num_classes, units=128):
   )
 
 
+def _conv_bn(x, filters, kernel, name, strides=1, relu=True):
+  """Conv (no bias: batch norm's shift replaces it), batch norm, ReLU."""
+  layers = keras.layers
+  x = layers.Conv2D(
+    filters, kernel, strides, padding='same', use_bias=False, name=name
+  )(x)
+  x = layers.BatchNormalization(name=f'{name}_bn')(x)
+  return layers.ReLU(name=f'{name}_relu')(x) if relu else x
+
+
+def _residual_block(x, filters, name, strides=1):
+  shortcut = x
+  if strides != 1 or x.shape[-1] != filters:
+    shortcut = _conv_bn(x, filters, 1, f'{name}_proj', strides, relu=False)
+  y = _conv_bn(x, filters, 3, f'{name}_conv_a', strides)
+  y = _conv_bn(y, filters, 3, f'{name}_conv_b', relu=False)
+  y = keras.layers.Add(name=f'{name}_add')([shortcut, y])
+  return keras.layers.ReLU(name=f'{name}_out')(y)
+
+
+def _rescnn(input_shape, num_classes, widths=(16, 32)):
+  shape = _image_shape(input_shape, 'rescnn')
+  inputs = keras.Input(tuple(input_shape), name='images')
+  x = keras.layers.Reshape(shape, name='channels')(inputs)
+  x = _conv_bn(x, widths[0], 3, 'stem')
+  x = _residual_block(x, widths[0], 'block_1')
+  x = _residual_block(x, widths[1], 'block_2', strides=2)
+  x = keras.layers.GlobalAveragePooling2D(name='pool')(x)
+  outputs = keras.layers.Dense(num_classes, name=OUTPUT_LAYER)(x)
+  return keras.Model(inputs, outputs, name='rescnn')
+
+
 _BUILDERS: Dict[str, Callable[..., keras.Model]] = {
   'mlp': _mlp,
   'cnn': _cnn,
   'lstm': _lstm,
+  'rescnn': _rescnn,
 }
 MODELS = tuple(_BUILDERS)
 
@@ -105,7 +142,7 @@ def build(
   """Builds a built-in model with weights initialized from `seed`.
 
   Args:
-    name: one of `MODELS` ('mlp', 'cnn', 'lstm').
+    name: one of `MODELS` ('mlp', 'cnn', 'lstm', 'rescnn').
     input_shape: the shape of one example, e.g. (8, 8) or (28, 28, 1).
     num_classes: the number of logits.
     seed: seeds Keras' initializers (through `keras.utils.set_random_seed`,
@@ -116,8 +153,7 @@ def build(
 
   Raises:
     errors.UnknownModelError: `name` is not a built-in model, or the input
-      shape does
-      not suit it.
+      shape does not suit it.
   """
   check_name(name)
   keras.utils.set_random_seed(seed)

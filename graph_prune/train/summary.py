@@ -81,6 +81,7 @@ def final_table(
   test_loss: float,
   test_accuracy: float,
   exports: Sequence[versioned_export.Export] = (),
+  dense: Optional[versioned_export.Export] = None,
 ) -> str:
   """The table the training binary prints at the end.
 
@@ -89,6 +90,9 @@ def final_table(
     test_loss: mean cross-entropy on the test split.
     test_accuracy: accuracy on the test split.
     exports: the exports written (or found).
+    dense: the dense float SavedModel's size (`artifacts.dense_reference`):
+      adds its row, each export's share of its gzipped size and each
+      export's `test_accuracy`.
 
   Returns:
     A multi-line string.
@@ -110,10 +114,34 @@ def final_table(
   )
   lines.append(f'test accuracy {test_accuracy:.4f}, test loss {test_loss:.4f}')
   if exports:
-    lines.append(f'{"export":<9} {"raw":>10} {"gzipped":>10}  path')
+    lines.extend(_export_rows(exports, dense))
+  return '\n'.join(lines)
+
+
+def _export_rows(exports, dense) -> List[str]:
+  """The exports' rows; with `dense`, its row first and '% dense', 'test acc'.
+
+  The percentage is of the dense float SavedModel's gzipped size.
+  """
+  if dense is None:
+    rows = [f'{"export":<9} {"raw":>10} {"gzipped":>10}  path']
     for e in exports:
-      lines.append(
+      rows.append(
         f'{e.kind:<9} {sizes.format_bytes(e.raw_bytes):>10} '
         f'{sizes.format_bytes(e.gzip_bytes):>10}  {e.path}'
       )
-  return '\n'.join(lines)
+    return rows
+  width = max(len(e.kind) for e in [dense, *exports])
+  rows = [
+    f'{"export":<{width}} {"raw":>10} {"gzipped":>10} {"% dense":>8} '
+    f'{"test acc":>8}  path'
+  ]
+  for e in [dense, *exports]:
+    share = e.gzip_bytes / max(dense.gzip_bytes, 1)
+    acc = '-' if e.test_accuracy is None else f'{e.test_accuracy:.4f}'
+    rows.append(
+      f'{e.kind:<{width}} {sizes.format_bytes(e.raw_bytes):>10} '
+      f'{sizes.format_bytes(e.gzip_bytes):>10} {share:>8.1%} {acc:>8}  '
+      f'{e.path}'
+    )
+  return rows

@@ -8,18 +8,41 @@ version per training step:
     export_dir/stripped/1500/   graph_prune.export_saved_model(pruned): masks
                                 folded into the weights, no pruning variables
 
-An existing version directory is never overwritten.
+An existing complete version directory is never overwritten. Every export is
+written to a staging directory beside its version and renamed when complete
+(`graph_prune.export.staging`), so a killed run leaves no half-written
+version; a version directory that lacks a file `tf.saved_model.save` writes
+(left by older graph_prune, or by hand) is recognised as incomplete and
+replaced.
 """
 
 import dataclasses
 import os
-from typing import Callable, List
+import shutil
+from typing import Any, Callable, List, Optional, Sequence
 
 import tensorflow as tf
 
 from graph_prune import pruned_model as pruned_lib
 from graph_prune.export import sizes
+from graph_prune.export import staging
 from graph_prune.export import strip
+from graph_prune.export import tflite
+
+
+def _save_pruned(pruned: pruned_lib.PrunedModel, path: str) -> None:
+  """`tf.saved_model.save(pruned, path)`, staged: all of it or nothing."""
+  with staging.Staging() as stage:
+    tf.saved_model.save(pruned, stage.directory(path))
+    stage.commit()
+
+
+def _remove(path: str) -> None:
+  """Removes an incomplete export (a directory, or a stray file)."""
+  if os.path.isdir(path) and not os.path.islink(path):
+    shutil.rmtree(path)
+  else:
+    os.remove(path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +55,8 @@ class Export:
     raw_bytes: the size of its files.
     gzip_bytes: the size of a `.tar.gz` of it (`graph_prune.export.sizes`).
     written: False when the directory already existed and was left as it was.
+    test_accuracy: its accuracy on the run's test split, when measured
+      (`train/artifacts.py`).
   """
 
   kind: str
@@ -39,6 +64,7 @@ class Export:
   raw_bytes: int
   gzip_bytes: int
   written: bool
+  test_accuracy: Optional[float] = None
 
 
 def export(
@@ -46,6 +72,9 @@ def export(
   export_dir: str,
   version: int,
   log: Callable[[str], None] = print,
+  shrink: bool = False,
+  tflite_modes: Sequence[str] = (),
+  representative_data: Any = None,
 ) -> List[Export]:
   """Writes the pruned and the stripped SavedModel of `pruned`.
 
@@ -54,9 +83,14 @@ def export(
     export_dir: the base directory (created if missing).
     version: the version number, e.g. the training step.
     log: called with one line per export (or skip).
+    shrink: also write the shrunk SavedModel (zero units removed) to
+      `export_dir/shrunk/<version>`.
+    tflite_modes: TFLite quantization modes ('none', 'dynamic', 'float16',
+      'int8') to write as `export_dir/tflite/<version>/<mode>.tflite`.
+    representative_data: inputs for int8 calibration and the TFLite check.
 
   Returns:
-    The two exports.
+    The two exports (three with `shrink`).
 
   Raises:
     StripError: the stripped model cannot be made.
@@ -64,21 +98,47 @@ def export(
   pruned_path = os.path.join(export_dir, 'pruned', str(version))
   stripped_path = os.path.join(export_dir, 'stripped', str(version))
   writers = [
-    ('pruned', pruned_path, lambda: tf.saved_model.save(pruned, pruned_path)),
+    ('pruned', pruned_path, lambda: _save_pruned(pruned, pruned_path)),
     (
       'stripped',
       stripped_path,
       lambda: strip.export_saved_model(pruned, stripped_path),
     ),
   ]
+  if shrink:
+    shrunk_path = os.path.join(export_dir, 'shrunk', str(version))
+    writers.append(
+      (
+        'shrunk',
+        shrunk_path,
+        lambda: strip.export_saved_model(pruned, shrunk_path, shrink=True),
+      )
+    )
   results = []
   for kind, path, write in writers:
-    written = not os.path.exists(path)
+    written = not staging.is_complete_saved_model(path)
     if written:
+      if os.path.lexists(path):
+        log(f'{path} is an incomplete export (a killed run?); replacing it.')
+        _remove(path)
       write()
       log(f'exported the {kind} SavedModel to {path}')
     else:
       log(f'{path} exists; left as it is (not overwritten).')
     size = sizes.measure(path)
     results.append(Export(kind, path, size.raw, size.gzipped, written))
+  for mode in tflite_modes:
+    path = os.path.join(export_dir, 'tflite', str(version), f'{mode}.tflite')
+    written = not os.path.isfile(path)
+    if written:
+      tflite.export_tflite(
+        pruned, path, quantize=mode, representative_data=representative_data
+      )
+      log(f'exported the {mode} TFLite model to {path}')
+    else:
+      log(f'{path} exists; left as it is (not overwritten).')
+    size = sizes.measure(path)
+    results.append(
+      Export(f'tflite-{mode}', path, size.raw, size.gzipped, written)
+    )
   return results

@@ -1,0 +1,224 @@
+"""Removing zero units from a stripped graph: smaller dense kernels.
+
+`shrink_units(graph_def, outputs)` finds each layer's zero output units and
+what goes with them (`unit_flow.analyze` with the rules of `unit_rules`),
+then slices every constant involved and folds the constant a removed unit
+emits into the next layer's bias:
+
+  before:  h = Relu(BiasAdd(MatMul(x, W1[64, 8]), b1[8]))
+           y = BiasAdd(MatMul(h, W2[8, 3]), b2[3])      # W1[:, 5:] == 0
+  after:   h = Relu(BiasAdd(MatMul(x, W1[64, 5]), b1[5]))
+           y = BiasAdd(MatMul(h, W2[5, 3]), b2 + relu(b1[5:]) @ W2[5:])
+
+A constant that feeds more than the edited node is copied first, so other
+readers keep their values; a frozen variable (a bias) is sliced in place so
+that the stripped model's variable copies can follow it. The input is not
+modified; what the edits left unread (BatchNorm parameters computed into
+one constant, for instance) is dropped (`drop_unused`).
+"""
+
+import collections
+import dataclasses
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from graph_prune.passes import drop_unused
+from graph_prune.passes import graph_ir
+from graph_prune.passes import unit_costs
+from graph_prune.passes import unit_flow
+from graph_prune.passes import unit_rules
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerUnits:
+  """One layer (a producer of units) before and after shrinking.
+
+  Attributes:
+    kernel: the Const node of its kernel (the folded weight's node).
+    op: MatMul, Conv2D or Conv3D.
+    units_before, units_after: output units.
+    zero_units: units whose kernel slice is all zero.
+    macs_before, macs_after: its multiply-adds per example.
+    kept: why zero units were kept, one sentence each.
+  """
+
+  kernel: str
+  op: str
+  units_before: int
+  units_after: int
+  zero_units: int
+  macs_before: int
+  macs_after: int
+  kept: Tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ShrinkResult:
+  """What `shrink_units` did.
+
+  Attributes:
+    layers: one entry per producer, in graph order.
+    params_before, params_after: float constant values in the graph.
+    macs_before, macs_after: multiply-adds per example of every MatMul and
+      convolution of the graph.
+  """
+
+  layers: Tuple[LayerUnits, ...]
+  params_before: int
+  params_after: int
+  macs_before: int
+  macs_after: int
+
+
+def shrink_units(
+  graph_def, output_names: Sequence[str], suffix: str = 'shrunk'
+) -> graph_ir.PassResult:
+  """Removes every removable zero unit of `graph_def` (see module docstring).
+
+  Args:
+    graph_def: a stripped GraphDef (every weight a Const); not modified.
+    output_names: its output tensors.
+    suffix: ends the names of the Consts the pass adds (unique per call
+      keeps several shrunk graphs importable into one function).
+
+  Returns:
+    A `PassResult` with the new GraphDef and a `ShrinkResult`.
+  """
+  flow = unit_flow.analyze(graph_def, output_names, unit_rules.RULES)
+  graph = unit_flow.Graph(graph_def, output_names)
+  removed = {g.producer: _removed(g) for g in flow.groups}
+  new = graph_ir.copy_graph_def(graph_def)
+  edits = collections.defaultdict(list)
+  for group in flow.groups:
+    if removed[group.producer].any():
+      for edit in group.edits:
+        edits[(edit.node, edit.position)].append((group, edit))
+  values = {
+    edge: _edited(graph, edge, pairs, removed) for edge, pairs in edits.items()
+  }
+  _write(new, graph, values, suffix)
+  for node in new.node:
+    if '_output_shapes' in node.attr:
+      del node.attr['_output_shapes']
+  new = drop_unused.drop_unused(new, output_names).graph
+  before = unit_costs.costs(graph_def)
+  after = unit_costs.costs(new)
+  layers = tuple(
+    _layer(graph, g, removed[g.producer], before, after) for g in flow.groups
+  )
+  report = ShrinkResult(
+    layers,
+    before.params,
+    after.params,
+    before.total_macs,
+    after.total_macs,
+  )
+  return graph_ir.PassResult(new, report, changed=bool(values))
+
+
+def _removed(group: unit_flow.Group) -> np.ndarray:
+  removed = group.removable.copy()
+  if removed.size and removed.all():
+    removed[0] = False
+    first = np.zeros_like(removed)
+    first[0] = True
+    group.stop('one unit stays, so that the layer keeps an output', first)
+  return removed
+
+
+def _edited(graph, edge, pairs, removed) -> np.ndarray:
+  """The new value of one constant input edge: folds first, then slices."""
+  node = graph.nodes[edge[0]]
+  if pairs[0][1].kind == 'reshape':
+    # A Flatten's shape is computed from its input's; the batch stays -1.
+    group, edit = pairs[0]
+    features = int((~removed[group.producer][edit.root]).sum())
+    dtype = tf.as_dtype(node.attr['Tshape'].type).as_numpy_dtype
+    return np.array([-1, features], dtype=dtype)
+  value = graph.value(graph.input(node, edge[1]))
+  for group, edit in pairs:
+    if edit.kind == 'fold':
+      value = (value + edit.fold(removed[group.producer])).astype(value.dtype)
+  for group, edit in pairs:
+    keep = (
+      ~removed[group.producer][edit.root] if edit.root is not None else None
+    )
+    if edit.kind == 'slice':
+      value = np.compress(keep, value, axis=edit.axis)
+  return value
+
+
+def _write(new, graph, values: Dict[Tuple[str, int], np.ndarray], suffix):
+  """Puts each new value in its Const, or in a new Const for that edge."""
+  nodes = {n.name: n for n in new.node}
+  added = []
+  for (name, position), value in sorted(values.items()):
+    node = nodes[name]
+    source = _exclusive_source(graph, node.input[position])
+    proto = tf.make_tensor_proto(value)
+    if source is not None:
+      nodes[source].attr['value'].tensor.CopyFrom(proto)
+      continue
+    const = new.node.add(name=f'{name}/{suffix}_{position}', op='Const')
+    const.attr['dtype'].type = proto.dtype
+    const.attr['value'].tensor.CopyFrom(proto)
+    added.append(const)
+    node.input[position] = const.name
+  return added
+
+
+def _exclusive_source(graph, text: str):
+  """The Const `text` reads through Identities only it reads, or None."""
+  tensor = unit_flow.tensor_name(text)
+  while True:
+    if len(graph.consumers[tensor]) != 1 or tensor in graph.outputs:
+      return None
+    node = graph.nodes[graph_ir.node_name(tensor)]
+    if tensor != f'{node.name}:0':
+      return None
+    if node.op == 'Const':
+      return node.name
+    if node.op not in ('Identity', 'Snapshot'):
+      return None
+    tensor = unit_flow.tensor_name(node.input[0])
+
+
+def _layer(graph, group, removed, before, after) -> LayerUnits:
+  node = graph.nodes[group.producer]
+  return LayerUnits(
+    kernel=group.kernel,
+    op=node.op,
+    units_before=int(group.zero.size),
+    units_after=int(group.zero.size - removed.sum()),
+    zero_units=int(group.zero.sum()),
+    macs_before=before.macs.get(group.producer, 0),
+    macs_after=after.macs.get(group.producer, 0),
+    kept=tuple(group.reasons) if (group.zero & ~removed).any() else (),
+  )
+
+
+def describe(result: ShrinkResult) -> List[str]:
+  """One line per layer that kept zero units: the layer and why."""
+  return [
+    f'{layer.kernel}: kept {layer.zero_units - removed} zero units: '
+    + '; '.join(layer.kept)
+    for layer in result.layers
+    for removed in [layer.units_before - layer.units_after]
+    if layer.kept
+  ]
+
+
+def shrunk_weights(graph_def, folded):
+  """`fold_masks.FoldedWeight`s with the shapes shrinking left them."""
+  nodes = {n.name: n for n in graph_def.node}
+  weights = []
+  for w in folded:
+    if w.node in nodes:
+      value = tf.make_ndarray(nodes[w.node].attr['value'].tensor)
+      w = dataclasses.replace(
+        w, shape=value.shape, nonzeros=int(np.count_nonzero(value))
+      )
+    weights.append(w)
+  return tuple(weights)

@@ -1,0 +1,373 @@
+"""Per-op rules of the unit flow (`unit_flow.analyze`), keyed by op type.
+
+A rule sees one consumer `node` of a tensor whose last axis carries a
+group's channels (`Space`, at data input `position`) and either
+  * returns the spaces of the node's outputs (elementwise ops, BatchNorm,
+    pooling, a depthwise conv, a Flatten), recording the constant slices
+    that go with a removed unit as `Edit`s;
+  * returns None: the channels end here (the next layer's kernel rows, with
+    the removed units' constant folded into its bias);
+  * raises `CannotFollowError`: the group keeps its units, and the message
+    says why.
+An op without a rule stops the group.
+"""
+
+from typing import List
+
+import numpy as np
+import tensorflow as tf
+
+from graph_prune.passes.unit_flow import CannotFollowError
+from graph_prune.passes.unit_flow import Context
+from graph_prune.passes.unit_flow import Edit
+from graph_prune.passes.unit_flow import follow_same
+from graph_prune.passes.unit_flow import Space
+from graph_prune.passes.unit_flow import zero_channels
+
+
+def _f32(fn):
+  return lambda *xs: np.asarray(fn(*[np.float32(x) for x in xs]))
+
+
+# Elementwise ops of one tensor: op -> f(const, node), the removed units'
+# constant through the op.
+_UNARY = {
+  'Relu': lambda x, n: _f32(tf.nn.relu)(x),
+  'Relu6': lambda x, n: _f32(tf.nn.relu6)(x),
+  'Elu': lambda x, n: _f32(tf.nn.elu)(x),
+  'Selu': lambda x, n: _f32(tf.nn.selu)(x),
+  'Sigmoid': lambda x, n: _f32(tf.math.sigmoid)(x),
+  'Tanh': lambda x, n: _f32(tf.math.tanh)(x),
+  'Softplus': lambda x, n: _f32(tf.math.softplus)(x),
+  'Softsign': lambda x, n: _f32(tf.nn.softsign)(x),
+  'Erf': lambda x, n: _f32(tf.math.erf)(x),
+  'Neg': lambda x, n: -np.float32(x),
+  'Abs': lambda x, n: np.abs(np.float32(x)),
+  'Square': lambda x, n: np.square(np.float32(x)),
+  'Exp': lambda x, n: _f32(tf.math.exp)(x),
+  'Identity': lambda x, n: x,
+  'Snapshot': lambda x, n: x,
+  'LeakyRelu': lambda x, n: _f32(
+    lambda v: tf.nn.leaky_relu(v, n.attr['alpha'].f)
+  )(x),
+}
+
+# Elementwise ops of two tensors: op -> f(a, b).
+_BINARY = {
+  'Add': _f32(tf.math.add),
+  'AddV2': _f32(tf.math.add),
+  'BiasAdd': _f32(tf.math.add),
+  'Sub': _f32(tf.math.subtract),
+  'Mul': _f32(tf.math.multiply),
+  'RealDiv': _f32(tf.math.divide),
+  'Maximum': _f32(tf.math.maximum),
+  'Minimum': _f32(tf.math.minimum),
+  'SquaredDifference': _f32(tf.math.squared_difference),
+}
+
+
+def _unary(ctx: Context, node, position: int, space: Space):
+  return follow_same(space, node, _UNARY[node.op](space.const, node))
+
+
+def _binary(ctx: Context, node, position: int, space: Space):
+  if node.op == 'BiasAdd' and (
+    position != 0 or not node.attr['data_format'].s.endswith(b'C')
+  ):
+    raise CannotFollowError(f'BiasAdd {node.name!r} is not over the last axis')
+  fn = _BINARY[node.op]
+  other = ctx.graph.input(node, 1 - position)
+  if not ctx.graph.is_constant(other):
+    return _two_tensors(ctx, node, position, space, fn)
+  value = ctx.graph.value(other)
+  width = space.root.size
+  rank = len(ctx.graph.shape(space.tensor) or ())
+  if value.ndim > rank or any(d != 1 for d in value.shape[:-1]):
+    raise CannotFollowError(
+      f'{node.op} {node.name!r} broadcasts over other axes'
+    )
+  if value.size == width and value.ndim:
+    ctx.group.edits.append(
+      Edit('slice', node.name, 1 - position, -1, space.root)
+    )
+    vector = value.reshape(-1)
+  elif value.size == 1:
+    vector = np.full(width, value.reshape(-1)[0])
+  else:
+    raise CannotFollowError(
+      f'{node.op} {node.name!r} has an operand of shape {value.shape}'
+    )
+  a, b = (space.const, vector) if position == 0 else (vector, space.const)
+  return follow_same(space, node, fn(a, b))
+
+
+def _two_tensors(ctx, node, position, space, fn):
+  """x * sigmoid(x) and the like: both operands carry the same channels."""
+  arrived = ctx.arrivals.setdefault(node.name, {})
+  arrived[position] = space
+  if len(arrived) < 2:
+    return None
+  del ctx.arrivals[node.name]
+  a, b = arrived[0], arrived[1]
+  if a.origin != b.origin:
+    raise CannotFollowError(
+      f'{node.op} {node.name!r} combines two different channel layouts'
+    )
+  return follow_same(space, node, fn(a.const, b.const))
+
+
+def _kernel(ctx, node):
+  kernel_tensor = ctx.graph.input(node, 1)
+  if not ctx.graph.is_constant(kernel_tensor):
+    raise CannotFollowError(
+      f'{node.op} {node.name!r} has a kernel that is not constant'
+    )
+  return ctx.graph.value(kernel_tensor)
+
+
+def _bias_edge(ctx: Context, node):
+  """The (node, position) of the constant bias added right after `node`.
+
+  Conv1D's Squeeze (and identities) may come between.
+  """
+  users = ctx.graph.consumers[f'{node.name}:0']
+  while (
+    len(users) == 1
+    and users[0][1] == 0
+    and users[0][0].op in ('Identity', 'Squeeze', 'ExpandDims')
+  ):
+    users = ctx.graph.consumers[f'{users[0][0].name}:0']
+  if len(users) != 1:
+    return None
+  user, position = users[0]
+  if user.op == 'BiasAdd' and position == 0:
+    return user.name, 1
+  if user.op in ('Add', 'AddV2'):
+    other = ctx.graph.input(user, 1 - position)
+    if ctx.graph.is_constant(other) and ctx.graph.value(other).ndim == 1:
+      return user.name, 1 - position
+  return None
+
+
+def _fold_into_next(ctx: Context, node, space: Space, kernel, exact: bool):
+  """Records the fold of removed constant channels into `node`'s bias.
+
+  `kernel` is `node`'s kernel with the channels on axis -2; each removed
+  channel adds `const * sum(kernel[..., channel, :])` to every output.
+  """
+  zero = zero_channels(space, ctx.group)
+  nonzero = zero & (space.const != 0)
+  if not nonzero.any():
+    return
+  units = np.zeros(ctx.group.zero.size, dtype=bool)
+  units[space.root[nonzero]] = True
+  if not exact:
+    ctx.group.stop(
+      f'{node.op} {node.name!r} is zero-padded, so the constant output of a '
+      'removed unit would not fold into its bias exactly',
+      units,
+    )
+    return
+  edge = _bias_edge(ctx, node)
+  if edge is None:
+    ctx.group.stop(
+      f'{node.op} {node.name!r} has no bias to fold the constant output of '
+      'a removed unit into',
+      units,
+    )
+    return
+  rows = kernel.reshape(-1, kernel.shape[-2], kernel.shape[-1]).sum(axis=0)
+  root, const = space.root, space.const.astype(np.float64)
+
+  def fold(removed):
+    channels = removed[root]
+    return const[channels] @ rows[channels].astype(np.float64)
+
+  ctx.group.edits.append(Edit('fold', edge[0], edge[1], fold=fold))
+
+
+def _matmul(ctx: Context, node, position: int, space: Space):
+  if position != 0 or node.attr['transpose_a'].b or node.attr['transpose_b'].b:
+    raise CannotFollowError(f'MatMul {node.name!r} reads the units transposed')
+  kernel = _kernel(ctx, node)
+  ctx.group.edits.append(Edit('slice', node.name, 1, -2, space.root))
+  _fold_into_next(ctx, node, space, kernel, exact=True)
+
+
+def _conv(ctx: Context, node, position: int, space: Space):
+  if position != 0 or not node.attr['data_format'].s.endswith(b'C'):
+    raise CannotFollowError(f'{node.op} {node.name!r} is not channels-last')
+  kernel = _kernel(ctx, node)
+  ctx.group.edits.append(Edit('slice', node.name, 1, -2, space.root))
+  exact = node.attr['padding'].s == b'VALID' or all(
+    d == 1 for d in kernel.shape[:-2]
+  )
+  _fold_into_next(ctx, node, space, kernel, exact)
+
+
+def _depthwise(ctx: Context, node, position: int, space: Space):
+  if position != 0 or not node.attr['data_format'].s.endswith(b'C'):
+    raise CannotFollowError(f'{node.op} {node.name!r} is not channels-last')
+  kernel = _kernel(ctx, node)  # [kh, kw, channels, multiplier]
+  multiplier = kernel.shape[-1]
+  ctx.group.edits.append(Edit('slice', node.name, 1, -2, space.root))
+  zero = zero_channels(space, ctx.group)
+  padded = node.attr['padding'].s != b'VALID' and any(
+    d != 1 for d in kernel.shape[:2]
+  )
+  if padded and (zero & (space.const != 0)).any():
+    units = np.zeros(ctx.group.zero.size, dtype=bool)
+    units[space.root[zero & (space.const != 0)]] = True
+    ctx.group.stop(
+      f'{node.op} {node.name!r} is zero-padded, so a removed unit would '
+      'not be constant after it',
+      units,
+    )
+  sums = kernel.reshape(-1, kernel.shape[-2], multiplier).sum(axis=0)
+  const = (space.const[:, None] * sums).astype(np.float32).reshape(-1)
+  root = np.repeat(space.root, multiplier)
+  return [Space(f'{node.name}:0', root, const, f'{node.name}:0')]
+
+
+def _batch_norm(ctx: Context, node, position: int, space: Space):
+  if (
+    position != 0
+    or node.attr['is_training'].b
+    or not node.attr['data_format'].s.endswith(b'C')
+  ):
+    raise CannotFollowError(
+      f'{node.op} {node.name!r} is not an inference BatchNorm'
+    )
+  for index in range(1, 6):
+    if ctx.graph.consumers.get(f'{node.name}:{index}'):
+      raise CannotFollowError(
+        f'{node.op} {node.name!r} has its statistics read'
+      )
+  params = []
+  for index in range(1, 5):
+    tensor = ctx.graph.input(node, index)
+    if not ctx.graph.is_constant(tensor):
+      raise CannotFollowError(
+        f'{node.op} {node.name!r} has parameters that vary'
+      )
+    params.append(ctx.graph.value(tensor).astype(np.float64))
+    ctx.group.edits.append(Edit('slice', node.name, index, -1, space.root))
+  scale, offset, mean, variance = params
+  epsilon = node.attr['epsilon'].f
+  const = (space.const - mean) * scale / np.sqrt(variance + epsilon) + offset
+  return follow_same(space, node, const.astype(np.float32))
+
+
+def _channels_last(ctx, node, space):
+  shape_in = ctx.graph.shape(space.tensor)
+  shape_out = ctx.graph.shape(f'{node.name}:0')
+  if not shape_in or not shape_out:
+    return None
+  return shape_in, shape_out
+
+
+def _pool(ctx: Context, node, position: int, space: Space):
+  if position != 0 or not node.attr['data_format'].s.endswith(b'C'):
+    raise CannotFollowError(f'{node.op} {node.name!r} is not channels-last')
+  return follow_same(space, node)
+
+
+def _reduce(ctx: Context, node, position: int, space: Space):
+  shapes = _channels_last(ctx, node, space)
+  axes_tensor = ctx.graph.input(node, 1)
+  if shapes is None or position != 0 or not ctx.graph.is_constant(axes_tensor):
+    raise CannotFollowError(
+      f'{node.op} {node.name!r} reduces over unknown axes'
+    )
+  rank = len(shapes[0])
+  axes = {int(a) % rank for a in np.ravel(ctx.graph.value(axes_tensor))}
+  if rank - 1 in axes:
+    raise CannotFollowError(f'{node.op} {node.name!r} reduces over the units')
+  return follow_same(space, node)
+
+
+def _reshape_axes(ctx: Context, node, position: int, space: Space):
+  """Squeeze, ExpandDims: fine while the units stay the last axis."""
+  shapes = _channels_last(ctx, node, space)
+  width = space.root.size
+  if position != 0 or shapes is None or shapes[1][-1] != width:
+    raise CannotFollowError(
+      f'{node.op} {node.name!r} moves the units off the last axis'
+    )
+  if node.op == 'ExpandDims':
+    axis = int(np.ravel(ctx.graph.value(ctx.graph.input(node, 1)))[0])
+    if axis % len(shapes[1]) == len(shapes[1]) - 1:
+      raise CannotFollowError(
+        f'ExpandDims {node.name!r} appends an axis after the units'
+      )
+  return follow_same(space, node)
+
+
+def _reshape(ctx: Context, node, position: int, space: Space):
+  """A Flatten: [N, d1, ..., C] -> [N, d1 * ... * C], channel c at f % C."""
+  shapes = _channels_last(ctx, node, space)
+  if position != 0 or shapes is None:
+    raise CannotFollowError(f'Reshape {node.name!r} has unknown shapes')
+  shape_in, shape_out = shapes
+  inner = shape_in[1:]
+  if (
+    len(shape_out) != 2 or None in inner or shape_out[1] != int(np.prod(inner))
+  ):
+    raise CannotFollowError(
+      f'Reshape {node.name!r} from {shape_in} to {shape_out} mixes the '
+      'units with other axes (only a Flatten is followed)'
+    )
+  positions = shape_out[1] // space.root.size
+  root = np.tile(space.root, positions)
+  const = np.tile(space.const, positions)
+  ctx.group.edits.append(Edit('reshape', node.name, 1, root=root))
+  return [Space(f'{node.name}:0', root, const, f'{node.name}:0')]
+
+
+def _shape(ctx: Context, node, position: int, space: Space):
+  """Flatten's Shape: fine while only the leading dims are read."""
+  rank = len(ctx.graph.shape(space.tensor) or ())
+  for user, _ in ctx.graph.consumers[f'{node.name}:0']:
+    ok = user.op == 'StridedSlice' and rank > 1
+    if ok:
+      end = ctx.graph.input(user, 2)
+      ok = (
+        ctx.graph.is_constant(end)
+        and user.attr['end_mask'].i == 0
+        and 0 < int(np.ravel(ctx.graph.value(end))[0]) < rank
+      )
+    if not ok:
+      raise CannotFollowError(f'Shape {node.name!r} is read as a whole')
+  return None
+
+
+def _rules():
+  rules = {}
+  rules.update(dict.fromkeys(_UNARY, _unary))
+  rules.update(dict.fromkeys(_BINARY, _binary))
+  rules['MatMul'] = _matmul
+  rules.update(dict.fromkeys(['Conv2D', 'Conv3D'], _conv))
+  rules['DepthwiseConv2dNative'] = _depthwise
+  rules.update(
+    dict.fromkeys(
+      ['FusedBatchNorm', 'FusedBatchNormV2', 'FusedBatchNormV3'], _batch_norm
+    )
+  )
+  rules.update(
+    dict.fromkeys(
+      ['MaxPool', 'AvgPool', 'MaxPool3D', 'AvgPool3D', 'MaxPoolV2'], _pool
+    )
+  )
+  rules.update(dict.fromkeys(['Mean', 'Max', 'Min'], _reduce))
+  rules.update(dict.fromkeys(['Squeeze', 'ExpandDims'], _reshape_axes))
+  rules['Reshape'] = _reshape
+  rules['Shape'] = _shape
+  return rules
+
+
+RULES = _rules()
+
+
+def known_ops() -> List[str]:
+  """The op types shrinking follows (for documentation and messages)."""
+  return sorted(RULES)

@@ -1,0 +1,129 @@
+"""Tests of graph_prune/saved_model_conventions.py on both exports.
+
+A functional Keras 3 model with a named input ('features') is pruned to
+50%. Its SavedModels, as a user writes them (`tf.saved_model.save(pruned)`),
+as `export_saved_model` writes the stripped one and as `strip_saved_model`
+does, are loaded with `tf.saved_model.load`; each must have what a Keras 3
+`model.export()` artifact has: `variables`, `trainable_variables` and
+`non_trainable_variables` (checked against the variables each export must
+hold: the model's 4, plus 2 masks, 2 thresholds and the step for the pruned
+one; the 2 unpruned biases for the stripped one), a `serve` endpoint giving
+`pruned(x)`, a `serving_default` signature (and `serve` for the stripped
+exports) whose input is named after the model's input. A checkpoint is
+unchanged (no saved-only lists), and `saved_model_cli show --all` runs.
+"""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import graph_prune
+
+L = keras.layers
+X = np.random.RandomState(0).standard_normal((4, 6)).astype(np.float32)
+
+
+def _model():
+  x = keras.Input((6,), name='features')
+  return keras.Model(x, L.Dense(3)(L.Dense(8, activation='relu')(x)))
+
+
+class SavedModelConventionsTest(tf.test.TestCase):
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    keras.utils.set_random_seed(0)
+    cls.model = _model()
+    cls.pruned = graph_prune.apply_pruning(
+      cls.model,
+      'target_sparsity=0.5,begin_pruning_step=0,end_pruning_step=1,'
+      'sparsity_function_end_step=1',
+    )
+    cls.pruned.mask_update(1)
+    cls.want = cls.pruned(tf.constant(X)).numpy()
+    root = tf.io.gfile.join(
+      os.environ.get('TMPDIR', '/tmp'), f'conventions_{os.getpid()}'
+    )
+    cls.paths = {
+      'pruned': os.path.join(root, 'pruned'),
+      'exported': os.path.join(root, 'exported'),
+      'stripped': os.path.join(root, 'stripped'),
+    }
+    tf.saved_model.save(cls.pruned, cls.paths['pruned'])
+    graph_prune.export_saved_model(cls.pruned, cls.paths['exported'])
+    graph_prune.strip_saved_model(cls.paths['pruned'], cls.paths['stripped'])
+
+  def test_pruned_export(self):
+    loaded = tf.saved_model.load(self.paths['pruned'])
+    self.assertLen(loaded.variables, 4 + 2 + 2 + 1)
+    self.assertLen(loaded.trainable_variables, 4)
+    self.assertLen(loaded.non_trainable_variables, 5)
+    self.assertCountEqual(
+      [v.shape.as_list() for v in loaded.trainable_variables],
+      [[6, 8], [8], [8, 3], [3]],
+    )
+    masks = [v.numpy() for v in self.pruned.masks]
+    loaded_values = [v.numpy() for v in loaded.non_trainable_variables]
+    for mask in masks:
+      self.assertTrue(
+        any(
+          v.shape == mask.shape and np.array_equal(v, mask)
+          for v in loaded_values
+        )
+      )
+    self.assertAllClose(loaded.serve(tf.constant(X)), self.want, atol=1e-6)
+    self.assert_signature(loaded, ('serving_default',))
+
+  def test_stripped_exports(self):
+    for kind in ('exported', 'stripped'):
+      loaded = tf.saved_model.load(self.paths[kind])
+      # Masked kernels are constants; the biases stay variables.
+      self.assertCountEqual(
+        [v.shape.as_list() for v in loaded.variables], [[8], [3]]
+      )
+      self.assertLen(loaded.trainable_variables, 2)
+      self.assertEmpty(loaded.non_trainable_variables)
+      served = loaded.serve(tf.constant(X))
+      if isinstance(served, dict):  # strip_saved_model: the signature's
+        (served,) = served.values()
+      self.assertAllClose(served, self.want, atol=1e-6)
+      self.assert_signature(loaded, ('serve', 'serving_default'))
+
+  def assert_signature(self, loaded, keys):
+    self.assertCountEqual(loaded.signatures.keys(), keys)
+    for key in keys:
+      signature = loaded.signatures[key]
+      self.assertEqual(
+        list(signature.structured_input_signature[1]), ['features']
+      )
+      (output,) = signature(features=tf.constant(X)).values()
+      self.assertAllClose(output, self.want, atol=1e-6)
+
+  def test_checkpoint_has_no_saved_model_lists(self):
+    prefix = tf.train.Checkpoint(pruned=self.pruned).write(
+      os.path.join(self.get_temp_dir(), 'ckpt')
+    )
+    names = [name for name, _ in tf.train.list_variables(prefix)]
+    self.assertNotEmpty(names)
+    self.assertFalse(any('trainable_variables' in n for n in names))
+
+  def test_saved_model_cli_reads_them(self):
+    cli = os.path.join(os.path.dirname(sys.executable), 'saved_model_cli')
+    for kind in ('pruned', 'stripped'):
+      result = subprocess.run(
+        [cli, 'show', '--all', '--dir', self.paths[kind]],
+        capture_output=True,
+        text=True,
+        check=False,
+      )
+      self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+      self.assertIn("signature_def['serving_default']", result.stdout)
+      self.assertIn("inputs['features']", result.stdout)
+
+
+if __name__ == '__main__':
+  tf.test.main()
