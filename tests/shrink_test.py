@@ -207,11 +207,9 @@ def _separable():
 
 
 class ConvTest(tf.test.TestCase, parameterized.TestCase):
-  @parameterized.named_parameters(
-    ('conv1d', _conv1d, [3, 2, 2]), ('separable', _separable, [3, 2, 2])
-  )
-  def test_conv1d_and_separable(self, make, widths):
-    keras.utils.set_random_seed(0)
+  def _shrunk_like_pruned(self, make):
+    """Unit-prunes `make()` (depthwise kernels dense), shrinks it and checks
+    that the shrunk module computes what the pruned model does."""
     model = make()
     _randomize(model)
     pruned = graph_prune.apply_pruning(
@@ -221,6 +219,14 @@ class ConvTest(tf.test.TestCase, parameterized.TestCase):
     module = shrink(pruned)
     x = _inputs(pruned)
     self.assertAllClose(module(x), pruned(x), rtol=1e-4, atol=1e-4)
+    return module
+
+  @parameterized.named_parameters(
+    ('conv1d', _conv1d, [3, 2, 2]), ('separable', _separable, [3, 2, 2])
+  )
+  def test_conv1d_and_separable(self, make, widths):
+    keras.utils.set_random_seed(0)
+    module = self._shrunk_like_pruned(make)
     # Every zero unit goes but the output's (relu(b) folds through 1x1,
     # VALID convs and global pooling into the next bias).
     self.assertEqual(
@@ -234,15 +240,7 @@ class ConvTest(tf.test.TestCase, parameterized.TestCase):
   def test_bn_depthwise_flatten(self, make, positions):
     keras.utils.set_random_seed(0)
     tf_keras.utils.set_random_seed(0)
-    model = make()
-    _randomize(model)
-    pruned = graph_prune.apply_pruning(
-      model, 'target_sparsity=0.5,do_not_prune=[depthwise]'
-    )
-    _zero_units(pruned)
-    module = shrink(pruned)
-    x = _inputs(pruned)
-    self.assertAllClose(module(x), pruned(x), rtol=1e-4, atol=1e-4)
+    module = self._shrunk_like_pruned(make)
     layers = module.shrink_report.main.layers
     self.assertEqual(layers[0].units_after, 2)  # conv: 4 -> 2
     # The first conv's multiply-adds: positions * 3 * 3 * 2 * units.

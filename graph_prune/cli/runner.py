@@ -139,6 +139,14 @@ def _describe_binary(main, usage, key_flags) -> None:
     flags.FLAGS.register_key_flag_for_module(program, flag)
 
 
+def reject_arguments(argv: Sequence[str], error_type: Type[Exception]) -> None:
+  """Raises `error_type` if the command line has positional arguments."""
+  if len(argv) > 1:
+    raise error_type(
+      f'Unexpected arguments {list(argv[1:])}; every setting is a --flag.'
+    )
+
+
 def positive_int(name: str, default: Optional[int], help_text: str):
   """Defines an integer flag that must be >= 1 (None allowed as default)."""
   return flags.DEFINE_integer(name, default, help_text, lower_bound=1)

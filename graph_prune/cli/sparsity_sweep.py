@@ -109,10 +109,7 @@ def _numbers(name, values, kind):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise errors.SweepConfigError(
-      f'Unexpected arguments {argv[1:]}; every setting is a --flag.'
-    )
+  runner.reject_arguments(argv, errors.SweepConfigError)
   config = runner.config_from_flags(
     config_lib.SweepConfig,
     methods=tuple(_METHODS.value),

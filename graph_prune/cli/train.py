@@ -139,10 +139,7 @@ flags.register_validator('hparams', _check_hparams)
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise train_errors.ConfigError(
-      f'Unexpected arguments {argv[1:]}; every setting is a --flag.'
-    )
+  runner.reject_arguments(argv, train_errors.ConfigError)
   config = runner.config_from_flags(
     experiment.TrainConfig,
     export_tflite=tuple(dict.fromkeys(_EXPORT_TFLITE.value)),

@@ -369,32 +369,11 @@ def _strip_signatures(loaded, pruning, keys, saved_model_dir, shrink=False):
   return module, stripped_by_key
 
 
-def write_tflite(
-  saved_model_dir: str,
-  signature_keys: Sequence[str],
-  path: str,
-  quantize: str = 'none',
-  representative_data: Any = None,
-  sparse: str = 'auto',
-) -> 'tflite_lib.TFLiteReport':
-  """Converts a (stripped) SavedModel to a checked TFLite file at `path`.
-
-  See `tflite.convert_and_check`: quantization mode, the sparse encoding
-  where it makes the gzipped file smaller, the weights' sparsity read back
-  from the file and its error against the SavedModel.
-
-  Raises:
-    StripError: the converter fails (the message has its first line).
-    TFLiteExportError, RepresentativeDataError: bad options or data.
-  """
-  return tflite_lib.convert_and_check(
-    saved_model_dir,
-    signature_keys,
-    path,
-    quantize,
-    representative_data,
-    sparse,
-  )
+# Converts a (stripped) SavedModel to a checked TFLite file: quantization,
+# the sparse encoding where it makes the gzipped file smaller, the weights'
+# sparsity read back from the file and its error against the SavedModel. A
+# module attribute, so that tests can replace the converter step.
+write_tflite = tflite_lib.convert_and_check
 
 
 def _select_signatures(loaded, path, signature_keys):
