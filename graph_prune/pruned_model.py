@@ -49,10 +49,6 @@ class Sparsity(NamedTuple):
   overall: tf.Tensor
 
 
-# train/loop.py writes its scalars through this name.
-_scalar_summary = summaries.scalar
-
-
 class PrunedModel(SavedModelConventions, tf.Module):
   """A computation whose prunable weights are used as `weight * mask`.
 
@@ -352,16 +348,16 @@ class PrunedModel(SavedModelConventions, tf.Module):
     step = tf.cast(step, tf.int64)
     current = self.sparsity()
     for w in self.pruned_weights:
-      _scalar_summary(
+      summaries.scalar(
         f'{w.name}/sparsity', current.per_weight[w.name], step=step
       )
-      _scalar_summary(f'{w.name}/threshold', w.threshold, step=step)
+      summaries.scalar(f'{w.name}/threshold', w.threshold, step=step)
     prefix = self.hparams.name
-    _scalar_summary(
+    summaries.scalar(
       f'{prefix}/sparsity', self.scheduled_sparsity(step), step=step
     )
-    _scalar_summary(f'{prefix}/overall_sparsity', current.overall, step=step)
-    _scalar_summary(
+    summaries.scalar(f'{prefix}/overall_sparsity', current.overall, step=step)
+    summaries.scalar(
       f'{prefix}/last_mask_update_step', self.last_mask_update_step, step=step
     )
 
