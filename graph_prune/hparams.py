@@ -86,6 +86,16 @@ class PruningHParams:
       consecutive weights along the input axis (axis -2). Written `N:M`.
     threshold_method: 'exact' (exactly round(s * n) pruned, ties broken by
       index) or 'histogram' (older contrib's histogram CDF with `nbins`).
+    unit_params: with `granularity=unit`, 'all' also masks a pruned unit's
+      own bias and BatchNorm scale and shift (found by following the
+      kernel's output, `passes/channel_groups.py`), so the unit outputs
+      exactly activation(0) and `shrink` can remove it; 'kernel' masks the
+      kernel slice only.
+    unit_groups: with `granularity=unit`, 'none' scores each kernel's units
+      on their own; 'coupled' scores the channels that residual adds,
+      concatenations and depthwise convs tie together jointly (the L2 norm
+      over every member's slice) and prunes a channel in every member at
+      once, so that `shrink` can remove it.
   """
 
   name: str = 'model_pruning'
@@ -110,6 +120,8 @@ class PruningHParams:
   granularity: str = 'weight'
   sparsity_m_by_n: Optional[Tuple[int, int]] = None
   threshold_method: str = 'exact'
+  unit_params: str = 'all'
+  unit_groups: str = 'none'
 
   def __post_init__(self):
     for field in dataclasses.fields(self):
@@ -187,6 +199,8 @@ _CHOICES = {
   'pruning_scope': ('layer', 'global'),
   'granularity': ('weight', 'unit'),
   'threshold_method': ('exact', 'histogram'),
+  'unit_params': ('all', 'kernel'),
+  'unit_groups': ('none', 'coupled'),
 }
 
 
@@ -392,6 +406,11 @@ def _check_combinations(h: PruningHParams, fail):
       'granularity',
       'unit pruning cannot be combined with blocks '
       '(block_height, block_width, block_dims_map); use one of them',
+    )
+  if h.unit_groups == 'coupled' and h.granularity != 'unit':
+    fail(
+      'unit_groups',
+      'coupled groups are groups of units; add granularity=unit',
     )
   if h.sparsity_m_by_n is not None:
     n, m = h.sparsity_m_by_n

@@ -426,3 +426,8 @@ def mask_sparsity(mask: tf.Tensor) -> tf.Tensor:
   mask = tf.convert_to_tensor(mask)
   zeros = tf.reduce_sum(tf.cast(tf.equal(mask, 0), tf.float32))
   return zeros / tf.cast(tf.size(mask), tf.float32)
+
+
+def checked_weight(weight, name: Optional[str] = None) -> tf.Tensor:
+  """`weight` after its NaN/Inf check (`unit_groups` scores through it)."""
+  return _check_finite(tf.convert_to_tensor(weight), name)

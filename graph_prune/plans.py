@@ -17,6 +17,7 @@ import tensorflow as tf
 from graph_prune import hparams as hparams_lib
 from graph_prune import masking
 from graph_prune import schedule as schedule_lib
+from graph_prune import unit_groups
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +117,7 @@ def compute_masks(
   sparsities: Sequence,
   plans: Sequence[WeightPlan],
   previous_thresholds: Optional[Sequence] = None,
+  groups: Sequence[unit_groups.GroupPlan] = (),
 ) -> Tuple[List[tf.Tensor], List[tf.Tensor]]:
   """New masks and thresholds of all planned weights.
 
@@ -128,6 +130,9 @@ def compute_masks(
     sparsities: sparsity per weight (`scheduled_sparsities`).
     plans: from `plan_weights`.
     previous_thresholds: last thresholds per weight, for threshold_decay.
+    groups: coupled channel groups (`unit_groups=coupled`): their members
+      are pruned channel by channel together, each group on the schedule,
+      scope and method of its first member.
 
   Returns:
     (masks, thresholds), one of each per weight.
@@ -135,11 +140,17 @@ def compute_masks(
   count = len(plans)
   if previous_thresholds is None:
     previous_thresholds = [None] * count
-  masks = [None] * count
-  thresholds = [None] * count
-  shared = [i for i, plan in enumerate(plans) if plan.scope == 'global']
+  masks, thresholds = _group_masks(
+    weights, sparsities, plans, previous_thresholds, groups
+  )
+  grouped = {m.index for g in groups for m in g.members}
+  shared = [
+    i
+    for i, plan in enumerate(plans)
+    if plan.scope == 'global' and i not in grouped
+  ]
   for i, plan in enumerate(plans):
-    if plan.scope == 'global':
+    if plan.scope == 'global' or i in grouped:
       continue
     masks[i], thresholds[i] = masking.compute_mask(
       weights[i],
@@ -162,3 +173,20 @@ def compute_masks(
       masks[i] = mask
       thresholds[i] = threshold
   return masks, thresholds
+
+
+def _group_masks(weights, sparsities, plans, previous_thresholds, groups):
+  """`unit_groups.compute_group_masks` with each group's first member's plan."""
+  if not groups:
+    return [None] * len(plans), [None] * len(plans)
+  firsts = [g.members[0].index for g in groups]
+  return unit_groups.compute_group_masks(
+    weights,
+    groups,
+    [sparsities[i] for i in firsts],
+    [plans[i].structure for i in firsts],
+    [plans[i].scope for i in firsts],
+    previous_thresholds=[previous_thresholds[i] for i in firsts],
+    threshold_decay=plans[firsts[0]].threshold_decay,
+    names=[plan.name for plan in plans],
+  )

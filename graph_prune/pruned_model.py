@@ -21,6 +21,7 @@ create the variables, insert the masks. State lives here and only here: one
 the update condition; the math is in `plans`, `masking` and `schedule`.
 """
 
+import dataclasses
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
@@ -36,6 +37,7 @@ from graph_prune import pruned_weights as pruned_weights_lib
 from graph_prune import schedule
 from graph_prune import summaries
 from graph_prune import tracing
+from graph_prune import unit_groups as unit_groups_lib
 from graph_prune.passes import graph_ir
 from graph_prune.pruned_weights import PrunedWeight
 from graph_prune.saved_model_conventions import SavedModelConventions
@@ -76,6 +78,7 @@ class PrunedModel(SavedModelConventions, tf.Module):
     keras_model: Any = None,
     training: Optional[bool] = False,
     owners: Optional[Dict[int, Any]] = None,
+    units: Tuple[Sequence[Any], Sequence[Any]] = ((), ()),
   ):
     """Holds the pruning state of `traced`; built by `apply_pruning`.
 
@@ -93,6 +96,8 @@ class PrunedModel(SavedModelConventions, tf.Module):
       training: the mode `traced` was traced in.
       owners: id of a captured `tf.Variable` -> the object the model tracks
         it as (`tracing.variable_owners`).
+      units: (coupled `unit_groups.GroupPlan`s, `UnitParam`s) from
+        `pruned_weights.plan_units` (`unit_groups`, `unit_params`).
     """
     super().__init__(name=name or hparams.name)
     self.hparams = hparams
@@ -113,6 +118,9 @@ class PrunedModel(SavedModelConventions, tf.Module):
     # key the variables by these attributes (`masks/0`, `thresholds/0`).
     self.masks = [w.mask for w in pruned_weights]
     self.thresholds = [w.threshold for w in pruned_weights]
+    self._groups = Untracked(tuple(units[0]))
+    self._unit_params = Untracked(tuple(units[1]))
+    self.unit_param_masks = [p.mask for p in units[1]]
     self.last_mask_update_step = last_mask_update_step
     fn, self.report = rewritten
     self._fn = Untracked(fn)
@@ -183,7 +191,9 @@ class PrunedModel(SavedModelConventions, tf.Module):
           training=training,
         )
         functions[training] = rewrite.insert_masks(
-          traced, {w.weight.ref(): w.mask for w in self.pruned_weights}
+          traced,
+          {w.weight.ref(): w.mask for w in self.pruned_weights},
+          param_masks={p.weight.ref(): p.mask for p in self.unit_params},
         ).graph
     return functions[training]
 
@@ -193,6 +203,7 @@ class PrunedModel(SavedModelConventions, tf.Module):
       list(self._model_variables)
       + list(self.masks)
       + list(self.thresholds)
+      + list(self.unit_param_masks)
       + [self.last_mask_update_step]
     )
 
@@ -213,6 +224,17 @@ class PrunedModel(SavedModelConventions, tf.Module):
   def pruned_weights(self) -> Tuple[PrunedWeight, ...]:
     """One `PrunedWeight` per masked weight, in the graph's capture order."""
     return self._pruned_weights.value
+
+  @property
+  def unit_params(self) -> Tuple[pruned_weights_lib.UnitParam, ...]:
+    """The unit parameters masked with their units (`unit_params=all`)."""
+    return self._unit_params.value
+
+  @property
+  def unit_groups(self) -> Tuple[Any, ...]:
+    """The coupled channel groups (`unit_groups=coupled`), as
+    `unit_groups.GroupPlan`s over the indices of `weights`."""
+    return self._groups.value
 
   @property
   def weights(self) -> List[tf.Variable]:
@@ -309,15 +331,22 @@ class PrunedModel(SavedModelConventions, tf.Module):
       plans_lib.scheduled_sparsities(step, weight_plans),
       weight_plans,
       previous_thresholds=[w.threshold.read_value() for w in pruned],
+      groups=self.unit_groups,
     )
+    params = [
+      unit_groups_lib.param_mask(masks, p.plan, p.mask.dtype)
+      for p in self.unit_params
+    ]
     # All or nothing: no assign may run before every mask and threshold is
     # computed, i.e. before every weight passed its NaN/Inf check (each mask
     # depends on its weight's check), so a failed update changes no state.
     ops = []
-    with tf.control_dependencies(masks + thresholds):
+    with tf.control_dependencies(masks + thresholds + params):
       for w, mask, threshold in zip(pruned, masks, thresholds):
         ops.append(w.mask.assign(tf.cast(mask, w.mask.dtype)))
         ops.append(w.threshold.assign(tf.cast(threshold, w.threshold.dtype)))
+      for p, mask in zip(self.unit_params, params):
+        ops.append(p.mask.assign(mask))
       ops.append(self.last_mask_update_step.assign(step))
     return tf.group(ops)
 
@@ -406,18 +435,27 @@ def apply_pruning(
   weight_plans = plans_lib.plan_weights(
     [c.name for c in candidates], [c.shape for c in candidates], hparams
   )
+  units = pruned_weights_lib.plan_units(scan, candidates, hparams)
   weights = [c.variable for c in candidates]
   with distribute.weights_scope(current, weights, traced.name):
     pruned_weights = pruned_weights_lib.create_variables(
       candidates, weight_plans
     )
+    unit_params = pruned_weights_lib.create_unit_params(units)
     last_mask_update_step = distribute.state_variable(
       tf.constant(0, tf.int64), graph_ir.step_name(hparams.name)
     )
     result = rewrite.insert_masks(
-      traced, {w.name: w.mask for w in pruned_weights}, scan_result=scan
+      traced,
+      {w.name: w.mask for w in pruned_weights},
+      scan_result=scan,
+      param_masks={p.name: p.mask for p in unit_params},
     )
-    rewritten = (result.graph, result.report)
+    report = dataclasses.replace(
+      result.report,
+      unit_groups=tuple(g.describe() for g in units.found.groups),
+    )
+    rewritten = (result.graph, report)
     pruned = PrunedModel(
       traced,
       hparams,
@@ -428,6 +466,7 @@ def apply_pruning(
       keras_model=graph_fn if tracing.is_keras_model(graph_fn) else None,
       training=training,
       owners=tracing.variable_owners(graph_fn),
+      units=(units.groups, unit_params),
     )
   for plan in weight_plans:
     pruned_weights_lib.log_plan(plan)

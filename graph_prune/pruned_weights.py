@@ -19,6 +19,8 @@ from graph_prune import masking
 from graph_prune import passes as rewrite
 from graph_prune import plans as plans_lib
 from graph_prune import tracing
+from graph_prune import unit_groups
+from graph_prune.passes import channel_groups
 from graph_prune.passes import graph_ir
 from graph_prune.passes import scan as rewrite_scan
 
@@ -100,6 +102,99 @@ def create_variables(
     for c, mask, threshold, plan in zip(
       candidates, masks, thresholds, weight_plans
     )
+  )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class UnitParam:
+  """A unit parameter masked with its units (`unit_params=all`).
+
+  Attributes:
+    weight: the parameter (a bias, a BatchNorm scale or shift).
+    mask: its mask variable, same shape and dtype, written by each update.
+    plan: which kernel unit each position follows.
+    name: the parameter's name.
+  """
+
+  weight: Any
+  mask: tf.Variable
+  plan: unit_groups.ParamPlan
+  name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitStructure:
+  """What `plan_units` found: coupled groups, unit parameters, the analysis.
+
+  Attributes:
+    groups: `unit_groups.GroupPlan`s over the pruned weights' indices; with
+      `unit_groups=coupled` every unit-pruned weight is in one (a kernel
+      coupled to no other is a group on its own).
+    params: (name, variable, `unit_groups.ParamPlan`) per unit parameter.
+    found: the `channel_groups.ChannelGroups` the plans came from.
+  """
+
+  groups: Tuple[unit_groups.GroupPlan, ...] = ()
+  params: Tuple[Tuple[str, Any, unit_groups.ParamPlan], ...] = ()
+  found: channel_groups.ChannelGroups = channel_groups.ChannelGroups()
+
+
+def plan_units(
+  scan: 'rewrite.WeightScan',
+  candidates: Sequence[Any],
+  hparams: hparams_lib.PruningHParams,
+) -> UnitStructure:
+  """Finds the unit parameters and coupled groups of unit-pruned kernels."""
+  params = hparams.unit_params == 'all'
+  coupled = hparams.unit_groups == 'coupled'
+  if hparams.granularity != 'unit' or not (params or coupled):
+    return UnitStructure()
+  index = {c.name: i for i, c in enumerate(candidates)}
+  infos = scan.analysis.infos
+  variables = {info.name: info.variable for info in infos}
+  found = channel_groups.analyse(
+    scan.analysis, list(index), variables, coupled=coupled, params=params
+  )
+  groups = []
+  grouped = set()
+  for group in found.groups:
+    members = tuple(
+      unit_groups.MemberPlan(index[m.weight], m.axis, m.channels)
+      for m in group.members
+    )
+    grouped.update(m.index for m in members)
+    groups.append(unit_groups.GroupPlan(members, group.channels, group.fixed))
+  if coupled:
+    groups.extend(
+      unit_groups.singleton(i, c.shape)
+      for i, c in enumerate(candidates)
+      if i not in grouped
+    )
+  param_plans = tuple(
+    (
+      p.param,
+      variables[p.param],
+      unit_groups.ParamPlan(
+        tuple(None if s is None else (index[s[0]], s[1]) for s in p.sources),
+      ),
+    )
+    for p in found.params
+  )
+  return UnitStructure(tuple(groups), param_plans, found)
+
+
+def create_unit_params(structure: UnitStructure) -> Tuple[UnitParam, ...]:
+  """A mask variable (ones) per unit parameter."""
+  return tuple(
+    UnitParam(
+      distribute.container(variable),
+      distribute.state_variable(
+        tf.ones(variable.shape, variable.dtype), graph_ir.mask_name(name)
+      ),
+      plan,
+      name,
+    )
+    for name, variable, plan in structure.params
   )
 
 

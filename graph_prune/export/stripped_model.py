@@ -76,7 +76,9 @@ class PruningVariables:
     """Collects the variables of `PrunedModel`s (live or loaded)."""
     masks, others = {}, {}
     for owner in owners:
-      for mask in owner.masks:
+      # Unit parameters' masks (`unit_params=all`) fold like weights' masks.
+      unit_masks = list(getattr(owner, 'unit_param_masks', ()))
+      for mask in list(owner.masks) + unit_masks:
         name = graph_ir.variable_name(mask)
         weight = graph_ir.weight_of_mask(name)
         masks[id(mask.handle)] = name if weight is None else weight

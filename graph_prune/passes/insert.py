@@ -69,11 +69,17 @@ class RewriteReport:
       not masked.
     functions: tuple of (original name, new name) of rewritten nested
       functions (loop bodies, branches); inlined calls are not listed.
+    unit_params: names of the unit parameters masked with their units
+      (`unit_params=all`).
+    unit_groups: the coupled channel groups (`unit_groups=coupled`), one
+      line each (`channel_groups.UnitGroup.describe`).
   """
 
   masked: Tuple[MaskedWeight, ...]
   skipped: Tuple[Tuple[str, str], ...]
   functions: Tuple[Tuple[str, str], ...]
+  unit_params: Tuple[str, ...] = ()
+  unit_groups: Tuple[str, ...] = ()
 
   @property
   def warnings(self) -> Tuple[Tuple[str, str], ...]:
@@ -87,7 +93,10 @@ class RewriteReport:
 
 
 def insert_masks(
-  traced, masks: Mapping[Any, Any], scan_result=None
+  traced,
+  masks: Mapping[Any, Any],
+  scan_result=None,
+  param_masks: Mapping[Any, Any] = (),
 ) -> graph_ir.PassResult:
   """Returns a `tf.function` computing `traced` with weights * masks.
 
@@ -119,6 +128,9 @@ def insert_masks(
   prunable = scan.scan_analysis(analysis)
   masks = _masks_by_name(masks, analysis.infos, traced.name)
   _check_masks(masks, {w.name: w for w in prunable.candidates}, traced.name)
+  params = _masks_by_name(dict(param_masks), analysis.infos, traced.name)
+  _check_masks(params, _readonly(analysis.infos, masks), traced.name)
+  masks = {**masks, **params}
   call_id = next(_call_ids)
   rewriter = bind_weights.FunctionRewriter(
     analysis.library, f'graph_prune_{call_id}'
@@ -134,6 +146,7 @@ def insert_masks(
     f'{_IMPORT_SCOPE}_{call_id}',
   )
   report = _report(prunable, scan_result or prunable, masks, rewriter)
+  report = dataclasses.replace(report, unit_params=tuple(sorted(params)))
   return graph_ir.PassResult(fn, report, changed=bool(report.masked))
 
 
@@ -224,6 +237,23 @@ def _masks_by_name(masks, infos, what):
       raise errors.MaskError(f'Two masks given for weight {key!r}.')
     by_name[key] = mask
   return by_name
+
+
+def _readonly(infos, masks):
+  """Variables the graph only reads (unit parameters may be any of them)."""
+  return {
+    info.name: scan.WeightUse(
+      info.variable,
+      info.name,
+      tuple(info.variable.shape.as_list()),
+      info.variable.dtype,
+      (),
+    )
+    for info in infos
+    if info.name not in masks
+    and info.variable.trainable
+    and not any(u.kind == 'write' for u in info.uses)
+  }
 
 
 def _check_masks(masks, candidates, what):

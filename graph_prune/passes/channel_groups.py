@@ -1,0 +1,558 @@
+"""Which channels of a traced graph belong together: the analysis behind
+`unit_params=all` and `unit_groups=coupled`.
+
+Every output channel of a *producer* (a MatMul or channels-last Conv2D/3D
+whose kernel is a unit-pruned weight) gets an id. The analysis walks the
+traced graph once, in order, and carries each tensor's *layout* (channel ->
+id along its last axis) through the ops that keep channels apart:
+activations, bias and BatchNorm arithmetic (fused or not, training or
+inference), pooling, padding, reductions over other axes, reshapes that keep
+the last axis, depthwise convs (a channel per input channel and multiplier),
+concatenations and splits along the channels (with offsets). It finds:
+
+  * the *unit parameters* of each id: the trainable rank-1 variables (a
+    bias, BatchNorm's scale and shift) whose values an elementwise op
+    combines with the channel, i.e. what `unit_params=all` masks with the
+    unit (`ParamMask`);
+  * with `coupled`, which ids are one channel: an elementwise op of two
+    layouts (a residual add, squeeze-and-excitation's `x * gate`) ties them
+    position by position (union-find), a depthwise kernel joins as a member
+    along its channel axis. A group is a set of kernels sharing channels; a
+    channel that an add also takes from elsewhere (the network's input) is
+    *fixed*: pruning it would remove nothing (`UnitGroup`).
+
+Ops not listed end a layout: the channels are read by a next layer's kernel,
+or mixed in a way that has no channels (a Softmax over them, a Flatten). It
+reads `cf.graph` of the traced function and changes nothing: an analysis,
+not a pass.
+"""
+
+import collections
+import dataclasses
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+_PASS = frozenset(
+  [
+    'Relu',
+    'Relu6',
+    'Elu',
+    'Selu',
+    'Sigmoid',
+    'Tanh',
+    'Softplus',
+    'Softsign',
+    'Erf',
+    'Neg',
+    'Abs',
+    'Square',
+    'Sqrt',
+    'Rsqrt',
+    'Exp',
+    'Identity',
+    'Snapshot',
+    'StopGradient',
+    'PreventGradient',
+    'Cast',
+    'LeakyRelu',
+    'Gelu',
+    'CheckNumerics',
+    'EnsureShape',
+    'Reciprocal',
+  ]
+)
+# Elementwise ops where another input from outside ties the channel to it.
+_ADDITIVE = frozenset(['Add', 'AddV2', 'Sub', 'AddN', 'BiasAdd'])
+_ELEMENTWISE = _ADDITIVE | frozenset(
+  [
+    'Mul',
+    'RealDiv',
+    'DivNoNan',
+    'Maximum',
+    'Minimum',
+    'SquaredDifference',
+    'SelectV2',
+    'Select',
+    'Pow',
+  ]
+)
+_REDUCE = frozenset(['Mean', 'Max', 'Min', 'Sum', 'Prod'])
+_POOL = frozenset(['MaxPool', 'AvgPool', 'MaxPool3D', 'AvgPool3D', 'MaxPoolV2'])
+_SHAPE_OPS = frozenset(['Reshape', 'Squeeze', 'ExpandDims'])
+_BATCH_NORM = frozenset(
+  ['FusedBatchNorm', 'FusedBatchNormV2', 'FusedBatchNormV3']
+)
+_RANDOM = frozenset(
+  [
+    'RandomUniform',
+    'RandomStandardNormal',
+    'StatelessRandomUniformV2',
+    'StatelessRandomNormalV2',
+    'RandomUniformInt',
+    'TruncatedNormal',
+  ]
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+  """A kernel of a group and where its slices sit.
+
+  Attributes:
+    weight: the kernel's name.
+    axis: the axis of its slices: -1 for a producer (output units), -2 for a
+      depthwise kernel (its input channels).
+    channels: per position along `axis`, the group channel it belongs to.
+  """
+
+  weight: str
+  axis: int
+  channels: Tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitGroup:
+  """Kernels whose channels must be pruned together.
+
+  Attributes:
+    members: the kernels, producers first.
+    channels: how many channels the group has.
+    fixed: the channels that always stay (tied to a tensor from outside any
+      producer, such as the network's input).
+  """
+
+  members: Tuple[Member, ...]
+  channels: int
+  fixed: Tuple[int, ...] = ()
+
+  def describe(self) -> str:
+    names = ', '.join(m.weight for m in self.members)
+    fixed = f', {len(self.fixed)} fixed' if self.fixed else ''
+    return f'{self.channels} channels{fixed}: {names}'
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamMask:
+  """A unit parameter and the units its positions go with.
+
+  Attributes:
+    param: the rank-1 variable's name.
+    sources: per position, (kernel, unit) of a producer whose unit the
+      position belongs to, or None where it always stays.
+  """
+
+  param: str
+  sources: Tuple[Optional[Tuple[str, int]], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelGroups:
+  """What `analyse` found.
+
+  Attributes:
+    groups: with `coupled`, one `UnitGroup` per set of coupled kernels that
+      has more than one member; empty otherwise.
+    params: one `ParamMask` per unit parameter found.
+  """
+
+  groups: Tuple[UnitGroup, ...] = ()
+  params: Tuple[ParamMask, ...] = ()
+
+
+class _Ids:
+  """Union-find over channel ids; a root may be fixed."""
+
+  def __init__(self):
+    self.parent: List[int] = []
+    self.fixed: List[bool] = []
+
+  def new(self, count: int) -> np.ndarray:
+    start = len(self.parent)
+    self.parent.extend(range(start, start + count))
+    self.fixed.extend([False] * count)
+    return np.arange(start, start + count)
+
+  def find(self, i: int) -> int:
+    while self.parent[i] != i:
+      self.parent[i] = self.parent[self.parent[i]]
+      i = self.parent[i]
+    return i
+
+  def union(self, a: np.ndarray, b: np.ndarray) -> None:
+    for x, y in zip(a.tolist(), b.tolist()):
+      rx, ry = self.find(x), self.find(y)
+      if rx != ry:
+        self.parent[ry] = rx
+        self.fixed[rx] = self.fixed[rx] or self.fixed[ry]
+
+  def fix(self, ids: np.ndarray) -> None:
+    for i in ids.tolist():
+      self.fixed[self.find(i)] = True
+
+
+def analyse(
+  analysis,
+  kernels: Sequence[str],
+  variables: Mapping[str, tf.Variable],
+  coupled: bool,
+  params: bool,
+) -> ChannelGroups:
+  """Finds unit parameters and coupled channel groups of a traced graph.
+
+  Args:
+    analysis: the scan's `Analysis` of the traced function.
+    kernels: names of the unit-pruned kernels (producers or depthwise).
+    variables: name -> variable of every captured variable.
+    coupled: find coupled groups (`unit_groups=coupled`).
+    params: find unit parameters (`unit_params=all`).
+
+  Returns:
+    A `ChannelGroups`.
+  """
+  walk = _Walk(analysis, set(kernels), variables, coupled)
+  walk.run()
+  return ChannelGroups(
+    groups=walk.groups() if coupled else (),
+    params=walk.param_masks() if params else (),
+  )
+
+
+class _Walk:
+  """One pass over the ops of `cf.graph`, in creation (topological) order."""
+
+  def __init__(self, analysis, kernels, variables, coupled):
+    cf = analysis.concrete_function
+    self.graph = cf.graph
+    self.kernels = kernels
+    self.variables = variables
+    self.coupled = coupled
+    self.ids = _Ids()
+    self.layouts: Dict[str, np.ndarray] = {}
+    self.kernel_ids: Dict[str, np.ndarray] = {}
+    self.owner: Dict[int, Tuple[str, int]] = {}  # id -> (kernel, unit)
+    self.followers: List[Tuple[str, np.ndarray]] = []  # depthwise kernels
+    self.params: Dict[str, np.ndarray] = {}
+    self.conflicts = set()
+    captured = {id(internal) for _, internal in self.graph.captures}
+    arg_name = {}
+    for info in analysis.infos:
+      arg_name[id(self.graph.inputs[info.arg_index])] = info.name
+    self.handles = arg_name
+    # Tensor name -> the variable it reads; tensor name -> variables in its
+    # cone (for tensors that depend on no input).
+    self.reads: Dict[str, str] = {}
+    self.cone: Dict[str, frozenset] = {}
+    self.varying = set()
+    for t in self.graph.inputs:
+      if id(t) not in captured:
+        self.varying.add(t.name)
+
+  def run(self) -> None:
+    for op in self.graph.get_operations():
+      self._visit(op)
+
+  # -- constants and variables --------------------------------------------
+
+  def _is_param(self, t) -> bool:
+    return t.name not in self.varying
+
+  def _track(self, op) -> None:
+    """Records whether `op`'s outputs vary and which variables they read."""
+    inputs = list(op.inputs)
+    if op.type in _RANDOM or any(t.name in self.varying for t in inputs):
+      self.varying.update(t.name for t in op.outputs)
+      return
+    if op.type == 'ReadVariableOp':
+      handle = self._handle(inputs[0])
+      if handle is not None:
+        self.reads[op.outputs[0].name] = handle
+        self.cone[op.outputs[0].name] = frozenset([handle])
+        return
+    cone = frozenset()
+    for t in inputs:
+      cone |= self.cone.get(t.name, frozenset())
+    if cone:
+      for t in op.outputs:
+        self.cone[t.name] = cone
+
+  def _handle(self, t) -> Optional[str]:
+    while t.op.type == 'Identity' and t.dtype == tf.resource:
+      t = t.op.inputs[0]
+    return self.handles.get(id(t))
+
+  def _kernel_of(self, t) -> Optional[str]:
+    while t.op.type in ('Identity', 'ExpandDims', 'Cast'):
+      t = t.op.inputs[0]
+    return self.reads.get(t.name)
+
+  # -- layouts --------------------------------------------------------------
+
+  def _visit(self, op) -> None:
+    self._track(op)
+    kind = op.type
+    if kind in ('MatMul', 'Conv2D', 'Conv3D'):
+      self._producer(op)
+      return
+    ins = [self.layouts.get(t.name) for t in op.inputs]
+    if all(x is None for x in ins):
+      return
+    if kind in _PASS:
+      self._set(op.outputs[0], ins[0])
+    elif kind == 'IdentityN':
+      for t, layout in zip(op.outputs, ins):
+        self._set(t, layout)
+    elif kind in _ELEMENTWISE:
+      self._elementwise(op, ins)
+    elif kind in _BATCH_NORM:
+      if ins[0] is not None:
+        self._param_inputs(op, ins[0], [1, 2])
+        self._set(op.outputs[0], ins[0])
+    elif kind in _REDUCE:
+      self._reduce(op, ins[0])
+    elif kind in _POOL or kind in ('Pad', 'PadV2', 'MirrorPad'):
+      if ins[0] is not None and self._keeps_last_axis(op):
+        self._set(op.outputs[0], ins[0])
+    elif kind in _SHAPE_OPS:
+      if ins[0] is not None and _last(op.inputs[0]) == _last(op.outputs[0]):
+        self._set(op.outputs[0], ins[0])
+    elif kind == 'DepthwiseConv2dNative':
+      self._depthwise(op, ins[0])
+    elif kind == 'ConcatV2':
+      self._concat(op, ins)
+    elif kind in ('Split', 'SplitV'):
+      self._split(op, ins)
+
+  def _set(self, t, layout) -> None:
+    if layout is not None and _last(t) == layout.size:
+      self.layouts[t.name] = layout
+
+  def _producer(self, op) -> None:
+    if op.type == 'MatMul':
+      if op.get_attr('transpose_a') or op.get_attr('transpose_b'):
+        return
+    elif not op.get_attr('data_format').endswith(b'C'):
+      return
+    kernel = self._kernel_of(op.inputs[1])
+    if kernel not in self.kernels or op.inputs[0].name not in self.varying:
+      return
+    units = _last(op.inputs[1])
+    if units is None:
+      return
+    if kernel not in self.kernel_ids:
+      ids = self.ids.new(units)
+      self.kernel_ids[kernel] = ids
+      for unit, i in enumerate(ids.tolist()):
+        self.owner[i] = (kernel, unit)
+    self._set(op.outputs[0], self.kernel_ids[kernel])
+
+  def _elementwise(self, op, ins) -> None:
+    out = op.outputs[0]
+    width = _last(out)
+    carried = [
+      (t, x)
+      for t, x in zip(op.inputs, ins)
+      if x is not None and _last(t) == width
+    ]
+    if not carried:
+      return
+    layout = carried[0][1]
+    for _, other in carried[1:]:
+      if np.array_equal(other, layout):
+        continue
+      if not self.coupled:
+        return
+      self.ids.union(layout, other)
+    for t, x in zip(op.inputs, ins):
+      if x is not None:
+        continue
+      if self._is_param(t):
+        self._param(t, layout, width)
+      elif op.type in _ADDITIVE and _last(t) == width:
+        if not self.coupled:
+          return
+        self.ids.fix(layout)
+    self._set(out, layout)
+
+  def _param_inputs(self, op, layout, positions) -> None:
+    for position in positions:
+      t = op.inputs[position]
+      if self._is_param(t):
+        self._param(t, layout, layout.size)
+
+  def _param(self, t, layout, width) -> None:
+    """The trainable rank-1 variables of width `width` in `t`'s cone."""
+    shape = t.shape
+    if shape.rank is None or any(d != 1 for d in shape.as_list()[:-1]):
+      return
+    for name in self.cone.get(t.name, ()):
+      v = self.variables.get(name)
+      if v is None or not v.trainable or v.shape.as_list() != [width]:
+        continue
+      if name in self.params and not np.array_equal(self.params[name], layout):
+        self.conflicts.add(name)
+      self.params.setdefault(name, layout)
+
+  def _keeps_last_axis(self, op) -> bool:
+    if op.type in _POOL:
+      return op.get_attr('data_format').endswith(b'C')
+    paddings = tf.get_static_value(op.inputs[1])
+    return paddings is not None and not np.any(np.asarray(paddings)[-1])
+
+  def _reduce(self, op, layout) -> None:
+    axes = tf.get_static_value(op.inputs[1])
+    rank = op.inputs[0].shape.rank
+    if layout is None or axes is None or rank is None:
+      return
+    if (rank - 1) not in {int(a) % rank for a in np.ravel(axes)}:
+      self._set(op.outputs[0], layout)
+
+  def _depthwise(self, op, layout) -> None:
+    if layout is None or not op.get_attr('data_format').endswith(b'C'):
+      return
+    multiplier = _last(op.inputs[1])
+    if multiplier is None:
+      return
+    kernel = self._kernel_of(op.inputs[1])
+    if self.coupled and kernel in self.kernels:
+      self.followers.append((kernel, layout))
+    self._set(op.outputs[0], np.repeat(layout, multiplier))
+
+  def _axis(self, op, t) -> Optional[int]:
+    axis = tf.get_static_value(t)
+    rank = op.outputs[0].shape.rank
+    if axis is None or rank is None:
+      return None
+    return int(np.ravel(axis)[0]) % rank
+
+  def _concat(self, op, ins) -> None:
+    values, layouts = list(op.inputs[:-1]), ins[:-1]
+    axis = self._axis(op, op.inputs[-1])
+    if axis is None:
+      return
+    if axis != op.outputs[0].shape.rank - 1:
+      self._elementwise_all(op, values, layouts)
+      return
+    parts = []
+    for t, layout in zip(values, layouts):
+      width = _last(t)
+      if width is None:
+        return
+      if layout is None:
+        layout = self.ids.new(width)
+        self.ids.fix(layout)
+      parts.append(layout)
+    self._set(op.outputs[0], np.concatenate(parts))
+
+  def _elementwise_all(self, op, values, layouts) -> None:
+    present = [x for x in layouts if x is not None]
+    if len(present) != len(layouts):
+      return
+    for other in present[1:]:
+      if not np.array_equal(other, present[0]):
+        if not self.coupled:
+          return
+        self.ids.union(present[0], other)
+    self._set(op.outputs[0], present[0])
+
+  def _split(self, op, ins) -> None:
+    value_index, axis_index = (1, 0) if op.type == 'Split' else (0, 2)
+    layout = ins[value_index]
+    if layout is None:
+      return
+    axis = self._axis(op, op.inputs[axis_index])
+    if axis is None:
+      return
+    if axis != op.outputs[0].shape.rank - 1:
+      for t in op.outputs:
+        self._set(t, layout)
+      return
+    start = 0
+    for t in op.outputs:
+      width = _last(t)
+      if width is None:
+        return
+      self._set(t, layout[start : start + width])
+      start += width
+
+  # -- results --------------------------------------------------------------
+
+  def _source(self, i: int) -> Optional[Tuple[str, int]]:
+    """A producer unit of `i`'s channel, or None if the channel is fixed."""
+    root = self.ids.find(i)
+    if self.ids.fixed[root]:
+      return None
+    return self._owner_of_root().get(root)
+
+  def _owner_of_root(self):
+    if not hasattr(self, '_owners'):
+      owners = {}
+      for i, unit in sorted(self.owner.items()):
+        owners.setdefault(self.ids.find(i), unit)
+      self._owners = owners
+    return self._owners
+
+  def param_masks(self) -> Tuple[ParamMask, ...]:
+    masks = []
+    for name, layout in self.params.items():
+      if name in self.conflicts or name in self.kernels:
+        continue
+      sources = tuple(self._source(i) for i in layout.tolist())
+      if any(s is not None for s in sources):
+        masks.append(ParamMask(name, sources))
+    return tuple(masks)
+
+  def groups(self) -> Tuple[UnitGroup, ...]:
+    entries = [(k, -1, ids) for k, ids in self.kernel_ids.items()]
+    entries += [(k, -2, ids) for k, ids in self.followers]
+    by_root = collections.defaultdict(set)
+    for index, (_, _, ids) in enumerate(entries):
+      for i in ids.tolist():
+        by_root[self.ids.find(i)].add(index)
+    # Entries sharing any channel form one group.
+    parent = list(range(len(entries)))
+
+    def top(x):
+      while parent[x] != x:
+        x = parent[x]
+      return x
+
+    for members in by_root.values():
+      first, *rest = sorted(members)
+      for other in rest:
+        parent[top(other)] = top(first)
+    clusters = collections.defaultdict(list)
+    for index in range(len(entries)):
+      clusters[top(index)].append(index)
+    groups = []
+    for indices in clusters.values():
+      if len(indices) < 2:
+        continue
+      groups.append(self._group([entries[i] for i in indices]))
+    return tuple(groups)
+
+  def _group(self, entries) -> UnitGroup:
+    roots: Dict[int, int] = {}
+    members = []
+    seen = set()
+    for kernel, axis, ids in entries:
+      if (kernel, axis) in seen:
+        continue
+      seen.add((kernel, axis))
+      channels = []
+      for i in ids.tolist():
+        root = self.ids.find(i)
+        channels.append(roots.setdefault(root, len(roots)))
+      members.append(Member(kernel, axis, tuple(channels)))
+    fixed = tuple(
+      channel for root, channel in roots.items() if self.ids.fixed[root]
+    )
+    return UnitGroup(tuple(members), len(roots), fixed)
+
+
+def _last(t) -> Optional[int]:
+  shape = t.shape
+  if shape.rank is None or shape.rank == 0:
+    return None
+  return shape.as_list()[-1]
