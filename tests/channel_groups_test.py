@@ -184,6 +184,27 @@ class CoupledTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(pruned(x), twin(x), atol=1e-5)
     self.assertAllClose(graph_prune.strip(pruned)(x), twin(x), atol=1e-5)
 
+  def test_under_a_mirrored_strategy(self):
+    strategy = tf.distribute.MirroredStrategy(['/cpu:0'])
+    with strategy.scope():
+      model = self._residual(keras)
+      pruned = graph_prune.apply_pruning(
+        model,
+        _ONE_SHOT + ',unit_groups=coupled',
+        input_signature=[tf.TensorSpec([None, 6, 6, 2], tf.float32)],
+      )
+
+    @tf.function
+    def step():
+      strategy.run(lambda: pruned.mask_update(1))
+
+    step()
+    masks, params = _by_name(pruned)
+    joint = sum(_norms(model.get_layer(n).kernel) for n in 'abc')
+    for name in 'abc':
+      self.assertAllEqual(_units(masks[f'{name}/kernel']), _lowest(joint, 3))
+      self.assertAllEqual(params[f'{name}/bias'], _lowest(joint, 3))
+
   def test_without_coupling_each_kernel_alone(self):
     model = self._residual(keras)
     pruned = _prune(model, (6, 6, 2))
@@ -241,6 +262,56 @@ class CoupledTest(tf.test.TestCase, parameterized.TestCase):
   def test_coupled_needs_unit_granularity(self):
     with self.assertRaisesRegex(ValueError, 'unit_groups=coupled.*granularity'):
       graph_prune.parse_hparams('unit_groups=coupled')
+
+
+class ExportTest(tf.test.TestCase):
+  """Unit parameter masks are state: exported, restored, folded."""
+
+  def _pruned(self):
+    model = keras.Sequential(
+      [
+        keras.Input((5,)),
+        keras.layers.Dense(
+          6, 'sigmoid', bias_initializer='random_normal', name='h'
+        ),
+        keras.layers.Dense(2, name='out'),
+      ]
+    )
+    return model, _prune(model, (5,))
+
+  def test_strip_keras_masks_biases(self):
+    model, pruned = self._pruned()
+    _, params = _by_name(pruned)
+    clone = graph_prune.strip_keras(pruned)
+    bias = np.asarray(clone.get_layer('h').bias)
+    self.assertAllEqual(bias != 0, params['h/bias'] != 0)
+    kept = params['h/bias'] == 1
+    self.assertAllEqual(bias[kept], np.asarray(model.get_layer('h').bias)[kept])
+    x = np.random.default_rng(3).normal(size=(4, 5)).astype(np.float32)
+    self.assertAllClose(clone(x), pruned(x), atol=1e-6)
+
+  def test_checkpoint_and_saved_model(self):
+    _, pruned = self._pruned()
+    _, params = _by_name(pruned)
+    x = np.random.default_rng(4).normal(size=(3, 5)).astype(np.float32)
+    expected = pruned(x)
+    path = tf.train.Checkpoint(pruned=pruned).save(self.get_temp_dir() + '/c')
+    for p in pruned.unit_params:
+      p.mask.assign(tf.ones_like(p.mask))
+    tf.train.Checkpoint(pruned=pruned).restore(path).assert_consumed()
+    self.assertAllEqual(_by_name(pruned)[1]['h/bias'], params['h/bias'])
+    export_dir = self.get_temp_dir() + '/pruned'
+    tf.saved_model.save(pruned, export_dir)
+    stripped_dir = self.get_temp_dir() + '/stripped'
+    graph_prune.strip_saved_model(export_dir, stripped_dir)
+    loaded = tf.saved_model.load(stripped_dir)
+    self.assertAllClose(
+      loaded.signatures['serving_default'](tf.constant(x)).popitem()[1],
+      expected,
+      atol=1e-6,
+    )
+    names = [v.name for v in loaded.variables]
+    self.assertFalse([n for n in names if 'mask' in n], names)
 
 
 if __name__ == '__main__':

@@ -70,6 +70,26 @@ class MethodTest(parameterized.TestCase):
     )
 
   @parameterized.named_parameters(
+    ('unit', 'oneshot_unit_layer', 'all', 'none'),
+    ('unitkernel', 'oneshot_unitkernel_layer', 'kernel', 'none'),
+    ('coupled', 'gradual_unit_coupled', 'all', 'coupled'),
+  )
+  def test_unit_methods(self, name, params, groups):
+    h = graph_prune.parse_hparams(
+      config_lib.parse_method(name).hparams(0.5, 60, 20)
+    )
+    self.assertEqual(
+      (h.granularity, h.unit_params, h.unit_groups, h.pruning_scope),
+      ('unit', params, groups, 'layer'),
+    )
+
+  def test_coupled_needs_units(self):
+    with self.assertRaisesRegex(
+      errors.SweepConfigError, "'oneshot_weight_coupled'.*unit"
+    ):
+      config_lib.parse_method('oneshot_weight_coupled')
+
+  @parameterized.named_parameters(
     ('kind', 'lazy_weight_layer'),
     ('granularity', 'oneshot_block_layer'),
     ('block_dims', 'oneshot_block0x4_layer'),

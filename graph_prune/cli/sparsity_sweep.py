@@ -13,11 +13,15 @@ with each method:
 
   oneshot_weight_layer   once, no retraining; smallest |w| per layer
   oneshot_weight_global  once; one threshold over all layers
-  oneshot_unit_layer     once; whole units (L2 of a unit's weights) per layer
+  oneshot_unit_layer     once; whole units (L2 of a unit's weights) per layer,
+                         with their biases and BatchNorm scale and shift
+  oneshot_unitkernel_layer  the same, kernel slices only (biases stay)
   oneshot_unit_global    once; units, one threshold over all layers
   gradual_weight_layer   masked retraining while contrib's schedule raises the
   gradual_weight_global  sparsity (any KIND_GRANULARITY_SCOPE is accepted)
   gradual_unit_layer     masked retraining, whole units per layer
+  gradual_unit_coupled   the same, channels tied by residual adds and
+                         concatenations pruned together (unit_groups=coupled)
 
 Block sparsity (contrib's block_height x block_width, blocks ranked by mean
 |w|) is the granularity blockHxW, e.g. --methods=gradual_block4x4_layer.

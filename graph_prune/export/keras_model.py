@@ -59,7 +59,8 @@ def strip_keras(pruned, check: bool = True):
 def masked_values(pruned, model, clone):
   """The values for `clone.set_weights`: `model`'s, masked where pruned."""
   masks: Dict[int, Any] = {}
-  for w in pruned.pruned_weights:
+  # Unit parameters (`unit_params=all`) are masked like the weights.
+  for w in tuple(pruned.pruned_weights) + tuple(pruned.unit_params):
     masks[id(_tf_variable(w.weight))] = w.mask
   source, target = model.weights, clone.weights
   if [tuple(v.shape) for v in source] != [tuple(v.shape) for v in target]:

@@ -2,7 +2,11 @@
 
 A method is KIND_GRANULARITY_SCOPE (see `graph_prune.study.sweep`), e.g.
 `oneshot_unit_global` or `gradual_block4x4_layer`; `Method.hparams` is the
-pruning spec it stands for.
+pruning spec it stands for. Granularity `unit` masks a pruned unit's bias and
+BatchNorm scale and shift with its kernel slice (`unit_params=all`),
+`unitkernel` the kernel slice only (`unit_params=kernel`); scope `coupled`
+prunes the channels that residual adds and concatenations tie together as
+one (`unit_groups=coupled`, one threshold per group).
 """
 
 import dataclasses
@@ -14,17 +18,20 @@ from graph_prune.train import models
 
 SPARSITIES = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
 KINDS = ('oneshot', 'gradual')
-GRANULARITIES = ('weight', 'unit', 'blockHxW')
+GRANULARITIES = ('weight', 'unit', 'unitkernel', 'blockHxW')
+_UNITS = {'unit': 'all', 'unitkernel': 'kernel'}  # -> unit_params
 _BLOCK = re.compile(r'block([1-9][0-9]*)x([1-9][0-9]*)')  # blockHxW
-SCOPES = ('layer', 'global')
+SCOPES = ('layer', 'global', 'coupled')
 DEFAULT_METHODS = (
   'oneshot_weight_layer',
   'oneshot_weight_global',
   'oneshot_unit_layer',
+  'oneshot_unitkernel_layer',
   'oneshot_unit_global',
   'gradual_weight_layer',
   'gradual_weight_global',
   'gradual_unit_layer',
+  'gradual_unit_coupled',
 )
 
 
@@ -51,14 +58,21 @@ class Method:
   ) -> str:
     """The pruning spec reaching `sparsity` at step `schedule_steps`."""
     blocks = self.block_dims
-    granularity = (
-      f'granularity=weight,block_height={blocks[0]},block_width={blocks[1]}'
-      if blocks
-      else f'granularity={self.granularity}'
-    )
+    if blocks:
+      granularity = (
+        f'granularity=weight,block_height={blocks[0]},block_width={blocks[1]}'
+      )
+    elif self.granularity in _UNITS:
+      granularity = f'granularity=unit,unit_params={_UNITS[self.granularity]}'
+    else:
+      granularity = f'granularity={self.granularity}'
+    if self.scope == 'coupled':
+      scope = 'pruning_scope=layer,unit_groups=coupled'
+    else:
+      scope = f'pruning_scope={self.scope}'
     return (
       f'name=sweep,target_sparsity={float(sparsity)!r},'
-      f'{granularity},pruning_scope={self.scope},'
+      f'{granularity},{scope},'
       f'do_not_prune=[{models.OUTPUT_LAYER}],'
       f'begin_pruning_step=0,end_pruning_step={schedule_steps},'
       f'sparsity_function_begin_step=0,'
@@ -77,13 +91,18 @@ def parse_method(name: str) -> Method:
   valid = len(parts) == 3 and (
     parts[0] in KINDS
     and parts[2] in SCOPES
-    and (parts[1] in ('weight', 'unit') or _BLOCK.fullmatch(parts[1]))
+    and (parts[1] in ('weight', *_UNITS) or _BLOCK.fullmatch(parts[1]))
   )
   if not valid:
     raise errors.SweepConfigError(
       f'Unknown method {name!r}; a method is KIND_GRANULARITY_SCOPE with '
       f'KIND in {KINDS}, GRANULARITY in {GRANULARITIES} (e.g. block4x4), '
       f'SCOPE in {SCOPES}, e.g. gradual_weight_global.'
+    )
+  if parts[2] == 'coupled' and parts[1] not in _UNITS:
+    raise errors.SweepConfigError(
+      f'Method {name!r}: scope coupled groups units; use granularity unit '
+      f'or unitkernel, e.g. {parts[0]}_unit_coupled.'
     )
   return Method(*parts)
 
