@@ -2,16 +2,26 @@
 
 Usage:
   python bench/shrink_speed.py [--rounds=R] [--batches=1,256] [--accuracy]
+      [--cases=mlp_50,mlp_75,cnn_50,rescnn_50,resnet50,mobilenet_v2]
+      [--app_batches=1,32] [--app_size=128]
 
 Cases: the built-in 1000-1000-500-200 ReLU MLP on 8x8 inputs unit-pruned at
 50% and 75%, and the built-in CNN unit-pruned at 50% (its depthwise kernel
-and the logits are not pruned). Pruning: `apply_pruning` with
+and the logits are not pruned); Keras ResNet50 and MobileNetV2
+(weights=None, --app_size inputs, logits) with 50% of every channel group's
+channels zeroed (`keras_channels.zero_groups`: the groups of coupled layers
+from the shrink report of the unzeroed model, every other conv alone; the
+channels of lowest group L2 norm; kernels, biases and BatchNorm scale and
+shift), timed at --app_batches; and the built-in residual CNN (`rescnn`,
+8x8 inputs) zeroed the same way, timed at --batches. Pruning of the MLP and
+the CNN: `apply_pruning` with
 `granularity=unit`, masks by `mask_update` at the end of the schedule (the
-smallest-L2-norm units of every kernel); the pruned units' biases are then
-zeroed as `unit_params=all` would mask them, so a removed unit outputs
-exactly relu(0) = 0. Three variants of each, all `tf.function`s with the
-same input signature: the dense Keras model, `graph_prune.strip` and
-`graph_prune.shrink`. They run interleaved, the order rotating per round,
+smallest-L2-norm units of every kernel); `unit_params=all` (the default)
+masks the pruned units' biases too, so a removed unit outputs exactly
+relu(0) = 0. Three variants of each, all `tf.function`s with the same input
+signature: the dense Keras model, `graph_prune.strip` and
+`graph_prune.shrink`; for the CNN a fourth, the same architecture built by
+hand with the shrunk widths (random weights): the floor shrinking can reach. They run interleaved, the order rotating per round,
 each round timing a fixed number of calls; the table has the median and
 minimum of rounds and the ratio of medians to dense, beside the ratio of
 multiply-adds (shrunk / dense, from the shrink report).
@@ -31,6 +41,7 @@ import time
 from absl import app
 from absl import flags
 import keras
+import keras_channels  # bench/keras_channels.py, beside this script
 import numpy as np
 import results_io  # bench/results_io.py, beside this script
 import tensorflow as tf
@@ -44,13 +55,38 @@ _BATCHES = flags.DEFINE_list('batches', ['1', '256'], 'Batch sizes.')
 _ACCURACY = flags.DEFINE_bool(
   'accuracy', False, 'Also train dense and gradual unit-pruned MLPs.'
 )
+_CASES = flags.DEFINE_list(
+  'cases',
+  ['mlp_50', 'mlp_75', 'cnn_50', 'rescnn_50', 'resnet50', 'mobilenet_v2'],
+  'Cases to run.',
+)
+_APP_BATCHES = flags.DEFINE_list(
+  'app_batches', ['1', '32'], 'Batch sizes of ResNet50 and MobileNetV2.'
+)
+_APP_SIZE = flags.DEFINE_integer(
+  'app_size', 128, 'Input height and width of ResNet50 and MobileNetV2.'
+)
 _OUT = flags.DEFINE_string(
   'out',
   os.path.join(os.path.dirname(__file__), 'results', 'shrink_speed.json'),
   'Where to write the JSON.',
 )
 
-CASES = (('mlp', 0.5), ('mlp', 0.75), ('cnn', 0.5))
+CASES = {
+  'mlp_50': ('mlp', 0.5),
+  'mlp_75': ('mlp', 0.75),
+  'cnn_50': ('cnn', 0.5),
+}
+APPS = {
+  'resnet50': lambda size: keras.applications.ResNet50(
+    weights=None, input_shape=(size, size, 3), classifier_activation=None
+  ),
+  'mobilenet_v2': lambda size: keras.applications.MobileNetV2(
+    weights=None, input_shape=(size, size, 3), classifier_activation=None
+  ),
+  # The built-in residual CNN on 8x8 inputs, timed at --batches.
+  'rescnn_50': lambda size: models.build('rescnn', (8, 8), 10, seed=0),
+}
 
 
 def _prune(name, sparsity):
@@ -61,34 +97,43 @@ def _prune(name, sparsity):
     'do_not_prune=[logits,depthwise]'
   )
   pruned = graph_prune.apply_pruning(model, spec)
+  # unit_params=all (the default) masks a pruned unit's bias too, so a
+  # removed ReLU unit emits exactly 0.
   pruned.mask_update(tf.constant(1, tf.int64))
-  _zero_pruned_biases(model, pruned)
   return model, pruned
 
 
-def _zero_pruned_biases(model, pruned):
-  """What unit_params=all does: a pruned unit's bias is masked too."""
-  dead = {}
-  for weight, mask in zip(pruned.weights, pruned.masks):
-    flat = mask.numpy().reshape(-1, mask.shape[-1])
-    dead[graph_prune_layer(weight)] = ~flat.any(axis=0)
-  for layer in model.layers:
-    if layer.name in dead and getattr(layer, 'bias', None) is not None:
-      bias = layer.bias.numpy()
-      bias[dead[layer.name]] = 0
-      layer.bias.assign(bias)
+def _by_hand(name, shrunk):
+  """The CNN built with the shrunk widths (what removing units by hand
+  gives, the floor of what shrinking can reach), or None for other models."""
+  if name != 'cnn':
+    return None
+  widths = [layer.units_after for layer in shrunk.shrink_report.main.layers]
+  conv, pointwise, dense = widths[0], widths[1], widths[2]
+  layers = keras.layers
+  model = keras.Sequential(
+    [
+      keras.Input((8, 8)),
+      layers.Reshape((8, 8, 1)),
+      layers.Conv2D(conv, 3, padding='same', activation='relu'),
+      layers.DepthwiseConv2D(3, padding='same', activation='relu'),
+      layers.Conv2D(pointwise, 1, activation='relu'),
+      layers.MaxPooling2D(2),
+      layers.Flatten(),
+      layers.Dense(dense, activation='relu'),
+      layers.Dense(10),
+    ]
+  )
+  return model
 
 
-def graph_prune_layer(weight):
-  return weight.name.split(':')[0].split('/')[-2]
-
-
-def _time(fns, x, rounds):
+def _time(fns, x, rounds, min_calls=3):
   for fn in fns.values():
     fn(x)
   start = time.perf_counter()
   fns['dense'](x).numpy()
-  calls = int(max(3, min(300, 0.2 / max(time.perf_counter() - start, 1e-6))))
+  elapsed = max(time.perf_counter() - start, 1e-6)
+  calls = int(max(min_calls, min(300, 0.2 / elapsed)))
   times = {k: [] for k in fns}
   keys = list(fns)
   for r in range(rounds):
@@ -104,18 +149,48 @@ def _time(fns, x, rounds):
 
 def _case(name, sparsity, batches, rounds):
   model, pruned = _prune(name, sparsity)
+  return _measure(name, sparsity, model, pruned, batches, rounds, (8, 8))
+
+
+def _app_case(name, batches, rounds, size):
+  """A Keras model with half of every channel group zeroed."""
+  model = APPS[name](size)
+  shape = tuple(model.input.shape[1:])
+  signature = [tf.TensorSpec([None, *shape], tf.float32)]
+  spec = 'target_sparsity=0.5,granularity=unit'
+  # Masks of ones until a mask update: shrink sees exactly the zeros below.
+  unzeroed = graph_prune.shrink(
+    graph_prune.apply_pruning(model, spec, input_signature=signature)
+  )
+  keras_channels.zero_groups(model, unzeroed.shrink_report)
+  pruned = graph_prune.apply_pruning(model, spec, input_signature=signature)
+  return _measure(name, 0.5, model, pruned, batches, rounds, shape, min_calls=1)
+
+
+def _measure(name, sparsity, model, pruned, batches, rounds, shape, **kw):
   spec = pruned.__call__.input_signature
   dense = tf.function(lambda x: model(x, training=False), input_signature=spec)
   stripped = graph_prune.strip(pruned)
   shrunk = graph_prune.shrink(pruned)
   result = shrunk.shrink_report.main
   mac_ratio = result.macs_after / result.macs_before
+  hand = _by_hand(name, shrunk)
+  by_hand = None
+  if hand is not None:
+    by_hand = tf.function(
+      lambda x: hand(x, training=False), input_signature=spec
+    )
   rows = []
   rng = np.random.RandomState(0)
   for batch in batches:
-    x = tf.constant(rng.rand(batch, 8, 8).astype(np.float32))
+    x = tf.constant(rng.rand(batch, *shape).astype(np.float32))
     fns = {'dense': dense, 'stripped': stripped, 'shrunk': shrunk}
-    times = _time(fns, x, rounds)
+    if by_hand is not None:
+      fns['by_hand'] = by_hand
+    # Shrinking must not change the stripped model's outputs.
+    check = np.abs(shrunk(x).numpy() - stripped(x).numpy()).max()
+    scale = np.abs(stripped(x).numpy()).max()
+    times = _time(fns, x, rounds, **kw)
     med = {k: float(np.median(v)) for k, v in times.items()}
     rows.append(
       {
@@ -131,8 +206,13 @@ def _case(name, sparsity, batches, rounds):
         'macs_after': result.macs_after,
         'params_before': result.params_before,
         'params_after': result.params_after,
+        'max_abs_diff': float(check),
+        'output_scale': float(scale),
+        'coupled_groups': len(result.coupled),
       }
     )
+    if by_hand is not None:
+      rows[-1]['by_hand_ratio'] = med['by_hand'] / med['dense']
   return rows
 
 
@@ -160,21 +240,41 @@ def main(argv):
   del argv
   keras.utils.set_random_seed(0)
   batches = [int(b) for b in _BATCHES.value]
+  unknown = sorted(set(_CASES.value) - set(CASES) - set(APPS))
+  if unknown:
+    raise app.UsageError(
+      f'Unknown --cases {unknown}; choose from {[*CASES, *APPS]}.'
+    )
   rows = []
-  for name, sparsity in CASES:
-    rows += _case(name, sparsity, batches, _ROUNDS.value)
+  for case in _CASES.value:
+    if case in CASES:
+      rows += _case(*CASES[case], batches, _ROUNDS.value)
+    else:
+      app_batches = [int(b) for b in _APP_BATCHES.value]
+      if case == 'rescnn_50':
+        app_batches = batches
+      rows += _app_case(case, app_batches, _ROUNDS.value, _APP_SIZE.value)
   print(
-    f'{"model":<5} {"units":>5} {"batch":>5} {"dense ms":>9} '
+    f'{"model":<12} {"units":>5} {"batch":>5} {"dense ms":>9} '
     f'{"stripped":>9} {"shrunk":>9} {"strip/d":>8} {"shrunk/d":>8} '
-    f'{"MACs":>6}'
+    f'{"min s/d":>8} {"MACs":>6} {"diff/scale":>10}'
   )
   for r in rows:
     print(
-      f'{r["model"]:<5} {r["unit_sparsity"]:>5.2f} {r["batch"]:>5} '
+      f'{r["model"]:<12} {r["unit_sparsity"]:>5.2f} {r["batch"]:>5} '
       f'{r["dense_median_s"] * 1e3:>9.3f} {r["stripped_median_s"] * 1e3:>9.3f} '
       f'{r["shrunk_median_s"] * 1e3:>9.3f} {r["stripped_ratio"]:>8.3f} '
-      f'{r["shrunk_ratio"]:>8.3f} {r["mac_ratio"]:>6.3f}'
+      f'{r["shrunk_ratio"]:>8.3f} '
+      f'{r["shrunk_min_s"] / r["dense_min_s"]:>8.3f} {r["mac_ratio"]:>6.3f} '
+      f'{r["max_abs_diff"] / max(r["output_scale"], 1e-30):>10.2e}'
     )
+  for r in rows:
+    if 'by_hand_ratio' in r:
+      print(
+        f'{r["model"]} batch {r["batch"]}: built by hand with the shrunk '
+        f'widths {r["by_hand_ratio"]:.3f} x dense (shrunk '
+        f'{r["shrunk_ratio"]:.3f})'
+      )
   results = {'latency': rows}
   if _ACCURACY.value:
     results['accuracy'] = _accuracy()

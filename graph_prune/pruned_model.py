@@ -24,6 +24,7 @@ the update condition; the math is in `plans`, `masking` and `schedule`.
 import dataclasses
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
+from absl import logging
 import tensorflow as tf
 
 from graph_prune import distribute
@@ -470,6 +471,8 @@ def apply_pruning(
     )
   for plan in weight_plans:
     pruned_weights_lib.log_plan(plan)
+  for line in report.unit_groups:
+    logging.info('graph_prune: coupled channels, %s', line)
   return pruned
 
 

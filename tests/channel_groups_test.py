@@ -183,6 +183,13 @@ class CoupledTest(tf.test.TestCase, parameterized.TestCase):
     x = np.random.default_rng(2).normal(size=(2, 6, 6, 2)).astype(np.float32)
     self.assertAllClose(pruned(x), twin(x), atol=1e-5)
     self.assertAllClose(graph_prune.strip(pruned)(x), twin(x), atol=1e-5)
+    # Shrink removes the group's pruned channels from every member.
+    shrunk = graph_prune.shrink(pruned)
+    # a, b and c keep 3 of 6 channels; the logits keep their pruned unit,
+    # a model output.
+    widths = [layer.units_after for layer in shrunk.shrink_report.main.layers]
+    self.assertEqual(widths, [3, 3, 3, 3])
+    self.assertAllClose(shrunk(x), twin(x), atol=1e-5)
 
   def test_under_a_mirrored_strategy(self):
     strategy = tf.distribute.MirroredStrategy(['/cpu:0'])

@@ -6,8 +6,9 @@ original computation with its masks) and with NumPy: the outputs agree to
 float tolerance, each layer keeps exactly the units NumPy finds non-zero,
 the removed units' constant output is folded into the next bias as NumPy
 computes it, and the parameter and multiply-add counts are the closed-form
-ones. Where the unit cannot go (the output, a residual add, a zero-padded
-conv, an LSTM), nothing is removed and the report says why.
+ones. Where the unit cannot go (the output, the other side of a residual
+add, a zero-padded conv, an LSTM), nothing is removed and the report says
+why; tests/shrink_coupled_test.py has the coupled channels.
 """
 
 import json
@@ -264,21 +265,33 @@ class ConvTest(tf.test.TestCase, parameterized.TestCase):
 
 
 class StopTest(tf.test.TestCase):
-  def test_residual_add_stops(self):
+  def test_residual_add_removes_units_zero_on_both_sides(self):
     x = keras.Input((6,))
     a = L.Dense(8, activation='relu')(x)
     b = L.Dense(8)(a)
     model = keras.Model(x, L.Dense(3)(L.Add()([a, b])))
     _randomize(model)
     pruned = graph_prune.apply_pruning(model, 'target_sparsity=0.5')
-    _zero_units(pruned)
+    masks = [np.ones(m.shape, np.float32) for m in pruned.masks]
+    masks[0][:, [1, 3, 5]] = 0
+    masks[1][:, [1, 3, 6]] = 0
+    for mask, value in zip(pruned.masks, masks):
+      mask.assign(value)
     module = shrink(pruned)
     first, second, _ = module.shrink_report.main.layers
+    # Units 1 and 3 are zero on both sides of the add and go; 5 and 6 stay.
     for layer in (first, second):
-      self.assertEqual(layer.units_after, layer.units_before)
-      self.assertIn('AddV2', layer.kept[0])
-    x = _inputs(pruned)
-    self.assertAllClose(module(x), pruned(x), rtol=RTOL, atol=ATOL)
+      self.assertEqual((layer.units_before, layer.units_after), (8, 6))
+      self.assertIn('coupled with non-zero units', layer.kept[0])
+    (group,) = module.shrink_report.main.coupled
+    self.assertEqual((group.channels_before, group.channels_after), (8, 6))
+    xs = _inputs(pruned)
+    self.assertAllClose(module(xs), pruned(xs), rtol=RTOL, atol=ATOL)
+    # A removed unit u emits relu(b1[u]) + b2[u] into the last layer.
+    _, b1, _, b2, w3, b3 = [w.numpy() for w in model.weights]
+    gone = [1, 3]
+    expected = b3 + (np.maximum(b1[gone], 0) + b2[gone]) @ w3[gone]
+    self.assertAllClose(module.variables[-1], expected, rtol=1e-6)
 
   def test_lstm_removes_nothing(self):
     model = keras.Sequential([keras.Input((4, 3)), L.LSTM(5), L.Dense(2)])

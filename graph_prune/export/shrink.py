@@ -8,9 +8,12 @@
 (`passes/shrink_units.py`): every output unit whose kernel slice is all zero
 (what `granularity=unit` prunes) goes, with its bias, its BatchNorm
 parameters, its depthwise channels and the next layer's input rows, where
-that leaves every output the same; where it would not, the unit stays and
-the report says why. Dense kernels that are smaller run faster on any
-hardware, which zeros inside a dense kernel do not.
+that leaves every output the same. Channels coupled by a residual add, a
+squeeze-and-excitation gate or a concatenation go when they are zero in
+every layer of their group (`report.main.coupled` lists the groups); where
+removal would change an output, the unit stays and the report says why.
+Dense kernels that are smaller run faster on any hardware, which zeros
+inside a dense kernel do not.
 """
 
 import dataclasses

@@ -59,6 +59,14 @@ class ShrinkReport:
             )
             for layer in result.layers
           ],
+          'coupled': [
+            dict(
+              dataclasses.asdict(group),
+              members=[self.weight_names.get(k, k) for k in group.members],
+              kept=list(group.kept),
+            )
+            for group in result.coupled
+          ],
           'params_before': result.params_before,
           'params_after': result.params_after,
           'macs_before': result.macs_before,
@@ -93,6 +101,7 @@ class ShrinkReport:
           lines.append(
             f'  kept {kept} zero units of {name}: ' + '; '.join(layer.kept)
           )
+      lines += self._coupled_lines(result)
       lines.append(
         f'  parameters {result.params_before:,} -> {result.params_after:,}, '
         f'multiply-adds per example {result.macs_before:,} -> '
@@ -108,6 +117,23 @@ class ShrinkReport:
         shrunk = f'{row.shrunk_median:>10.6f}/{row.shrunk_min:<10.6f}'
         lines.append(f'  {row.batch:>6} {stripped} {shrunk} {row.ratio:>6.3f}')
     return '\n'.join(lines)
+
+  def _coupled_lines(self, result):
+    """Groups of layers whose channels were removed together."""
+    lines = []
+    for group in result.coupled:
+      names = [self.weight_names.get(k, k) for k in group.members]
+      lines.append(
+        f'  coupled channels {group.channels_before}->'
+        f'{group.channels_after} ({group.zero_channels} zero): '
+        + ', '.join(names)
+      )
+      kept = group.zero_channels - (
+        group.channels_before - group.channels_after
+      )
+      if kept:
+        lines.append(f'    kept {kept} zero channels: ' + '; '.join(group.kept))
+    return lines
 
 
 def make_report(stripped: Sequence[Tuple[str, Any]]) -> ShrinkReport:

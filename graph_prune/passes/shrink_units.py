@@ -1,14 +1,19 @@
 """Removing zero units from a stripped graph: smaller dense kernels.
 
 `shrink_units(graph_def, outputs)` finds each layer's zero output units and
-what goes with them (`unit_flow.analyze` with the rules of `unit_rules`),
-then slices every constant involved and folds the constant a removed unit
-emits into the next layer's bias:
+what goes with them (`unit_traversal.analyze` with `unit_rules`),
+decides which go (`unit_removal.decide`: channels tied by a residual add,
+a gate or a join go only when they are zero in every layer of their coupled
+group), then slices every constant involved and folds the constant a
+removed unit emits into the next layer's bias:
 
   before:  h = Relu(BiasAdd(MatMul(x, W1[64, 8]), b1[8]))
            y = BiasAdd(MatMul(h, W2[8, 3]), b2[3])      # W1[:, 5:] == 0
   after:   h = Relu(BiasAdd(MatMul(x, W1[64, 5]), b1[5]))
            y = BiasAdd(MatMul(h, W2[5, 3]), b2 + relu(b1[5:]) @ W2[5:])
+
+  residual: y = Conv(x, K1) + Conv(x, K2)   # K1[..., 2] == K2[..., 2] == 0
+            -> channel 2 leaves K1, K2 and the next layer's kernel rows
 
 A constant that feeds more than the edited node is copied first, so other
 readers keep their values; a frozen variable (a bias) is sliced in place so
@@ -28,7 +33,9 @@ from graph_prune.passes import drop_unused
 from graph_prune.passes import graph_ir
 from graph_prune.passes import unit_costs
 from graph_prune.passes import unit_flow
+from graph_prune.passes import unit_removal
 from graph_prune.passes import unit_rules
+from graph_prune.passes import unit_traversal
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +70,8 @@ class ShrinkResult:
     params_before, params_after: float constant values in the graph.
     macs_before, macs_after: multiply-adds per example of every MatMul and
       convolution of the graph.
+    coupled: the groups of layers whose channels are tied (residual adds,
+      gates), `unit_removal.CoupledGroup`s.
   """
 
   layers: Tuple[LayerUnits, ...]
@@ -70,6 +79,7 @@ class ShrinkResult:
   params_after: int
   macs_before: int
   macs_after: int
+  coupled: Tuple[unit_removal.CoupledGroup, ...] = ()
 
 
 def shrink_units(
@@ -86,17 +96,18 @@ def shrink_units(
   Returns:
     A `PassResult` with the new GraphDef and a `ShrinkResult`.
   """
-  flow = unit_flow.analyze(graph_def, output_names, unit_rules.RULES)
-  graph = unit_flow.Graph(graph_def, output_names)
-  removed = {g.producer: _removed(g) for g in flow.groups}
+  flow = unit_traversal.analyze(graph_def, output_names, unit_rules.RULES)
+  decision = unit_removal.decide(flow)
+  graph = flow.graph
+  removed = decision.removed
   new = graph_ir.copy_graph_def(graph_def)
   edits = collections.defaultdict(list)
-  for group in flow.groups:
-    if removed[group.producer].any():
-      for edit in group.edits:
-        edits[(edit.node, edit.position)].append((group, edit))
+  for edit in flow.edits:
+    if removed[edit.root].any():
+      edits[(edit.node, edit.position)].append(edit)
   values = {
-    edge: _edited(graph, edge, pairs, removed) for edge, pairs in edits.items()
+    edge: _edited(graph, edge, on_edge, removed)
+    for edge, on_edge in edits.items()
   }
   _write(new, graph, values, suffix)
   for node in new.node:
@@ -105,48 +116,33 @@ def shrink_units(
   new = drop_unused.drop_unused(new, output_names).graph
   before = unit_costs.costs(graph_def)
   after = unit_costs.costs(new)
-  layers = tuple(
-    _layer(graph, g, removed[g.producer], before, after) for g in flow.groups
-  )
+  layers = tuple(_layer(graph, g, decision, before, after) for g in flow.groups)
   report = ShrinkResult(
     layers,
     before.params,
     after.params,
     before.total_macs,
     after.total_macs,
+    decision.coupled,
   )
   return graph_ir.PassResult(new, report, changed=bool(values))
 
 
-def _removed(group: unit_flow.Group) -> np.ndarray:
-  removed = group.removable.copy()
-  if removed.size and removed.all():
-    removed[0] = False
-    first = np.zeros_like(removed)
-    first[0] = True
-    group.stop('one unit stays, so that the layer keeps an output', first)
-  return removed
-
-
-def _edited(graph, edge, pairs, removed) -> np.ndarray:
+def _edited(graph, edge, edits, removed) -> np.ndarray:
   """The new value of one constant input edge: folds first, then slices."""
   node = graph.nodes[edge[0]]
-  if pairs[0][1].kind == 'reshape':
+  if edits[0].kind == 'reshape':
     # A Flatten's shape is computed from its input's; the batch stays -1.
-    group, edit = pairs[0]
-    features = int((~removed[group.producer][edit.root]).sum())
+    features = int((~removed[edits[0].root]).sum())
     dtype = tf.as_dtype(node.attr['Tshape'].type).as_numpy_dtype
     return np.array([-1, features], dtype=dtype)
   value = graph.value(graph.input(node, edge[1]))
-  for group, edit in pairs:
+  for edit in edits:
     if edit.kind == 'fold':
-      value = (value + edit.fold(removed[group.producer])).astype(value.dtype)
-  for group, edit in pairs:
-    keep = (
-      ~removed[group.producer][edit.root] if edit.root is not None else None
-    )
+      value = (value + edit.fold(removed)).astype(value.dtype)
+  for edit in edits:
     if edit.kind == 'slice':
-      value = np.compress(keep, value, axis=edit.axis)
+      value = np.compress(~removed[edit.root], value, axis=edit.axis)
   return value
 
 
@@ -185,8 +181,9 @@ def _exclusive_source(graph, text: str):
     tensor = unit_flow.tensor_name(node.input[0])
 
 
-def _layer(graph, group, removed, before, after) -> LayerUnits:
+def _layer(graph, group, decision, before, after) -> LayerUnits:
   node = graph.nodes[group.producer]
+  removed = decision.removed[group.ids]
   return LayerUnits(
     kernel=group.kernel,
     op=node.op,
@@ -195,19 +192,29 @@ def _layer(graph, group, removed, before, after) -> LayerUnits:
     zero_units=int(group.zero.sum()),
     macs_before=before.macs.get(group.producer, 0),
     macs_after=after.macs.get(group.producer, 0),
-    kept=tuple(group.reasons) if (group.zero & ~removed).any() else (),
+    kept=decision.layer_reasons[group.producer],
   )
 
 
 def describe(result: ShrinkResult) -> List[str]:
-  """One line per layer that kept zero units: the layer and why."""
-  return [
+  """One line per layer that kept zero units and per coupled group."""
+  lines = [
     f'{layer.kernel}: kept {layer.zero_units - removed} zero units: '
     + '; '.join(layer.kept)
     for layer in result.layers
     for removed in [layer.units_before - layer.units_after]
     if layer.kept
   ]
+  for group in result.coupled:
+    kept = group.zero_channels - (group.channels_before - group.channels_after)
+    lines.append(
+      f'coupled {", ".join(group.members)}: channels '
+      f'{group.channels_before}->{group.channels_after}'
+      + (
+        f', kept {kept} zero channels: ' + '; '.join(group.kept) if kept else ''
+      )
+    )
+  return lines
 
 
 def shrunk_weights(graph_def, folded):

@@ -1,25 +1,35 @@
-"""Where each output unit of a layer flows: the analysis behind shrinking.
+"""Where each output unit of a layer flows: the structures of the analysis.
 
 A *producer* is a MatMul `x @ W` or a Conv2D/Conv3D whose kernel is a
 constant of the stripped graph; its output unit `u` is *zero* when
-`W[..., u]` is all zero. The analysis follows the producer's output forward
-through per-op rules (`RULES`, keyed by op type) and collects, for one
-*group*, every constant slice that must go with the unit: the bias and
-BatchNorm parameters on the way, the channels of a depthwise conv, the rows
-of the consuming layer's kernel, the features of a Flatten. A group is the
-natural unit of removal; today a group has one producer (a chain of
-layers), and coupled channels (residual adds, concatenations) are where a
-future rule would merge groups rather than stop.
+`W[..., u]` is all zero. The analysis (`unit_traversal.analyze`) follows
+the producer's output forward through per-op rules (`unit_rules.RULES`,
+keyed by op type) and collects every constant slice that must go with the
+unit: the bias and BatchNorm parameters on the way, the channels of a
+depthwise conv, the rows of the consuming layer's kernel, the features of
+a Flatten.
 
-Along the way each channel carries the value it takes when its unit is
+Every producer unit is an *element* (`Units`, ids from 1; id 0 is a channel
+no producer owns, which never goes). Each tensor's channels map to
+elements (`Space.root`); the analysis visits the graph once in topological
+order, so an op sees all its inputs' channels together. Ops that tie
+channels of several producers (a residual add, a squeeze-and-excitation
+gate `x * sigmoid(conv(mean(x)))`) unite the elements position by position
+(union-find, as Torch-Pruning's dependency groups), a concatenation places
+each input's channels at its offset, a split takes them apart. A channel
+can go only when every element of its class is a zero unit
+(`unit_removal.decide`), and then every recorded slice of it goes.
+
+Along the way each channel carries the value it takes when its class is
 removed (`Space.const`): 0 from the producer, then `act(bias)`, BatchNorm's
-shift and so on. A consumer folds that constant into its own bias where it
-is exact (Dense, 1x1 or VALID convs); a rule that cannot follow a tensor
-(an op it does not know, a Softmax, a residual add, the model's output)
-stops the group, which keeps every unit, and says why.
+shift, the sum of both sides' constants through an add and so on. A
+consumer folds that constant into its own bias where it is exact (Dense, 1x1
+or VALID convs); a rule that cannot follow a tensor (an op it does not know,
+a Softmax, the model's output, an add of the network input) keeps the
+tensor's channels (`Flow.stops`) and says why.
 
-    flow = analyze(graph_def, output_names)
-    for group in flow.groups: group.removable, group.reasons
+    flow = unit_traversal.analyze(graph_def, output_names, unit_rules.RULES)
+    decision = unit_removal.decide(flow)
 """
 
 import collections
@@ -45,31 +55,30 @@ def tensor_name(text: str) -> str:
 
 @dataclasses.dataclass
 class Space:
-  """How a tensor's last axis relates to its group's units.
+  """How a tensor's last axis relates to the producers' units.
 
   Attributes:
     tensor: the tensor ('node:index').
-    root: channel -> the producer unit it belongs to.
-    const: channel -> the value it holds wherever its unit is removed.
-    origin: the tensor where this channel layout began (the producer's
-      output, a depthwise conv's, a Flatten's); two operands of a binary op
-      are the same channels only if they share it.
+    root: channel -> the element (producer unit) it belongs to; 0 for a
+      channel no producer owns.
+    const: channel -> the value it holds wherever its class is removed.
   """
 
   tensor: str
   root: np.ndarray
   const: np.ndarray
-  origin: str
 
 
 @dataclasses.dataclass
 class Edit:
   """A change to one constant input edge `(node, position)` of the graph.
 
-  kind 'slice': drop positions along `axis` whose unit is removed (`root`
-  maps each position to its unit); 'fold': add `fold(removed)` (a function
-  of the removed-unit mask) to the value; 'reshape': give a Flatten's shape
-  input the new feature count (`root` maps each feature to its unit).
+  kind 'slice': drop positions along `axis` whose element is removed
+  (`root` maps each position to its element); 'fold': add `fold(removed)`
+  (a function of the removed-element mask; `root`: the channels it folds)
+  to the value; 'reshape': give a
+  Flatten's shape input the new feature count (`root` maps each feature to
+  its element).
   """
 
   kind: str
@@ -80,40 +89,86 @@ class Edit:
   fold: Optional[Callable[[np.ndarray], np.ndarray]] = None
 
 
+class Units:
+  """Every producer's output units as elements, with a union-find on them.
+
+  Element 0 stands for channels that no producer owns (the network input,
+  an op shrinking does not follow); it is never zero, so a class holding it
+  never goes.
+  """
+
+  def __init__(self):
+    self._parent = [0]
+    self.zero = np.zeros(1, dtype=bool)  # element -> its unit is zero
+
+  def add(self, zero: np.ndarray) -> np.ndarray:
+    """New elements, one per unit; returns their ids."""
+    start = len(self._parent)
+    ids = np.arange(start, start + zero.size)
+    self._parent.extend(ids.tolist())
+    self.zero = np.concatenate([self.zero, np.asarray(zero, dtype=bool)])
+    return ids
+
+  def __len__(self) -> int:
+    return len(self._parent)
+
+  def find(self, element: int) -> int:
+    parent = self._parent
+    root = element
+    while parent[root] != root:
+      root = parent[root]
+    while parent[element] != root:
+      parent[element], element = root, parent[element]
+    return root
+
+  def union(self, a: np.ndarray, b: np.ndarray) -> None:
+    """Ties a[i] to b[i] for every i (the same channel of two tensors)."""
+    for x, y in zip(np.ravel(a).tolist(), np.ravel(b).tolist()):
+      x, y = self.find(x), self.find(y)
+      if x != y:
+        # The smaller id becomes the root, so element 0 stays a root.
+        self._parent[max(x, y)] = min(x, y)
+
+  def classes(self) -> np.ndarray:
+    """Element -> the root of its class."""
+    return np.array([self.find(e) for e in range(len(self))], dtype=np.int64)
+
+
 @dataclasses.dataclass
 class Group:
-  """The units of one producer and everything that must go with them.
+  """The units of one producer.
 
   Attributes:
     producer: the MatMul/Conv node.
     kernel: the Const node holding its kernel.
     zero: unit -> its kernel slice is all zero.
-    keep: unit -> it must stay although it is zero (see `reasons`).
-    reasons: why units are kept, one sentence each.
-    edits: what removing units changes.
+    ids: unit -> its element in `Flow.units`.
   """
 
   producer: str
   kernel: str
   zero: np.ndarray
-  keep: np.ndarray
-  reasons: List[str] = dataclasses.field(default_factory=list)
-  edits: List[Edit] = dataclasses.field(default_factory=list)
-
-  @property
-  def removable(self) -> np.ndarray:
-    return self.zero & ~self.keep
-
-  def stop(self, reason: str, units: Optional[np.ndarray] = None) -> None:
-    """Keeps `units` (default: all) of the group, for `reason`."""
-    self.keep |= self.zero if units is None else units
-    if reason not in self.reasons:
-      self.reasons.append(reason)
+  ids: np.ndarray
 
 
 @dataclasses.dataclass
 class Flow:
+  """What the analysis found.
+
+  Attributes:
+    groups: one `Group` per producer, in topological order.
+    units: the elements and their classes.
+    edits: every constant slice, fold and reshape that removing elements
+      takes (an edit of a kept element changes nothing).
+    stops: (reason, elements): these elements' classes must stay.
+    graph: the analysed graph.
+  """
+
   groups: Tuple[Group, ...]
+  units: Units
+  edits: Tuple[Edit, ...]
+  stops: Tuple[Tuple[str, np.ndarray], ...]
+  graph: 'Graph'
 
 
 class Graph:
@@ -132,6 +187,7 @@ class Graph:
     with self._tf_graph.as_default():
       tf.graph_util.import_graph_def(graph_def, name='')
     self._session = None
+    self._computed: Dict[str, np.ndarray] = {}
     self._varying = self._varying_nodes(graph_def)
 
   def shape(self, tensor: str) -> Optional[List[Optional[int]]]:
@@ -140,6 +196,27 @@ class Graph:
 
   def input(self, node, position: int) -> str:
     return tensor_name(node.input[position])
+
+  def topological(self) -> List:
+    """The nodes, each after every node it reads (a cycle's are left out)."""
+    waiting = {
+      n.name: len({graph_ir.node_name(t) for t in n.input})
+      for n in self.graph_def.node
+    }
+    readers = collections.defaultdict(list)
+    for node in self.graph_def.node:
+      for name in {graph_ir.node_name(t) for t in node.input}:
+        readers[name].append(node)
+    ready = [n for n in self.graph_def.node if not waiting[n.name]]
+    order = []
+    while ready:
+      node = ready.pop()
+      order.append(node)
+      for reader in readers[node.name]:
+        waiting[reader.name] -= 1
+        if not waiting[reader.name]:
+          ready.append(reader)
+    return order
 
   def is_constant(self, tensor: str) -> bool:
     """Whether `tensor` depends on no input of the graph."""
@@ -169,12 +246,41 @@ class Graph:
 
   def value(self, tensor: str) -> np.ndarray:
     """The value of a constant tensor."""
+    tensor = tensor_name(tensor)
     node = self.nodes[graph_ir.node_name(tensor)]
+    while node.op in ('Identity', 'Snapshot'):
+      tensor = tensor_name(node.input[0])
+      node = self.nodes[graph_ir.node_name(tensor)]
     if node.op == 'Const':
       return tf.make_ndarray(node.attr['value'].tensor)
     if self._session is None:
       self._session = tf.compat.v1.Session(graph=self._tf_graph)
-    return np.asarray(self._session.run(tensor_name(tensor)))
+      self._computed = self._computed_constants()
+    if tensor not in self._computed:
+      self._computed[tensor] = np.asarray(self._session.run(tensor))
+    return self._computed[tensor]
+
+  def _computed_constants(self) -> Dict[str, np.ndarray]:
+    """Every computed constant (BatchNorm's folded vectors...) in one run.
+
+    One `Session.run` per tensor costs a pass over the whole graph each
+    time, which dominates the analysis of a large model.
+    """
+    fetches = {}
+    for node in self.graph_def.node:
+      if node.op in ('Const', 'Identity', 'Snapshot', 'NoOp'):
+        continue
+      if not self.is_constant(node.name):
+        continue
+      op = self._tf_graph.get_operation_by_name(node.name)
+      for out in op.outputs:
+        if out.dtype.is_floating or out.dtype.is_integer or out.dtype.is_bool:
+          fetches[out.name] = out
+    try:
+      values = self._session.run(fetches)
+    except (tf.errors.OpError, ValueError, TypeError):
+      return {}  # one tensor at a time, then
+    return {name: np.asarray(v) for name, v in values.items()}
 
   def const_source(self, tensor: str) -> Optional[str]:
     """The Const node `tensor` reads through identities, or None."""
@@ -182,118 +288,3 @@ class Graph:
     while node.op in _CONST_CHAIN:
       node = self.nodes[graph_ir.node_name(node.input[0])]
     return node.name if node.op == 'Const' else None
-
-
-# What a rule returns: the spaces its outputs carry (followed further), or
-# None when the tensor ends here (a consumer that dropped the channels).
-Outcome = Optional[List[Space]]
-Rule = Callable[['Context', object, int, Space], Outcome]
-
-
-class CannotFollowError(Exception):
-  """Raised by a rule: the group keeps its units, for this reason."""
-
-
-@dataclasses.dataclass
-class Context:
-  graph: Graph
-  group: Group
-  arrivals: Dict[str, Dict[int, Space]]
-
-
-def analyze(graph_def, output_names: Sequence[str], rules) -> Flow:
-  """Finds every producer's group and what removing its zero units takes.
-
-  Args:
-    graph_def: a stripped GraphDef (weights are Consts); not modified.
-    output_names: its output tensors.
-    rules: op type -> `Rule` (`unit_rules.RULES`); other ops stop a group.
-
-  Returns:
-    A `Flow` with one `Group` per producer that has a zero unit.
-  """
-  graph = Graph(graph_def, output_names)
-  groups = []
-  for node in graph_def.node:
-    group = _producer_group(graph, node)
-    if group is not None:
-      groups.append(group)
-      if group.zero.any():
-        _follow(graph, group, node, rules)
-  return Flow(tuple(groups))
-
-
-def _producer_group(graph: Graph, node) -> Optional[Group]:
-  if node.op == 'MatMul':
-    if node.attr['transpose_a'].b or node.attr['transpose_b'].b:
-      return None
-  elif node.op not in ('Conv2D', 'Conv3D') or not node.attr[
-    'data_format'
-  ].s.endswith(b'C'):
-    return None
-  kernel = graph.const_source(graph.input(node, 1))
-  if kernel is None or graph.is_constant(graph.input(node, 0)):
-    return None
-  value = graph.value(kernel)
-  if value.ndim < 2:
-    return None
-  flat = value.reshape(-1, value.shape[-1])
-  zero = ~flat.any(axis=0)
-  group = Group(node.name, kernel, zero, np.zeros_like(zero))
-  group.edits.append(Edit('slice', node.name, 1, -1, np.arange(zero.size)))
-  return group
-
-
-def _follow(graph: Graph, group: Group, producer, rules) -> None:
-  width = group.zero.size
-  start = Space(
-    f'{producer.name}:0', np.arange(width), np.zeros(width), f'{producer.name}'
-  )
-  context = Context(graph, group, {})
-  queue = collections.deque([start])
-  while queue:
-    space = queue.popleft()
-    if space.tensor in graph.outputs:
-      group.stop(f'the units are a model output ({space.tensor!r})')
-      return
-    for node, position in graph.consumers[space.tensor]:
-      rule = rules.get(node.op)
-      try:
-        if rule is None:
-          raise CannotFollowError(
-            f'op {node.op} {node.name!r} is not known to shrinking'
-          )
-        outcome = rule(context, node, position, space)
-      except CannotFollowError as stop:
-        group.stop(str(stop))
-        return
-      queue.extend(outcome or ())
-  for name in context.arrivals:
-    node = graph.nodes[name]
-    group.stop(
-      f'{node.op} {name!r} combines the units with a tensor that keeps '
-      'them (coupled channels are not shrunk)'
-    )
-    return
-
-
-def follow_same(space: Space, node, const=None, index: int = 0) -> List[Space]:
-  return [
-    Space(
-      f'{node.name}:{index}',
-      space.root,
-      space.const if const is None else const,
-      space.origin,
-    )
-  ]
-
-
-def zero_channels(space: Space, group: Group) -> np.ndarray:
-  """Channel -> its unit is zero (and could be removed)."""
-  return group.zero[space.root]
-
-
-def units_of(space: Space, channels: np.ndarray, width: int) -> np.ndarray:
-  units = np.zeros(width, dtype=bool)
-  units[space.root[channels]] = True
-  return units

@@ -1,15 +1,19 @@
-"""Per-op rules of the unit flow (`unit_flow.analyze`), keyed by op type.
+"""Per-op rules of the unit flow (`unit_traversal.analyze`), keyed by op.
 
-A rule sees one consumer `node` of a tensor whose last axis carries a
-group's channels (`Space`, at data input `position`) and either
+A rule sees a `node` whose input at data `position` carries producers'
+channels (`Space`; the other inputs' spaces are `ctx.space(...)`) and either
   * returns the spaces of the node's outputs (elementwise ops, BatchNorm,
-    pooling, a depthwise conv, a Flatten), recording the constant slices
-    that go with a removed unit as `Edit`s;
+    pooling, a depthwise conv, a Flatten, a concatenation), recording the
+    constant slices that go with a removed unit as `Edit`s and tying the
+    channels that must go together (`ctx.units.union`: a residual add, a
+    squeeze-and-excitation gate);
   * returns None: the channels end here (the next layer's kernel rows, with
     the removed units' constant folded into its bias);
-  * raises `CannotFollowError`: the group keeps its units, and the message
+  * raises `CannotFollowError`: the channels it reads stay, and the message
     says why.
-An op without a rule stops the group.
+An op without a rule keeps the channels it reads. The rules of ops that
+only rearrange channels (concatenation, split, padding) are in
+`unit_layout_rules`.
 """
 
 from typing import List
@@ -17,12 +21,13 @@ from typing import List
 import numpy as np
 import tensorflow as tf
 
-from graph_prune.passes.unit_flow import CannotFollowError
-from graph_prune.passes.unit_flow import Context
+from graph_prune.passes import unit_layout_rules
 from graph_prune.passes.unit_flow import Edit
-from graph_prune.passes.unit_flow import follow_same
 from graph_prune.passes.unit_flow import Space
-from graph_prune.passes.unit_flow import zero_channels
+from graph_prune.passes.unit_traversal import CannotFollowError
+from graph_prune.passes.unit_traversal import Context
+from graph_prune.passes.unit_traversal import follow_same
+from graph_prune.passes.unit_traversal import zero_channels
 
 
 def _f32(fn):
@@ -87,9 +92,7 @@ def _binary(ctx: Context, node, position: int, space: Space):
       f'{node.op} {node.name!r} broadcasts over other axes'
     )
   if value.size == width and value.ndim:
-    ctx.group.edits.append(
-      Edit('slice', node.name, 1 - position, -1, space.root)
-    )
+    ctx.edits.append(Edit('slice', node.name, 1 - position, -1, space.root))
     vector = value.reshape(-1)
   elif value.size == 1:
     vector = np.full(width, value.reshape(-1)[0])
@@ -102,17 +105,32 @@ def _binary(ctx: Context, node, position: int, space: Space):
 
 
 def _two_tensors(ctx, node, position, space, fn):
-  """x * sigmoid(x) and the like: both operands carry the same channels."""
-  arrived = ctx.arrivals.setdefault(node.name, {})
-  arrived[position] = space
-  if len(arrived) < 2:
-    return None
-  del ctx.arrivals[node.name]
-  a, b = arrived[0], arrived[1]
-  if a.origin != b.origin:
+  """A residual add, an SE gate, x * sigmoid(x): ties channel c of both.
+
+  Elementwise by position (broadcasting over the other axes), so channel c
+  of one operand and channel c of the other are one class from here on:
+  removed together or not at all, with the constant `fn(a, b)`.
+  """
+  other = ctx.space(ctx.graph.input(node, 1 - position))
+  if other is None:
     raise CannotFollowError(
-      f'{node.op} {node.name!r} combines two different channel layouts'
+      f'{node.op} {node.name!r} combines the channels with a tensor that '
+      'no layer shrinking follows produces (the network input, an unknown '
+      'op)'
     )
+  if other.root.size != space.root.size:
+    raise CannotFollowError(
+      f'{node.op} {node.name!r} broadcasts one operand over the channels '
+      f'({other.root.size} and {space.root.size} channels)'
+    )
+  for mine, theirs in ((space, other), (other, space)):
+    ctx.stop(
+      f'{node.op} {node.name!r} combines the channels with channels that no '
+      'layer shrinking follows produces',
+      mine.root[theirs.root == 0],
+    )
+  ctx.units.union(space.root, other.root)
+  a, b = (space, other) if position == 0 else (other, space)
   return follow_same(space, node, fn(a.const, b.const))
 
 
@@ -155,14 +173,13 @@ def _fold_into_next(ctx: Context, node, space: Space, kernel, exact: bool):
   `kernel` is `node`'s kernel with the channels on axis -2; each removed
   channel adds `const * sum(kernel[..., channel, :])` to every output.
   """
-  zero = zero_channels(space, ctx.group)
+  zero = zero_channels(space, ctx)
   nonzero = zero & (space.const != 0)
   if not nonzero.any():
     return
-  units = np.zeros(ctx.group.zero.size, dtype=bool)
-  units[space.root[nonzero]] = True
+  units = space.root[nonzero]
   if not exact:
-    ctx.group.stop(
+    ctx.stop(
       f'{node.op} {node.name!r} is zero-padded, so the constant output of a '
       'removed unit would not fold into its bias exactly',
       units,
@@ -170,7 +187,7 @@ def _fold_into_next(ctx: Context, node, space: Space, kernel, exact: bool):
     return
   edge = _bias_edge(ctx, node)
   if edge is None:
-    ctx.group.stop(
+    ctx.stop(
       f'{node.op} {node.name!r} has no bias to fold the constant output of '
       'a removed unit into',
       units,
@@ -183,14 +200,14 @@ def _fold_into_next(ctx: Context, node, space: Space, kernel, exact: bool):
     channels = removed[root]
     return const[channels] @ rows[channels].astype(np.float64)
 
-  ctx.group.edits.append(Edit('fold', edge[0], edge[1], fold=fold))
+  ctx.edits.append(Edit('fold', edge[0], edge[1], root=root, fold=fold))
 
 
 def _matmul(ctx: Context, node, position: int, space: Space):
   if position != 0 or node.attr['transpose_a'].b or node.attr['transpose_b'].b:
     raise CannotFollowError(f'MatMul {node.name!r} reads the units transposed')
   kernel = _kernel(ctx, node)
-  ctx.group.edits.append(Edit('slice', node.name, 1, -2, space.root))
+  ctx.edits.append(Edit('slice', node.name, 1, -2, space.root))
   _fold_into_next(ctx, node, space, kernel, exact=True)
 
 
@@ -198,7 +215,12 @@ def _conv(ctx: Context, node, position: int, space: Space):
   if position != 0 or not node.attr['data_format'].s.endswith(b'C'):
     raise CannotFollowError(f'{node.op} {node.name!r} is not channels-last')
   kernel = _kernel(ctx, node)
-  ctx.group.edits.append(Edit('slice', node.name, 1, -2, space.root))
+  if kernel.shape[-2] != space.root.size:
+    raise CannotFollowError(
+      f'{node.op} {node.name!r} is a grouped convolution '
+      f'({kernel.shape[-2]} of {space.root.size} channels per group)'
+    )
+  ctx.edits.append(Edit('slice', node.name, 1, -2, space.root))
   exact = node.attr['padding'].s == b'VALID' or all(
     d == 1 for d in kernel.shape[:-2]
   )
@@ -210,23 +232,21 @@ def _depthwise(ctx: Context, node, position: int, space: Space):
     raise CannotFollowError(f'{node.op} {node.name!r} is not channels-last')
   kernel = _kernel(ctx, node)  # [kh, kw, channels, multiplier]
   multiplier = kernel.shape[-1]
-  ctx.group.edits.append(Edit('slice', node.name, 1, -2, space.root))
-  zero = zero_channels(space, ctx.group)
+  ctx.edits.append(Edit('slice', node.name, 1, -2, space.root))
+  zero = zero_channels(space, ctx)
   padded = node.attr['padding'].s != b'VALID' and any(
     d != 1 for d in kernel.shape[:2]
   )
   if padded and (zero & (space.const != 0)).any():
-    units = np.zeros(ctx.group.zero.size, dtype=bool)
-    units[space.root[zero & (space.const != 0)]] = True
-    ctx.group.stop(
+    ctx.stop(
       f'{node.op} {node.name!r} is zero-padded, so a removed unit would '
       'not be constant after it',
-      units,
+      space.root[zero & (space.const != 0)],
     )
   sums = kernel.reshape(-1, kernel.shape[-2], multiplier).sum(axis=0)
   const = (space.const[:, None] * sums).astype(np.float32).reshape(-1)
   root = np.repeat(space.root, multiplier)
-  return [Space(f'{node.name}:0', root, const, f'{node.name}:0')]
+  return [Space(f'{node.name}:0', root, const)]
 
 
 def _batch_norm(ctx: Context, node, position: int, space: Space):
@@ -251,7 +271,7 @@ def _batch_norm(ctx: Context, node, position: int, space: Space):
         f'{node.op} {node.name!r} has parameters that vary'
       )
     params.append(ctx.graph.value(tensor).astype(np.float64))
-    ctx.group.edits.append(Edit('slice', node.name, index, -1, space.root))
+    ctx.edits.append(Edit('slice', node.name, index, -1, space.root))
   scale, offset, mean, variance = params
   epsilon = node.attr['epsilon'].f
   const = (space.const - mean) * scale / np.sqrt(variance + epsilon) + offset
@@ -320,8 +340,8 @@ def _reshape(ctx: Context, node, position: int, space: Space):
   positions = shape_out[1] // space.root.size
   root = np.tile(space.root, positions)
   const = np.tile(space.const, positions)
-  ctx.group.edits.append(Edit('reshape', node.name, 1, root=root))
-  return [Space(f'{node.name}:0', root, const, f'{node.name}:0')]
+  ctx.edits.append(Edit('reshape', node.name, 1, root=root))
+  return [Space(f'{node.name}:0', root, const)]
 
 
 def _shape(ctx: Context, node, position: int, space: Space):
@@ -362,6 +382,7 @@ def _rules():
   rules.update(dict.fromkeys(['Squeeze', 'ExpandDims'], _reshape_axes))
   rules['Reshape'] = _reshape
   rules['Shape'] = _shape
+  rules.update(unit_layout_rules.RULES)
   return rules
 
 
