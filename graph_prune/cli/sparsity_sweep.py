@@ -2,7 +2,8 @@
 
 Usage:
   sparsity_sweep [--out_dir=DIR] [--methods=M1,M2,...] [--sparsities=K1,K2,...]
-      [--seeds=0,1,2] [--model=mlp] [--data=PATH] [--dense_steps=N]
+      [--seeds=0,1,2] [--model=mlp|cnn|lstm|rescnn] [--data=PATH]
+      [--dense_steps=N]
       [--retrain_steps=N] [--schedule_fraction=F] [--pruning_frequency=N]
       [--batch_size=B] [--learning_rate=LR] [--latency_batch=B]
   (or tools/sparsity_sweep ...)
@@ -20,8 +21,10 @@ with each method:
   gradual_weight_layer   masked retraining while contrib's schedule raises the
   gradual_weight_global  sparsity (any KIND_GRANULARITY_SCOPE is accepted)
   gradual_unit_layer     masked retraining, whole units per layer
-  gradual_unit_coupled   the same, channels tied by residual adds and
-                         concatenations pruned together (unit_groups=coupled)
+
+Coupled channel groups (unit_groups=coupled: the channels residual adds and
+concatenations tie, pruned together) are the scope coupled, e.g.
+--model=rescnn --methods=gradual_unit_layer,gradual_unit_coupled.
 
 Block sparsity (contrib's block_height x block_width, blocks ranked by mean
 |w|) is the granularity blockHxW, e.g. --methods=gradual_block4x4_layer.
@@ -49,6 +52,7 @@ from graph_prune.study import errors
 from graph_prune.study import plots
 from graph_prune.study import results
 from graph_prune.study import sweep
+from graph_prune.train import models
 
 _defaults = config_lib.SweepConfig()
 _OUT_DIR = flags.DEFINE_string(
@@ -66,7 +70,7 @@ _SEEDS = flags.DEFINE_list(
   'seeds', ['0'], 'Seeds; one dense model each, results averaged.'
 )
 _MODEL = flags.DEFINE_enum(
-  'model', _defaults.model, ['mlp', 'cnn', 'lstm'], 'Built-in model.'
+  'model', _defaults.model, list(models.MODELS), 'Built-in model.'
 )
 _DATA = flags.DEFINE_string(
   'data',

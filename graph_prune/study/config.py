@@ -31,7 +31,6 @@ DEFAULT_METHODS = (
   'gradual_weight_layer',
   'gradual_weight_global',
   'gradual_unit_layer',
-  'gradual_unit_coupled',
 )
 
 
