@@ -21,13 +21,13 @@ Writes bench/results/coupled_training.json.
 
 import os
 import tempfile
-import time
 
 from absl import app
 from absl import flags
 import numpy as np
 import results_io  # bench/results_io.py, beside this script
 import tensorflow as tf
+import timing  # bench/timing.py, beside this script
 
 import graph_prune
 from graph_prune.train import experiment
@@ -74,24 +74,6 @@ def _train(extra, steps, tmp):
   return experiment.train(config, log=lambda line: None)
 
 
-def _time(fns, x, rounds):
-  for fn in fns.values():
-    fn(x)
-  start = time.perf_counter()
-  fns['dense'](x).numpy()
-  calls = int(max(3, min(300, 0.2 / max(time.perf_counter() - start, 1e-6))))
-  times = {key: [] for key in fns}
-  keys = list(fns)
-  for r in range(rounds):
-    for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
-      start = time.perf_counter()
-      for _ in range(calls):
-        out = fns[key](x)
-      out.numpy()
-      times[key].append((time.perf_counter() - start) / calls)
-  return times
-
-
 def main(argv):
   del argv
   steps = _STEPS.value
@@ -118,7 +100,7 @@ def main(argv):
       print(key, row)
   for batch in [int(b) for b in _BATCHES.value]:
     x = tf.constant(np.random.default_rng(0).random((batch, 8, 8)), tf.float32)
-    times = _time(fns, x, _ROUNDS.value)
+    times = timing.interleaved(fns, x, _ROUNDS.value)
     dense = float(np.median(times['dense']))
     results['latency'][batch] = {
       key: {

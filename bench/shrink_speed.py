@@ -21,7 +21,8 @@ masks the pruned units' biases too, so a removed unit outputs exactly
 relu(0) = 0. Three variants of each, all `tf.function`s with the same input
 signature: the dense Keras model, `graph_prune.strip` and
 `graph_prune.shrink`; for the CNN a fourth, the same architecture built by
-hand with the shrunk widths (random weights): the floor shrinking can reach. They run interleaved, the order rotating per round,
+hand with the shrunk widths (random weights): the floor shrinking can reach.
+They run interleaved (`timing.interleaved`), the order rotating per round,
 each round timing a fixed number of calls; the table has the median and
 minimum of rounds and the ratio of medians to dense, beside the ratio of
 multiply-adds (shrunk / dense, from the shrink report).
@@ -36,7 +37,6 @@ Writes bench/results/shrink_speed.json.
 
 import os
 import tempfile
-import time
 
 from absl import app
 from absl import flags
@@ -45,6 +45,7 @@ import keras_channels  # bench/keras_channels.py, beside this script
 import numpy as np
 import results_io  # bench/results_io.py, beside this script
 import tensorflow as tf
+import timing  # bench/timing.py, beside this script
 
 import graph_prune
 from graph_prune.train import experiment
@@ -127,26 +128,6 @@ def _by_hand(name, shrunk):
   return model
 
 
-def _time(fns, x, rounds, min_calls=3):
-  for fn in fns.values():
-    fn(x)
-  start = time.perf_counter()
-  fns['dense'](x).numpy()
-  elapsed = max(time.perf_counter() - start, 1e-6)
-  calls = int(max(min_calls, min(300, 0.2 / elapsed)))
-  times = {k: [] for k in fns}
-  keys = list(fns)
-  for r in range(rounds):
-    order = keys[r % len(keys) :] + keys[: r % len(keys)]
-    for key in order:
-      start = time.perf_counter()
-      for _ in range(calls):
-        out = fns[key](x)
-      out.numpy()
-      times[key].append((time.perf_counter() - start) / calls)
-  return times
-
-
 def _case(name, sparsity, batches, rounds):
   model, pruned = _prune(name, sparsity)
   return _measure(name, sparsity, model, pruned, batches, rounds, (8, 8))
@@ -190,7 +171,7 @@ def _measure(name, sparsity, model, pruned, batches, rounds, shape, **kw):
     # Shrinking must not change the stripped model's outputs.
     check = np.abs(shrunk(x).numpy() - stripped(x).numpy()).max()
     scale = np.abs(stripped(x).numpy()).max()
-    times = _time(fns, x, rounds, **kw)
+    times = timing.interleaved(fns, x, rounds, **kw)
     med = {k: float(np.median(v)) for k, v in times.items()}
     rows.append(
       {

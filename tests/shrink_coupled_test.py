@@ -16,6 +16,7 @@ import re
 from absl.testing import parameterized
 import keras
 import numpy as np
+from shrink_test import _randomize  # tests/shrink_test.py
 import tensorflow as tf
 
 import graph_prune
@@ -70,14 +71,6 @@ def _zero_channels(model, layer, channels, consumers=None):
         channels[:, None] * multiplier + np.arange(multiplier)
       ).ravel()
     nexts = consumers[id(layer.output)]
-
-
-def _randomize(model, seed=0):
-  rng = np.random.RandomState(seed)
-  for w in model.weights:
-    name = getattr(w, 'path', w.name)
-    value = rng.randn(*w.shape).astype(np.float32) * 0.5
-    w.assign(1.0 + np.abs(value) if 'variance' in name else value)
 
 
 def _prune(model):
