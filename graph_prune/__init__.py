@@ -50,6 +50,7 @@ _PUBLIC = {
   'TFLiteExportError': 'graph_prune.errors',
   'RepresentativeDataError': 'graph_prune.errors',
   'KerasStripError': 'graph_prune.errors',
+  'save_pruned': 'graph_prune.saved_model_conventions',
 }
 
 __all__ = sorted(_PUBLIC)
@@ -101,6 +102,7 @@ if TYPE_CHECKING:  # what static tools and IDEs see
   from graph_prune.pruned_model import apply_pruning  # noqa: F401
   from graph_prune.pruned_model import PrunedModel  # noqa: F401
   from graph_prune.pruned_model import Sparsity  # noqa: F401
+  from graph_prune.saved_model_conventions import save_pruned  # noqa: F401
   from graph_prune.train.errors import ConfigError  # noqa: F401
   from graph_prune.train.errors import DataError  # noqa: F401
   from graph_prune.train.errors import ResumeError  # noqa: F401

@@ -32,6 +32,12 @@ from graph_prune import selection
 from graph_prune.mask_structure import MaskStructure
 from graph_prune.mask_structure import structure_for as structure_for
 
+# Up to this many elements the NaN/Inf check runs the exact test alone (two
+# passes over a small weight cost nothing next to the update's fixed cost);
+# above, one sum first (`_check_finite`). selection.py's small path uses the
+# same crossover.
+_EXACT_CHECK_SIZE = 1 << 16
+
 
 class MaskResult(NamedTuple):
   """A mask in the weight's shape and dtype, and the threshold that made it."""
@@ -264,11 +270,17 @@ def _check_finite(weight: tf.Tensor, name: Optional[str]) -> tf.Tensor:
     if weight.dtype in (tf.float32, tf.float64)
     else tf.cast(weight, tf.float32)
   )
-  finite = tf.cond(
-    tf.math.is_finite(tf.reduce_sum(wide)),
-    lambda: tf.constant(True),
-    lambda: tf.reduce_all(tf.math.is_finite(weight)),
-  )
+  size = weight.shape.num_elements()
+  if size is not None and size <= _EXACT_CHECK_SIZE:
+    # Small: the exact test directly, which saves a `tf.cond` and its two
+    # branch functions per weight in the update's graph.
+    finite = tf.reduce_all(tf.math.is_finite(weight))
+  else:
+    finite = tf.cond(
+      tf.math.is_finite(tf.reduce_sum(wide)),
+      lambda: tf.constant(True),
+      lambda: tf.reduce_all(tf.math.is_finite(weight)),
+    )
   check = tf.debugging.Assert(
     finite,
     [

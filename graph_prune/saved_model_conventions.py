@@ -100,3 +100,60 @@ def export_signatures(functions, call=None):
   if 'serving_default' in signatures:
     signatures.setdefault(SERVE, signatures['serving_default'])
   return signatures or None
+
+
+def save_pruned(module, export_dir: str) -> None:
+  """`tf.saved_model.save` with Keras 3's signatures: `serve` and default.
+
+  A plain `tf.saved_model.save(module, dir)` makes one signature,
+  `serving_default`, of the function this mixin marks (TensorFlow takes a
+  single default function); Keras 3's `model.export()` writes `serve`
+  beside it. Both keys name the same traced function, so the weights are
+  stored once.
+
+  Args:
+    module: a `SavedModelConventions` module (e.g. a `PrunedModel`).
+    export_dir: the directory to write.
+  """
+  serve = module._export_serve()  # pylint: disable=protected-access
+  tf.saved_model.save(
+    module, export_dir, signatures=export_signatures({}, serve)
+  )
+
+
+def signature_aliases(signatures) -> dict:
+  """Signature keys of a loaded SavedModel that alias `serving_default`.
+
+  `tf.saved_model.save` wraps each signature key in its own function, so a
+  loaded `serve` and `serving_default` are different objects even when both
+  were saved from one `tf.function`; what they share is the function they
+  call. A tool that strips every signature strips such an alias once and
+  saves it again as an alias (`export_signatures`), or the output would
+  hold the folded weights twice.
+
+  Args:
+    signatures: a loaded SavedModel's `signatures` mapping.
+
+  Returns:
+    {alias key: 'serving_default'} for `serve` when it calls the same
+    function as `serving_default` with the same inputs; else {}.
+  """
+  default = 'serving_default'
+  if SERVE not in signatures or default not in signatures:
+    return {}
+  serve, target = signatures[SERVE], signatures[default]
+  if (
+    _called_functions(serve) == _called_functions(target)
+    and _called_functions(serve)
+    and serve.structured_input_signature == target.structured_input_signature
+  ):
+    return {SERVE: default}
+  return {}
+
+
+def _called_functions(concrete):
+  return sorted(
+    op.get_attr('f').name
+    for op in concrete.graph.get_operations()
+    if op.type in ('StatefulPartitionedCall', 'PartitionedCall')
+  )

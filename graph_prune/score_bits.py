@@ -211,18 +211,25 @@ def radix_select(values, k):
   """
   kth = tf.constant(0, tf.int32)
   num_less = tf.constant(0, tf.int32)
+  # 1 where a value shares the digits found so far: the later levels count
+  # only those (a weighted Bincount) instead of gathering them, which keeps
+  # the update's graph small (a boolean_mask is about twenty ops per level
+  # and weight) for a pass over the candidates, a small fraction of the
+  # scores.
+  active = None
   shift = 31
   for level, width in enumerate(RADIX_DIGITS):
     shift -= width
     digit = tf.bitwise.bitwise_and(
       tf.bitwise.right_shift(values, shift), (1 << width) - 1
     )
-    found, below = locate(bincount(digit, 1 << width), k)
+    found, below = locate(bincount(digit, 1 << width, active), k)
     kth = kth * (1 << width) + found
     num_less += below
     k -= below
     if level < len(RADIX_DIGITS) - 1:
-      values = tf.boolean_mask(values, tf.equal(digit, found))
+      match = tf.cast(tf.equal(digit, found), tf.int32)
+      active = match if active is None else active * match
   return kth, num_less
 
 
@@ -233,14 +240,15 @@ def locate(counts, k):
   return index, cumulative[index] - counts[index]
 
 
-def bincount(values, size):
+def bincount(values, size, weights=None):
   """Counts non-negative int32 `values` < size into `size` int32 bins.
 
   Calls the raw op: `tf.math.bincount` adds a `reduce_max` pass over `values`.
+  `weights` (int32, the shape of `values`) counts each value that many times.
   """
-  return tf.raw_ops.Bincount(
-    arr=values, size=size, weights=tf.constant([], tf.int32)
-  )
+  if weights is None:
+    weights = tf.constant([], tf.int32)
+  return tf.raw_ops.Bincount(arr=values, size=size, weights=weights)
 
 
 def count_true(condition):

@@ -117,6 +117,9 @@ def prune_smallest(scores, num_prune):
   bits, threshold_bits, pruned_ties = _select_bits(
     _bits.float32_bits(scores), num_prune
   )
+  threshold = tf.cast(tf.bitcast(threshold_bits, tf.float32), scores.dtype)
+  if scores.shape[0] is not None and scores.shape[0] <= _SMALL_SIZE:
+    return _small_keep(bits, threshold_bits, pruned_ties), threshold
   # Scores equal to the threshold are pruned up to the last pruned tie.
   # Comparing flat indices too costs time (measured: BUILD_NOTES,
   # 'Measurements behind the code'), so it only runs when there are such ties.
@@ -127,8 +130,27 @@ def prune_smallest(scores, num_prune):
     ),
     lambda: _bits.keep_from(bits, threshold_bits),
   )
-  threshold = tf.bitcast(threshold_bits, tf.float32)
-  return keep, tf.cast(threshold, scores.dtype)
+  return keep, threshold
+
+
+def _small_keep(bits, threshold_bits, pruned_ties):
+  """`score_bits.keep_after` in plain ops, for up to `_SMALL_SIZE` scores.
+
+  A small weight gains nothing from a fused XLA pass, but each one costs a
+  `tf.cond` with two branch functions and an XLA compilation per weight
+  shape at the first update, which dominate the first update of a model
+  with many small weights. The same keep as `prune_smallest`'s other path:
+  scores above the threshold, and ties after the last pruned one (index -1
+  when no tie is pruned). `bits` are canonical on this path.
+  """
+  last_pruned = tf.reduce_max(
+    tf.concat([tf.constant([-1], tf.int64), pruned_ties], axis=0)
+  )
+  later = tf.range(tf.size(bits, out_type=tf.int64)) > last_pruned
+  return tf.logical_or(
+    bits > threshold_bits,
+    tf.logical_and(tf.equal(bits, threshold_bits), later),
+  )
 
 
 def histogram_threshold(scores, sparsity, nbins=256):

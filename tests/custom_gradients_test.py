@@ -74,6 +74,25 @@ class ForwardGradientsPassTest(tf.test.TestCase):
     self.assertEqual(list(plain.input), list(node.input))
     self.assertEqual(gradient_attrs(new), [])
 
+  def test_library_functions_lose_their_python_gradients(self):
+    inner = tf.function(lambda h: tf.nn.silu(h) * 2.0)
+    fn = tf.function(lambda x: inner(x) + 1.0, input_signature=[SPEC])
+    cf = fn.get_concrete_function()
+    library = {
+      f.signature.name: f for f in cf.graph.as_graph_def().library.function
+    }
+    before = {k: f.SerializeToString() for k, f in library.items()}
+    self.assertEqual(gradient_attrs(cf.function_def), [])  # only nested
+    result = custom_gradients.forward_library(library)
+    self.assertTrue(result.changed)
+    self.assertLen(result.report, 1)
+    self.assertEqual(set(result.graph), set(library))
+    for f in result.graph.values():
+      self.assertEqual(gradient_attrs(f), [])
+    self.assertEqual(
+      {k: f.SerializeToString() for k, f in library.items()}, before
+    )
+
   def test_no_custom_gradient_returns_the_input(self):
     fn = tf.function(lambda x: tf.nn.relu(x), input_signature=[SPEC])
     fdef = fn.get_concrete_function().function_def
@@ -165,6 +184,52 @@ class PrunedCustomGradientsTest(tf.test.TestCase, parameterized.TestCase):
     graph_prune.export_saved_model(self.pruned, path)
     loaded = tf.saved_model.load(path)
     self.assertAllClose(loaded(self.x), self.pruned(self.x), atol=1e-6)
+
+
+class NestedCustomGradientsTest(tf.test.TestCase, parameterized.TestCase):
+  """silu inside a function the model's graph calls (not traced inline)."""
+
+  @parameterized.named_parameters(
+    ('nested_tf_function', 'call'),
+    ('while_loop_body', 'while'),
+  )
+  def test_training_gradient_matches_numpy(self, where):
+    rs = np.random.RandomState(4)
+    w = tf.Variable(rs.randn(6, 4).astype(np.float32), name='nested/w')
+    inner = tf.function(lambda h: tf.nn.silu(h))
+
+    def body(i, h):
+      return i + 1, tf.nn.silu(h)
+
+    @tf.function(input_signature=[SPEC])
+    def fn(x):
+      h = tf.matmul(x, w)
+      if where == 'call':
+        return inner(h)
+      return tf.while_loop(lambda i, h: i < 1, body, [0, h])[1]
+
+    pruned = graph_prune.apply_pruning(fn, 'target_sparsity=0.5')
+    pruned.mask_update(END)
+    mask = pruned.masks[0].numpy()
+    x = rs.randn(3, 6).astype(np.float32)
+
+    @tf.function
+    def step(x):
+      with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(pruned(x))
+      return loss, tape.gradient(loss, w)
+
+    loss, grad = step(tf.constant(x))
+    z = x @ (w.numpy() * mask)
+    sigmoid = 1.0 / (1.0 + np.exp(-z))
+    # d/dW sum(silu(x W*M)) = x^T silu'(z) * M, silu' = s + z s (1 - s).
+    expected = x.T @ (sigmoid + z * sigmoid * (1.0 - sigmoid)) * mask
+    self.assertAllClose(loss, np.sum(z * sigmoid), rtol=1e-5)
+    self.assertAllClose(grad, expected, rtol=1e-5, atol=1e-5)
+    path = os.path.join(self.get_temp_dir(), where)
+    tf.saved_model.save(pruned, path)
+    loaded = tf.saved_model.load(path)
+    self.assertAllClose(loaded(x), pruned(x), atol=1e-6)
 
 
 class RecomputeGradTest(tf.test.TestCase):

@@ -168,6 +168,22 @@ class ElementwiseTest(parameterized.TestCase, tf.test.TestCase):
     mask, _ = masking.compute_mask(w, 0.25, MaskStructure(), name='k')
     self.assertAllEqual(mask, [[1, 1], [1, 0]])
 
+  def test_small_weight_update_graph_has_no_branches_or_calls(self):
+    # A model's first update traces one per weight: no tf.cond branch
+    # functions or per-shape XLA calls for small weights, the same mask.
+    w = np.round(_random((64, 64), seed=3), 1)  # many ties
+    fn = tf.function(
+      lambda w: masking.compute_mask(w, 0.6, MaskStructure(), name='k')
+    )
+    graph = fn.get_concrete_function(tf.TensorSpec([64, 64])).graph
+    ops = {op.type for op in graph.get_operations()}
+    self.assertEmpty(
+      ops & {'If', 'StatelessIf', 'PartitionedCall', 'StatefulPartitionedCall'}
+    )
+    self.assertEmpty(graph.as_graph_def().library.function)
+    mask, _ = fn(tf.constant(w))
+    self.assertAllEqual(mask, np_keep_smallest_pruned(np.abs(w), 0.6))
+
   def test_non_finite_in_tf_function(self):
     fn = tf.function(
       lambda w: masking.compute_mask(w, 0.5, MaskStructure(), name='k').mask

@@ -11,6 +11,9 @@ one; the 2 unpruned biases for the stripped one), a `serve` endpoint giving
 `pruned(x)`, a `serving_default` signature (and `serve` for the stripped
 exports) whose input is named after the model's input. A checkpoint is
 unchanged (no saved-only lists), and `saved_model_cli show --all` runs.
+`graph_prune.save_pruned` writes both `serve` and `serving_default`; its
+strip has both again with each folded kernel one constant in the whole
+SavedModel (counted in saved_model.pb), as for a single-signature input.
 """
 
 import os
@@ -20,11 +23,32 @@ import sys
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 
 import graph_prune
 
 L = keras.layers
 X = np.random.RandomState(0).standard_normal((4, 6)).astype(np.float32)
+
+
+def _kernel_constants(path):
+  """{shape: count} of the rank-2 float constants in saved_model.pb."""
+  proto = saved_model_pb2.SavedModel()
+  with open(os.path.join(path, 'saved_model.pb'), 'rb') as f:
+    proto.ParseFromString(f.read())
+  graph = proto.meta_graphs[0].graph_def
+  nodes = list(graph.node)
+  for function in graph.library.function:
+    nodes += function.node_def
+  counts = {}
+  for node in nodes:
+    if node.op != 'Const':
+      continue
+    tensor = node.attr['value'].tensor
+    shape = tuple(d.size for d in tensor.tensor_shape.dim)
+    if len(shape) == 2 and tensor.dtype == tf.float32.as_datatype_enum:
+      counts[shape] = counts.get(shape, 0) + 1
+  return counts
 
 
 def _model():
@@ -53,9 +77,32 @@ class SavedModelConventionsTest(tf.test.TestCase):
       'exported': os.path.join(root, 'exported'),
       'stripped': os.path.join(root, 'stripped'),
     }
+    cls.paths['saved'] = os.path.join(root, 'saved')
+    cls.paths['saved_stripped'] = os.path.join(root, 'saved_stripped')
     tf.saved_model.save(cls.pruned, cls.paths['pruned'])
     graph_prune.export_saved_model(cls.pruned, cls.paths['exported'])
     graph_prune.strip_saved_model(cls.paths['pruned'], cls.paths['stripped'])
+    graph_prune.save_pruned(cls.pruned, cls.paths['saved'])
+    cls.saved_report = graph_prune.strip_saved_model(
+      cls.paths['saved'], cls.paths['saved_stripped']
+    )
+
+  def test_save_pruned_has_both_signatures(self):
+    loaded = tf.saved_model.load(self.paths['saved'])
+    self.assertLen(loaded.variables, 4 + 2 + 2 + 1)
+    self.assertAllClose(loaded.serve(tf.constant(X)), self.want, atol=1e-6)
+    self.assert_signature(loaded, ('serve', 'serving_default'))
+
+  def test_stripping_both_signatures_stores_the_weights_once(self):
+    loaded = tf.saved_model.load(self.paths['saved_stripped'])
+    self.assert_signature(loaded, ('serve', 'serving_default'))
+    self.assertEqual(self.saved_report.signatures, ('serve', 'serving_default'))
+    # Each folded kernel is one constant in the whole SavedModel, as in the
+    # strip of a single-signature SavedModel.
+    for kind in ('stripped', 'saved_stripped'):
+      self.assertEqual(
+        _kernel_constants(self.paths[kind]), {(6, 8): 1, (8, 3): 1}, kind
+      )
 
   def test_pruned_export(self):
     loaded = tf.saved_model.load(self.paths['pruned'])

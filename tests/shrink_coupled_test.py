@@ -302,21 +302,22 @@ def _mobilenet_v2_groups(model):
   return sorted(sorted(g) for g in groups)
 
 
-_MODELS = (('resnet50', 'resnet50'), ('mobilenet_v2', 'mobilenet_v2'))
+_MODELS = (('resnet50', 'resnet50'),)
 
 
 class ArchitecturesTest(tf.test.TestCase, parameterized.TestCase):
-  """Keras ResNet50 and MobileNetV2 with half of every group's channels
-  zeroed (the first half of every conv), shrunk; one extra zero channel in
-  one member of a ResNet50 group must stay."""
+  """Keras ResNet50 with half of every group's channels zeroed (the first
+  half of every conv), shrunk; one extra zero channel in one member of a
+  group must stay."""
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
     cls.cases = {}
+    # MobileNetV2 is shrunk after a coupled mask update in
+    # coupled_architectures_test (its groups against _mobilenet_v2_groups).
     for name, make, groups in (
       ('resnet50', keras.applications.ResNet50, _resnet50_groups),
-      ('mobilenet_v2', keras.applications.MobileNetV2, _mobilenet_v2_groups),
     ):
       keras.utils.set_random_seed(0)
       model = make(

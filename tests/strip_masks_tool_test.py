@@ -15,6 +15,7 @@ together in `setUpClass` and the tests check their results:
 """
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -277,12 +278,17 @@ class StripMasksToolTest(tf.test.TestCase):
       'Parameters:',
       'non-zero',
       'input SavedModel',
+      '% of the dense gzipped',
       'stripped SavedModel',
       'TFLite (none, ',
       'frozen GraphDef',
       'gzip',
     ):
       self.assertIn(text, out)
+    # The dense reference's row is 100%; the 50%-pruned output's is smaller.
+    self.assertRegex(out, r'dense SavedModel .* 100\.00%\n')
+    (share,) = re.findall(r'stripped SavedModel .* ([\d.]+)%\n', out)
+    self.assertLess(float(share), 100)
     self.assertTrue(os.path.isfile(f'{self.root}/mlp.pb'))
     # Nothing but the three outputs was written beside them.
     leftovers = [n for n in os.listdir(self.root) if n.startswith('.')]

@@ -17,6 +17,9 @@ each against NumPy on the pruned model's own weights and masks:
     decodes to its closed-form dense value;
   * TFLite's int8 sparse encoding of a 6-wide kernel loses weights: 'on' is
     an error, 'auto' keeps the dense encoding and says why;
+  * a sparse file the runtime cannot run (a run check that fails on sparse
+    files, as LiteRT's XNNPack does on int8 ones): 'auto' writes the dense
+    file, same zeros and outputs, and says why; 'on' is an error;
   * without LiteRT, tf.lite.Interpreter runs the same model alike.
 """
 
@@ -269,6 +272,84 @@ class RepresentativeDataTest(tf.test.TestCase):
     for message, data in cases.items():
       with self.assertRaisesRegex(errors.RepresentativeDataError, message):
         tflite.representative_inputs(data)
+
+
+def _sparse_fails(calls):
+  """A run check that cannot run sparse files, as LiteRT's XNNPack."""
+
+  def check(flatbuffer, *args):
+    sparse = any(w.sparse_encoded for w in tflite_read.read_weights(flatbuffer))
+    calls.append(sparse)
+    if sparse:
+      raise RuntimeError('Failed to prepare for TFLite delegate.\nmore')
+    return tflite_read.compare_with_saved_model(flatbuffer, *args)
+
+  return check
+
+
+class SparseRunFallbackTest(tf.test.TestCase):
+  """'auto' falls back to dense weights when the sparse file cannot run."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    # At 95% the sparse float32 file is the smaller one, so 'auto' tries it.
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((256,)), L.Dense(256), L.Dense(10)])
+    cls.pruned = graph_prune.apply_pruning(
+      model, HPARAMS.replace('target_sparsity=0.75', 'target_sparsity=0.95')
+    )
+    cls.pruned.mask_update(1)
+    cls.x = np.random.RandomState(1).rand(16, 256).astype(np.float32)
+
+  def setUp(self):
+    super().setUp()
+    self.saved = os.path.join(self.get_temp_dir(), 'stripped')
+    graph_prune.strip(self.pruned).save(self.saved)
+
+  def convert(self, sparse, calls):
+    path = os.path.join(self.get_temp_dir(), f'{sparse}.tflite')
+    report = tflite.convert_and_check(
+      self.saved,
+      ['serving_default'],
+      path,
+      sparse=sparse,
+      representative_data=self.x,
+      run_check=_sparse_fails(calls),
+    )
+    return path, report
+
+  def test_auto_writes_the_dense_file_and_says_why(self):
+    calls = []
+    path, report = self.convert('auto', calls)
+    # The sparse file is the smaller one: tried first.
+    self.assertEqual(calls, [True, False])
+    self.assertFalse(report.sparse_encoded)
+    self.assertRegex(
+      report.sparse_rejected, r'cannot run it \(Failed to prepare .*\)$'
+    )
+    self.assertLess(report.other_encoding_size.gzipped, report.size.gzipped)
+    with open(path, 'rb') as f:
+      weights = tflite_read.read_weights(f.read())
+    self.assertEqual({w.sparse_encoded for w in weights}, {False})
+    self.assertEqual(
+      sorted((w.size, int(np.sum(w.zeros))) for w in weights),
+      _expected_zeros(self.pruned),
+    )
+    want = self.pruned(tf.constant(self.x)).numpy()
+    self.assertAllClose(_run(path, self.x), want, atol=1e-5)
+
+  def test_on_is_an_error_and_writes_nothing(self):
+    calls = []
+    with self.assertRaisesRegex(
+      errors.TFLiteExportError,
+      r'cannot run the converted TFLite model \(quantize=.none., sparse '
+      r'weights\): Failed to prepare for TFLite delegate\.; .*'
+      r'--tflite_sparse=off',
+    ):
+      self.convert('on', calls)
+    self.assertEqual(calls, [True])
+    self.assertFalse(os.path.exists(os.path.join(self.get_temp_dir(), 'on')))
 
 
 class DensifyTest(tf.test.TestCase):

@@ -4,7 +4,8 @@ Usage:
   strip_masks --saved_model=IN --output_dir=OUT [--signature=KEY[,KEY...]]
       [--tflite=FILE [--quantize=none|dynamic|float16|int8]
        [--representative_data=FILE.npz] [--tflite_sparse=auto|on|off]]
-      [--frozen_graph=FILE] [--overwrite] [--shrink [--latency_batches=1,256]]
+      [--frozen_graph=FILE] [--overwrite] [--nodense_reference]
+      [--shrink [--latency_batches=1,256]]
 
 IN is a SavedModel of a graph_prune PrunedModel, with its masks
 (tf.saved_model.save(pruned, IN)). OUT receives a SavedModel with the same
@@ -43,7 +44,16 @@ signature is checked against the input on random inputs before the rename.
 
 Prints a report: each folded weight's shape and sparsity, the parameter
 count and non-zeros, and the sizes of the input and outputs, raw and
-gzip-compressed. A bad input exits with status 1 and a one-line message.
+gzip-compressed, each beside the dense float SavedModel's and as a share of
+its gzipped size. The dense reference is IN exported with every mask set to
+ones (in memory; IN is untouched) and measured in a temporary directory:
+the unpruned model's weights as one SavedModel, what
+tf.saved_model.save(model) of it writes. --nodense_reference skips it.
+A bad input exits with status 1 and a one-line message.
+
+IN saved with graph_prune.save_pruned has the signatures serve and
+serving_default (Keras 3's export convention) on one function; OUT then has
+both too, the weights stored once.
 """
 
 from absl import app
@@ -88,6 +98,13 @@ _TFLITE_SPARSE = flags.DEFINE_enum(
 )
 _FROZEN_GRAPH = flags.DEFINE_string(
   'frozen_graph', None, 'Also write a frozen GraphDef (.pb) to this file.'
+)
+_DENSE_REFERENCE = flags.DEFINE_bool(
+  'dense_reference',
+  True,
+  'Also measure the dense float SavedModel IN stands for (IN with masks of '
+  'ones) and show every size as a share of its gzipped size; '
+  '--nodense_reference skips that export.',
 )
 _OVERWRITE = flags.DEFINE_bool(
   'overwrite', False, 'Replace outputs that exist and are not empty.'
@@ -147,6 +164,7 @@ def main(argv):
     tflite_sparse=_TFLITE_SPARSE.value,
     shrink=_SHRINK.value,
     latency_batches=[int(b) for b in _LATENCY_BATCHES.value],
+    dense_reference=_DENSE_REFERENCE.value,
   )
   print(f'Stripped {_SAVED_MODEL.value} -> {_OUTPUT_DIR.value}')
   print(report.to_text())

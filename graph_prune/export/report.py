@@ -40,6 +40,9 @@ class StripReport:
   tflite: Optional[Any] = None
   # What shrinking removed (`shrink_report.ShrinkReport`), with --shrink.
   shrink: Optional[Any] = None
+  # The dense float SavedModel's size (`dense_reference.dense_size`), the
+  # reference every size is a percentage of; None when not measured.
+  dense_size: Optional[sizes.Size] = None
 
   def to_text(self) -> str:
     """The report as a table for people."""
@@ -61,6 +64,7 @@ class StripReport:
     if self.signatures:
       lines.append(f'Signatures: {", ".join(self.signatures)}.')
     rows = [
+      ('dense SavedModel', self.dense_size),
       ('input SavedModel', self.input_size),
       ('stripped SavedModel', self.output_size),
       ('TFLite', self.tflite_size),
@@ -68,10 +72,19 @@ class StripReport:
     ]
     rows = [(label, size) for label, size in rows if size is not None]
     if rows:
-      lines.append('Sizes (raw / gzip -9; a directory as a .tar.gz):')
+      dense = self.dense_size
+      lines.append(
+        'Sizes (raw / gzip -9; a directory as a .tar.gz'
+        + ('; % of the dense gzipped' if dense else '')
+        + '):'
+      )
       for label, size in rows:
+        share = (
+          f' {size.gzipped / max(dense.gzipped, 1):>8.2%}' if dense else ''
+        )
         lines.append(
           f'  {label:<20} {_bytes(size.raw):>22} / {_bytes(size.gzipped):>22}'
+          + share
         )
     if self.frozen_graph_inputs or self.frozen_graph_outputs:
       feeds = ', '.join(self.frozen_graph_inputs)

@@ -26,6 +26,8 @@ from typing import Any, Mapping, Optional, Sequence
 import tensorflow as tf
 
 from graph_prune import errors
+from graph_prune import saved_model_conventions as conventions
+from graph_prune.export import dense_reference as dense_lib
 from graph_prune.export import latency
 from graph_prune.export import report as report_lib
 from graph_prune.export import shrink_report
@@ -228,6 +230,7 @@ def strip_saved_model(
   tflite_sparse: str = 'auto',
   shrink: bool = False,
   latency_batches: Sequence[int] = (),
+  dense_reference: bool = True,
 ) -> report_lib.StripReport:
   """Strips a SavedModel of a pruned model into a new SavedModel.
 
@@ -255,6 +258,9 @@ def strip_saved_model(
       report's `shrink` says what was removed.
     latency_batches: with `shrink`, time the stripped and the shrunk first
       signature at these batch sizes (into the shrink report).
+    dense_reference: also measure the dense float SavedModel the input
+      stands for (the same signatures with masks of ones,
+      `dense_reference.dense_size`), the report's `dense_size`.
 
   Returns:
     A `StripReport` with sizes.
@@ -273,10 +279,15 @@ def strip_saved_model(
     staging.check_output(path, overwrite, _OVERWRITE_HINT)
   loaded, pruning = load_pruned_saved_model(saved_model_dir)
   keys = _select_signatures(loaded, saved_model_dir, signature_keys)
-  frozen_key = _frozen_graph_key(keys) if frozen_graph_path else None
+  # `serve` saved as an alias of serving_default (Keras 3's convention) is
+  # stripped once and written again as an alias: the weights stay single.
+  aliases = conventions.signature_aliases(loaded.signatures)
+  keys_to_strip = [k for k in keys if aliases.get(k) not in keys]
+  frozen_key = _frozen_graph_key(keys_to_strip) if frozen_graph_path else None
   module, stripped_by_key = _strip_signatures(
-    loaded, pruning, keys, saved_model_dir, shrink
+    loaded, pruning, keys_to_strip, saved_model_dir, shrink
   )
+  module.report = dataclasses.replace(module.report, signatures=tuple(keys))
   frozen = stripped_by_key.get(frozen_key)
   with staging.Staging(overwrite, _OVERWRITE_HINT) as stage:
     tmp_dir = stage.directory(output_dir)
@@ -287,7 +298,7 @@ def strip_saved_model(
     if tflite_path:
       tflite = write_tflite(
         tmp_dir,
-        keys,
+        keys_to_strip,
         stage.file(tflite_path),
         quantize,
         representative_data,
@@ -304,7 +315,9 @@ def strip_saved_model(
       shrunk = dataclasses.replace(
         shrunk,
         latency=tuple(
-          _signature_latency(loaded, pruning, keys[0], module, latency_batches)
+          _signature_latency(
+            loaded, pruning, keys_to_strip[0], module, latency_batches
+          )
         ),
       )
   return dataclasses.replace(
@@ -319,6 +332,11 @@ def strip_saved_model(
     ),
     frozen_graph_inputs=frozen.input_names if frozen else (),
     frozen_graph_outputs=frozen.output_names if frozen else (),
+    dense_size=(
+      dense_lib.dense_size(loaded, pruning, keys_to_strip)
+      if dense_reference
+      else None
+    ),
   )
 
 

@@ -35,7 +35,7 @@ import dataclasses
 import gzip
 import os
 import tempfile
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 import warnings
 
 import numpy as np
@@ -220,6 +220,7 @@ def convert_and_check(
   quantize: str = 'none',
   representative_data: Any = None,
   sparse: str = 'auto',
+  run_check: Callable[..., Any] = tflite_read.compare_with_saved_model,
 ) -> TFLiteReport:
   """Converts, picks the encoding, checks, and writes `path`.
 
@@ -230,6 +231,12 @@ def convert_and_check(
     quantize: one of `QUANTIZE_MODES`.
     representative_data: see `representative_inputs`; required for int8.
     sparse: 'auto' (the smaller gzipped file), 'on' or 'off'.
+    run_check: runs a flatbuffer beside the SavedModel, with the arguments
+      of `tflite_read.compare_with_saved_model`, and returns what it does;
+      it raises RuntimeError when the interpreter cannot prepare or run the
+      file. A parameter so that the fallback from a sparse file no runtime
+      here can run to the dense one is testable whatever the installed
+      runtime supports.
 
   Returns:
     A `TFLiteReport` (its `size` that of the bytes written).
@@ -251,7 +258,7 @@ def convert_and_check(
   }
   encoded, measured, lost = _choose_encoding(candidates, sparse, quantize)
   try:
-    checked = tflite_read.compare_with_saved_model(
+    checked = run_check(
       candidates[encoded], saved_model_dir, signature_keys, representative
     )
   except RuntimeError as e:  # the interpreter cannot prepare or run it
@@ -260,7 +267,7 @@ def convert_and_check(
     # XNNPack cannot prepare some sparse weights: use the dense file.
     encoded = False
     lost = f'{tflite_read.interpreter_name()} cannot run it ({_line(e)})'
-    checked = tflite_read.compare_with_saved_model(
+    checked = run_check(
       candidates[False], saved_model_dir, signature_keys, representative
     )
   diff, agreement, examples = checked

@@ -30,9 +30,19 @@ estimator, gradient clipping) gets the true derivative instead; write those
 with a gradient registered once by op type (`tf.RegisterGradient` with
 `gradient_override_map` on a node), which the rebuilt graph keeps.
 
-Only the function itself is rewritten, not the functions it calls: Keras
-layers and TF ops trace their custom gradients into the caller's graph.
+Keras layers and TF ops trace their custom gradients into the caller's
+graph, but a custom gradient can also sit in a function the graph calls: a
+nested `tf.function` (a `StatefulPartitionedCall` node, which the mask pass
+inlines with its attrs), a `tf.while_loop` body (a recurrent layer with a
+swish activation) or a `tf.cond` branch. TensorFlow differentiates those
+from the function library too, so `forward_library` applies the same
+rewrite to every function of the library. The rewritten functions keep
+their names: TensorFlow compares function definitions without their
+internal (`_`-prefixed) attrs, so they do not clash with the originals
+already registered in the eager context, and run the same computation.
 """
+
+from typing import Mapping
 
 from tensorflow.core.framework import function_pb2
 
@@ -73,3 +83,25 @@ def forward_gradients(fdef: function_pb2.FunctionDef) -> graph_ir.PassResult:
     if is_custom_gradient(node):
       del node.attr[GRADIENT_ATTR]
   return graph_ir.PassResult(new, names, changed=True)
+
+
+def forward_library(
+  library: Mapping[str, function_pb2.FunctionDef],
+) -> graph_ir.PassResult:
+  """Returns `library` with `forward_gradients` applied to every function.
+
+  Args:
+    library: function name -> FunctionDef; not modified.
+
+  Returns:
+    A `PassResult`: `graph` a new dict of the same names (the unchanged
+    FunctionDefs themselves, new ones where a node had a custom gradient),
+    `report` the `(function name, node name)` pairs rewritten, `changed`
+    whether there was any.
+  """
+  new, report = {}, []
+  for name, fdef in library.items():
+    result = forward_gradients(fdef)
+    new[name] = result.graph
+    report.extend((name, node) for node in result.report)
+  return graph_ir.PassResult(new, tuple(report), changed=bool(report))

@@ -236,9 +236,10 @@ def analyse(traced) -> Analysis:
   """Reads `traced`'s graph once and finds every captured variable's uses."""
   cf = traced.concrete_function
   # Custom gradients are closures over the original trace's tensors; the
-  # rebuilt graph uses TF's own gradients of their forward computation.
+  # rebuilt graph uses TF's own gradients of their forward computation,
+  # also in the functions it calls (nested tf.functions, loops, branches).
   top = custom_gradients.forward_gradients(cf.function_def).graph
-  library = library_of(cf)
+  library = custom_gradients.forward_library(library_of(cf)).graph
   graph_inputs = list(cf.graph.inputs)
   if len(graph_inputs) != len(top.signature.input_arg):
     raise errors.GraphRewriteError(

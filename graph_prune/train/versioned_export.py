@@ -3,7 +3,7 @@
 Both go under `export_dir` in TensorFlow Serving's layout, one numbered
 version per training step:
 
-    export_dir/pruned/1500/     tf.saved_model.save(pruned): weights, masks,
+    export_dir/pruned/1500/     graph_prune.save_pruned(pruned): weights, masks,
                                 thresholds; serves weight * mask
     export_dir/stripped/1500/   graph_prune.export_saved_model(pruned): masks
                                 folded into the weights, no pruning variables
@@ -21,9 +21,8 @@ import os
 import shutil
 from typing import Any, Callable, List, Optional, Sequence
 
-import tensorflow as tf
-
 from graph_prune import pruned_model as pruned_lib
+from graph_prune import saved_model_conventions as conventions
 from graph_prune.export import sizes
 from graph_prune.export import staging
 from graph_prune.export import strip
@@ -31,9 +30,9 @@ from graph_prune.export import tflite
 
 
 def _save_pruned(pruned: pruned_lib.PrunedModel, path: str) -> None:
-  """`tf.saved_model.save(pruned, path)`, staged: all of it or nothing."""
+  """`graph_prune.save_pruned(pruned, path)`, staged: all or nothing."""
   with staging.Staging() as stage:
-    tf.saved_model.save(pruned, stage.directory(path))
+    conventions.save_pruned(pruned, stage.directory(path))
     stage.commit()
 
 
