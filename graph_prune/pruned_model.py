@@ -334,10 +334,11 @@ class PrunedModel(SavedModelConventions, tf.Module):
       previous_thresholds=[w.threshold.read_value() for w in pruned],
       groups=self.unit_groups,
     )
-    params = [
-      unit_groups_lib.param_mask(masks, p.plan, p.mask.dtype)
-      for p in self.unit_params
-    ]
+    params = unit_groups_lib.param_masks(
+      masks,
+      [p.plan for p in self.unit_params],
+      [p.mask.dtype for p in self.unit_params],
+    )
     # All or nothing: no assign may run before every mask and threshold is
     # computed, i.e. before every weight passed its NaN/Inf check (each mask
     # depends on its weight's check), so a failed update changes no state.

@@ -152,8 +152,15 @@ def plan_units(
   index = {c.name: i for i, c in enumerate(candidates)}
   infos = scan.analysis.infos
   variables = {info.name: info.variable for info in infos}
+  # The producers and depthwise convs: top-level consumers of the kernels.
+  consumers = {
+    path: c.name
+    for c in candidates
+    for _, path in c.consumers
+    if rewrite_scan.PATH_SEPARATOR not in path
+  }
   found = channel_groups.analyse(
-    scan.analysis, list(index), variables, coupled=coupled, params=params
+    scan.analysis, consumers, variables, coupled=coupled, params=params
   )
   groups = []
   grouped = set()

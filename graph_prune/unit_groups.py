@@ -210,15 +210,26 @@ def unit_vector(mask: tf.Tensor) -> tf.Tensor:
   return tf.reduce_max(flat, axis=0)
 
 
-def param_mask(masks: Sequence[tf.Tensor], plan: ParamPlan, dtype) -> tf.Tensor:
-  """The mask of a unit parameter, read from its units' kernel masks."""
-  kernels = sorted({s[0] for s in plan.sources if s is not None})
-  offsets, parts, start = {}, [], 0
-  for k in kernels:
-    vector = tf.cast(unit_vector(masks[k]), dtype)
-    offsets[k] = start
-    start += int(vector.shape[0])
-    parts.append(vector)
-  parts.append(tf.ones([1], dtype))
-  index = [start if s is None else offsets[s[0]] + s[1] for s in plan.sources]
-  return tf.gather(tf.concat(parts, axis=0), index)
+def param_masks(
+  masks: Sequence[tf.Tensor], plans: Sequence[ParamPlan], dtypes
+) -> List[tf.Tensor]:
+  """The masks of unit parameters, read from their units' kernel masks.
+
+  Each kernel's unit vector is computed once, however many parameters
+  (bias, scale, shift) follow it.
+  """
+  vectors = {}
+  result = []
+  for plan, dtype in zip(plans, dtypes):
+    kernels = sorted({s[0] for s in plan.sources if s is not None})
+    offsets, parts, start = {}, [], 0
+    for k in kernels:
+      if k not in vectors:
+        vectors[k] = unit_vector(masks[k])
+      offsets[k] = start
+      start += int(vectors[k].shape[0])
+      parts.append(tf.cast(vectors[k], dtype))
+    parts.append(tf.ones([1], dtype))
+    index = [start if s is None else offsets[s[0]] + s[1] for s in plan.sources]
+    result.append(tf.gather(tf.concat(parts, axis=0), index))
+  return result

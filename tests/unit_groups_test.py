@@ -150,9 +150,9 @@ class ParamMaskTest(tf.test.TestCase):
     first = np.array([[1, 0, 1], [1, 0, 1]], np.float32)  # keeps units 0, 2
     second = np.array([[0, 1]], np.float32)  # keeps unit 1
     plan = ug.ParamPlan(((0, 0), (0, 1), (1, 0), (1, 1), None, (0, 2)))
-    got = ug.param_mask(
-      [tf.constant(first), tf.constant(second)], plan, tf.float32
-    )
+    got = ug.param_masks(
+      [tf.constant(first), tf.constant(second)], [plan], [tf.float32]
+    )[0]
     self.assertAllEqual(got, [1, 0, 0, 1, 1, 1])
 
 

@@ -29,7 +29,7 @@ not a pass.
 
 import collections
 import dataclasses
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -194,7 +194,7 @@ class _Ids:
 
 def analyse(
   analysis,
-  kernels: Sequence[str],
+  consumers: Mapping[str, str],
   variables: Mapping[str, tf.Variable],
   coupled: bool,
   params: bool,
@@ -203,7 +203,8 @@ def analyse(
 
   Args:
     analysis: the scan's `Analysis` of the traced function.
-    kernels: names of the unit-pruned kernels (producers or depthwise).
+    consumers: top-level node name -> the unit-pruned kernel it consumes
+      (the scan's `WeightUse.consumers`): the producers and depthwise convs.
     variables: name -> variable of every captured variable.
     coupled: find coupled groups (`unit_groups=coupled`).
     params: find unit parameters (`unit_params=all`).
@@ -211,7 +212,7 @@ def analyse(
   Returns:
     A `ChannelGroups`.
   """
-  walk = _Walk(analysis, set(kernels), variables, coupled)
+  walk = _Walk(analysis, consumers, variables, coupled)
   walk.run()
   return ChannelGroups(
     groups=walk.groups() if coupled else (),
@@ -222,10 +223,11 @@ def analyse(
 class _Walk:
   """One pass over the ops of `cf.graph`, in creation (topological) order."""
 
-  def __init__(self, analysis, kernels, variables, coupled):
+  def __init__(self, analysis, consumers, variables, coupled):
     cf = analysis.concrete_function
     self.graph = cf.graph
-    self.kernels = kernels
+    self.consumers = consumers
+    self.kernels = set(consumers.values())
     self.variables = variables
     self.coupled = coupled
     self.ids = _Ids()
@@ -236,13 +238,12 @@ class _Walk:
     self.params: Dict[str, np.ndarray] = {}
     self.conflicts = set()
     captured = {id(internal) for _, internal in self.graph.captures}
-    arg_name = {}
-    for info in analysis.infos:
-      arg_name[id(self.graph.inputs[info.arg_index])] = info.name
-    self.handles = arg_name
-    # Tensor name -> the variable it reads; tensor name -> variables in its
-    # cone (for tensors that depend on no input).
-    self.reads: Dict[str, str] = {}
+    self.handles = {
+      id(self.graph.inputs[info.arg_index]): info.name
+      for info in analysis.infos
+    }
+    # Tensor name -> the variables in its cone (for tensors that depend on
+    # no input).
     self.cone: Dict[str, frozenset] = {}
     self.varying = set()
     for t in self.graph.inputs:
@@ -267,7 +268,6 @@ class _Walk:
     if op.type == 'ReadVariableOp':
       handle = self._handle(inputs[0])
       if handle is not None:
-        self.reads[op.outputs[0].name] = handle
         self.cone[op.outputs[0].name] = frozenset([handle])
         return
     cone = frozenset()
@@ -281,11 +281,6 @@ class _Walk:
     while t.op.type == 'Identity' and t.dtype == tf.resource:
       t = t.op.inputs[0]
     return self.handles.get(id(t))
-
-  def _kernel_of(self, t) -> Optional[str]:
-    while t.op.type in ('Identity', 'ExpandDims', 'Cast'):
-      t = t.op.inputs[0]
-    return self.reads.get(t.name)
 
   # -- layouts --------------------------------------------------------------
 
@@ -334,8 +329,8 @@ class _Walk:
         return
     elif not op.get_attr('data_format').endswith(b'C'):
       return
-    kernel = self._kernel_of(op.inputs[1])
-    if kernel not in self.kernels or op.inputs[0].name not in self.varying:
+    kernel = self.consumers.get(op.name)
+    if kernel is None or op.inputs[0].name not in self.varying:
       return
     units = _last(op.inputs[1])
     if units is None:
@@ -414,8 +409,8 @@ class _Walk:
     multiplier = _last(op.inputs[1])
     if multiplier is None:
       return
-    kernel = self._kernel_of(op.inputs[1])
-    if self.coupled and kernel in self.kernels:
+    kernel = self.consumers.get(op.name)
+    if self.coupled and kernel is not None:
       self.followers.append((kernel, layout))
     self._set(op.outputs[0], np.repeat(layout, multiplier))
 
@@ -478,27 +473,20 @@ class _Walk:
 
   # -- results --------------------------------------------------------------
 
-  def _source(self, i: int) -> Optional[Tuple[str, int]]:
-    """A producer unit of `i`'s channel, or None if the channel is fixed."""
-    root = self.ids.find(i)
-    if self.ids.fixed[root]:
-      return None
-    return self._owner_of_root().get(root)
-
-  def _owner_of_root(self):
-    if not hasattr(self, '_owners'):
-      owners = {}
-      for i, unit in sorted(self.owner.items()):
-        owners.setdefault(self.ids.find(i), unit)
-      self._owners = owners
-    return self._owners
-
   def param_masks(self) -> Tuple[ParamMask, ...]:
+    owners = {}  # channel class -> a producer unit in it
+    for i, unit in sorted(self.owner.items()):
+      owners.setdefault(self.ids.find(i), unit)
+
+    def source(i):
+      root = self.ids.find(i)
+      return None if self.ids.fixed[root] else owners.get(root)
+
     masks = []
     for name, layout in self.params.items():
       if name in self.conflicts or name in self.kernels:
         continue
-      sources = tuple(self._source(i) for i in layout.tolist())
+      sources = tuple(source(i) for i in layout.tolist())
       if any(s is not None for s in sources):
         masks.append(ParamMask(name, sources))
     return tuple(masks)
