@@ -44,7 +44,7 @@ _PUBLIC = {
   'parse_hparams': 'graph_prune.hparams',
   'shrink': 'graph_prune.export.shrink',
   'strip': 'graph_prune.export.strip',
-  'strip_saved_model': 'graph_prune.export.strip',
+  'strip_saved_model': 'graph_prune.export.strip_saved_model',
   'export_tflite': 'graph_prune.export.tflite',
   'strip_keras': 'graph_prune.export.keras_model',
   'TFLiteExportError': 'graph_prune.errors',
@@ -94,7 +94,7 @@ if TYPE_CHECKING:  # what static tools and IDEs see
   from graph_prune.export.shrink import shrink  # noqa: F401
   from graph_prune.export.strip import export_saved_model  # noqa: F401
   from graph_prune.export.strip import strip  # noqa: F401
-  from graph_prune.export.strip import strip_saved_model  # noqa: F401
+  from graph_prune.export.strip_saved_model import strip_saved_model  # noqa: F401
   from graph_prune.export.tflite import export_tflite  # noqa: F401
   from graph_prune.hparams import parse_hparams  # noqa: F401
   from graph_prune.hparams import PruningHParams  # noqa: F401

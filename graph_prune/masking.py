@@ -264,7 +264,6 @@ def _check_finite(weight: tf.Tensor, name: Optional[str]) -> tf.Tensor:
   the code'). Only when the sum is not finite
   (a NaN or Inf, or finite weights that overflow it) does an exact test run.
   """
-  label = f'weight {name!r}' if name else 'the weight'
   wide = (
     weight
     if weight.dtype in (tf.float32, tf.float64)
@@ -281,16 +280,19 @@ def _check_finite(weight: tf.Tensor, name: Optional[str]) -> tf.Tensor:
       lambda: tf.constant(True),
       lambda: tf.reduce_all(tf.math.is_finite(weight)),
     )
-  check = tf.debugging.Assert(
-    finite,
-    [
-      f'graph_prune: {label} holds NaN or Inf, so its pruning mask cannot be '
-      'computed; training has diverged (lower the learning rate or clip '
-      'gradients) or the weight was loaded wrong'
-    ],
-  )
+  check = tf.debugging.Assert(finite, [non_finite_sentence(name)])
   with tf.control_dependencies([check]):
     return tf.identity(weight)
+
+
+def non_finite_sentence(name: Optional[str]) -> str:
+  """The message of a failed NaN/Inf check (`nonfinite` recovers it)."""
+  label = f'weight {name!r}' if name else 'the weight'
+  return (
+    f'graph_prune: {label} holds NaN or Inf, so its pruning mask cannot be '
+    'computed; training has diverged (lower the learning rate or clip '
+    'gradients) or the weight was loaded wrong'
+  )
 
 
 def compute_mask(

@@ -14,6 +14,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
+from graph_prune import batched_masks
 from graph_prune import hparams as hparams_lib
 from graph_prune import masking
 from graph_prune import schedule as schedule_lib
@@ -123,7 +124,11 @@ def compute_masks(
 
   Masks are recomputed from the weights' values (not accumulated), as in
   contrib. Global-scope weights share one threshold, computed at the
-  sparsity of the first of them (they all share the global target).
+  sparsity of the first of them (they all share the global target). Small
+  layer-scope weights are computed together and mid-size ones traced once
+  per shape (`batched_masks`), which keeps the update's graph, and so its
+  first trace, small on models with many weights; the masks are the same as
+  one weight at a time.
 
   Args:
     weights: current weight values, one per plan.
@@ -149,17 +154,41 @@ def compute_masks(
     for i, plan in enumerate(plans)
     if plan.scope == 'global' and i not in grouped
   ]
+  together = []
+  by_shape = batched_masks.ByShape()
   for i, plan in enumerate(plans):
     if plan.scope == 'global' or i in grouped:
       continue
+    weight = tf.convert_to_tensor(weights[i])
+    if batched_masks.batchable(
+      weight.shape, weight.dtype, plan.structure, plan.threshold_decay
+    ):
+      together.append(i)
+      continue
+    if batched_masks.selectable(
+      weight.shape, weight.dtype, plan.structure, plan.threshold_decay
+    ):
+      masks[i], thresholds[i] = by_shape(
+        weight, sparsities[i], plan.structure, name=plan.name
+      )
+      continue
     masks[i], thresholds[i] = masking.compute_mask(
-      weights[i],
+      weight,
       sparsities[i],
       plan.structure,
       previous_threshold=previous_thresholds[i],
       threshold_decay=plan.threshold_decay,
       name=plan.name,
     )
+  if together:
+    results = batched_masks.compute_masks_together(
+      [weights[i] for i in together],
+      [sparsities[i] for i in together],
+      [plans[i].structure for i in together],
+      names=[plans[i].name for i in together],
+    )
+    for i, (mask, threshold) in zip(together, results):
+      masks[i], thresholds[i] = mask, threshold
   if shared:
     shared_masks, threshold = masking.compute_global_masks(
       [weights[i] for i in shared],

@@ -26,6 +26,9 @@ import tf_keras
 import graph_prune
 from graph_prune.export.shrink import shrink
 from graph_prune.export.strip import export_saved_model
+from graph_prune.export.stripped_model import PruningVariables
+from graph_prune.export.stripped_model import strip_function
+from graph_prune.passes import shrink_units
 from graph_prune.train import versioned_export
 
 RTOL, ATOL = 1e-5, 1e-5
@@ -304,6 +307,48 @@ class StopTest(tf.test.TestCase):
       self.assertEqual(layer.units_after, layer.units_before)
     x = _inputs(pruned)
     self.assertAllClose(module(x), pruned(x), rtol=RTOL, atol=ATOL)
+
+
+class KeptReasonTest(tf.test.TestCase, parameterized.TestCase):
+  """A kept unit's reason names the weight it is coupled with."""
+
+  @parameterized.named_parameters(
+    ('other_masked', ''),  # b/kernel folded with a mask of ones
+    ('other_not_masked', ',do_not_prune=[b/kernel]'),  # a frozen variable
+  )
+  def test_coupled_reason_names_the_weight(self, extra):
+    x = keras.Input((6,))
+    a = L.Dense(8, activation='relu', name='a')(x)
+    b = L.Dense(8, name='b')(a)
+    model = keras.Model(x, L.Dense(3, name='c')(L.Add()([a, b])))
+    _randomize(model)
+    pruned = graph_prune.apply_pruning(model, 'target_sparsity=0.5' + extra)
+    masks = {m.name.split(':')[0]: m for m in pruned.masks}
+    value = np.ones([6, 8], np.float32)
+    value[:, [1, 3]] = 0  # a's units 1 and 3: zero, but b's are not
+    masks['a/kernel/mask'].assign(value)
+    for name, mask in masks.items():
+      if name != 'a/kernel/mask':
+        mask.assign(np.ones(mask.shape, np.float32))
+    want = (
+      'the units are coupled with non-zero units of '
+      f'{model.get_layer("b").kernel.path!r}',  # 'b/kernel'
+    )
+    first = shrink(pruned).shrink_report.main.layers[0]
+    self.assertEqual((first.units_before, first.units_after), (8, 8))
+    self.assertEqual(first.kept, want)
+    # The pass alone, given no names, names the kernel's Const node.
+    cf = pruned.__call__.get_concrete_function()
+    stripped = strip_function(cf, PruningVariables.of([pruned]), 'test')
+    result = shrink_units.shrink_units(
+      stripped.graph_def, stripped.output_names
+    ).report
+    node = result.layers[1].kernel
+    self.assertNotEqual(node, 'b/kernel')
+    self.assertEqual(
+      result.layers[0].kept,
+      (f'the units are coupled with non-zero units of {node!r}',),
+    )
 
 
 class ExportTest(tf.test.TestCase):

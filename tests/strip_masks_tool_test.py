@@ -6,6 +6,8 @@ together in `setUpClass` and the tests check their results:
   * the same with --quantize=int8 --representative_data=FILE.npz: int8
     zeros at every pruned position, read back from the file, and the
     report's encoding choice and output check;
+  * the MLP stripped with --nodense_reference: sizes without the dense
+    SavedModel's row and without the shares of it;
   * a pruned LSTM whose TFLite conversion fails, a later step: the run
     must fail cleanly and leave no output;
   * each bad input: one line on stderr, exit status 1, no traceback;
@@ -27,7 +29,7 @@ import tensorflow as tf
 
 import graph_prune
 from graph_prune.export import tflite_read
-from graph_prune.export.strip import strip_saved_model
+from graph_prune.export.strip_saved_model import strip_saved_model
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TOOL = os.path.join(_ROOT, 'tools', 'strip_masks')
@@ -237,6 +239,13 @@ class StripMasksToolTest(tf.test.TestCase):
         f'--representative_data={root}/representative.npz',
       ]
     )
+    runs['nodense'] = _start(
+      [
+        f'--saved_model={root}/in_mlp',
+        f'--output_dir={root}/stripped_nodense',
+        '--nodense_reference',
+      ]
+    )
     # Meanwhile, strip the other kinds through the library.
     for kind in ('cnn', 'lstm', 'subclassed'):
       strip_saved_model(f'{root}/in_{kind}', f'{root}/stripped_{kind}')
@@ -293,6 +302,21 @@ class StripMasksToolTest(tf.test.TestCase):
     # Nothing but the three outputs was written beside them.
     leftovers = [n for n in os.listdir(self.root) if n.startswith('.')]
     self.assertEqual(leftovers, [])
+
+  def test_nodense_reference_drops_the_dense_row_and_shares(self):
+    code, out, err = self.results['nodense']
+    self.assertEqual(code, 0, msg=err)
+    self.assertIn('Sizes (raw / gzip -9', out)
+    self.assertNotIn('dense SavedModel', out)
+    self.assertNotIn('% of the dense gzipped', out)
+    # The two size rows end at the gzipped size: no share column.
+    rows = re.findall(r'^  (\w+) SavedModel +[\d,]+ B .*$', out, re.M)
+    self.assertEqual(rows, ['input', 'stripped'])
+    for row in re.findall(r'^  \w+ SavedModel .*$', out, re.M):
+      self.assertRegex(row, r'/ +[\d,]+ B \([^)]*\)$')
+    self.assertTrue(
+      tf.saved_model.contains_saved_model(f'{self.root}/stripped_nodense')
+    )
 
   def test_int8_tflite(self):
     code, out, err = self.results['int8']

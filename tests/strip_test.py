@@ -26,15 +26,18 @@ from graph_prune.export import sizes
 from graph_prune.export import staging
 from graph_prune.export.strip import export_saved_model
 from graph_prune.export.strip import strip
-from graph_prune.export.strip import strip_saved_model
+from graph_prune.export.strip_saved_model import strip_saved_model
 from graph_prune.passes import drop_unused
 from graph_prune.passes import fold_checks
 from graph_prune.passes import fold_masks
 
 L = keras.layers
 RTOL = 1e-6
-# The module, whatever the package exports under the name `strip`.
-strip_module = importlib.import_module('graph_prune.export.strip')
+# The module (not the function of the same name) whose `write_tflite`
+# strip_saved_model calls.
+saved_model_module = importlib.import_module(
+  'graph_prune.export.strip_saved_model'
+)
 
 
 def _mlp():
@@ -506,7 +509,7 @@ class StripSavedModelTest(StripTestCase):
     tflite = os.path.join(parent, 'm.tflite')
     with (
       mock.patch.object(
-        strip_module,
+        saved_model_module,
         'write_tflite',
         side_effect=RuntimeError('converter crashed'),
       ),

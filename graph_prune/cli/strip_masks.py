@@ -61,7 +61,7 @@ from absl import flags
 
 from graph_prune.cli import runner
 from graph_prune.export import tflite
-from graph_prune.export.strip import strip_saved_model
+from graph_prune.export.strip_saved_model import strip_saved_model
 
 _SAVED_MODEL = flags.DEFINE_string(
   'saved_model', None, 'SavedModel directory of a pruned model (input).'

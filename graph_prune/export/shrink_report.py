@@ -136,15 +136,23 @@ class ShrinkReport:
     return lines
 
 
+def weight_names(folded, variable_consts) -> Dict[str, str]:
+  """Const node -> the name of the weight it holds, for display.
+
+  Args:
+    folded: `fold_masks.FoldedWeight`s (their Consts hold `weight * mask`).
+    variable_consts: Const node -> the variable frozen into it.
+  """
+  names = {c: graph_ir.variable_name(v) for c, v in variable_consts.items()}
+  names.update((w.node, w.name) for w in folded)
+  return names
+
+
 def make_report(stripped: Sequence[Tuple[str, Any]]) -> ShrinkReport:
   """A `ShrinkReport` of (key, `StrippedFunction`) pairs, shrunk ones."""
   names = {}
   for _, function in stripped:
-    names.update(
-      (const, graph_ir.variable_name(v))
-      for const, v in function.variables.items()
-    )
-    names.update((w.node, w.name) for w in function.folded)
+    names.update(weight_names(function.folded, function.variables))
   return ShrinkReport(
     functions=tuple(
       (key, f.shrunk) for key, f in stripped if f.shrunk is not None

@@ -2,50 +2,41 @@
 
     stripped = strip(pruned)                 # stripped(x) == pruned(x)
     export_saved_model(pruned, '/tmp/model')  # serving_default, no masks
-    report = strip_saved_model('/tmp/pruned', '/tmp/model',
-                               tflite_path='/tmp/model.tflite')
-    print(report.to_text())
 
-`strip` takes a live `PrunedModel`; `strip_saved_model` (the strip_masks
-tool) a SavedModel of one, whose pruning variables it finds in the object
-graph (every object with `masks`, `thresholds` and `last_mask_update_step`,
-i.e. a saved `PrunedModel`). Both put each exported computation through one
-mechanism (`stripped_model.strip_function`, then `stripped_model.rebuild`;
-see graph_prune/export/stripped_model.py for what it does and why unpruned
-weights stay variables).
-
-`strip_saved_model` never modifies its input; its outputs are staged beside
-their final paths and renamed when everything succeeded (`staging`), after
-each stripped signature was checked against the input on random inputs.
+`strip` takes a live `PrunedModel` and puts each exported computation
+through one mechanism (`stripped_model.strip_function`, then
+`stripped_model.rebuild`; see graph_prune/export/stripped_model.py for what
+it does and why unpruned weights stay variables). A SavedModel of a pruned
+model (the strip_masks tool's input) is stripped by `strip_saved_model` in
+graph_prune/export/strip_saved_model.py; its names are importable from here
+too, as they were before it moved.
 """
 
 import dataclasses
-import os
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional
 
 import tensorflow as tf
 
 from graph_prune import errors
-from graph_prune import saved_model_conventions as conventions
-from graph_prune.export import dense_reference as dense_lib
-from graph_prune.export import latency
 from graph_prune.export import report as report_lib
 from graph_prune.export import shrink_report
 from graph_prune.export import sizes
 from graph_prune.export import staging
-from graph_prune.export import tflite as tflite_lib
-from graph_prune.export.stripped_model import first_line
+from graph_prune.export import strip_saved_model as saved_model_lib
 from graph_prune.export.stripped_model import PruningVariables
 from graph_prune.export.stripped_model import rebuild
 from graph_prune.export.stripped_model import signature_input_specs
 from graph_prune.export.stripped_model import strip_function
 from graph_prune.export.stripped_model import StrippedModel
 from graph_prune.export.stripped_model import VariableCopies
-from graph_prune.export.verify import verify_signatures
 
 DEFAULT_SIGNATURE = 'serving_default'
-# How callers ask for overwriting, for messages (the tool, or Python).
-_OVERWRITE_HINT = '--overwrite (overwrite=True)'
+
+# Defined in strip_saved_model.py, importable from here as before the move
+# (a test that replaces `write_tflite` does it there, where it is read).
+load_pruned_saved_model = saved_model_lib.load_pruned_saved_model
+strip_saved_model = saved_model_lib.strip_saved_model
+write_tflite = saved_model_lib.write_tflite
 
 
 def strip(
@@ -166,292 +157,6 @@ def export_saved_model(
   return dataclasses.replace(
     module.report, output_size=sizes.measure(export_dir)
   )
-
-
-def load_pruned_saved_model(path: str):
-  """Loads a SavedModel of a pruned model and finds its pruning variables.
-
-  Returns:
-    (loaded object, `PruningVariables`).
-
-  Raises:
-    SavedModelNotFoundError: `path` is missing, not a SavedModel directory,
-      or cannot be loaded.
-    NoPruningVariablesError: it holds no PrunedModel's masks.
-  """
-  _check_saved_model_path(path)
-  try:
-    loaded = tf.saved_model.load(path)
-  except Exception as e:  # pylint: disable=broad-except
-    # Any failure to parse or restore: a corrupt or foreign SavedModel.
-    raise errors.SavedModelNotFoundError(
-      f'Cannot load SavedModel {path!r}: {first_line(e)}'
-    ) from e
-  owners = [
-    obj
-    for obj in tf.train.TrackableView(loaded).descendants()
-    if all(
-      hasattr(obj, a) for a in ('masks', 'thresholds', 'last_mask_update_step')
-    )
-  ]
-  pruning = PruningVariables.of(owners)
-  if not pruning.masks:
-    raise errors.NoPruningVariablesError(
-      f'SavedModel {path!r} has no pruning variables (no mask of a '
-      'PrunedModel); save the model returned by graph_prune.apply_pruning '
-      '(tf.saved_model.save(pruned, path)), not the original model.'
-    )
-  return loaded, pruning
-
-
-def _check_saved_model_path(path: str) -> None:
-  if not os.path.exists(path):
-    raise errors.SavedModelNotFoundError(
-      f'SavedModel path {path!r} does not exist; pass the directory '
-      'tf.saved_model.save wrote.'
-    )
-  if not os.path.isdir(path) or not tf.saved_model.contains_saved_model(path):
-    raise errors.SavedModelNotFoundError(
-      f'{path!r} is not a SavedModel directory (it has no saved_model.pb); '
-      'pass the directory tf.saved_model.save wrote.'
-    )
-
-
-def strip_saved_model(
-  saved_model_dir: str,
-  output_dir: str,
-  signature_keys: Optional[Sequence[str]] = None,
-  tflite_path: Optional[str] = None,
-  frozen_graph_path: Optional[str] = None,
-  overwrite: bool = False,
-  verify: bool = True,
-  quantize: str = 'none',
-  representative_data: Any = None,
-  tflite_sparse: str = 'auto',
-  shrink: bool = False,
-  latency_batches: Sequence[int] = (),
-  dense_reference: bool = True,
-) -> report_lib.StripReport:
-  """Strips a SavedModel of a pruned model into a new SavedModel.
-
-  The input is never modified. Every output is written to a temporary path
-  beside it and renamed at the end, so a failure leaves no output.
-
-  Args:
-    saved_model_dir: a SavedModel of a `PrunedModel` (with its masks).
-    output_dir: the stripped SavedModel to write.
-    signature_keys: the signatures to strip and write (default: all).
-    tflite_path: also write a TFLite flatbuffer of the stripped signatures,
-      checked against them (`graph_prune/export/tflite.py`).
-    frozen_graph_path: also write the frozen GraphDef (.pb) of one
-      signature: the only one selected, or 'serving_default'.
-    overwrite: replace outputs that exist and are not empty.
-    verify: run each stripped signature and its original on the same random
-      inputs (numeric inputs only) and fail if they differ.
-    quantize: the TFLite file's quantization: 'none', 'dynamic', 'float16'
-      or 'int8' (which needs `representative_data`).
-    representative_data: inputs for int8 calibration and the TFLite check:
-      an array, a `tf.data.Dataset` of input batches or an `.npz` path.
-    tflite_sparse: TFLite's sparse weight encoding: 'auto' (where it makes
-      the gzipped file smaller), 'on' or 'off'.
-    shrink: also remove zero units physically (`graph_prune.shrink`); the
-      report's `shrink` says what was removed.
-    latency_batches: with `shrink`, time the stripped and the shrunk first
-      signature at these batch sizes (into the shrink report).
-    dense_reference: also measure the dense float SavedModel the input
-      stands for (the same signatures with masks of ones,
-      `dense_reference.dense_size`), the report's `dense_size`.
-
-  Returns:
-    A `StripReport` with sizes.
-
-  Raises:
-    SavedModelNotFoundError, NoPruningVariablesError, UnknownSignatureError,
-    OutputExistsError, FoldError, StripError: each with a one-sentence
-    message naming the value and the fix.
-  """
-  _check_saved_model_path(saved_model_dir)
-  if tflite_path:
-    tflite_lib.check_options(quantize, tflite_sparse, representative_data)
-  outputs = [p for p in (output_dir, tflite_path, frozen_graph_path) if p]
-  _check_paths(saved_model_dir, outputs)
-  for path in outputs:
-    staging.check_output(path, overwrite, _OVERWRITE_HINT)
-  loaded, pruning = load_pruned_saved_model(saved_model_dir)
-  keys = _select_signatures(loaded, saved_model_dir, signature_keys)
-  # `serve` saved as an alias of serving_default (Keras 3's convention) is
-  # stripped once and written again as an alias: the weights stay single.
-  aliases = conventions.signature_aliases(loaded.signatures)
-  keys_to_strip = [k for k in keys if aliases.get(k) not in keys]
-  frozen_key = _frozen_graph_key(keys_to_strip) if frozen_graph_path else None
-  module, stripped_by_key = _strip_signatures(
-    loaded, pruning, keys_to_strip, saved_model_dir, shrink
-  )
-  module.report = dataclasses.replace(module.report, signatures=tuple(keys))
-  frozen = stripped_by_key.get(frozen_key)
-  with staging.Staging(overwrite, _OVERWRITE_HINT) as stage:
-    tmp_dir = stage.directory(output_dir)
-    module.save(tmp_dir)
-    if verify:
-      verify_signatures(loaded, tmp_dir, keys)
-    tflite = None
-    if tflite_path:
-      tflite = write_tflite(
-        tmp_dir,
-        keys_to_strip,
-        stage.file(tflite_path),
-        quantize,
-        representative_data,
-        tflite_sparse,
-      )
-    if frozen_graph_path:
-      with open(stage.file(frozen_graph_path), 'wb') as f:
-        f.write(frozen.graph_def.SerializeToString())
-    stage.commit()
-  shrunk = None
-  if shrink:
-    shrunk = module.shrink_report
-    if latency_batches:
-      shrunk = dataclasses.replace(
-        shrunk,
-        latency=tuple(
-          _signature_latency(
-            loaded, pruning, keys_to_strip[0], module, latency_batches
-          )
-        ),
-      )
-  return dataclasses.replace(
-    module.report,
-    shrink=shrunk,
-    input_size=sizes.measure(saved_model_dir),
-    output_size=sizes.measure(output_dir),
-    tflite_size=sizes.measure(tflite_path) if tflite_path else None,
-    tflite=tflite,
-    frozen_graph_size=(
-      sizes.measure(frozen_graph_path) if frozen_graph_path else None
-    ),
-    frozen_graph_inputs=frozen.input_names if frozen else (),
-    frozen_graph_outputs=frozen.output_names if frozen else (),
-    dense_size=(
-      dense_lib.dense_size(loaded, pruning, keys_to_strip)
-      if dense_reference
-      else None
-    ),
-  )
-
-
-def _signature_latency(loaded, pruning, key, shrunk, batches):
-  """Times signature `key` stripped and shrunk (`shrunk`, a StrippedModel)."""
-  cf = loaded.signatures[key]
-  specs = signature_input_specs(cf)
-  stripped = rebuild(
-    strip_function(cf, pruning, f'signature {key!r}'),
-    cf,
-    specs,
-    VariableCopies(),
-  )
-  return latency.measure_latency(
-    stripped, shrunk.signature_functions[key], specs, batches
-  )
-
-
-def _strip_signatures(loaded, pruning, keys, saved_model_dir, shrink=False):
-  """Strips each signature of `loaded`: (`StrippedModel`, {key: stripped}).
-
-  Raises:
-    NoPruningVariablesError: no signature computes a masked weight.
-  """
-  functions, stripped_by_key, copies = {}, {}, VariableCopies()
-  for key in keys:
-    cf = loaded.signatures[key]
-    stripped = strip_function(cf, pruning, f'signature {key!r}', shrink)
-    stripped_by_key[key] = stripped
-    functions[key] = rebuild(stripped, cf, signature_input_specs(cf), copies)
-  folded = [w for s in stripped_by_key.values() for w in s.folded]
-  if not folded:
-    raise errors.NoPruningVariablesError(
-      f'No signature of {saved_model_dir!r} ({", ".join(keys)}) computes a '
-      'masked weight; choose the signature that calls the pruned model.'
-    )
-  parameters = {}
-  for s in stripped_by_key.values():
-    parameters.update(s.parameters)
-  report = report_lib.make_report(folded, parameters, tuple(keys))
-  module = StrippedModel(
-    signature_functions=functions, report=report, variables=copies.variables
-  )
-  if shrink:
-    module.shrink_report = shrink_report.make_report(
-      list(stripped_by_key.items())
-    )
-  return module, stripped_by_key
-
-
-# Converts a (stripped) SavedModel to a checked TFLite file: quantization,
-# the sparse encoding where it makes the gzipped file smaller, the weights'
-# sparsity read back from the file and its error against the SavedModel. A
-# module attribute, so that tests can replace the converter step.
-write_tflite = tflite_lib.convert_and_check
-
-
-def _select_signatures(loaded, path, signature_keys):
-  available = sorted(loaded.signatures.keys())
-  if not available:
-    raise errors.UnknownSignatureError(
-      f'SavedModel {path!r} has no signatures; save it with '
-      'tf.saved_model.save(pruned, path), which writes serving_default.'
-    )
-  if not signature_keys:
-    return available
-  keys = list(dict.fromkeys(signature_keys))
-  for key in keys:
-    if key not in available:
-      raise errors.UnknownSignatureError(
-        f'Signature {key!r} is not in SavedModel {path!r}; its signatures '
-        f'are {available}.'
-      )
-  return keys
-
-
-def _frozen_graph_key(keys):
-  if len(keys) == 1:
-    return keys[0]
-  if DEFAULT_SIGNATURE in keys:
-    return DEFAULT_SIGNATURE
-  raise errors.StripError(
-    f'A frozen graph holds one signature but {keys} are selected and none '
-    f'is {DEFAULT_SIGNATURE!r}; choose one with --signature '
-    '(signature_keys).'
-  )
-
-
-def _check_paths(saved_model_dir, outputs):
-  """Refuses outputs that would write into or replace the input, or nest."""
-  source = os.path.realpath(saved_model_dir)
-  targets = [os.path.realpath(p) for p in outputs]
-  for i, path in enumerate(outputs):
-    for j, other in enumerate(outputs):
-      if i != j and (
-        targets[i] == targets[j] or targets[i].startswith(targets[j] + os.sep)
-      ):
-        raise errors.StripError(
-          f'Output {path!r} is the same as or inside output {other!r}; '
-          'give each output its own path beside the others.'
-        )
-  for path in outputs:
-    target = os.path.realpath(path)
-    if target == source or target.startswith(source + os.sep):
-      raise errors.StripError(
-        f'Output {path!r} is inside the input SavedModel '
-        f'{saved_model_dir!r}; write it elsewhere (the input is never '
-        'modified).'
-      )
-    if source.startswith(target + os.sep):
-      raise errors.StripError(
-        f'Output {path!r} contains the input SavedModel '
-        f'{saved_model_dir!r}; write it elsewhere (the input is never '
-        'modified).'
-      )
 
 
 def _concrete(fn, key):

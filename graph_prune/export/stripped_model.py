@@ -47,6 +47,7 @@ import tensorflow as tf
 from graph_prune import _tf_internal
 from graph_prune import errors
 from graph_prune import saved_model_conventions as conventions
+from graph_prune.export import shrink_report
 from graph_prune.passes import drop_unused
 from graph_prune.passes import fold_checks
 from graph_prune.passes import fold_masks
@@ -211,15 +212,22 @@ def strip_function(
   passes = (
     _Pass(
       'fold_masks',
-      lambda g: fold_masks.fold_masked_weights(g, consts.masks, suffix),
+      lambda g, _: fold_masks.fold_masked_weights(g, consts.masks, suffix),
     ),
-    _Pass('drop_unused', lambda g: drop_unused.drop_unused(g, output_names)),
+    _Pass('drop_unused', lambda g, _: drop_unused.drop_unused(g, output_names)),
   )
   if shrink:
     passes += (
       _Pass(
         'shrink_units',
-        lambda g: shrink_units.shrink_units(g, output_names, suffix),
+        lambda g, done: shrink_units.shrink_units(
+          g,
+          output_names,
+          suffix,
+          shrink_report.weight_names(
+            done['fold_masks'].report, consts.variables
+          ),
+        ),
       ),
     )
   graph_def, results = _run_passes(frozen.graph.as_graph_def(), passes, what)
@@ -276,10 +284,14 @@ def _captured_consts(cf, pruning: PruningVariables) -> _Consts:
 
 
 class _Pass(NamedTuple):
-  """A strip pass: its name and GraphDef -> `graph_ir.PassResult`."""
+  """A strip pass: its name and (GraphDef, earlier results) -> result.
+
+  The earlier results, by pass name, serve a pass that needs what one before
+  it found (shrink names the weights fold_masks folded).
+  """
 
   name: str
-  run: Callable[[Any], graph_ir.PassResult]
+  run: Callable[[Any, Mapping[str, graph_ir.PassResult]], graph_ir.PassResult]
 
 
 def _run_passes(graph_def, passes: Sequence[_Pass], what: str):
@@ -293,7 +305,7 @@ def _run_passes(graph_def, passes: Sequence[_Pass], what: str):
   graph_ir.check_valid(graph_def, f'freezing {what}')
   results = {}
   for p in passes:
-    result = p.run(graph_def)
+    result = p.run(graph_def, dict(results))
     graph_def = result.graph
     graph_ir.check_valid(graph_def, f'pass {p.name!r} on {what}')
     results[p.name] = result

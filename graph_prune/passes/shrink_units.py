@@ -24,7 +24,7 @@ one constant, for instance) is dropped (`drop_unused`).
 
 import collections
 import dataclasses
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -83,7 +83,10 @@ class ShrinkResult:
 
 
 def shrink_units(
-  graph_def, output_names: Sequence[str], suffix: str = 'shrunk'
+  graph_def,
+  output_names: Sequence[str],
+  suffix: str = 'shrunk',
+  weight_names: Optional[Mapping[str, str]] = None,
 ) -> graph_ir.PassResult:
   """Removes every removable zero unit of `graph_def` (see module docstring).
 
@@ -92,12 +95,14 @@ def shrink_units(
     output_names: its output tensors.
     suffix: ends the names of the Consts the pass adds (unique per call
       keeps several shrunk graphs importable into one function).
+    weight_names: kernel Const node -> its weight's name, which the kept
+      reasons then name instead of the node (`unit_removal.decide`).
 
   Returns:
     A `PassResult` with the new GraphDef and a `ShrinkResult`.
   """
   flow = unit_traversal.analyze(graph_def, output_names, unit_rules.RULES)
-  decision = unit_removal.decide(flow)
+  decision = unit_removal.decide(flow, weight_names)
   graph = flow.graph
   removed = decision.removed
   new = graph_ir.copy_graph_def(graph_def)

@@ -15,7 +15,7 @@ zero channels stayed.
 
 import collections
 import dataclasses
-from typing import Dict, List, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -58,15 +58,22 @@ class Decision:
   coupled: Tuple[CoupledGroup, ...]
 
 
-def decide(flow: unit_flow.Flow) -> Decision:
+def decide(
+  flow: unit_flow.Flow, weight_names: Optional[Mapping[str, str]] = None
+) -> Decision:
   """Removes every class that is all zero and kept by no rule.
 
   Args:
     flow: the result of `unit_traversal.analyze`.
+    weight_names: kernel Const node -> the name of the weight it holds
+      (e.g. 'dense_1/kernel'), for the reasons, which name the layers a
+      unit is coupled with: a user knows the weight, not the node its value
+      was frozen into. A kernel not in it is named by its node.
 
   Returns:
     A `Decision`.
   """
+  names = dict(weight_names or {})
   classes = flow.units.classes()
   zero = flow.units.zero
   all_zero = np.ones(len(classes), dtype=bool)  # indexed by class root
@@ -86,7 +93,9 @@ def decide(flow: unit_flow.Flow) -> Decision:
   removed = go[classes]
   members = _class_members(flow, classes)
   layer_reasons = {
-    g.producer: _layer_reasons(g, classes, removed, reasons, members, zero)
+    g.producer: _layer_reasons(
+      g, classes, removed, reasons, members, zero, names
+    )
     for g in flow.groups
   }
   coupled = _coupled(flow, classes, all_zero, go, reasons, members)
@@ -107,14 +116,14 @@ def _class_members(flow, classes) -> Dict[int, List[unit_flow.Group]]:
   return {c: list(groups.values()) for c, groups in members.items()}
 
 
-def _layer_reasons(group, classes, removed, reasons, members, zero):
+def _layer_reasons(group, classes, removed, reasons, members, zero, names):
   stayed = group.zero & ~removed[group.ids]
   found = []
   for c in np.unique(classes[group.ids[stayed]]).tolist():
     why = list(reasons.get(c, ()))
     if not why:
       others = [
-        g.kernel
+        names.get(g.kernel, g.kernel)
         for g in members.get(c, ())
         if g is not group and not zero[g.ids[classes[g.ids] == c]].all()
       ]
