@@ -52,6 +52,19 @@ class Sparsity(NamedTuple):
   overall: tf.Tensor
 
 
+def _not_converted(method):
+  """Marks a method AutoGraph leaves as it is, when a user's tf.function
+  calls it.
+
+  graph_prune's graph code uses `tf.cond` itself and never Python control
+  flow on tensors, so converting it gains nothing; but AutoGraph converts
+  every function a traced function calls (its source parsed and rewritten
+  once per process), which cost seconds of a user's first step: the mask
+  update's code and the mode rewrite's.
+  """
+  return tf.autograph.experimental.do_not_convert(method)
+
+
 class PrunedModel(SavedModelConventions, tf.Module):
   """A computation whose prunable weights are used as `weight * mask`.
 
@@ -136,6 +149,7 @@ class PrunedModel(SavedModelConventions, tf.Module):
       self._call, input_signature=traced.input_signature
     )
 
+  @_not_converted
   def __call__(
     self,
     *args,  # pylint: disable=method-hidden
@@ -251,6 +265,7 @@ class PrunedModel(SavedModelConventions, tf.Module):
   def weight_names(self) -> List[str]:
     return [w.name for w in self.pruned_weights]
 
+  @_not_converted
   def mask_update(self, step) -> tf.Operation:
     """Recomputes every mask at `step` and records `step` as the last update.
 
@@ -278,6 +293,7 @@ class PrunedModel(SavedModelConventions, tf.Module):
       return None
     return self._update(step)
 
+  @_not_converted
   def conditional_mask_update(self, step) -> tf.Tensor:
     """Updates the masks if contrib's condition holds at `step`.
 

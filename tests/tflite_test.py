@@ -20,12 +20,20 @@ each against NumPy on the pruned model's own weights and masks:
   * a sparse file the runtime cannot run (a run check that fails on sparse
     files, as LiteRT's XNNPack does on int8 ones): 'auto' writes the dense
     file, same zeros and outputs, and says why; 'on' is an error;
-  * without LiteRT, tf.lite.Interpreter runs the same model alike.
+  * without LiteRT, tf.lite.Interpreter runs the same model alike;
+  * blocks of block_height=4 (the Keras kernel's input axis): the mask is
+    NumPy's block mask, and in the int8 file every run of 4 along a row of
+    TFLite's [out, in] weight is all zero or all non-zero, zeros exactly
+    where the transposed mask is 0;
+  * float16 weights in those blocks: the converter's sparse file outputs
+    NaN (TF 2.21), its max abs diff is NaN, not 0; 'on' is an error and
+    'auto' keeps the dense file, which matches the pruned model.
 """
 
 import gzip
 import os
 import sys
+import tempfile
 from unittest import mock
 import warnings
 
@@ -350,6 +358,121 @@ class SparseRunFallbackTest(tf.test.TestCase):
       self.convert('on', calls)
     self.assertEqual(calls, [True])
     self.assertFalse(os.path.exists(os.path.join(self.get_temp_dir(), 'on')))
+
+
+def _block_mask(kernel, height, sparsity):
+  """NumPy: the mask of AVG-pooled |w| blocks of `height` input rows."""
+  rows, cols = kernel.shape
+  scores = np.abs(kernel).reshape(rows // height, height, cols).mean(axis=1)
+  keep = max(1, round(scores.size * (1 - sparsity)))
+  kept = np.zeros(scores.size, bool)
+  kept[np.argsort(scores, axis=None, kind='stable')[-keep:]] = True
+  return np.repeat(kept.reshape(scores.shape), height, axis=0)
+
+
+class BlockAlongInputTest(tf.test.TestCase):
+  """Blocks of block_height=4 (the Keras kernel's input axis, [in, out]) are
+  runs of 4 consecutive zeros along a row of TFLite's [out, in] weight: the
+  orientation the README recommends for the smallest gzipped file."""
+
+  def test_int8_rows_hold_whole_blocks(self):
+    keras.utils.set_random_seed(0)
+    model = _mlp()
+    rng = np.random.RandomState(2)
+    for layer in model.layers:
+      # |w| in [0.25, 1]: no kept weight rounds to int8 zero (scale <= 1/127).
+      shape = layer.kernel.shape
+      magnitude = rng.uniform(0.25, 1.0, shape)
+      layer.kernel.assign(np.where(rng.rand(*shape) < 0.5, -1, 1) * magnitude)
+    pruned = graph_prune.apply_pruning(
+      model, HPARAMS + ',block_height=4,block_width=1'
+    )
+    pruned.mask_update(1)
+    x = np.random.RandomState(1).rand(64, 16).astype(np.float32)
+    path = os.path.join(self.get_temp_dir(), 'block4x1.tflite')
+    tflite.export_tflite(pruned, path, quantize='int8', representative_data=x)
+    with open(path, 'rb') as f:
+      by_shape = {w.shape: w for w in tflite_read.read_weights(f.read())}
+    for layer, mask in zip(model.layers, pruned.masks):
+      kernel = layer.kernel.numpy()
+      want = _block_mask(kernel, 4, 0.75)
+      self.assertAllEqual(mask.numpy() != 0, want)
+      stored = by_shape[kernel.shape[::-1]]
+      self.assertEqual(stored.dtype, 'int8')
+      zeros = stored.zeros.reshape(kernel.shape[1], kernel.shape[0] // 4, 4)
+      # Every run of 4 along a TFLite row: all zero or all non-zero.
+      self.assertTrue(np.all(zeros.all(-1) | ~zeros.any(-1)))
+      self.assertAllEqual(stored.zeros, ~want.T)
+      self.assertAlmostEqual(float(np.mean(stored.zeros)), 0.75)
+
+
+class BlockSparseFloat16Test(tf.test.TestCase):
+  """float16 weights in 1x4 blocks: TF 2.21's converter leaves out their
+  Densify op, so the sparse file outputs NaN; it is never kept."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    # At 95% the sparse file is the smaller one, so 'auto' tries it.
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+      [keras.Input((128,)), L.Dense(128, activation='relu'), L.Dense(8)]
+    )
+    cls.pruned = graph_prune.apply_pruning(
+      model,
+      HPARAMS.replace('target_sparsity=0.75', 'target_sparsity=0.95')
+      + ',block_height=4,block_width=1',
+    )
+    cls.pruned.mask_update(1)
+    cls.x = np.random.RandomState(1).rand(16, 128).astype(np.float32)
+    cls.saved = os.path.join(tempfile.mkdtemp(), 'stripped')
+    graph_prune.strip(cls.pruned).save(cls.saved)
+
+  def convert(self, sparse):
+    path = os.path.join(self.get_temp_dir(), f'{sparse}.tflite')
+    report = tflite.convert_and_check(
+      self.saved, ['serving_default'], path, 'float16', self.x, sparse
+    )
+    return path, report
+
+  def test_nan_outputs_are_a_nan_difference(self):
+    flatbuffer = tflite.convert_saved_model(
+      self.saved, ['serving_default'], 'float16', self.x, True
+    )
+    runner = tflite_read.make_interpreter(flatbuffer).get_signature_runner()
+    (name,) = runner.get_input_details()
+    (output,) = runner(**{name: self.x}).values()
+    # The converter bug (TF 2.21): if this fails, it was fixed.
+    self.assertTrue(np.isnan(output).any())
+    diff, _, _ = tflite_read.compare_with_saved_model(
+      flatbuffer, self.saved, ['serving_default'], self.x
+    )
+    self.assertTrue(np.isnan(diff))
+
+  def test_on_is_an_error_and_writes_nothing(self):
+    with self.assertRaisesRegex(
+      errors.TFLiteExportError,
+      r"sparse weights \(quantize='float16'\) differs from the float model "
+      r'by NaN.*--tflite_sparse=auto',
+    ):
+      self.convert('on')
+    self.assertFalse(
+      os.path.exists(os.path.join(self.get_temp_dir(), 'on.tflite'))
+    )
+
+  def test_auto_keeps_the_dense_file_and_says_why(self):
+    path, report = self.convert('auto')
+    self.assertFalse(report.sparse_encoded)
+    self.assertEqual(report.sparse_rejected, 'its outputs are NaN')
+    # The sparse file was the smaller one: it was tried first.
+    self.assertLess(report.other_encoding_size.gzipped, report.size.gzipped)
+    with open(path, 'rb') as f:
+      weights = tflite_read.read_weights(f.read())
+    self.assertEqual({w.sparse_encoded for w in weights}, {False})
+    want = self.pruned(tf.constant(self.x)).numpy()
+    diff = np.max(np.abs(_run(path, self.x) - want))
+    self.assertLessEqual(diff, TOLERANCE['float16'] * np.max(np.abs(want)))
+    self.assertAllClose(report.max_abs_diff, diff, rtol=1e-3, atol=1e-6)
 
 
 class DensifyTest(tf.test.TestCase):

@@ -22,7 +22,9 @@ converts both ways and keeps the file whose gzipped size is smaller (the
 report says which, and the other's size). The sparse file's decoded weights
 must equal the dense file's: TFLite's converter can drop int8 weight blocks
 (`_sparse_loss`), so a sparse file that lost weights is never kept ('auto')
-or is an error ('on').
+or is an error ('on'); so is one that the interpreter cannot run or that
+outputs NaN (float16 weights in 1x4 blocks lose their Densify op,
+`_run_checked`).
 
 Every written model is checked: `tflite_read.read_weights` decodes the
 weights from the flatbuffer itself (the report's sparsity is what the file
@@ -257,19 +259,11 @@ def convert_and_check(
     for encoded in choices
   }
   encoded, measured, lost = _choose_encoding(candidates, sparse, quantize)
-  try:
-    checked = run_check(
-      candidates[encoded], saved_model_dir, signature_keys, representative
-    )
-  except RuntimeError as e:  # the interpreter cannot prepare or run it
-    if not (encoded and sparse == 'auto'):
-      raise _run_error(e, quantize, encoded) from e
-    # XNNPack cannot prepare some sparse weights: use the dense file.
-    encoded = False
-    lost = f'{tflite_read.interpreter_name()} cannot run it ({_line(e)})'
-    checked = run_check(
-      candidates[False], saved_model_dir, signature_keys, representative
-    )
+  args = (saved_model_dir, signature_keys, representative)
+  encoded, checked, rejected = _run_checked(
+    candidates, encoded, sparse, quantize, lambda fb: run_check(fb, *args)
+  )
+  lost = rejected or lost
   diff, agreement, examples = checked
   flatbuffer = candidates[encoded]
   with open(path, 'wb') as f:
@@ -318,6 +312,38 @@ def _choose_encoding(candidates, sparse: str, quantize: str):
     measured,
     None,
   )
+
+
+def _run_checked(candidates, encoded: bool, sparse: str, quantize: str, run):
+  """(encoding used, what `run` returned for it, why sparse was rejected).
+
+  A sparse file is rejected ('auto': the dense one is checked and kept;
+  'on': an error) when the interpreter cannot run it (XNNPack cannot
+  prepare some sparse weights) or it outputs NaN: TF 2.21's converter
+  feeds float16 weights in 1x4 blocks (block_height=4 in Keras) to
+  Dequantize with no Densify op.
+
+  Raises:
+    TFLiteExportError: the kept file cannot run, or 'on' and the sparse
+      file outputs NaN.
+  """
+  try:
+    checked = run(candidates[encoded])
+  except RuntimeError as e:  # the interpreter cannot prepare or run it
+    if not (encoded and sparse == 'auto'):
+      raise _run_error(e, quantize, encoded) from e
+    rejected = f'{tflite_read.interpreter_name()} cannot run it ({_line(e)})'
+    return False, run(candidates[False]), rejected
+  if not (encoded and np.isnan(checked[0])):
+    return encoded, checked, None
+  if sparse == 'on':
+    raise errors.TFLiteExportError(
+      f'The TFLite model with sparse weights (quantize={quantize!r}) '
+      'differs from the float model by NaN (a converter bug with '
+      "block-sparse float16 weights); pass sparse='auto' or 'off' "
+      '(--tflite_sparse=auto).'
+    )
+  return False, run(candidates[False]), 'its outputs are NaN'
 
 
 def _run_error(error, quantize, encoded):
@@ -393,7 +419,8 @@ def export_tflite(
     OutputExistsError: `path` exists and `overwrite` is False.
     StripError, FoldError: as in `strip`, or the converter failed.
   """
-  # strip.py imports this module (write_tflite), so strip is imported here.
+  # strip.py imports this module (strip_saved_model.py's write_tflite), so
+  # strip is imported here.
   from graph_prune.export import strip as strip_lib  # pylint: disable=g-import-not-at-top
 
   check_options(quantize, sparse, representative_data)

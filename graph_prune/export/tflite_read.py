@@ -218,7 +218,8 @@ def compare_with_saved_model(
 
   Single-input signatures get the representative inputs when there are
   some; otherwise (and for other signatures) 8 deterministic random inputs
-  per numeric input.
+  per numeric input. The max abs diff is NaN when any output is NaN, so a
+  file that computes NaN never passes for an exact one.
   """
   loaded = tf.saved_model.load(saved_model_dir)
   rng = np.random.RandomState(0)
@@ -233,7 +234,10 @@ def compare_with_saved_model(
     examples = max(examples, len(next(iter(inputs.values()))))
     for name, a in want.items():
       b = got[name].astype(np.float64)
-      worst = max(worst, float(np.max(np.abs(a.astype(np.float64) - b))))
+      # np.max, not max(): a NaN output must make the difference NaN
+      # (max(0.0, nan) is 0.0).
+      diff = np.max(np.abs(a.astype(np.float64) - b))
+      worst = float(np.max([worst, diff]))
       if a.ndim == 2 and a.shape[1] > 1:
         agree += int(np.sum(a.argmax(1) == b.argmax(1)))
         total += a.shape[0]
