@@ -156,3 +156,83 @@ def tflite_schema():
   except ImportError:
     from tensorflow.lite.python import schema_py_generated  # pylint: disable=g-import-not-at-top
   return schema_py_generated
+
+
+def gradient_function(op):
+  """The gradient function `tf.gradients` would call for `op`, or None.
+
+  The pruned graph is imported in place into a user's `tf.function`
+  (`passes/tape_ops.py`), and its ops must reach the user's `GradientTape`
+  with the gradients TensorFlow registered for them (a `tf.RegisterGradient`
+  override named by the op's `_gradient_op_type` attr included). This is
+  the lookup `tf.gradients` itself makes; no public API returns an op's
+  registered gradient.
+
+  Args:
+    op: a `tf.Operation`.
+
+  Returns:
+    The gradient function, or None for an op without inputs or one
+    registered as not differentiable.
+
+  Raises:
+    LookupError: no gradient is registered for the op's type.
+  """
+  from tensorflow.python.framework import ops as _ops  # pylint: disable=g-import-not-at-top
+
+  return _ops.get_gradient_function(op)
+
+
+def has_registered_gradient(op_type):
+  """Whether a gradient (or "not differentiable") is registered for a type.
+
+  Lets `passes/tape_ops.py` decide from a GraphDef, before importing it,
+  whether every op can be recorded on a tape; `gradient_function` needs an
+  op of a graph. No public API reads the gradient registry.
+
+  Args:
+    op_type: an op type name, or a `tf.RegisterGradient` name.
+  """
+  from tensorflow.python.framework import ops as _ops  # pylint: disable=g-import-not-at-top
+
+  try:
+    _ops.gradient_registry.lookup(op_type)
+  except LookupError:
+    return False
+  return True
+
+
+def tapes_active():
+  """Whether any `tf.GradientTape` or `ForwardAccumulator` is recording.
+
+  The pruned graph is imported in place, its ops recorded, only for a
+  trace that a tape differentiates (`passes/insert.call`); serving and
+  export traces keep the function call. No public API tells whether a tape
+  is active.
+  """
+  from tensorflow.python.eager import record as _record  # pylint: disable=g-import-not-at-top
+
+  return _record.could_possibly_record()
+
+
+def record_operation(op_type, outputs, inputs, backward):
+  """Records one operation on every active tape, as an op wrapper does.
+
+  Ops that `import_graph_def` creates are built in C++ and bypass the
+  Python op wrappers, which are what record an op on the tapes
+  (`execute.record_gradient`); without a record `tape.gradient` returns None
+  for every weight they read. `tf.custom_gradient` records through this
+  same call but also adds an `IdentityN` with a Python gradient closure to
+  the graph, which a SavedModel cannot save, and one closure for the whole
+  graph would hide its ops from an outer tape (second-order gradients). No
+  public API records an operation.
+
+  Args:
+    op_type: a name for the operation (shown in tape errors).
+    outputs: its output tensors.
+    inputs: its input tensors.
+    backward: maps the outputs' gradients to the inputs' gradients.
+  """
+  from tensorflow.python.eager import record as _record  # pylint: disable=g-import-not-at-top
+
+  _record.record_operation(op_type, outputs, inputs, backward)

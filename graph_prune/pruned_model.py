@@ -180,8 +180,10 @@ class PrunedModel(SavedModelConventions, tf.Module):
     # up on the class, so this forwards to it. The other mode's function is
     # held by an `Untracked`, so it is no signature candidate.
     if training is None or training is self._training:
+      if tf.inside_function():
+        return rewrite.call(self._fn.value, *args)
       return self.__dict__['__call__'](*args)
-    return self._mode_function(training)(*args)
+    return rewrite.call(self._mode_function(training), *args)
 
   def _call(self, *args):
     return self._fn.value(*args)

@@ -3,10 +3,12 @@
 scan = find_weights(traced, do_not_prune)        # what can be pruned
 result = insert_masks(traced, {name: mask})      # a PassResult
 fn, report = result.graph, result.report         # the rewritten function
+y = call(fn, x)              # in a tf.function: imported in place
 """
 
 from graph_prune.passes.graph_ir import MASKED_WEIGHT_SUFFIX
 from graph_prune.passes.graph_ir import PassResult
+from graph_prune.passes.insert import call
 from graph_prune.passes.insert import insert_masks
 from graph_prune.passes.insert import MaskedWeight
 from graph_prune.passes.insert import RewriteReport
@@ -17,6 +19,7 @@ from graph_prune.passes.scan import WeightScan
 from graph_prune.passes.scan import WeightUse
 
 __all__ = [
+  'call',
   'find_weights',
   'insert_masks',
   'require_candidates',

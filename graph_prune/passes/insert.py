@@ -38,8 +38,12 @@ from graph_prune import errors
 from graph_prune.passes import bind_weights
 from graph_prune.passes import graph_ir
 from graph_prune.passes import scan
+from graph_prune.passes import tape_ops
 
 _IMPORT_SCOPE = 'pruned'
+# The attribute of a rewritten function's Python function that imports its
+# graph in place (see `call`).
+_IN_PLACE = '_graph_prune_in_place'
 # Makes names of rewritten functions unique per call within a process.
 _call_ids = itertools.count(1)
 
@@ -148,6 +152,77 @@ def insert_masks(
   report = _report(prunable, scan_result or prunable, masks, rewriter)
   report = dataclasses.replace(report, unit_params=tuple(sorted(params)))
   return graph_ir.PassResult(fn, report, changed=bool(report.masked))
+
+
+def call(function, *args):
+  """Calls `function`, a rewritten function `insert_masks` returned.
+
+  Inside a `tf.function` being traced while a gradient tape records (a
+  user's training step), the pruned graph is imported in place, its ops
+  recorded on the tapes (`tape_ops`), instead of being called as a
+  function: TensorFlow then
+  differentiates it op by op, as it does the dense model, rather than
+  building the gradient of a function call (a forward function exporting
+  every intermediate, a backward function capturing them), which made most
+  of a pruned model's extra first-step cost. Otherwise it is the plain
+  call: eagerly; without a tape (a serving or export trace, where the call
+  is what `strip` folds the masks in, also inside branches and loops); for
+  a graph with a function call node; for inputs that do not match the
+  signature (the call raises TensorFlow's usual error).
+
+  Args:
+    function: a `tf.function` from `insert_masks`.
+    *args: its inputs.
+
+  Returns:
+    The function's outputs.
+  """
+  in_place = getattr(function.python_function, _IN_PLACE, None)
+  if (
+    in_place is None
+    or not tf.inside_function()
+    or not _tf_internal.tapes_active()
+  ):
+    return function(*args)
+  inputs = _matching_inputs(function.input_signature, args)
+  if inputs is None:
+    return function(*args)
+  return in_place(inputs)
+
+
+def _matching_inputs(signature, args):
+  """`args` as tensors of `signature`, or None if they do not match it.
+
+  What the function's own call would accept, without its conversions: a
+  mismatch goes to the function, which raises TensorFlow's usual error.
+  """
+  signature, args = tuple(signature), tuple(args)
+  try:
+    tf.nest.assert_same_structure(signature, args, check_types=False)
+  except (TypeError, ValueError):
+    return None
+  inputs = []
+  for spec, arg in zip(tf.nest.flatten(signature), tf.nest.flatten(args)):
+    if isinstance(spec, tf.TensorSpec) and not isinstance(arg, tf.Tensor):
+      try:
+        arg = tf.convert_to_tensor(arg, dtype=spec.dtype)
+      except (TypeError, ValueError):
+        return None
+    if not spec.is_compatible_with(arg):
+      return None
+    inputs.append(arg)
+  return tf.nest.pack_sequence_as(args, inputs)
+
+
+def _in_graph(graph, tensor):
+  """`tensor`, captured into `graph` if it is eager or from an outer graph.
+
+  In place (`call`), an input may be a tensor the user's function closes
+  over; `import_graph_def` maps inputs only to tensors of its own graph.
+  """
+  if tf.is_symbolic_tensor(tensor) and tensor.graph is graph:
+    return tensor
+  return _tf_internal.capture(graph, tensor)
 
 
 def _analysis_of(traced, scan_result) -> scan.Analysis:
@@ -294,7 +369,7 @@ def _build_function(traced, infos, masks, new_top, graph_def, flat_name, scope):
   flat_outputs = tf.nest.flatten(cf.structured_outputs, expand_composites=True)
   output_index = {id(t): i for i, t in enumerate(cf.graph.outputs)}
 
-  def masked_call(*args):
+  def imported(args, in_place):
     graph = tf.compat.v1.get_default_graph()
     flat_args = tf.nest.flatten(args, expand_composites=True)
     if len(flat_args) != n_inputs:
@@ -302,7 +377,9 @@ def _build_function(traced, infos, masks, new_top, graph_def, flat_name, scope):
         f'The pruned {traced.name} takes {n_inputs} input tensors, got '
         f'{len(flat_args)}.'
       )
-    input_map = {f'{arg_names[i]}:0': t for i, t in enumerate(flat_args)}
+    input_map = {
+      f'{arg_names[i]}:0': _in_graph(graph, t) for i, t in enumerate(flat_args)
+    }
     for external, i in captures:
       info = info_by_arg.get(i)
       # Under a tf.distribute strategy the traced graph captured the first
@@ -320,12 +397,16 @@ def _build_function(traced, infos, masks, new_top, graph_def, flat_name, scope):
         continue
       if variable is not None:
         external = variable.handle
-      input_map[f'{arg_names[i]}:0'] = _tf_internal.capture(graph, external)
-      if variable is not None:
+        # Before the capture: a tape then links the captured handle to the
+        # variable it watches.
         _tf_internal.mark_variable_accessed(variable)
+      input_map[f'{arg_names[i]}:0'] = _tf_internal.capture(graph, external)
+    first_new_op = len(graph.get_operations())
     results = tf.graph_util.import_graph_def(
       graph_def, input_map=input_map, return_elements=ret_names, name=scope
     )
+    if in_place:
+      tape_ops.record(graph.get_operations()[first_new_op:])
     flat = []
     for t in flat_outputs:
       index = output_index.get(id(t)) if isinstance(t, tf.Tensor) else None
@@ -333,6 +414,12 @@ def _build_function(traced, infos, masks, new_top, graph_def, flat_name, scope):
     return tf.nest.pack_sequence_as(
       cf.structured_outputs, flat, expand_composites=True
     )
+
+  def masked_call(*args):
+    return imported(args, in_place=False)
+
+  if tape_ops.recordable(graph_def):
+    setattr(masked_call, _IN_PLACE, lambda args: imported(args, in_place=True))
 
   return tf.function(
     masked_call, input_signature=list(traced.input_signature), autograph=False
