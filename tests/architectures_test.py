@@ -171,10 +171,10 @@ class _Architectures(tf.test.TestCase):
         loss = tf.reduce_mean(tf.square(out))
       grads = tape.gradient(loss, variables)
       for v, g in zip(variables, grads):
-        # The tf.Variable: gradients of variables read inside a rewritten
-        # While body have no static shape, which a Keras 3 variable's
-        # assign refuses (see the report of issue 17).
-        tf_variable(v).assign_sub(LEARNING_RATE * g)
+        # The model's own variable: a Keras 3 variable's assign refuses a
+        # gradient of unknown rank, which a rewritten While body's (the
+        # ConvLSTM2D's) had before the in-place import set its shape.
+        v.assign_sub(LEARNING_RATE * g)
       step.assign_add(1)
       pruned.conditional_mask_update(step)
       return grads

@@ -214,6 +214,40 @@ class InPlaceTest(tf.test.TestCase, parameterized.TestCase):
       atol=1e-6,
     )
 
+  def test_loop_gradients_have_the_variables_shapes(self):
+    # The LSTM reads its bias inside a While body, through the variable's
+    # handle: the While's gradient for it has no static shape of its own.
+    keras.utils.set_random_seed(11)
+    model = keras.Sequential(
+      [keras.Input((3, 2)), keras.layers.LSTM(4), keras.layers.Dense(1)]
+    )
+    pruned = graph_prune.apply_pruning(model, 'target_sparsity=0.5')
+    _random_masks(pruned, seed=12)
+    twin = _twin(model, pruned)
+    x = tf.random.normal((2, 3, 2))
+
+    def grads(call, variables):
+      @tf.function
+      def step(x):
+        with tf.GradientTape() as tape:
+          loss = tf.reduce_sum(call(x))
+        grads = tape.gradient(loss, variables)
+        return grads, [g.shape for g in grads]
+
+      return step(x)
+
+    got, shapes = grads(
+      lambda x: pruned(x, training=True), model.trainable_variables
+    )
+    self.assertEqual(
+      [tuple(v.shape) for v in model.trainable_variables],
+      [tuple(s) for s in shapes],
+    )
+    want, _ = grads(twin, twin.trainable_variables)
+    for g, w, mask in zip(got, want, _kernel_masks(model, pruned)):
+      expected = w.numpy() if mask is None else w.numpy() * mask
+      self.assertAllClose(expected, g, rtol=1e-4, atol=1e-6)
+
   def test_graph_without_recordable_gradients_keeps_the_call(self):
     # An op whose gradient override is registered nowhere cannot be recorded
     # (tf.gradients only fails if a gradient reaches it; here none does): the

@@ -380,6 +380,7 @@ def _build_function(traced, infos, masks, new_top, graph_def, flat_name, scope):
     input_map = {
       f'{arg_names[i]}:0': _in_graph(graph, t) for i, t in enumerate(flat_args)
     }
+    shapes = {}  # captured variable handle -> the variable's shape
     for external, i in captures:
       info = info_by_arg.get(i)
       # Under a tf.distribute strategy the traced graph captured the first
@@ -401,12 +402,14 @@ def _build_function(traced, infos, masks, new_top, graph_def, flat_name, scope):
         # variable it watches.
         _tf_internal.mark_variable_accessed(variable)
       input_map[f'{arg_names[i]}:0'] = _tf_internal.capture(graph, external)
+      if variable is not None:
+        shapes[input_map[f'{arg_names[i]}:0'].ref()] = variable.shape
     first_new_op = len(graph.get_operations())
     results = tf.graph_util.import_graph_def(
       graph_def, input_map=input_map, return_elements=ret_names, name=scope
     )
     if in_place:
-      tape_ops.record(graph.get_operations()[first_new_op:])
+      tape_ops.record(graph.get_operations()[first_new_op:], shapes)
     flat = []
     for t in flat_outputs:
       index = output_index.get(id(t)) if isinstance(t, tf.Tensor) else None

@@ -26,7 +26,7 @@ through `SymbolicGradient`; a graph with one keeps the function call.
 """
 
 import functools
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
 import tensorflow as tf
 
@@ -77,12 +77,16 @@ def _differentiable(tensor) -> bool:
   return _is_float(tensor.dtype)
 
 
-def _backward(op, grad_fn, *output_grads):
+def _backward(op, grad_fn, variable_shapes, *output_grads):
   """`grad_fn` of `op` with the output gradients a tape leaves out filled.
 
   As in `tf.gradients`: a float output nothing depends on gets a zero
   gradient (except for `IdentityN`, whose gradient passes None through);
-  other outputs (integers, resource handles) keep None.
+  other outputs (integers, resource handles) keep None. Each input's
+  gradient gets the input's static shape, and a variable handle's (a loop
+  or branch reading the variable inside) the variable's: a `While`'s
+  gradient has none of its own, and a Keras 3 variable's `assign_sub`
+  refuses a tensor of unknown rank.
   """
   grads = list(output_grads)
   if op.type != 'IdentityN':
@@ -93,16 +97,28 @@ def _backward(op, grad_fn, *output_grads):
     in_grads = grad_fn(op, *grads)
   if not isinstance(in_grads, (list, tuple)):
     in_grads = [in_grads]
+  for grad, t in zip(in_grads, op.inputs):
+    if isinstance(grad, tf.Tensor):
+      shape = (
+        variable_shapes.get(t.ref()) if t.dtype == tf.resource else t.shape
+      )
+      if shape is not None and grad.shape.is_compatible_with(shape):
+        grad.set_shape(shape)
   return list(in_grads)
 
 
-def record(ops: Iterable[tf.Operation]) -> int:
+def record(
+  ops: Iterable[tf.Operation],
+  variable_shapes: Mapping[Any, tf.TensorShape] = (),
+) -> int:
   """Records `ops`, in order, on every active tape.
 
   Args:
     ops: operations of the graph being built, producers before consumers
       (the order `import_graph_def` creates them in), from a graph that
       `recordable` accepted.
+    variable_shapes: `handle.ref()` -> the variable's shape, for the
+      variable handles the ops read.
 
   Returns:
     How many operations were recorded (0 when no tape is active).
@@ -120,7 +136,7 @@ def record(ops: Iterable[tf.Operation]) -> int:
       op.type,
       list(op.outputs),
       list(op.inputs),
-      functools.partial(_backward, op, grad_fn),
+      functools.partial(_backward, op, grad_fn, dict(variable_shapes)),
     )
     count += 1
   return count
