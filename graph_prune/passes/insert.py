@@ -160,8 +160,8 @@ def call(function, *args):
   Inside a `tf.function` being traced while a gradient tape records (a
   user's training step), the pruned graph is imported in place, its ops
   recorded on the tapes (`tape_ops`), instead of being called as a
-  function: TensorFlow then
-  differentiates it op by op, as it does the dense model, rather than
+  function: TensorFlow then differentiates it op by op, as it does the
+  dense model, rather than
   building the gradient of a function call (a forward function exporting
   every intermediate, a backward function capturing them), which made most
   of a pruned model's extra first-step cost. Otherwise it is the plain
@@ -404,7 +404,7 @@ def _build_function(traced, infos, masks, new_top, graph_def, flat_name, scope):
       input_map[f'{arg_names[i]}:0'] = _tf_internal.capture(graph, external)
       if variable is not None:
         shapes[input_map[f'{arg_names[i]}:0'].ref()] = variable.shape
-    first_new_op = len(graph.get_operations())
+    first_new_op = len(graph.get_operations()) if in_place else None
     results = tf.graph_util.import_graph_def(
       graph_def, input_map=input_map, return_elements=ret_names, name=scope
     )

@@ -73,10 +73,6 @@ def _is_float(dtype) -> bool:
   return dtype.is_floating or dtype.is_complex
 
 
-def _differentiable(tensor) -> bool:
-  return _is_float(tensor.dtype)
-
-
 def _backward(op, grad_fn, variable_shapes, *output_grads):
   """`grad_fn` of `op` with the output gradients a tape leaves out filled.
 
@@ -91,7 +87,7 @@ def _backward(op, grad_fn, variable_shapes, *output_grads):
   grads = list(output_grads)
   if op.type != 'IdentityN':
     for i, (grad, output) in enumerate(zip(grads, op.outputs)):
-      if grad is None and _differentiable(output):
+      if grad is None and _is_float(output.dtype):
         grads[i] = tf.zeros_like(output)
   with tf.name_scope(op.name.replace('/', '_') + '_grad'):
     in_grads = grad_fn(op, *grads)
@@ -125,9 +121,10 @@ def record(
   """
   if not _tf_internal.tapes_active():
     return 0
+  variable_shapes = dict(variable_shapes)
   count = 0
   for op in ops:
-    if not op.inputs or not any(_differentiable(t) for t in op.outputs):
+    if not op.inputs or not any(_is_float(t.dtype) for t in op.outputs):
       continue
     grad_fn = _tf_internal.gradient_function(op)
     if grad_fn is None:  # registered as not differentiable
@@ -136,7 +133,7 @@ def record(
       op.type,
       list(op.outputs),
       list(op.inputs),
-      functools.partial(_backward, op, grad_fn, dict(variable_shapes)),
+      functools.partial(_backward, op, grad_fn, variable_shapes),
     )
     count += 1
   return count
