@@ -88,6 +88,10 @@ class FoldError(StripError):
   """A masked weight cannot be folded into a constant."""
 
 
+class ProtoLimitError(StripError):
+  """A format that holds weights as constants cannot hold this model's."""
+
+
 class StrategyError(GraphPruneError, ValueError):
   """A `tf.distribute` strategy cannot be set up or used as asked."""
 
