@@ -104,12 +104,26 @@ class ArgumentTypeError(GraphPruneError, TypeError, ValueError):
   """An argument has the wrong type (e.g. `training='yes'`, not a bool)."""
 
 
+class ExampleDataError(GraphPruneError, ValueError):
+  """Example inputs a user handed in cannot feed the model.
+
+  Raised by `graph_prune.data_inputs.read_example_inputs` (TFLite's
+  representative data, calibration data): the data is missing, unreadable,
+  empty, not finite, of a non-numeric or complex dtype, or does not fit the
+  model's input signature (which input, which dimension).
+  """
+
+
 class TFLiteExportError(StripError):
   """A TFLite export was asked for with a bad option (quantization mode)."""
 
 
-class RepresentativeDataError(TFLiteExportError):
-  """Representative data for quantization is missing, unreadable or wrong."""
+class RepresentativeDataError(TFLiteExportError, ExampleDataError):
+  """Representative data for quantization is missing, unreadable or wrong.
+
+  Also an `ExampleDataError`: the data is read by `data_inputs` like every
+  example input a user hands in.
+  """
 
 
 class KerasStripError(StripError):
@@ -153,3 +167,12 @@ class OutputWriteError(GraphPruneError, ValueError):
   Names the final output path (not the hidden staging path the write went
   to); nothing of the output is left behind.
   """
+
+
+class OutputPathError(StripError):
+  """An output path cannot be used: its parent is a file, or a file output
+  names a directory."""
+
+
+class LatencyBatchesError(StripError):
+  """`latency_batches` holds a batch size that is not a positive integer."""

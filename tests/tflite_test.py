@@ -9,9 +9,8 @@ each against NumPy on the pruned model's own weights and masks:
   * the outputs, run here with the interpreter directly, agree with the
     pruned model within a tolerance per mode (relative to the largest
     output), and the report's max abs diff is that difference;
-  * int8 without representative data, an unknown mode, and bad
-    representative data are clear errors that write nothing;
-  * representative data from an array, an .npz and a tf.data.Dataset;
+  * int8 without representative data and an unknown mode are clear errors
+    that write nothing (bad representative data: data_inputs_test.py);
   * the sparse encoding, forced on and off, decodes to the same weights;
     'auto' keeps the smaller gzipped file; a hand-made block-sparse tensor
     decodes to its closed-form dense value;
@@ -252,34 +251,6 @@ class InterpreterTest(tf.test.TestCase):
     self.assertAllClose(
       list(want.values())[0], pruned(tf.constant(inputs[name])), atol=1e-5
     )
-
-
-class RepresentativeDataTest(tf.test.TestCase):
-  def test_array_npz_and_dataset(self):
-    x = np.arange(24, dtype=np.float32).reshape(6, 4)
-    path = os.path.join(self.get_temp_dir(), 'data.npz')
-    np.savez(path, x_train=x, y_train=np.zeros(6, np.int32))
-    dataset = tf.data.Dataset.from_tensor_slices((x, np.zeros(6))).batch(4)
-    for data in (x, path, dataset):
-      self.assertAllEqual(tflite.representative_inputs(data), x)
-
-  def test_integer_images_are_scaled(self):
-    images = np.array([[0, 255], [51, 102]], np.uint8)
-    self.assertAllClose(
-      tflite.representative_inputs(images), [[0, 1], [0.2, 0.4]]
-    )
-
-  def test_bad_data(self):
-    path = os.path.join(self.get_temp_dir(), 'other.npz')
-    np.savez(path, a=np.zeros(2), b=np.zeros(2))
-    cases = {
-      'does not exist': os.path.join(self.get_temp_dir(), 'missing.npz'),
-      "arrays \\['a', 'b'\\]": path,
-      'is empty': np.zeros((0, 4)),
-    }
-    for message, data in cases.items():
-      with self.assertRaisesRegex(errors.RepresentativeDataError, message):
-        tflite.representative_inputs(data)
 
 
 def _sparse_fails(calls):

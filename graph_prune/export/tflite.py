@@ -44,16 +44,15 @@ import numpy as np
 import tensorflow as tf
 
 from graph_prune import errors
+from graph_prune.export import native_logs
+from graph_prune.export import output_paths
+from graph_prune.export import representative as representative_lib
 from graph_prune.export import sizes
 from graph_prune.export import staging
 from graph_prune.export import tflite_read
-from graph_prune.export.representative import representative_inputs
 
 QUANTIZE_MODES = ('none', 'dynamic', 'float16', 'int8')
 SPARSE_CHOICES = ('auto', 'on', 'off')
-# Calibration sees at most this many examples (one per step); the comparison
-# with the float model at most representative.MAX_EXAMPLES.
-_CALIBRATION_EXAMPLES = 256
 _INTERPRETER_WARNING = r'(?s).*tf\.lite\.Interpreter is deprecated'
 
 
@@ -122,11 +121,17 @@ class TFLiteReport:
 
 
 def check_options(quantize: str, sparse: str, representative_data) -> None:
-  """Raises for a bad mode or an int8 request without representative data.
+  """Raises for a bad mode, or missing or bad representative data.
+
+  Called before anything is stripped or staged: the data is checked as far
+  as it can be without the model's signature (`representative.check_data`:
+  the file, the dtype, empty data, NaN or Inf); its shapes are checked
+  against the signatures before the conversion.
 
   Raises:
     TFLiteExportError: unknown `quantize` or `sparse`.
-    RepresentativeDataError: `quantize='int8'` without representative data.
+    RepresentativeDataError: `quantize='int8'` without representative data,
+      or data that no model could take.
   """
   if quantize not in QUANTIZE_MODES:
     raise errors.TFLiteExportError(
@@ -146,19 +151,37 @@ def check_options(quantize: str, sparse: str, representative_data) -> None:
       '--representative_data=FILE.npz in strip_masks) or choose '
       '--quantize=dynamic.'
     )
+  if representative_data is not None and not isinstance(
+    representative_data, representative_lib.RepresentativeInputs
+  ):
+    representative_lib.check_data(representative_data)
 
 
 def convert_saved_model(
   saved_model_dir: str,
   signature_keys: Sequence[str],
   quantize: str = 'none',
-  representative: Optional[np.ndarray] = None,
+  representative: Any = None,
   sparse: bool = True,
 ) -> bytes:
-  """Converts a (stripped) SavedModel to a TFLite flatbuffer.
+  """Converts a (stripped) SavedModel to a TFLite flatbuffer, guarded.
+
+  The converter runs inside `native_logs.captured()`: its C++ log lines
+  follow TF_CPP_MIN_LOG_LEVEL (off the binaries' terminal), and its failure
+  is one `TFLiteExportError` line, never a traceback.
+
+  Args:
+    saved_model_dir: the SavedModel.
+    signature_keys: its signatures to convert.
+    quantize: one of `QUANTIZE_MODES`.
+    representative: for int8, a `representative.RepresentativeInputs` or
+      data `read_representative` reads.
+    sparse: use TFLite's sparse weight encoding.
 
   Raises:
-    StripError: the converter fails (the message has its first line).
+    TFLiteExportError: the converter fails (the message has its first
+      error line and what to try).
+    RepresentativeDataError: int8 representative data that does not fit.
   """
   converter = tf.lite.TFLiteConverter.from_saved_model(
     saved_model_dir, signature_keys=list(signature_keys)
@@ -170,49 +193,43 @@ def convert_saved_model(
   if quantize == 'float16':
     converter.target_spec.supported_types = [tf.float16]
   if quantize == 'int8':
-    converter.representative_dataset = _calibration(
-      representative, signature_keys, saved_model_dir
-    )
+    converter.representative_dataset = _read(
+      saved_model_dir, signature_keys, representative
+    ).calibration()
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
   try:
-    with warnings.catch_warnings():
+    with native_logs.captured() as logs, warnings.catch_warnings():
       # int8 calibration runs TF's own tf.lite.Interpreter, which warns that
       # it is deprecated; the warning is about TF's internals, not the user's.
       warnings.filterwarnings('ignore', message=_INTERPRETER_WARNING)
       return converter.convert()
   except Exception as e:  # pylint: disable=broad-except
     # The converter raises ConverterError and others, all with a message.
-    raise errors.StripError(
-      f'The TFLite converter failed on signatures {list(signature_keys)} '
-      f'with quantize={quantize!r} ({_converter_message(e)}); TFLite '
-      'builtin ops are used, so e.g. a recurrent layer needs a fixed batch '
-      'size in the input signature: prune with apply_pruning(model, hparams, '
-      'input_signature=[tf.TensorSpec([1, ...], tf.float32)]) and export '
-      'that model.'
-    ) from e
+    raise _converter_error(e, logs.errors(), signature_keys, quantize) from e
 
 
-def _calibration(representative, keys, saved_model_dir):
-  loaded = tf.saved_model.load(saved_model_dir)
-  names = {k: _single_input(loaded.signatures[k], k) for k in keys}
+def _converter_error(error, logged, signature_keys, quantize):
+  message = _converter_message(error)
+  if logged and not message:
+    message = _converter_message(logged[0])
+  other = 'dynamic' if quantize != 'dynamic' else 'none'
+  return errors.TFLiteExportError(
+    f'The TFLite converter failed on signatures {list(signature_keys)} '
+    f'with quantize={quantize!r} ({message}); try another quantization '
+    f"(quantize='{other}', --quantize={other}), and as TFLite builtin ops "
+    'are used, e.g. a recurrent layer needs a fixed batch size in the input '
+    'signature: prune with apply_pruning(model, hparams, '
+    'input_signature=[tf.TensorSpec([1, ...], tf.float32)]) and export '
+    'that model.'
+  )
 
-  def dataset():
-    for example in representative[:_CALIBRATION_EXAMPLES]:
-      for key in keys:
-        sample = {names[key]: example[None]}
-        yield sample if len(keys) == 1 else (key, sample)
 
-  return dataset
-
-
-def _single_input(function, key) -> str:
-  specs = function.structured_input_signature[1]
-  if len(specs) != 1:
-    raise errors.RepresentativeDataError(
-      f'Signature {key!r} has inputs {sorted(specs)} but representative data '
-      'is one array; select a single-input signature (--signature).'
-    )
-  return next(iter(specs))
+def _read(saved_model_dir, signature_keys, representative):
+  if isinstance(representative, representative_lib.RepresentativeInputs):
+    return representative
+  return representative_lib.read_representative(
+    saved_model_dir, signature_keys, representative
+  )
 
 
 def convert_and_check(
@@ -226,12 +243,19 @@ def convert_and_check(
 ) -> TFLiteReport:
   """Converts, picks the encoding, checks, and writes `path`.
 
+  The representative data is read and checked against every signature
+  first, so bad data never reaches the converter. Conversion and checks run
+  inside `native_logs.captured()` (TFLite's C++ log lines follow
+  TF_CPP_MIN_LOG_LEVEL).
+
   Args:
     saved_model_dir: the stripped float SavedModel (also the reference).
     signature_keys: its signatures to convert.
     path: the file to write (the caller stages it).
     quantize: one of `QUANTIZE_MODES`.
-    representative_data: see `representative_inputs`; required for int8.
+    representative_data: see `graph_prune.data_inputs`, or a
+      `representative.RepresentativeInputs` already read; required for
+      int8.
     sparse: 'auto' (the smaller gzipped file), 'on' or 'off'.
     run_check: runs a flatbuffer beside the SavedModel, with the arguments
       of `tflite_read.compare_with_saved_model`, and returns what it does;
@@ -242,12 +266,16 @@ def convert_and_check(
 
   Returns:
     A `TFLiteReport` (its `size` that of the bytes written).
+
+  Raises:
+    TFLiteExportError, RepresentativeDataError: bad options or data, or the
+      converter failed.
   """
   check_options(quantize, sparse, representative_data)
   representative = (
     None
     if representative_data is None
-    else representative_inputs(representative_data)
+    else _read(saved_model_dir, signature_keys, representative_data)
   )
   # 'on' converts the dense encoding too, as the reference its weights are
   # checked against (see _sparse_loss).
@@ -259,10 +287,15 @@ def convert_and_check(
     for encoded in choices
   }
   encoded, measured, lost = _choose_encoding(candidates, sparse, quantize)
-  args = (saved_model_dir, signature_keys, representative)
-  encoded, checked, rejected = _run_checked(
-    candidates, encoded, sparse, quantize, lambda fb: run_check(fb, *args)
+  args = (
+    saved_model_dir,
+    signature_keys,
+    None if representative is None else representative.batches,
   )
+  with native_logs.captured():  # the interpreter's delegate lines
+    encoded, checked, rejected = _run_checked(
+      candidates, encoded, sparse, quantize, lambda fb: run_check(fb, *args)
+    )
   lost = rejected or lost
   diff, agreement, examples = checked
   flatbuffer = candidates[encoded]
@@ -404,9 +437,13 @@ def export_tflite(
     pruned: a `PrunedModel`.
     path: the .tflite file to write.
     quantize: 'none', 'dynamic', 'float16' or 'int8'.
-    representative_data: inputs to calibrate int8 with and to compare on:
-      an array (batch first), a `tf.data.Dataset` of input batches, or an
-      `.npz` path with `x_train`.
+    representative_data: inputs to calibrate int8 with and to compare on,
+      read by `graph_prune.data_inputs.read_example_inputs`: an array
+      (batch first), a list of batches, a batched or unbatched
+      `tf.data.Dataset` (labels ignored), a dict per input name, or an
+      `.npz` (`x_train`, `x`, `inputs`) / `.npy` path. Integer data is cast
+      as it is, except an `.npz` with `x_train`, scaled as the training
+      binary scaled it. Checked before anything is written.
     sparse: 'auto' keeps whichever weight encoding gives the smaller gzipped
       file; 'on' / 'off' force TFLite's sparse encoding or dense weights.
     overwrite: replace `path` if it exists.
@@ -415,28 +452,33 @@ def export_tflite(
     A `TFLiteReport`.
 
   Raises:
-    TFLiteExportError, RepresentativeDataError: bad options or data.
+    TFLiteExportError, RepresentativeDataError: bad options or data (one
+      line naming the value and the fix), or the converter failed.
     OutputExistsError: `path` exists and `overwrite` is False.
-    StripError, FoldError: as in `strip`, or the converter failed.
+    OutputPathError: `path` is a directory or under a file.
+    StripError, FoldError: as in `strip`.
   """
   # strip.py imports this module (strip_saved_model.py's write_tflite), so
   # strip is imported here.
   from graph_prune.export import strip as strip_lib  # pylint: disable=g-import-not-at-top
 
   check_options(quantize, sparse, representative_data)
+  output_paths.check(path, 'path', is_file=True)
   staging.check_output(path, overwrite, 'overwrite=True')
   module = strip_lib.strip(pruned)
+  keys = [strip_lib.DEFAULT_SIGNATURE]
   with tempfile.TemporaryDirectory() as tmp:
     saved = os.path.join(tmp, 'stripped')
     module.save(saved)
+    # Checked against the signature before anything is staged.
+    representative = (
+      None
+      if representative_data is None
+      else _read(saved, keys, representative_data)
+    )
     with staging.Staging(overwrite, 'overwrite=True') as stage:
       report = convert_and_check(
-        saved,
-        [strip_lib.DEFAULT_SIGNATURE],
-        stage.file(path),
-        quantize,
-        representative_data,
-        sparse,
+        saved, keys, stage.file(path), quantize, representative, sparse
       )
       stage.commit()
   return report

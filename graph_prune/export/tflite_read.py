@@ -212,50 +212,68 @@ def compare_with_saved_model(
   flatbuffer: bytes,
   saved_model_dir: str,
   signature_keys: Sequence[str],
-  representative: Optional[np.ndarray] = None,
+  representative: Any = None,
 ):
   """Runs both models on the same inputs: (max abs diff, top-1, examples).
 
-  Single-input signatures get the representative inputs when there are
-  some; otherwise (and for other signatures) 8 deterministic random inputs
-  per numeric input. The max abs diff is NaN when any output is NaN, so a
-  file that computes NaN never passes for an exact one.
+  Args:
+    flatbuffer: the .tflite bytes.
+    saved_model_dir: the SavedModel it was converted from.
+    signature_keys: the signatures to compare.
+    representative: the inputs: signature key -> batches, each {input
+      name: array} (`representative.RepresentativeInputs.batches`), or one
+      array for single-input signatures; signatures without any get 8
+      deterministic random inputs per numeric input.
+
+  Returns:
+    The largest |TFLite - SavedModel| over every output (NaN when any
+    output is NaN, so a file that computes NaN never passes for an exact
+    one), the share of examples whose classifier outputs (rank 2, more than
+    one column) pick the same class, or None, and the number of examples.
   """
   loaded = tf.saved_model.load(saved_model_dir)
   rng = np.random.RandomState(0)
   worst, agree, total, examples = 0.0, 0, 0, 0
   for key in signature_keys:
     function = loaded.signatures[key]
-    inputs = _check_inputs(function, representative, rng)
-    if inputs is None:
+    batches = _check_inputs(key, function, representative, rng)
+    if batches is None:
       continue
-    want = {k: np.asarray(v) for k, v in function(**inputs).items()}
-    got = run_signature(flatbuffer, key, inputs)
-    examples = max(examples, len(next(iter(inputs.values()))))
-    for name, a in want.items():
-      b = got[name].astype(np.float64)
-      # np.max, not max(): a NaN output must make the difference NaN
-      # (max(0.0, nan) is 0.0).
-      diff = np.max(np.abs(a.astype(np.float64) - b))
-      worst = float(np.max([worst, diff]))
-      if a.ndim == 2 and a.shape[1] > 1:
-        agree += int(np.sum(a.argmax(1) == b.argmax(1)))
-        total += a.shape[0]
+    count = 0
+    for inputs in batches:
+      tensors = {k: tf.constant(v) for k, v in inputs.items()}
+      want = {k: np.asarray(v) for k, v in function(**tensors).items()}
+      got = run_signature(flatbuffer, key, inputs)
+      count += len(next(iter(inputs.values())))
+      for name, a in want.items():
+        b = got[name].astype(np.float64)
+        # np.max, not max(): a NaN output must make the difference NaN
+        # (max(0.0, nan) is 0.0).
+        diff = np.max(np.abs(a.astype(np.float64) - b))
+        worst = float(np.max([worst, diff]))
+        if a.ndim == 2 and a.shape[1] > 1:
+          agree += int(np.sum(a.argmax(1) == b.argmax(1)))
+          total += a.shape[0]
+    examples = max(examples, count)
   return worst, (agree / total if total else None), examples
 
 
-def _check_inputs(function, representative, rng) -> Optional[Dict[str, Any]]:
+def _check_inputs(
+  key, function, representative, rng
+) -> Optional[List[Dict[str, Any]]]:
   specs = function.structured_input_signature[1]
-  if representative is not None and len(specs) == 1:
+  if isinstance(representative, Mapping) and key in representative:
+    return list(representative[key])
+  if isinstance(representative, np.ndarray) and len(specs) == 1:
     (name,) = specs
-    return {name: representative}
+    return [{name: representative}]
   inputs = {}
   for name, spec in specs.items():
     if spec.shape.rank is None or not spec.dtype.is_floating:
       return None
     shape = [8 if d is None else d for d in spec.shape]
     inputs[name] = rng.standard_normal(shape).astype(spec.dtype.as_numpy_dtype)
-  return inputs
+  return [inputs]
 
 
 def _zero_point(tensor) -> int:
