@@ -82,6 +82,12 @@ class _Input:
 
   name: str
   spec: tf.TensorSpec
+  named: bool = True
+
+  @property
+  def label(self) -> str:
+    """How messages name it: "input 'x'", or 'the input' without a name."""
+    return f'input {self.name!r}' if self.named else 'the input'
 
   def shape_text(self) -> str:
     return _shape_text(self.spec.shape)
@@ -145,7 +151,7 @@ def read_example_inputs(
   if count < size and fixed:
     raise errors.ExampleDataError(
       f'{what} has {count} examples but the model takes batches of exactly '
-      f'{fixed} (the fixed batch dimension of input {inputs[0].name!r}, '
+      f'{fixed} (the fixed batch dimension of {inputs[0].label}, '
       f'shape {inputs[0].shape_text()}); pass at least {fixed} examples.'
     )
   stop = count - count % size if fixed else count
@@ -182,13 +188,15 @@ def _inputs(input_signature) -> List[_Input]:
     )
   inputs = []
   for position, (keys, spec) in enumerate(found):
-    name = '/'.join(keys) or spec.name or f'input_{position}'
-    inputs.append(_Input(name, spec))
+    name = '/'.join(keys) or spec.name
+    inputs.append(_Input(name or f'input_{position}', spec, bool(name)))
   if len({i.name for i in inputs}) != len(inputs):
     inputs = [
       _Input(f'input_{position}', i.spec) for position, i in enumerate(inputs)
     ]
-  return inputs
+  if len(inputs) == 1 and not inputs[0].named:
+    return inputs
+  return [dataclasses.replace(i, named=True) for i in inputs]
 
 
 def _fixed_batch(inputs: Sequence[_Input], what: str) -> Optional[int]:
@@ -254,7 +262,7 @@ class _Reader:
           _shape_text(['n', *s]) for s in sorted(shapes, key=str)
         )
         raise errors.ExampleDataError(
-          f'{what}: the batches of input {i.name!r} have different shapes '
+          f'{what}: the batches of {i.label} have different shapes '
           f'({listed}); pad or crop them to one shape.'
         )
       out[i.name] = self._values(np.concatenate(columns[i.name]), i)
@@ -381,7 +389,7 @@ class _Reader:
       low, high = array.min().item(), array.max().item()
       if low < info.min or high > info.max:
         raise errors.ExampleDataError(
-          f'{self._what}: input {i.name!r} is {dtype.name} but the data '
+          f'{self._what}: {i.label} is {dtype.name} but the data '
           f"holds values from {low} to {high}, beyond {dtype.name}'s range "
           f'[{info.min}, {info.max}]; pass values that fit.'
         )
@@ -406,14 +414,14 @@ def _as_array(value, i: _Input, where: str, what: str) -> np.ndarray:
     value = value.numpy()
   if isinstance(value, (tf.RaggedTensor, tf.SparseTensor)):
     raise errors.ExampleDataError(
-      f'{what}: {where} gives input {i.name!r} a {type(value).__name__}; '
+      f'{what}: {where} gives {i.label} a {type(value).__name__}; '
       'pass dense arrays of one shape.'
     )
   try:
     return np.asarray(value)
   except (ValueError, TypeError) as e:
     raise errors.ExampleDataError(
-      f'{what}: {where} for input {i.name!r} cannot be one array '
+      f'{what}: {where} for {i.label} cannot be one array '
       f'({" ".join(str(e).split())}); pass a rectangular numeric array of '
       f'shape {i.shape_text()}.'
     ) from e
@@ -425,17 +433,17 @@ def _check_kind(array: np.ndarray, i: _Input, where: str, what: str) -> None:
   fix = f'pass numbers of shape {i.shape_text()} (e.g. numpy.float32)'
   if kind == 'O':
     raise errors.ExampleDataError(
-      f'{what}: {where} is an object array for input {i.name!r} (None, '
+      f'{what}: {where} is an object array for {i.label} (None, '
       f'mixed types or ragged rows), not numbers; {fix}.'
     )
   if kind in 'USV':
     raise errors.ExampleDataError(
       f'{what}: {where} holds {array.dtype} values (strings or records) for '
-      f'input {i.name!r}, not numbers; {fix}.'
+      f'{i.label}, not numbers; {fix}.'
     )
   if kind == 'c':
     raise errors.ExampleDataError(
-      f'{what}: {where} is complex ({array.dtype}) for input {i.name!r}, '
+      f'{what}: {where} is complex ({array.dtype}) for {i.label}, '
       f'which takes real {dtype.name} values; pass real inputs (e.g. '
       'numpy.real(x) or numpy.abs(x), whichever the model was trained on).'
     )
@@ -447,12 +455,12 @@ def _check_kind(array: np.ndarray, i: _Input, where: str, what: str) -> None:
     ok = kind == 'b'
   else:
     raise errors.ExampleDataError(
-      f'{what}: input {i.name!r} is {dtype.name}, which example inputs '
+      f'{what}: {i.label} is {dtype.name}, which example inputs '
       'cannot feed; only numeric and bool inputs are read.'
     )
   if not ok:
     raise errors.ExampleDataError(
-      f'{what}: {where} is {array.dtype} but input {i.name!r} is '
+      f'{what}: {where} is {array.dtype} but {i.label} is '
       f'{dtype.name}; pass {_wanted_kind(dtype)} data.'
     )
 
@@ -470,7 +478,7 @@ def _check_shape(array: np.ndarray, i: _Input, where: str, what: str) -> None:
   if shape.rank is None:
     if array.ndim == 0:
       raise errors.ExampleDataError(
-        f'{what}: {where} is a scalar for input {i.name!r}; pass examples '
+        f'{what}: {where} is a scalar for {i.label}; pass examples '
         'with the batch dimension first.'
       )
     return
@@ -481,7 +489,7 @@ def _check_shape(array: np.ndarray, i: _Input, where: str, what: str) -> None:
     else:
       fix = f'pass inputs of shape {_batch_shape(shape)}'
     raise errors.ExampleDataError(
-      f'{what}: input {i.name!r} takes shape {i.shape_text()} (rank '
+      f'{what}: {i.label} takes shape {i.shape_text()} (rank '
       f'{shape.rank}) but {where} has shape {given} (rank {array.ndim}); '
       f'{fix}.'
     )
@@ -489,7 +497,7 @@ def _check_shape(array: np.ndarray, i: _Input, where: str, what: str) -> None:
     want = shape[axis]
     if want is not None and array.shape[axis] != want:
       raise errors.ExampleDataError(
-        f'{what}: input {i.name!r} takes shape {i.shape_text()} but {where} '
+        f'{what}: {i.label} takes shape {i.shape_text()} but {where} '
         f'has shape {given}: dimension {axis} is {array.shape[axis]}, not '
         f'{want}; pass inputs of shape {_batch_shape(shape)}.'
       )
@@ -509,7 +517,7 @@ def _check_finite(original, cast, i: _Input, what: str) -> None:
   )
   raise errors.ExampleDataError(
     f'{what} holds {len(bad)} non-finite value{"s" if len(bad) > 1 else ""} '
-    f'(NaN or Inf) for input {i.name!r}, the first at example {first[0]}, '
+    f'(NaN or Inf) for {i.label}, the first at example {first[0]}, '
     f'index {list(first)} ({cause}); replace or drop them (e.g. '
     'numpy.nan_to_num) and pass finite inputs.'
   )

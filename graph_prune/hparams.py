@@ -407,6 +407,12 @@ def _check_combinations(h: PruningHParams, fail):
       'unit pruning cannot be combined with blocks '
       '(block_height, block_width, block_dims_map); use one of them',
     )
+  if h.unit_params != 'all' and h.granularity != 'unit':
+    fail(
+      'unit_params',
+      "a unit's parameters are masked only when whole units are pruned; "
+      'add granularity=unit or drop unit_params',
+    )
   if h.unit_groups == 'coupled' and h.granularity != 'unit':
     fail(
       'unit_groups',

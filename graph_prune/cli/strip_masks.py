@@ -23,8 +23,12 @@ weights (biases, norms) stay variables.
                        integer; needs --representative_data).
   --representative_data=FILE.npz
                        inputs to calibrate int8 with and to compare on: an
-                       .npz with x_train (the training binary's format), x
-                       or inputs.
+                       .npz with x_train (the training binary's format,
+                       integer images scaled as that binary scales them),
+                       x or inputs (one array per input name for several
+                       inputs), or an .npy; other integer data is cast as it
+                       is. Checked against the signatures' inputs (shapes,
+                       dtype, finite values) before anything is written.
   --tflite_sparse=auto|on|off
                        TFLite's sparse weight encoding: auto (default) keeps
                        it where it makes the gzipped file smaller.
@@ -35,7 +39,8 @@ weights (biases, norms) stay variables.
                        smaller dense kernels, same outputs; prints what was
                        removed per layer, the parameters and multiply-adds
                        before and after, and the stripped and shrunk
-                       latency at --latency_batches (empty: not timed).
+                       latency at --latency_batches (empty: not timed); a
+                       note when nothing could be removed.
 
 IN is never modified. Outputs are written to temporary paths beside them and
 renamed when everything succeeded, so a failed run leaves no output. An
@@ -56,10 +61,14 @@ serving_default (Keras 3's export convention) on one function; OUT then has
 both too, the weights stored once.
 """
 
+from typing import Optional
+
 from absl import app
 from absl import flags
 
 from graph_prune.cli import runner
+from graph_prune.export import output_paths
+from graph_prune.export import staging
 from graph_prune.export import tflite
 from graph_prune.export.strip_saved_model import strip_saved_model
 
@@ -86,8 +95,8 @@ _QUANTIZE = flags.DEFINE_enum(
 _REPRESENTATIVE_DATA = flags.DEFINE_string(
   'representative_data',
   None,
-  'An .npz of inputs (x_train) to calibrate --quantize=int8 with and to '
-  'check the --tflite file on.',
+  'An .npz (x_train, x or inputs) or .npy of inputs to calibrate '
+  '--quantize=int8 with and to check the --tflite file on.',
 )
 _TFLITE_SPARSE = flags.DEFINE_enum(
   'tflite_sparse',
@@ -149,9 +158,39 @@ flags.register_multi_flags_validator(
 )
 
 
+def _check_outputs() -> None:
+  """Refuses unusable output paths in the binary's own words (--overwrite)."""
+  outputs = (
+    ('--output_dir', _OUTPUT_DIR.value, False),
+    ('--tflite', _TFLITE.value, True),
+    ('--frozen_graph', _FROZEN_GRAPH.value, True),
+  )
+  for name, path, is_file in outputs:
+    if path:
+      output_paths.check(path, name, is_file=is_file)
+  for _, path, _ in outputs:
+    if path:
+      staging.check_output(path, _OVERWRITE.value, '--overwrite')
+
+
+def _shrink_note(report) -> Optional[str]:
+  """A line when --shrink removed nothing, else None."""
+  shrunk = report.shrink
+  if shrunk is None or any(
+    r.params_after != r.params_before for _, r in shrunk.functions
+  ):
+    return None
+  return (
+    'note: --shrink removed nothing: no unit of a masked weight is all '
+    'zero, so the output equals the stripped model; prune with '
+    'granularity=unit to zero whole units, which shrink removes.'
+  )
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  _check_outputs()
   report = strip_saved_model(
     _SAVED_MODEL.value,
     _OUTPUT_DIR.value,
@@ -168,6 +207,9 @@ def main(argv):
   )
   print(f'Stripped {_SAVED_MODEL.value} -> {_OUTPUT_DIR.value}')
   print(report.to_text())
+  note = _shrink_note(report)
+  if note:
+    print(note)
   return 0
 
 

@@ -11,7 +11,28 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from graph_prune import errors
 from graph_prune.export import shrink_report
+
+
+def check_batches(batches: Sequence[int]) -> None:
+  """Raises unless every batch size is a positive integer.
+
+  Raises:
+    LatencyBatchesError: naming the first bad batch size.
+  """
+  for batch in batches:
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)):
+      raise errors.LatencyBatchesError(
+        f'latency_batches holds {batch!r}, not an integer; pass positive '
+        'batch sizes, e.g. latency_batches=[1, 256].'
+      )
+    if batch < 1:
+      raise errors.LatencyBatchesError(
+        f'latency_batches holds batch size {batch}; a batch holds at least '
+        'one example, so pass positive batch sizes, e.g. '
+        'latency_batches=[1, 256].'
+      )
 
 
 def measure_latency(
@@ -25,7 +46,11 @@ def measure_latency(
 
   Returns:
     A list of `shrink_report.Latency`.
+
+  Raises:
+    LatencyBatchesError: a batch size is not a positive integer.
   """
+  check_batches(batches)
   rows = []
   for batch in batches:
     args = _random_inputs(input_signature, batch)

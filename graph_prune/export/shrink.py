@@ -19,6 +19,7 @@ inside a dense kernel do not.
 import dataclasses
 from typing import Any, Mapping, Optional, Sequence
 
+from graph_prune.export.latency import check_batches
 from graph_prune.export.latency import measure_latency
 from graph_prune.export.strip import strip
 
@@ -43,8 +44,10 @@ def shrink(
     (`shrink_report.ShrinkReport`).
 
   Raises:
+    LatencyBatchesError: a batch size is not a positive integer.
     StripError, FoldError: as `strip`.
   """
+  check_batches(latency_batches)
   module = strip(pruned, signatures, shrink=True)
   if latency_batches:
     stripped = strip(pruned)

@@ -20,6 +20,7 @@ from typing import List, Sequence
 import numpy as np
 import tensorflow as tf
 
+from graph_prune.export import native_logs
 from graph_prune.export import sizes
 from graph_prune.export import tflite_read
 from graph_prune.train import versioned_export
@@ -53,7 +54,9 @@ def accuracy(path: str, x: np.ndarray, y: np.ndarray) -> float:
   if path.endswith('.tflite'):
     with open(path, 'rb') as f:
       flatbuffer = f.read()
-    runner = tflite_read.make_interpreter(flatbuffer).get_signature_runner()
+    with native_logs.captured():  # the interpreter's delegate lines
+      interpreter = tflite_read.make_interpreter(flatbuffer)
+      runner = interpreter.get_signature_runner()
     (name,) = runner.get_input_details()
 
     def predict(batch):
@@ -69,9 +72,10 @@ def accuracy(path: str, x: np.ndarray, y: np.ndarray) -> float:
       return logits.numpy()
 
   correct = 0
-  for start in range(0, len(x), _BATCH):
-    logits = predict(x[start : start + _BATCH].astype(np.float32))
-    correct += int(np.sum(logits.argmax(-1) == y[start : start + _BATCH]))
+  with native_logs.captured():
+    for start in range(0, len(x), _BATCH):
+      logits = predict(x[start : start + _BATCH].astype(np.float32))
+      correct += int(np.sum(logits.argmax(-1) == y[start : start + _BATCH]))
   return correct / max(len(x), 1)
 
 

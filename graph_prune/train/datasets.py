@@ -9,7 +9,9 @@ label set where most of those classes have no example (one stray large
 label) is refused rather than silently growing the model. Integer images
 are divided by the largest value in x_train (255 for MNIST, 16 for the
 digits), so they land in [0, 1] whatever their dtype; float images are used
-as they are.
+as they are (`data_inputs.scale_like_training`, which also scales an .npz of
+this format handed in as TFLite representative data, so calibration sees
+what training saw).
 """
 
 import gzip
@@ -20,6 +22,7 @@ import zlib
 
 import numpy as np
 
+from graph_prune import data_inputs
 from graph_prune.train import errors
 
 _DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data')
@@ -184,13 +187,6 @@ def read_idx(path: str) -> np.ndarray:
   )
 
 
-def _scale(images: np.ndarray, largest: float) -> np.ndarray:
-  """Integer images divided by `largest` (x_train's maximum); floats as-is."""
-  if np.issubdtype(images.dtype, np.integer):
-    return images.astype(np.float32) / np.float32(max(largest, 1))
-  return images.astype(np.float32)
-
-
 def _check_images(x: np.ndarray, name: str, where: str) -> None:
   if x.ndim < 2 or 0 in x.shape[1:]:
     raise errors.DataError(
@@ -253,10 +249,9 @@ def _finish(arrays, where: str) -> Dataset:
     )
   _check_labels(arrays['y_train'], arrays['y_test'], where)
   x_train = arrays['x_train']
-  largest = float(max(abs(x_train.max().item()), abs(x_train.min().item())))
   return Dataset(
-    x_train=_scale(arrays['x_train'], largest),
+    x_train=data_inputs.scale_like_training(x_train, x_train),
     y_train=arrays['y_train'].astype(np.int32),
-    x_test=_scale(arrays['x_test'], largest),
+    x_test=data_inputs.scale_like_training(arrays['x_test'], x_train),
     y_test=arrays['y_test'].astype(np.int32),
   )

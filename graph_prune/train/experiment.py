@@ -23,6 +23,7 @@ import keras
 
 from graph_prune import hparams as hparams_lib
 from graph_prune import pruned_model as pruned_lib
+from graph_prune.export import output_paths
 from graph_prune.export import tflite
 from graph_prune.train import artifacts
 from graph_prune.train import datasets
@@ -167,9 +168,12 @@ def train(
     UnknownModelError: the model does not take the data's images.
     StrategyError: the strategy cannot be set up, or the batch does not
       split over its replicas.
+    OutputPathError: export_dir is under a file.
   """
   # First: a mirrored strategy over logical CPUs must split the CPU before
   # TensorFlow initializes its devices.
+  if config.export_dir:  # before training, not after it
+    output_paths.check(config.export_dir, '--export_dir')
   strategy = strategies.make_strategy(config.strategy, config.num_cpu_devices)
   chief = strategies.is_chief(strategy)
   data = datasets.load(config.data)

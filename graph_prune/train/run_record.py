@@ -1,7 +1,8 @@
 """The record of a run in its model_dir, and which flags a resume may change.
 
 `model_dir/train_config.json` records what makes a run that run: the model,
-the data, the hparams, the seed, the batch size and the learning rate. A
+the data, the hparams, the seed, the batch size and the learning rate (at
+the top, each once); `first_run` holds the first run's other settings. A
 rerun with the same model_dir resumes only when all of them agree; any other
 value is refused with the recorded and the new one, because a checkpoint
 would silently override it (the learning rate lives in the optimizer's
@@ -122,7 +123,11 @@ def check(config, model_dir: str) -> Optional[dict]:
 def write(config, model_dir: str) -> None:
   """Writes the record of `config` to `model_dir`, all or nothing."""
   values = identity(config)
-  first_run = dict(dataclasses.asdict(config), hparams=values['hparams'])
+  # The first run's other settings, for the record; each value once (the
+  # hparams spec is the identity's, normalized, at the top).
+  first_run = {
+    k: v for k, v in dataclasses.asdict(config).items() if k not in values
+  }
   with staging.Staging() as stage:
     with open(stage.file(os.path.join(model_dir, CONFIG_FILE)), 'w') as f:
       json.dump(dict(values, first_run=first_run), f, indent=2)

@@ -36,6 +36,28 @@ def _save_pruned(pruned: pruned_lib.PrunedModel, path: str) -> None:
     stage.commit()
 
 
+def _save_shrunk(
+  pruned: pruned_lib.PrunedModel, path: str, log: Callable[[str], None]
+) -> None:
+  """Writes the shrunk SavedModel; logs a note when it removed nothing.
+
+  Weight pruning rarely zeroes a whole unit, so without granularity=unit
+  the shrunk export is the stripped one; the note says so.
+  """
+  module = strip.strip(pruned, shrink=True)
+  with staging.Staging() as stage:
+    module.save(stage.directory(path))
+    stage.commit()
+  if all(
+    r.params_after == r.params_before for _, r in module.shrink_report.functions
+  ):
+    log(
+      'note: --shrink removed nothing: no unit of a masked weight is all '
+      'zero, so the shrunk export equals the stripped one; prune with '
+      'granularity=unit in --hparams to remove whole units.'
+    )
+
+
 def _remove(path: str) -> None:
   """Removes an incomplete export (a directory, or a stray file)."""
   if os.path.isdir(path) and not os.path.islink(path):
@@ -110,7 +132,7 @@ def export(
       (
         'shrunk',
         shrunk_path,
-        lambda: strip.export_saved_model(pruned, shrunk_path, shrink=True),
+        lambda: _save_shrunk(pruned, shrunk_path, log),
       )
     )
   results = []
