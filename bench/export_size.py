@@ -53,11 +53,11 @@ import results_io  # bench/results_io.py, beside this script
 import tensorflow as tf
 
 import graph_prune
+from graph_prune.export import frozen_strip
 from graph_prune.export import sizes
 from graph_prune.export.strip import export_saved_model
+from graph_prune.export.strip import strip
 from graph_prune.export.strip import write_tflite
-from graph_prune.export.stripped_model import PruningVariables
-from graph_prune.export.stripped_model import strip_function
 
 _SPARSITIES = flags.DEFINE_list(
   'sparsities', ['0', '0.5', '0.9', '0.95'], 'Target sparsities.'
@@ -130,9 +130,13 @@ def _size(path):
 
 
 def _negative_zero_saved_model(stripped_dir, pruned, path):
-  """A copy of the stripped SavedModel with -0.0 where weight*mask gives it."""
+  """A copy of the stripped SavedModel with -0.0 where weight*mask gives it.
+
+  Only for measuring its size: the folded weights' bytes are replaced in the
+  checkpoint's data file, whose checksums then no longer match.
+  """
   shutil.copytree(stripped_dir, path)
-  pb = os.path.join(path, 'saved_model.pb')
+  pb = os.path.join(path, 'variables', 'variables.data-00000-of-00001')
   with open(pb, 'rb') as f:
     data = f.read()
   for weight, mask in zip(pruned.weights, pruned.masks):
@@ -154,11 +158,7 @@ def measure_sizes(sparsity, root):
   write_tflite(
     stripped_dir, ['serving_default'], os.path.join(d, 'm.tflite'), sparse='on'
   )
-  frozen = strip_function(
-    pruned.__call__.get_concrete_function(),
-    PruningVariables.of([pruned]),
-    'the MLP',
-  )
+  frozen = frozen_strip.freeze(strip(pruned).__call__, 'the MLP')
   with open(os.path.join(d, 'frozen.pb'), 'wb') as f:
     f.write(frozen.graph_def.SerializeToString())
   dense_dir = os.path.join(d, 'dense')

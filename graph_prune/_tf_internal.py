@@ -37,7 +37,10 @@ def mark_variable_accessed(variable):
   `import_graph_def` are raw `ReadVariableOp`s and are not recorded, so
   `tape.gradient` would return None for those variables. This is the call
   `ResourceVariable.read_value` makes; using it avoids adding a dummy read op
-  per variable. No public API records an access without reading.
+  per variable. No public API records an access without reading. The same
+  call adds the variable to the `variables` of the `tf.function` being
+  traced, which freezing (`convert_variables_to_constants_v2`, the TFLite
+  converter) reads to find the value of each captured handle.
 
   Args:
     variable: a `tf.Variable`.

@@ -30,6 +30,7 @@ from graph_prune.export.strip_saved_model import strip_saved_model
 from graph_prune.passes import drop_unused
 from graph_prune.passes import fold_checks
 from graph_prune.passes import fold_masks
+from graph_prune.passes import graph_ir
 
 L = keras.layers
 RTOL = 1e-6
@@ -136,8 +137,10 @@ class StripTestCase(tf.test.TestCase, parameterized.TestCase):
   def assert_nothing_of_pruning_left(self, concrete_function, pruned, model):
     """Checks the graph: no pruning variable, mask value, Mul by a mask.
 
-    The function may read variables (the unpruned weights' copies) but no
-    mask, threshold or step, and write none.
+    The function reads the unpruned weights' copies and one non-trainable
+    variable per masked weight holding weight * mask (+0.0 where pruned),
+    but no mask, threshold or step; it writes none, and holds no Const of
+    a weight's size.
     """
     masks = [m.numpy() for m in pruned.masks]
     pruning_values = (
@@ -151,8 +154,9 @@ class StripTestCase(tf.test.TestCase, parameterized.TestCase):
       for v in pruned.__call__.get_concrete_function().variables
       if id(v) not in pruning
     ]
-    self.assertLen(concrete_function.variables, len(unpruned))
-    for variable in concrete_function.variables:
+    variables = concrete_function.variables
+    self.assertLen(variables, len(unpruned) + len(pruned.masks))
+    for variable in variables:
       self.assertNotRegex(variable.name, 'mask|threshold|last_mask_update_step')
       self.assertNotIn(variable.dtype, (tf.int64,))
       for value in pruning_values:
@@ -161,44 +165,28 @@ class StripTestCase(tf.test.TestCase, parameterized.TestCase):
           and np.array_equal(variable.numpy(), value)
           and value.size > 2
         )
-    self.assertNotIn(tf.int64, [v.dtype for v in concrete_function.variables])
+    # Every folded weight is a fixed variable: weight * mask, +0.0 zeros.
+    fixed = [v for v in variables if not v.trainable]
+    for folded in _folded_values(pruned):
+      matches = [
+        v.numpy()
+        for v in fixed
+        if v.shape == folded.shape and np.array_equal(v.numpy(), folded)
+      ]
+      self.assertNotEmpty(matches, msg='a folded weight is missing')
+      self.assertFalse(np.any(np.signbit(matches[0][matches[0] == 0])))
     graph_def = concrete_function.graph.as_graph_def()
-    consts = {}
     writes = fold_checks.VARIABLE_OPS - {'ReadVariableOp', 'VarHandleOp'}
     for where, node in _nodes(graph_def):
       self.assertNotIn(node.op, writes, msg=f'{where}')
       self.assertNotRegex(node.name, 'mask|threshold|last_mask_update_step')
+      self.assertFalse(graph_ir.is_masked_weight(node), msg=node.name)
       if node.op == 'Const':
-        consts[(where, node.name)] = tf.make_ndarray(node.attr['value'].tensor)
-    for key, value in consts.items():
-      for mask in masks:
-        if value.shape == mask.shape:
-          self.assertFalse(
-            np.array_equal(value, mask) and value.size > 2,
-            msg=f'{key} holds a mask',
-          )
-    for where, node in _nodes(graph_def):
-      if node.op == 'Mul':
-        for text in node.input:
-          value = consts.get((where, text.split(':')[0].lstrip('^')))
-          self.assertFalse(
-            value is not None
-            and value.size > 1
-            and set(np.unique(value)) <= {0.0, 1.0},
-            msg=f'{node.name} in {where} multiplies by a 0/1 constant',
-          )
-    # Every folded weight is a constant: weight * mask with +0.0 zeros.
-    for folded in _folded_values(pruned):
-      matches = [
-        v
-        for v in consts.values()
-        if v.shape == folded.shape and np.array_equal(v, folded)
-      ]
-      self.assertNotEmpty(matches, msg='a folded weight is missing')
-      self.assertFalse(np.any(np.signbit(matches[0][matches[0] == 0])))
+        # No weight's value is in the graph: a few KB at most.
+        self.assertLess(node.attr['value'].tensor.ByteSize(), 4096)
 
   def assert_saved_model_has_no_pruning_variables(self, path, pruned):
-    """Its variables are the unpruned weights' copies only."""
+    """Its variables: the unpruned weights and the folded weights."""
     proto = saved_model_pb2.SavedModel()
     with open(os.path.join(path, 'saved_model.pb'), 'rb') as f:
       proto.ParseFromString(f.read())
@@ -207,13 +195,32 @@ class StripTestCase(tf.test.TestCase, parameterized.TestCase):
       for obj in proto.meta_graphs[0].object_graph_def.nodes
       if obj.WhichOneof('kind') == 'variable'
     )
-    weights = {w.name for w in pruned.weights}
     want = sorted(
       v.name[:-2]
       for v in pruned.__call__.get_concrete_function().variables
-      if v.name not in weights and not v.name.endswith('/mask:0')
+      if not v.name.endswith('/mask:0')
     )
     self.assertEqual(names, want)
+    # No weight is in the graph proto: saved_model.pb holds no Const of a
+    # weight's size, and the checkpoint holds the folded values.
+    for node in proto.meta_graphs[0].graph_def.node:
+      if node.op == 'Const':
+        self.assertLess(node.attr['value'].tensor.ByteSize(), 4096)
+    reader = tf.train.load_checkpoint(
+      os.path.join(path, 'variables', 'variables')
+    )
+    stored = [
+      reader.get_tensor(key)
+      for key in reader.get_variable_to_shape_map()
+      if key.endswith('VARIABLE_VALUE')
+    ]
+    for folded in _folded_values(pruned):
+      self.assertTrue(
+        any(
+          v.shape == folded.shape and np.array_equal(v, folded) for v in stored
+        ),
+        msg='a folded weight is missing from variables/',
+      )
 
 
 class StripModelsTest(StripTestCase):

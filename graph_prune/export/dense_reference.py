@@ -3,9 +3,8 @@
 A shipped size only means something beside what the model would have cost
 unpruned. A pruned SavedModel holds its dense weights and masks, not the
 dense model, so `export_dense` exports the same signatures with every mask
-set to ones: the stripped graph then holds each weight's full float value
-as a constant and no pruning state, the unpruned model's weights as one
-SavedModel (as constants rather than variables: the same bytes). The masks
+set to ones: the stripped model then holds each weight's full float value
+and no pruning state, the unpruned model's weights as one SavedModel. The masks
 are set on the loaded copy only and restored afterwards; `dense_size`
 writes to a temporary directory and measures it.
 
@@ -46,10 +45,12 @@ def export_dense(
   try:
     for mask, value in zip(masks, saved):
       mask.assign(np.ones_like(value))
-    functions, copies = {}, VariableCopies()
+    functions, copies = {}, VariableCopies(share=True)
     for key in keys:
       cf = loaded.signatures[key]
-      stripped = strip_function(cf, pruning, f'signature {key!r}')
+      stripped = strip_function(
+        cf, pruning, f'signature {key!r}', False, copies
+      )
       functions[key] = rebuild(stripped, cf, signature_input_specs(cf), copies)
     StrippedModel(
       signature_functions=functions, variables=copies.variables

@@ -55,15 +55,20 @@ def strip(
 
   Returns:
     A `StrippedModel` whose `__call__` has `pruned`'s input signature and
-    computes `pruned(x)` with every masked weight a constant `weight * mask`
-    (+0.0 where pruned) and every other weight a variable holding a copy of
-    its current value.
+    computes `pruned(x)` with every masked weight a non-trainable variable
+    holding `weight * mask` (+0.0 where pruned) and every other weight a
+    variable holding a copy of its current value.
 
   Raises:
     StripError: `pruned` is not a PrunedModel, or a signature function has no
       input signature.
     FoldError: a masked weight cannot be folded.
   """
+  return _strip(pruned, signatures, shrink, VariableCopies())
+
+
+def _strip(pruned, signatures, shrink, copies: VariableCopies) -> StrippedModel:
+  """`strip`, with the stripped model's variables made in `copies`."""
   for attr in ('masks', 'thresholds', 'last_mask_update_step', '__call__'):
     if not hasattr(pruned, attr):
       raise errors.StripError(
@@ -73,9 +78,8 @@ def strip(
   pruning = PruningVariables.of([pruned])
   call = pruned.__call__
   cf = _inference_trace(call)
-  stripped = strip_function(cf, pruning, 'the pruned model', shrink)
+  stripped = strip_function(cf, pruning, 'the pruned model', shrink, copies)
   shrunk = {'__call__': stripped}
-  copies = VariableCopies()
   functions = {}
   folded = list(stripped.folded)
   parameters = dict(stripped.parameters)
@@ -84,7 +88,9 @@ def strip(
       signatures = {DEFAULT_SIGNATURE: signatures}
     for key, fn in signatures.items():
       sig_cf = _concrete(fn, key)
-      sig = strip_function(sig_cf, pruning, f'signature {key!r}', shrink)
+      sig = strip_function(
+        sig_cf, pruning, f'signature {key!r}', shrink, copies
+      )
       shrunk[key] = sig
       functions[key] = rebuild(
         sig, sig_cf, signature_input_specs(sig_cf), copies
@@ -150,7 +156,9 @@ def export_saved_model(
     StripError, FoldError: as in `strip`.
   """
   staging.check_output(export_dir, overwrite, 'overwrite=True')
-  module = strip(pruned, signatures, shrink)
+  # The model's own variables go into the SavedModel as they are (no copy):
+  # the stripped model lives only until it is written.
+  module = _strip(pruned, signatures, shrink, VariableCopies(share=True))
   with staging.Staging(overwrite, 'overwrite=True') as stage:
     module.save(stage.directory(export_dir))
     stage.commit()

@@ -28,6 +28,7 @@ import tensorflow as tf
 from graph_prune import errors
 from graph_prune import saved_model_conventions as conventions
 from graph_prune.export import dense_reference as dense_lib
+from graph_prune.export import frozen_strip
 from graph_prune.export import latency
 from graph_prune.export import report as report_lib
 from graph_prune.export import shrink_report
@@ -176,7 +177,16 @@ def strip_saved_model(
     loaded, pruning, keys_to_strip, saved_model_dir, shrink
   )
   module.report = dataclasses.replace(module.report, signatures=tuple(keys))
-  frozen = stripped_by_key.get(frozen_key)
+  if tflite_path:
+    frozen_strip.check_fits(
+      module.model_variables, 'TFLite', f'SavedModel {saved_model_dir!r}'
+    )
+  frozen = None
+  if frozen_graph_path:
+    # Formats of constants freeze at their own step, within their limit.
+    frozen = frozen_strip.freeze(
+      module.signature_functions[frozen_key], f'signature {frozen_key!r}'
+    )
   with staging.Staging(overwrite, _OVERWRITE_HINT) as stage:
     tmp_dir = stage.directory(output_dir)
     module.save(tmp_dir)
@@ -246,13 +256,16 @@ def _signature_latency(loaded, pruning, key, shrunk, batches):
 def _strip_signatures(loaded, pruning, keys, saved_model_dir, shrink=False):
   """Strips each signature of `loaded`: (`StrippedModel`, {key: stripped}).
 
+  The loaded model's other variables are written as they are (no copy).
+
   Raises:
     NoPruningVariablesError: no signature computes a masked weight.
   """
-  functions, stripped_by_key, copies = {}, {}, VariableCopies()
+  functions, stripped_by_key = {}, {}
+  copies = VariableCopies(share=True)
   for key in keys:
     cf = loaded.signatures[key]
-    stripped = strip_function(cf, pruning, f'signature {key!r}', shrink)
+    stripped = strip_function(cf, pruning, f'signature {key!r}', shrink, copies)
     stripped_by_key[key] = stripped
     functions[key] = rebuild(stripped, cf, signature_input_specs(cf), copies)
   folded = [w for s in stripped_by_key.values() for w in s.folded]

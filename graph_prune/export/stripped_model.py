@@ -1,44 +1,51 @@
-"""The stripped computation: frozen, masks folded, rebuilt as a tf.function.
+"""The stripped computation: masks folded, weights still variables.
 
-    stripped = strip_function(concrete_function, pruning, 'the model')
+    stripped = strip_function(concrete_function, pruning, 'the model', copies)
     fn = rebuild(stripped, concrete_function, input_signature, copies)
 
 `graph_prune.export.strip.strip` runs this for a live `PrunedModel` (its
 `__call__`) and for each signature of a SavedModel of one. `strip_function`
-freezes the concrete function, every variable becoming a Const
-(`_tf_internal.freeze_function`), then runs the strip passes, checking the
-graph before and after each (`graph_ir.check_valid`): `fold_masks` folds
-each masked weight `Mul(weight, mask)` into one Const; `drop_unused` drops
+takes the traced function's GraphDef as it is, each captured variable a
+handle Placeholder, and runs the strip passes, checking the graph before
+and after each (`passes/driver.py`): `fold_masks` replaces each masked
+weight `Mul(weight, mask)` by a read of a new variable; `drop_unused` drops
 everything no output needs, which takes the masks with it (the model's
-function never reads thresholds or the step). Last it checks that the graph
-holds no variable op, no mask and no `masked_weight` Mul
-(`fold_checks.check_stripped`). `rebuild` makes a `tf.function` that imports
-the GraphDef; a `StrippedModel` holds one per signature.
+function never reads thresholds or the step). Last it checks that no mask,
+threshold or step and no `masked_weight` Mul is left
+(`fold_checks.check_stripped`). The folded variables are made by
+`VariableCopies.folded`: `weight * mask` computed once by TensorFlow, +0.0
+where pruned. `rebuild` makes a `tf.function` that imports the GraphDef and
+feeds each handle Placeholder its variable; a `StrippedModel` holds one per
+signature.
 
-Masked weights become constants; every other weight (biases, norms, moving
-statistics) stays a variable: a copy, owned by the `StrippedModel`, of its
-value when `strip` ran (the stripped model does not follow later training
-of the original; strip again). Why not constants too: Grappler would then
-see their values when the function is instantiated and simplify with them,
-so the stripped graph would not run as the dense one does: with constant
-zero biases (an untrained Keras Dense), Grappler drops `BiasAdd(x, 0)`, which
-stops MatMul+BiasAdd+Relu from fusing, and an MLP runs slower than dense at
-batch 1; with the biases as variables, the graph is the dense graph with
-constant kernels and runs as fast (bench/export_size.py; measured:
-BUILD_NOTES, 'Measurements behind the code'). What that means:
-  * The SavedModel holds the folded weights in `saved_model.pb` and the
-    others in `variables/`: the same bytes as the dense model's checkpoint.
-  * Signatures that share a masked weight each hold a copy of it (one
-    graph each); export the signatures you serve.
-  * A graph proto is limited to 2 GB, so models with more than about 2 GB of
-    masked weights cannot be stripped.
-  * The frozen GraphDef (`--frozen_graph`) is all constants, as contrib's
-    was; the TFLite converter freezes the variables itself.
+Weights stay variables, as in a dense model (contrib froze them; so did
+graph_prune until the export had to scale):
+  * No GraphDef carries weight values, so the SavedModel stores every
+    weight in `variables/` as a dense model's does (sharded checkpoint
+    files, no 2 GB proto limit), saving costs what a checkpoint costs, and
+    loading does not parse or optimise constants (measured:
+    bench/scale.py, BUILD_NOTES).
+  * Grappler sees no weight values when the function is instantiated, so
+    the stripped graph runs as the dense one: with constant zero biases (an
+    untrained Keras Dense) it would drop `BiasAdd(x, 0)`, which stops
+    MatMul+BiasAdd+Relu from fusing (bench/export_size.py; BUILD_NOTES,
+    'Measurements behind the code').
+  * A folded weight is a fixed value: a non-trainable variable that no
+    training updates. The other variables are copies of their values when
+    `strip` ran (the stripped model does not follow later training of the
+    original; strip again), or the originals themselves for an export that
+    writes them and is done (`VariableCopies(share=True)`).
+  * Signatures that share a masked weight share its folded variable.
+  * Formats that need constants freeze at their own step
+    (`frozen_strip.freeze` for the frozen GraphDef; the TFLite converter
+    freezes by itself), within their 2 GB limit (`frozen_strip.check_fits`).
+    Shrink still freezes (its unit analysis reads constants):
+    `frozen_strip.strip_frozen`.
 """
 
 import dataclasses
 import itertools
-from typing import Any, Callable, Dict, Mapping, NamedTuple, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
@@ -47,12 +54,15 @@ import tensorflow as tf
 from graph_prune import _tf_internal
 from graph_prune import errors
 from graph_prune import saved_model_conventions as conventions
-from graph_prune.export import shrink_report
+from graph_prune.export import frozen_strip
+from graph_prune.export.stripped_function import first_line  # noqa: F401
+from graph_prune.export.stripped_function import register_rewritten
+from graph_prune.export.stripped_function import StrippedFunction
+from graph_prune.passes import driver
 from graph_prune.passes import drop_unused
 from graph_prune.passes import fold_checks
 from graph_prune.passes import fold_masks
 from graph_prune.passes import graph_ir
-from graph_prune.passes import shrink_units
 from graph_prune.passes.fold_masks import FoldedWeight
 from graph_prune.untracked import Untracked
 
@@ -87,33 +97,6 @@ class PruningVariables:
       for variable in variables:
         others[id(variable.handle)] = graph_ir.variable_name(variable)
     return cls(masks, others)
-
-
-@dataclasses.dataclass(frozen=True)
-class StrippedFunction:
-  """One computation, frozen and stripped.
-
-  Attributes:
-    graph_def: the stripped GraphDef (every weight a Const).
-    input_names: tensor names of its inputs, in flat input order.
-    output_names: tensor names of its flat outputs.
-    folded: the masked weights folded into constants.
-    parameters: name -> (size, non-zeros) of every frozen weight it holds
-      (a folded weight under the weight's name, others under the
-      variable's name).
-    variables: top-level Const node name -> the variable it froze, for
-      every variable other than a pruning one that the graph still reads.
-    shrunk: the `shrink_units.ShrinkResult` when zero units were removed
-      (`strip_function(..., shrink=True)`), else None.
-  """
-
-  graph_def: Any
-  input_names: Tuple[str, ...]
-  output_names: Tuple[str, ...]
-  folded: Tuple[FoldedWeight, ...]
-  parameters: Mapping[str, Tuple[int, int]]
-  variables: Mapping[str, Any]
-  shrunk: Any = None
 
 
 class StrippedModel(conventions.SavedModelConventions, tf.Module):
@@ -181,178 +164,168 @@ class StrippedModel(conventions.SavedModelConventions, tf.Module):
 
 
 def strip_function(
-  concrete_function, pruning: PruningVariables, what: str, shrink=False
+  concrete_function,
+  pruning: PruningVariables,
+  what: str,
+  shrink=False,
+  copies: Optional['VariableCopies'] = None,
 ) -> StrippedFunction:
-  """Freezes a computation and folds its masked weights into constants.
+  """Folds the masked weights of a computation into fixed values.
 
   Args:
     concrete_function: the `ConcreteFunction` to strip; not modified.
     pruning: the pruning variables it may capture.
     what: what the function is, for messages.
-    shrink: also remove zero units (`shrink_units`).
+    shrink: also remove zero units (`shrink_units`); the graph is then
+      frozen first (`frozen_strip.strip_frozen`).
+    copies: where the folded variables (and copies of the other variables)
+      are made; shared by the signatures of one model. Default: new ones.
 
   Returns:
     A `StrippedFunction`.
 
   Raises:
-    FoldError: it cannot be frozen, a masked weight cannot be folded, or
-      something of the pruning is left (e.g. a function that returns a
-      threshold).
+    FoldError: a masked weight cannot be folded, or something of the
+      pruning is left (e.g. a function that returns a threshold).
+    ProtoLimitError: with `shrink`, the weights exceed the 2 GB proto limit.
   """
-  consts = _captured_consts(concrete_function, pruning)
-  try:
-    frozen = _tf_internal.freeze_function(concrete_function)
-  except (ValueError, TypeError, tf.errors.OpError) as e:
-    raise errors.FoldError(
-      f'Cannot freeze {what} into constants: {first_line(e)}'
-    ) from e
-  input_names = tuple(t.name for t in frozen.inputs)
-  output_names = tuple(t.name for t in frozen.outputs)
   suffix = f'stripped_{next(_call_ids)}'
+  if shrink:
+    return frozen_strip.strip_frozen(
+      concrete_function, pruning, what, suffix, shrink=True
+    )
+  cf = concrete_function
+  copies = VariableCopies() if copies is None else copies
+  sorted_captures = frozen_strip.captured(cf, pruning)
+  n_inputs = len(cf.inputs) - len(cf.captured_inputs)
+  input_names = tuple(t.name for t in cf.inputs[:n_inputs])
+  output_names = tuple(t.name for t in cf.outputs)
   passes = (
-    _Pass(
+    driver.Pass(
       'fold_masks',
-      lambda g, _: fold_masks.fold_masked_weights(g, consts.masks, suffix),
-    ),
-    _Pass('drop_unused', lambda g, _: drop_unused.drop_unused(g, output_names)),
-  )
-  if shrink:
-    passes += (
-      _Pass(
-        'shrink_units',
-        lambda g, done: shrink_units.shrink_units(
-          g,
-          output_names,
-          suffix,
-          shrink_report.weight_names(
-            done['fold_masks'].report, consts.variables
-          ),
-        ),
+      lambda g, _: fold_masks.fold_masked_weights(
+        g, sorted_captures.masks, suffix
       ),
-    )
-  graph_def, results = _run_passes(frozen.graph.as_graph_def(), passes, what)
-  fold_checks.check_stripped(graph_def, consts.pruning, what)
-  for fdef in graph_def.library.function:
-    # Functions the pass rewrote are new to the runtime; import_graph_def
-    # only tells the Python graph about them.
-    if fdef.signature.name.endswith('_' + suffix):
-      _tf_internal.register_function_def(fdef)
-  folded = results['fold_masks'].report
-  if shrink:
-    folded = shrink_units.shrunk_weights(graph_def, folded)
-  parameters, kept = _parameters(graph_def, folded, consts.variables)
-  for w in folded:
-    logging.info(
-      'graph_prune: folded %s %s into a constant, sparsity %.4f',
-      w.name,
-      list(w.shape),
-      w.sparsity,
-    )
-  shrunk = results['shrink_units'].report if shrink else None
-  return StrippedFunction(
-    graph_def, input_names, output_names, folded, parameters, kept, shrunk
+    ),
+    driver.Pass(
+      'drop_unused', lambda g, _: drop_unused.drop_unused(g, output_names)
+    ),
   )
-
-
-class _Consts(NamedTuple):
-  """The placeholders of a function's captures, by what they capture.
-
-  Each maps a placeholder's node name (the Const it becomes when frozen) to:
-  `masks` the name of the weight the mask multiplies, `pruning` the name of
-  the pruning variable (masks, thresholds, step), `variables` the variable.
-  """
-
-  masks: Dict[str, str]
-  pruning: Dict[str, str]
-  variables: Dict[str, Any]
-
-
-def _captured_consts(cf, pruning: PruningVariables) -> _Consts:
+  graph_def, results = driver.run_passes(
+    cf.graph.as_graph_def(), passes, what, source='tracing'
+  )
+  fold_checks.check_stripped(
+    graph_def, sorted_captures.pruning, what, frozen=False
+  )
+  register_rewritten(graph_def, suffix)
+  present = {n.name for n in graph_def.node}
+  by_placeholder = {
+    internal.op.name: external for external, internal in cf.graph.captures
+  }
   variables = {id(v.handle): v for v in cf.variables}
-  consts = _Consts({}, {}, {})
-  for external, internal in cf.graph.captures:
-    key = id(external)
-    placeholder = internal.op.name
-    if key in pruning.masks:
-      consts.masks[placeholder] = pruning.masks[key]
-      consts.pruning[placeholder] = graph_ir.mask_name(pruning.masks[key])
-    elif key in pruning.others:
-      consts.pruning[placeholder] = pruning.others[key]
-    elif key in variables:
-      consts.variables[placeholder] = variables[key]
-  return consts
-
-
-class _Pass(NamedTuple):
-  """A strip pass: its name and (GraphDef, earlier results) -> result.
-
-  The earlier results, by pass name, serve a pass that needs what one before
-  it found (shrink names the weights fold_masks folded).
-  """
-
-  name: str
-  run: Callable[[Any, Mapping[str, graph_ir.PassResult]], graph_ir.PassResult]
-
-
-def _run_passes(graph_def, passes: Sequence[_Pass], what: str):
-  """Runs `passes` in order, checking the graph before and after each.
-
-  As TF's `optimize_for_inference` does (`ensure_graph_is_valid`).
-
-  Returns:
-    (the last pass's GraphDef, pass name -> its `PassResult`).
-  """
-  graph_ir.check_valid(graph_def, f'freezing {what}')
-  results = {}
-  for p in passes:
-    result = p.run(graph_def, dict(results))
-    graph_def = result.graph
-    graph_ir.check_valid(graph_def, f'pass {p.name!r} on {what}')
-    results[p.name] = result
-  return graph_def, results
-
-
-def _parameters(graph_def, folded, variable_consts):
-  """(name -> (size, non-zeros) of each frozen weight, Const -> variable)."""
-  parameters, kept = {}, {}
-  folded_nodes = {w.node: w for w in folded}
-  for node in graph_def.node:
-    if node.name in folded_nodes:
-      w = folded_nodes[node.name]
-      parameters[w.name] = (w.size, w.nonzeros)
-    elif node.name in variable_consts:
-      kept[node.name] = variable_consts[node.name]
-      value = tf.make_ndarray(node.attr['value'].tensor)
-      parameters[graph_ir.variable_name(kept[node.name])] = (
-        int(value.size),
-        int(np.count_nonzero(value)),
+  feeds, folded, parameters = {}, [], {}
+  with tf.init_scope():
+    for handle in results['fold_masks'].report:
+      value = copies.folded(
+        variables[id(by_placeholder[handle.weight_node])],
+        variables[id(by_placeholder[handle.mask_node])],
+        handle.name,
       )
-  return parameters, kept
+      feeds[handle.node] = value
+      w = FoldedWeight(
+        handle.name,
+        handle.node,
+        tuple(value.shape),
+        value.dtype.name,
+        int(tf.math.count_nonzero(value)),
+      )
+      folded.append(w)
+      parameters[w.name] = (w.size, w.nonzeros)
+      logging.info(
+        'graph_prune: folded %s %s, sparsity %.4f',
+        w.name,
+        list(w.shape),
+        w.sparsity,
+      )
+    for placeholder, external in by_placeholder.items():
+      if placeholder not in present or placeholder in feeds:
+        continue
+      variable = variables.get(id(external))
+      if variable is None:  # a captured tensor, not a variable
+        feeds[placeholder] = external
+        continue
+      feeds[placeholder] = copies.copy_of(variable)
+      parameters[graph_ir.variable_name(variable)] = (
+        int(np.prod(variable.shape, dtype=np.int64)),
+        int(tf.math.count_nonzero(variable)),
+      )
+  return StrippedFunction(
+    graph_def,
+    input_names,
+    output_names,
+    tuple(folded),
+    parameters,
+    feeds,
+  )
 
 
 class VariableCopies:
-  """New variables holding the frozen values of a model's other weights.
+  """The variables of a stripped model: folded weights and the others.
 
-  One copy per original variable and shape, shared by every function rebuilt
-  with this object (signatures that read one bias read one variable; a
-  bias that shrinking sliced is a copy of its own).
+  One folded variable per (weight, mask) and one copy per original variable
+  and shape, shared by every function stripped and rebuilt with this
+  object: signatures that read one weight read one variable (a bias that
+  shrinking sliced is a copy of its own).
+
+  Attributes:
+    share: whether the other variables are the originals themselves rather
+      than copies (an export that writes them and is done; a live stripped
+      model copies, so that it does not follow later training).
   """
 
-  def __init__(self):
+  def __init__(self, share: bool = False):
+    self.share = share
     self._copies = {}
+    self._folded = {}
 
   @property
   def variables(self):
-    return list(self._copies.values())
+    return list(self._folded.values()) + list(self._copies.values())
 
-  def copy_of(self, original, value) -> tf.Variable:
-    key = (id(original.handle), tuple(np.shape(value)))
-    if key not in self._copies:
-      self._copies[key] = tf.Variable(
-        value,
-        name=graph_ir.variable_name(original),
-        trainable=bool(getattr(original, 'trainable', False)),
-      )
+  def folded(self, weight, mask, name: str) -> tf.Variable:
+    """A non-trainable variable holding `weight * mask`, +0.0 where pruned.
+
+    Computed by TensorFlow, one weight at a time (no copy through NumPy or
+    a proto). Adding +0.0 turns the -0.0 of a masked negative weight into
+    +0.0, so the saved zeros are plain zero bytes (see fold_masks.py).
+    """
+    key = (id(weight.handle), id(mask.handle))
+    if key not in self._folded:
+      with tf.init_scope():
+        if weight.shape != mask.shape or weight.dtype != mask.dtype:
+          raise errors.FoldError(
+            f'Cannot fold {name!r}: the weight is {weight.dtype.name}'
+            f'{weight.shape} but the mask is {mask.dtype.name}{mask.shape}.'
+          )
+        value = tf.multiply(weight, mask) + tf.zeros((), weight.dtype)
+        self._folded[key] = tf.Variable(
+          value, trainable=False, name=graph_ir.variable_name(weight)
+        )
+    return self._folded[key]
+
+  def copy_of(self, original, value=None) -> tf.Variable:
+    """The variable standing for `original` (holding `value` if given)."""
+    shape = tuple(original.shape if value is None else np.shape(value))
+    key = (id(original.handle), shape)
+    if key not in self._copies and self.share and value is None:
+      self._copies[key] = original
+    elif key not in self._copies:
+      with tf.init_scope():
+        self._copies[key] = tf.Variable(
+          original.read_value() if value is None else value,
+          name=graph_ir.variable_name(original),
+          trainable=bool(getattr(original, 'trainable', False)),
+        )
     return self._copies[key]
 
 
@@ -364,36 +337,52 @@ def rebuild(
 ):
   """A `tf.function` computing `stripped` like `concrete_function`.
 
-  The stripped GraphDef is imported into the new function's graph: its
-  folded weights become the function's constants, and the frozen value of
-  every other variable is replaced by a read of its copy in `copies`. The
-  outputs are packed into the original function's output structure.
+  The stripped GraphDef is imported into the new function's graph: each
+  handle Placeholder is fed the handle of its variable (a folded one, or
+  the other variable or its copy); in a frozen graph (shrink) the folded
+  weights become the function's constants and the frozen value of every
+  other variable is replaced by a read of its copy in `copies`. The outputs
+  are packed into the original function's output structure.
 
   Args:
     stripped: from `strip_function(concrete_function, ...)`.
     concrete_function: the original function (for its output structure).
     input_signature: the new function's positional input signature; its
       flattened specs must match the original's flat inputs.
-    copies: where the copies of the other variables are made (or found).
+    copies: where the copies of the other variables of a frozen graph are
+      made (or found).
 
   Returns:
     A `tf.function` with `input_signature`.
   """
   cf = concrete_function
   input_names = stripped.input_names
-  variables = _variable_reads(stripped, copies)
+  if stripped.frozen:
+    reads = _variable_reads(stripped, copies)
+    handles = {}
+  else:
+    reads = {}
+    handles = {f'{name}:0': v for name, v in stripped.variables.items()}
   graph_def, present = _importable_graph(stripped)
   flat_structure, is_output = _output_layout(cf, stripped)
   scope = f'stripped_{next(_call_ids)}'
 
   def call(*args):
+    graph = tf.compat.v1.get_default_graph()
     flat_args = tf.nest.flatten(args, expand_composites=True)
     input_map = {
       name: t
       for name, t in zip(input_names, flat_args)
       if graph_ir.node_name(name) in present
     }
-    input_map.update((name, v.read_value()) for name, v in variables.items())
+    input_map.update((name, v.read_value()) for name, v in reads.items())
+    for name, source in handles.items():
+      if isinstance(source, tf.Variable):
+        # So that the function lists it among its `variables` (freezing
+        # and the TFLite converter find the values there).
+        _tf_internal.mark_variable_accessed(source)
+        source = source.handle
+      input_map[name] = _tf_internal.capture(graph, source)
     results = tf.graph_util.import_graph_def(
       graph_def,
       input_map=input_map,
@@ -428,8 +417,8 @@ def _variable_reads(stripped: StrippedFunction, copies: VariableCopies):
 def _importable_graph(stripped: StrippedFunction):
   """(The GraphDef to import, the names of the stripped graph's nodes).
 
-  The inputs' Placeholders and the variables' Consts are left out:
-  input_map feeds their consumers.
+  The inputs' Placeholders and the variables' handle Placeholders (or
+  frozen Consts) are left out: input_map feeds their consumers.
   """
   fed = {graph_ir.node_name(name) for name in stripped.input_names} | set(
     stripped.variables
@@ -481,8 +470,3 @@ def signature_input_specs(concrete_function) -> Tuple[tf.TensorSpec, ...]:
     tf.TensorSpec(spec.shape, spec.dtype, name=key)
     for key, spec in sorted(kwargs.items())
   )
-
-
-def first_line(error) -> str:
-  text = str(error).strip() or type(error).__name__
-  return text.splitlines()[0]

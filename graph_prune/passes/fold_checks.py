@@ -87,7 +87,9 @@ class CallChecker:
           continue
         seen.add(ref)
         for user, _ in consumers.get(ref, ()):
-          if user.op in rules.IDENTITY_OPS:
+          if user.op in rules.IDENTITY_OPS or user.op == 'ReadVariableOp':
+            # (A read: the arguments are the weight's and the mask's
+            # handles, in a graph that keeps its variables.)
             frontier.append(body.output_ref(user))
           elif graph_ir.is_masked_weight(user):
             operands = {
@@ -147,18 +149,25 @@ def _key(kind, node):
 
 
 def check_stripped(
-  graph_def, pruning_consts: Mapping[str, str], what: str
+  graph_def,
+  pruning_consts: Mapping[str, str],
+  what: str,
+  frozen: bool = True,
 ) -> None:
   """Raises unless nothing of the pruning is left in `graph_def`.
 
-  Checks the graph, not names alone: no node anywhere (graph or function
-  library) reads or writes a variable, no node is left of the frozen value
-  of a mask, threshold or step variable, and no `masked_weight` Mul is left.
+  Checks the graph, not names alone: no node is left of a mask, threshold
+  or step variable (its frozen value, or the Placeholder of its captured
+  handle: every function reaches a variable only through those), no
+  `masked_weight` Mul is left and, in a frozen graph, no node anywhere
+  (graph or function library) reads or writes a variable.
 
   Args:
     graph_def: the stripped GraphDef.
-    pruning_consts: top-level Const node name -> pruning variable name.
+    pruning_consts: top-level node name (Const or Placeholder) -> pruning
+      variable name.
     what: what the graph is, for messages (e.g. "signature 'serving_default'").
+    frozen: whether every variable of `graph_def` was frozen into a Const.
 
   Raises:
     FoldError: naming the first offending node.
@@ -169,7 +178,7 @@ def check_stripped(
   ]
   for where, nodes in bodies:
     for node in nodes:
-      if node.op in VARIABLE_OPS:
+      if frozen and node.op in VARIABLE_OPS:
         raise errors.FoldError(
           f'The stripped {what} still has {node.op} node {node.name!r} in '
           f'{where}.'

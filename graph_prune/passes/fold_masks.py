@@ -1,8 +1,22 @@
-"""Folding the masked weights of a frozen graph into constants.
+"""Folding the masked weights of a pruned graph into fixed values.
 
-A frozen pruned graph (every variable a Const, see
-`_tf_internal.freeze_function`) still computes each masked weight at run
-time. `fold_masked_weights` replaces it by one constant:
+A pruned graph computes each masked weight at run time.
+`fold_masked_weights` replaces it by one value. In a graph that keeps its
+variables (a traced function's graph: each captured variable's handle a
+top-level Placeholder), that value is read from a new Placeholder, the
+handle of a new variable that the caller fills with `kernel * mask`
+(`stripped_model.strip_function`); no weight value enters the GraphDef:
+
+  before:  k = Placeholder (kernel's handle)   m = Placeholder (mask's)
+           <scope>/<weight>/masked_weight = Mul(Read(k), Read(m))
+           y = MatMul(x, <scope>/<weight>/masked_weight)
+  after:   <scope>/<weight> = Placeholder (the folded variable's handle)
+           y = MatMul(x, Read(<scope>/<weight>))
+
+Top-level reads of the weight and the mask that no data edge needs any more
+go too, with the control edges on them (a traced function orders its
+variable reads before its outputs). In a frozen graph (every variable a
+Const, as for the frozen GraphDef and shrink) the value is one constant:
 
   before:  k = Const[kernel]    m = Const[mask]
            <scope>/<weight>/masked_weight = Mul(Identity(k), Identity(m))
@@ -21,10 +35,11 @@ named `<weight>/masked_weight` (`graph_ir.masked_weight_name`, the name
 `insert.insert_masks` gives it, after any scope Grappler's inlining adds)
 one of whose operands is the frozen value of the variable `<weight>/mask`.
 
-When the exported function calls the pruned model inside a `tf.cond` branch
-or a loop body, the Mul sits in that function and takes the weight and the
-mask as arguments. The call then passes the folded constant for both and the
-Mul becomes an Identity of one of them (the mask's argument keeps its slot,
+When the exported function calls the pruned model (a call, a `tf.cond`
+branch or a loop body), the Mul sits in that function and takes the weight
+and the mask (or their handles) as arguments. The call then passes the
+folded value (or handle) for both and the Mul becomes an Identity of one of
+them (the mask's argument keeps its slot,
 unused: removing it would retype the call, its functions and, for a loop, its
 outputs):
 
@@ -40,15 +55,23 @@ a `PassResult` with a new GraphDef; its input is not modified.
 
 import collections
 import dataclasses
-from typing import Dict, Mapping, Optional, Set, Tuple
+from typing import Any, Dict, Mapping, Optional, Set, Tuple
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import types_pb2
 
 from graph_prune import errors
 from graph_prune.passes import fold_checks
 from graph_prune.passes import graph_ir
 from graph_prune.passes import rules
+
+# A variable read; `fold_masks` follows it back to the variable's handle.
+_READ = 'ReadVariableOp'
+# A function's node output names (FunctionDef references) by op type.
+_OUTPUT_ARGS = {'Mul': 'z', _READ: 'value'}
+# Top-level leaves a masked weight's operands resolve to, by op type.
+_LEAF_KINDS = {'Const': 'const', 'Placeholder': 'placeholder'}
 
 # Moved to fold_checks; importable from here as before.
 VARIABLE_OPS = fold_checks.VARIABLE_OPS
@@ -82,6 +105,23 @@ class FoldedWeight:
     return 1.0 - self.nonzeros / self.size if self.size else 0.0
 
 
+@dataclasses.dataclass(frozen=True)
+class FoldedHandle:
+  """A masked weight whose folded value a new variable will hold.
+
+  Attributes:
+    name: the weight's name.
+    node: the new top-level Placeholder for that variable's handle.
+    weight_node, mask_node: the Placeholders of the captured handles of the
+      weight and its mask (the variables whose product it holds).
+  """
+
+  name: str
+  node: str
+  weight_node: str
+  mask_node: str
+
+
 class _Body:
   """The nodes of the top-level graph (`fdef` None) or of one function."""
 
@@ -106,10 +146,10 @@ class _Body:
     return self.by_name.get(graph_ir.node_name(text))
 
   def output_ref(self, node, index: int = 0) -> str:
-    """The name of a node's output `index` (for Identity/Const/Mul)."""
+    """The name of a node's output `index` (Identity, Const, Mul, reads)."""
     if self.fdef is None:
       return node.name if index == 0 else f'{node.name}:{index}'
-    out = 'z' if node.op == 'Mul' else 'output'
+    out = _OUTPUT_ARGS.get(node.op, 'output')
     return f'{node.name}:{out}:{index}'
 
   def refs_to_output(self, node, index: int) -> Set[str]:
@@ -121,10 +161,14 @@ class _Body:
     return {f'{node.name}:{name}:{i}'}
 
   def resolve(self, text: str):
-    """Follows Identity ops back from a data input.
+    """Follows Identity ops and variable reads back from a data input.
+
+    A read is followed to its handle: in a graph that keeps its variables,
+    a masked weight is `Mul(read(weight), read(mask))`.
 
     Returns:
-      ('const', node), ('arg', index) or ('other', node).
+      ('const', node), ('placeholder', node) (a top-level Placeholder: a
+      captured variable's handle), ('arg', index) or ('other', node).
     """
     while True:
       index = self.arg_index(text)
@@ -133,10 +177,10 @@ class _Body:
       node = self.node_of(text)
       if node is None:
         return 'other', None
-      if node.op in rules.IDENTITY_OPS:
+      if node.op in rules.IDENTITY_OPS or node.op == _READ:
         text = node.input[0]
         continue
-      return ('const' if node.op == 'Const' else 'other'), node
+      return _LEAF_KINDS.get(node.op, 'other'), node
 
   def add(self, node):
     self.by_name[node.name] = node
@@ -188,6 +232,8 @@ class _Folder:
         for attr, fname in graph_ir.called_functions(node, self.library):
           self.callers[fname].append(fold_checks.Call(body, node, attr))
     self.folded: Dict[Tuple[str, str], FoldedWeight] = {}
+    self.handles: Dict[Tuple[str, str], FoldedHandle] = {}
+    self._reads: Dict[str, str] = {}
     self.changed: Set[str] = set()
     self._fed: Dict[Tuple[str, str, int, int], str] = {}
     self._checker = fold_checks.CallChecker(self.bodies, self.library)
@@ -201,6 +247,7 @@ class _Folder:
     ]
     for body, node in candidates:
       self._fold(body, node)
+    self.drop_dead_reads()
 
   # The Mul of a masked weight.
 
@@ -215,6 +262,8 @@ class _Folder:
     _check_name(mul.name, weight, body)
     base = graph_ir.weight_of_masked(mul.name)
     if body.fdef is None:
+      if self.top.by_name[graph_ir.node_name(value_ref)].op == 'Placeholder':
+        value_ref = self._read(value_ref, mul)
       old_refs = body.refs_to_output(mul, 0) | {f'^{mul.name}'}
       target = body.by_name[graph_ir.node_name(value_ref)]
       body.rename_refs(
@@ -225,11 +274,13 @@ class _Folder:
       )
       body.remove(mul)
       return
-    # In a function: the argument now carries the folded value.
+    # In a function: argument a now carries the folded value (or its
+    # variable's handle, which the operand reads).
+    operand = next(t for t in data if body.resolve(t) == ('arg', value_ref))
     identity = type(mul)()
     identity.name = body.unique_name(base)
     identity.op = 'Identity'
-    identity.input.append(value_ref)
+    identity.input.append(operand)
     identity.input.extend(t for t in mul.input if t.startswith('^'))
     identity.attr['T'].CopyFrom(mul.attr['T'])
     body.nodes.append(identity)
@@ -245,30 +296,38 @@ class _Folder:
 
   def _feed(
     self, body: _Body, text_a: str, text_b: str, where: str
-  ) -> Tuple[str, str]:
+  ) -> Tuple[Any, str]:
     """Makes a reference in `body` to the folded value of (a, b).
 
     Returns:
-      (reference, weight name).
+      (reference, weight name): at the top level the name of the folded
+      Const or of the folded variable's handle Placeholder; in a function
+      the index of the argument that now carries it.
     """
     kind_a, a = body.resolve(text_a)
     kind_b, b = body.resolve(text_b)
     if body.fdef is None:
-      return self._feed_consts(kind_a, a, kind_b, b, where)
+      return self._feed_top(kind_a, a, kind_b, b, where)
     if kind_a != 'arg' or kind_b != 'arg' or a == b:
       raise errors.FoldError(
         f'Cannot fold masked weight {where!r} in {body.describe()}: its '
         'operands are not two arguments of the function (found '
         f'{_what(kind_a, a)} and {_what(kind_b, b)}).'
       )
-    return body.args[a], self._feed_callers(body, a, b, where)
+    return a, self._feed_callers(body, a, b, where)
 
-  def _feed_consts(self, kind_a, a, kind_b, b, where) -> Tuple[str, str]:
-    """At the top level: the folded Const of frozen weight a and mask b."""
-    if kind_a != 'const' or kind_b != 'const':
+  def _feed_top(self, kind_a, a, kind_b, b, where) -> Tuple[str, str]:
+    """At the top level: the folded value of weight a and mask b.
+
+    Both frozen (Consts): a new Const. Both captured variables
+    (Placeholders of their handles): a new Placeholder for the handle of
+    the variable that will hold the folded value.
+    """
+    kinds = {kind_a, kind_b}
+    if kinds not in ({'const'}, {'placeholder'}):
       raise errors.FoldError(
         f'Cannot fold masked weight {where!r}: its operands are not both '
-        'frozen variables (found '
+        'frozen or both captured variables (found '
         f'{_what(kind_a, a)} and {_what(kind_b, b)}).'
       )
     if b.name in self.mask_consts:
@@ -281,6 +340,8 @@ class _Folder:
         f'{b.name!r}) is a mask variable.'
       )
     weight = self.mask_consts[mask_node.name]
+    if kinds == {'placeholder'}:
+      return self._folded_handle(weight_node, mask_node, weight, where), weight
     return self._folded_const(weight_node, mask_node, weight, where), weight
 
   def _feed_callers(self, body: _Body, a: int, b: int, where: str) -> str:
@@ -313,13 +374,79 @@ class _Folder:
           call.node.input[b + offset],
           where,
         )
+        if call.body.fdef is not None:
+          ref = call.body.args[ref]
+          self.changed.add(call.body.name)
         call.node.input[a + offset] = ref
         call.node.input[b + offset] = ref
         self._fed[key] = self._fed[(key[0], key[1], b, a)] = weight
-        if call.body.fdef is not None:
-          self.changed.add(call.body.name)
       weight = self._fed[key]
     return weight
+
+  def _folded_handle(self, weight_node, mask_node, weight: str, where: str):
+    """A new top-level Placeholder for the folded variable's handle."""
+    key = (weight_node.name, mask_node.name)
+    if key in self.handles:
+      return self.handles[key].node
+    node = self.graph_def.node.add()
+    base = graph_ir.weight_of_masked(where) or where + '/folded'
+    node.name = self.top.unique_name(base)
+    node.op = 'Placeholder'
+    node.attr['dtype'].type = types_pb2.DT_RESOURCE
+    node.attr['shape'].shape.SetInParent()
+    self.top.add(node)
+    self.handles[key] = FoldedHandle(
+      weight, node.name, weight_node.name, mask_node.name
+    )
+    return node.name
+
+  def _read(self, handle: str, mul) -> str:
+    """A top-level read of the folded variable's handle (one per handle)."""
+    if handle not in self._reads:
+      node = self.graph_def.node.add()
+      node.name = self.top.unique_name(f'{handle}/read')
+      node.op = _READ
+      node.input.append(handle)
+      node.attr['dtype'].type = mul.attr['T'].type
+      self.top.add(node)
+      self._reads[handle] = node.name
+    return self._reads[handle]
+
+  def drop_dead_reads(self):
+    """Removes the top-level reads of folded weights and their masks.
+
+    A captured variable's read keeps control edges (from the function's
+    NoOp, for example) after the Mul that used it is gone; left in place
+    they would keep the mask and the unmasked weight in the graph. Reads
+    (and Identities of them) no data edge needs any more are removed with
+    the control edges on them; a read that still feeds something else
+    (the weight read unmasked elsewhere) stays.
+    """
+    folded = {h.weight_node for h in self.handles.values()} | {
+      h.mask_node for h in self.handles.values()
+    }
+    while True:
+      consumers = self.top.data_consumers()
+      dead = set()
+      for node in self.top.nodes:
+        if node.op not in rules.IDENTITY_OPS and node.op != _READ:
+          continue
+        kind, leaf = self.top.resolve(node.name)
+        if kind != 'placeholder' or leaf.name not in folded:
+          continue
+        refs = self.top.refs_to_output(node, 0)
+        if not any(consumers.get(r) for r in refs):
+          dead.add(node.name)
+      if not dead:
+        return
+      for node in list(self.top.nodes):
+        if node.name in dead:
+          self.top.remove(node)
+        else:
+          kept = [t for t in node.input if t[1:] not in dead]
+          if len(kept) != len(node.input):
+            del node.input[:]
+            node.input.extend(kept)
 
   def _folded_const(
     self, weight_node, mask_node, weight: str, where: str
@@ -377,20 +504,27 @@ def _check_name(name: str, weight: str, body: _Body):
 def fold_masked_weights(
   graph_def, mask_consts: Mapping[str, str], suffix: str
 ) -> graph_ir.PassResult:
-  """Replaces every masked weight of a frozen graph by one constant.
+  """Replaces every masked weight by its folded value.
+
+  In a frozen graph the folded value is a new Const; in a graph that keeps
+  its variables (captured handles as top-level Placeholders) it is read
+  from a new Placeholder, the handle of a variable the caller makes to hold
+  `weight * mask` (see the module docstring).
 
   Args:
-    graph_def: a frozen GraphDef (with its function library); not modified.
+    graph_def: a GraphDef (with its function library); not modified.
     mask_consts: maps the name of each top-level Const holding a mask's
-      frozen value to the name of the weight it masks.
+      frozen value, or of the Placeholder of a mask's captured handle, to
+      the name of the weight it masks.
     suffix: appended to the names of the library functions the pass
       changes, so that they cannot collide with functions TensorFlow already
       knows under their old names.
 
   Returns:
-    A `PassResult`: the new GraphDef, and as report the `FoldedWeight`s in
-    graph order. The masks' Const nodes are left in place, unused by any
-    masked weight; `drop_unused.drop_unused` drops them.
+    A `PassResult`: the new GraphDef, and as report the `FoldedWeight`s
+    (frozen) or `FoldedHandle`s (variables) in graph order. The masks'
+    nodes are left in place, unused by any masked weight;
+    `drop_unused.drop_unused` drops them.
 
   Raises:
     FoldError: a masked weight cannot be folded (the message names the node
@@ -405,7 +539,7 @@ def fold_masked_weights(
       if fdef.signature.name in renames:
         fdef.signature.name = renames[fdef.signature.name]
     _rename_function_uses(graph_def, renames)
-  folded = tuple(folder.folded.values())
+  folded = tuple(folder.folded.values()) + tuple(folder.handles.values())
   return graph_ir.PassResult(graph_def, folded, changed=bool(folded))
 
 
