@@ -212,11 +212,15 @@ def _converter_error(error, logged, signature_keys, quantize):
   message = _converter_message(error)
   if logged and not message:
     message = _converter_message(logged[0])
-  other = 'dynamic' if quantize != 'dynamic' else 'none'
+  other = 'none' if quantize == 'dynamic' else 'dynamic'
+  also = (
+    ''
+    if quantize == 'none'
+    else f"try quantize='{other}' (--quantize={other}), or "
+  )
   return errors.TFLiteExportError(
     f'The TFLite converter failed on signatures {list(signature_keys)} '
-    f'with quantize={quantize!r} ({message}); try another quantization '
-    f"(quantize='{other}', --quantize={other}), and as TFLite builtin ops "
+    f'with quantize={quantize!r} ({message}); {also}as TFLite builtin ops '
     'are used, e.g. a recurrent layer needs a fixed batch size in the input '
     'signature: prune with apply_pruning(model, hparams, '
     'input_signature=[tf.TensorSpec([1, ...], tf.float32)]) and export '
