@@ -286,6 +286,10 @@ class _Reader:
         f'{", ".join(NPZ_KEYS)} or an .npy of inputs.'
       )
     try:
+      with open(path, 'rb') as f:
+        magic = f.read(6)
+      if not magic.startswith((b'PK', b'\x93NUMPY')):
+        raise self._unreadable(path, 'neither a zip archive nor NumPy format')
       loaded = np.load(path, allow_pickle=False)
       if isinstance(loaded, np.ndarray):
         return loaded
