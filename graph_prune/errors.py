@@ -85,7 +85,7 @@ class OutputExistsError(StripError):
 
 
 class FoldError(StripError):
-  """A masked weight cannot be folded into a constant."""
+  """A masked weight cannot be folded (its mask into its value)."""
 
 
 class ProtoLimitError(StripError):

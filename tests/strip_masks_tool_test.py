@@ -281,7 +281,7 @@ class StripMasksToolTest(tf.test.TestCase):
     _, out, err = self.results['ok']
     self.assertNotIn('Traceback', err)
     for text in (
-      'Masked weights folded into constants:',
+      'Masked weights folded (weight * mask, fixed values):',
       '6x8',
       '8x3',
       'Parameters:',

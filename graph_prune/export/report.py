@@ -46,7 +46,7 @@ class StripReport:
 
   def to_text(self) -> str:
     """The report as a table for people."""
-    lines = ['Masked weights folded into constants:']
+    lines = ['Masked weights folded (weight * mask, fixed values):']
     width = max([len(w.name) for w in self.weights] + [6])
     lines.append(
       f'  {"weight":<{width}}  {"shape":<16} {"sparsity":>9} {"non-zeros":>11}'
