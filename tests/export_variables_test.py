@@ -175,6 +175,39 @@ class ExportVariablesTest(tf.test.TestCase, parameterized.TestCase):
     fixed = [v for v in stripped.variables if not v.trainable]
     self.assertLen(fixed, 1)
 
+  def test_shrunk_export_keeps_weights_in_variables(self):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+      [
+        keras.Input((40,)),
+        keras.layers.Dense(64, activation='relu'),
+        keras.layers.Dense(5),
+      ]
+    )
+    pruned = graph_prune.apply_pruning(
+      model, 'target_sparsity=0.5,granularity=unit,unit_params=kernel'
+    )
+    mask = np.ones((40, 64), np.float32)
+    mask[:, 16:] = 0  # 48 of the first layer's 64 units
+    pruned.masks[0].assign(mask)
+    pruned.masks[1].assign(np.ones((64, 5), np.float32))
+    x = np.random.RandomState(0).standard_normal((3, 40)).astype('float32')
+    want = pruned(x).numpy()
+    path = self.tmp('shrunk')
+    export_saved_model(pruned, path, shrink=True)
+    loaded = tf.saved_model.load(path)
+    got = list(loaded.signatures['serving_default'](tf.constant(x)).values())
+    self.assertAllClose(want, got[0], atol=1e-5)
+    self.assertLess(_largest_const(path), 4096)
+    shapes = sorted(v.shape for v in _saved_values(path))
+    kernel, bias = model.layers[0].kernel.numpy(), model.layers[0].bias.numpy()
+    self.assertEqual(shapes, sorted([(16,), (40, 16), (16, 5), (5,)]))
+    stored = _saved_values(path)
+    (first,) = [v for v in stored if v.shape == (40, 16)]
+    self.assertAllEqual(kernel[:, :16], first)
+    (b,) = [v for v in stored if v.shape == (16,)]
+    self.assertAllEqual(bias[:16], b)
+
 
 class ProtoLimitTest(tf.test.TestCase):
   """Formats of constants refuse weights over their limit, writing nothing.

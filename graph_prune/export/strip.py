@@ -149,7 +149,8 @@ def export_saved_model(
     shrink: remove zero units physically (see `strip`).
 
   Returns:
-    A `StripReport` with the output's size.
+    A `StripReport` with the output's size (its gzipped size is measured
+    when first read).
 
   Raises:
     OutputExistsError: `export_dir` is not empty and `overwrite` is False.
@@ -163,7 +164,7 @@ def export_saved_model(
     module.save(stage.directory(export_dir))
     stage.commit()
   return dataclasses.replace(
-    module.report, output_size=sizes.measure(export_dir)
+    module.report, output_size=sizes.measure(export_dir, lazy=True)
   )
 
 

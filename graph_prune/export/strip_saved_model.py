@@ -221,8 +221,8 @@ def strip_saved_model(
   return dataclasses.replace(
     module.report,
     shrink=shrunk,
-    input_size=sizes.measure(saved_model_dir),
-    output_size=sizes.measure(output_dir),
+    input_size=sizes.measure(saved_model_dir, lazy=True),
+    output_size=sizes.measure(output_dir, lazy=True),
     tflite_size=sizes.measure(tflite_path) if tflite_path else None,
     tflite=tflite,
     frozen_graph_size=(

@@ -66,6 +66,10 @@ from graph_prune.passes import graph_ir
 from graph_prune.passes.fold_masks import FoldedWeight
 from graph_prune.untracked import Untracked
 
+# A frozen graph's float Consts of more elements than this are weights that
+# `rebuild` turns back into variables (a few KB: shapes, scalars, small
+# folded vectors stay constants).
+_LARGEST_CONST = 1024
 # Makes names of rewritten functions and import scopes unique per process.
 _call_ids = itertools.count(1)
 
@@ -313,6 +317,13 @@ class VariableCopies:
         )
     return self._folded[key]
 
+  def fixed(self, key, value, name: str) -> tf.Variable:
+    """A non-trainable variable holding `value` (a shrunk weight)."""
+    if key not in self._folded:
+      with tf.init_scope():
+        self._folded[key] = tf.Variable(value, trainable=False, name=name)
+    return self._folded[key]
+
   def copy_of(self, original, value=None) -> tf.Variable:
     """The variable standing for `original` (holding `value` if given)."""
     shape = tuple(original.shape if value is None else np.shape(value))
@@ -363,7 +374,7 @@ def rebuild(
   else:
     reads = {}
     handles = {f'{name}:0': v for name, v in stripped.variables.items()}
-  graph_def, present = _importable_graph(stripped)
+  graph_def, present = _importable_graph(stripped, reads)
   flat_structure, is_output = _output_layout(cf, stripped)
   scope = f'stripped_{next(_call_ids)}'
 
@@ -404,24 +415,49 @@ def rebuild(
 
 
 def _variable_reads(stripped: StrippedFunction, copies: VariableCopies):
-  """Tensor name of each frozen other variable -> its copy in `copies`."""
+  """Tensor name of each weight Const of a frozen graph -> its variable.
+
+  A frozen other variable reads its copy in `copies`; each folded weight
+  and every other float Const of more than `_LARGEST_CONST` elements
+  becomes a fixed variable, so that the rebuilt graph, like one
+  stripped without freezing, carries no weight's value.
+  """
+  folded = {w.node: w.name for w in stripped.folded}
   variables = {}
-  for const, original in stripped.variables.items():
-    node = next(n for n in stripped.graph_def.node if n.name == const)
-    variables[f'{const}:0'] = copies.copy_of(
-      original, tf.make_ndarray(node.attr['value'].tensor)
-    )
+  for node in stripped.graph_def.node:
+    if node.op != 'Const':
+      continue
+    original = stripped.variables.get(node.name)
+    if original is not None:
+      variables[f'{node.name}:0'] = copies.copy_of(
+        original, tf.make_ndarray(node.attr['value'].tensor)
+      )
+      continue
+    shape = node.attr['value'].tensor.tensor_shape
+    size = int(np.prod([d.size for d in shape.dim], dtype=np.int64))
+    if node.name in folded or (
+      tf.as_dtype(node.attr['dtype'].type).is_floating
+      and size > _LARGEST_CONST
+    ):
+      variables[f'{node.name}:0'] = copies.fixed(
+        (id(stripped), node.name),
+        tf.make_ndarray(node.attr['value'].tensor),
+        folded.get(node.name, node.name),
+      )
   return variables
 
 
-def _importable_graph(stripped: StrippedFunction):
+def _importable_graph(stripped: StrippedFunction, fed_tensors=()):
   """(The GraphDef to import, the names of the stripped graph's nodes).
 
-  The inputs' Placeholders and the variables' handle Placeholders (or
-  frozen Consts) are left out: input_map feeds their consumers.
+  The inputs' Placeholders, the variables' handle Placeholders and the
+  Consts read from variables (`fed_tensors`) are left out: input_map feeds
+  their consumers.
   """
-  fed = {graph_ir.node_name(name) for name in stripped.input_names} | set(
-    stripped.variables
+  fed = (
+    {graph_ir.node_name(name) for name in stripped.input_names}
+    | set(stripped.variables)
+    | {graph_ir.node_name(t) for t in fed_tensors}
   )
   graph_def = type(stripped.graph_def)()
   graph_def.CopyFrom(stripped.graph_def)
