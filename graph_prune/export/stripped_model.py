@@ -436,8 +436,7 @@ def _variable_reads(stripped: StrippedFunction, copies: VariableCopies):
     shape = node.attr['value'].tensor.tensor_shape
     size = int(np.prod([d.size for d in shape.dim], dtype=np.int64))
     if node.name in folded or (
-      tf.as_dtype(node.attr['dtype'].type).is_floating
-      and size > _LARGEST_CONST
+      tf.as_dtype(node.attr['dtype'].type).is_floating and size > _LARGEST_CONST
     ):
       variables[f'{node.name}:0'] = copies.fixed(
         (id(stripped), node.name),
