@@ -51,6 +51,9 @@ _PUBLIC = {
   'RepresentativeDataError': 'graph_prune.errors',
   'KerasStripError': 'graph_prune.errors',
   'save_pruned': 'graph_prune.saved_model_conventions',
+  'ExampleDataError': 'graph_prune.errors',
+  'ProtoLimitError': 'graph_prune.errors',
+  'read_example_inputs': 'graph_prune.data_inputs',
 }
 
 __all__ = sorted(_PUBLIC)
@@ -70,7 +73,9 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # what static tools and IDEs see
+  from graph_prune.data_inputs import read_example_inputs  # noqa: F401
   from graph_prune.errors import ArgumentTypeError  # noqa: F401
+  from graph_prune.errors import ExampleDataError  # noqa: F401
   from graph_prune.errors import FoldError  # noqa: F401
   from graph_prune.errors import GraphPruneError  # noqa: F401
   from graph_prune.errors import GraphRewriteError  # noqa: F401
@@ -80,6 +85,7 @@ if TYPE_CHECKING:  # what static tools and IDEs see
   from graph_prune.errors import NoPrunableWeightsError  # noqa: F401
   from graph_prune.errors import NoPruningVariablesError  # noqa: F401
   from graph_prune.errors import OutputExistsError  # noqa: F401
+  from graph_prune.errors import ProtoLimitError  # noqa: F401
   from graph_prune.errors import RepresentativeDataError  # noqa: F401
   from graph_prune.errors import SavedModelNotFoundError  # noqa: F401
   from graph_prune.errors import StrategyError  # noqa: F401

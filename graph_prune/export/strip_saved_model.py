@@ -30,6 +30,7 @@ from graph_prune import saved_model_conventions as conventions
 from graph_prune.export import dense_reference as dense_lib
 from graph_prune.export import frozen_strip
 from graph_prune.export import latency
+from graph_prune.export import output_paths
 from graph_prune.export import report as report_lib
 from graph_prune.export import shrink_report
 from graph_prune.export import sizes
@@ -47,8 +48,9 @@ from graph_prune.export.verify import verify_signatures
 # The signature a frozen graph holds when several are stripped; the same
 # key as strip.DEFAULT_SIGNATURE (not imported: strip.py imports this).
 _DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
-# How callers ask for overwriting, for messages (the tool, or Python).
-_OVERWRITE_HINT = '--overwrite (overwrite=True)'
+# How callers ask for overwriting, for messages (the tool checks its
+# outputs itself and says --overwrite).
+_OVERWRITE_HINT = 'overwrite=True'
 
 # Converts a (stripped) SavedModel to a checked TFLite file: quantization,
 # the sparse encoding where it makes the gzipped file smaller, the weights'
@@ -164,6 +166,13 @@ def strip_saved_model(
     tflite_lib.check_options(quantize, tflite_sparse, representative_data)
   outputs = [p for p in (output_dir, tflite_path, frozen_graph_path) if p]
   _check_paths(saved_model_dir, outputs)
+  for name, path, is_file in (
+    ('output_dir', output_dir, False),
+    ('tflite_path', tflite_path, True),
+    ('frozen_graph_path', frozen_graph_path, True),
+  ):
+    if path:
+      output_paths.check(path, name, is_file=is_file)
   for path in outputs:
     staging.check_output(path, overwrite, _OVERWRITE_HINT)
   loaded, pruning = load_pruned_saved_model(saved_model_dir)
