@@ -51,6 +51,18 @@ def _kernel_constants(path):
   return counts
 
 
+def _kernel_variables(path):
+  """{shape: count} of the rank-2 variables in the SavedModel's checkpoint."""
+  reader = tf.train.load_checkpoint(
+    os.path.join(path, 'variables', 'variables')
+  )
+  counts = {}
+  for key, shape in reader.get_variable_to_shape_map().items():
+    if key.endswith('VARIABLE_VALUE') and len(shape) == 2:
+      counts[tuple(shape)] = counts.get(tuple(shape), 0) + 1
+  return counts
+
+
 def _model():
   x = keras.Input((6,), name='features')
   return keras.Model(x, L.Dense(3)(L.Dense(8, activation='relu')(x)))
@@ -97,12 +109,13 @@ class SavedModelConventionsTest(tf.test.TestCase):
     loaded = tf.saved_model.load(self.paths['saved_stripped'])
     self.assert_signature(loaded, ('serve', 'serving_default'))
     self.assertEqual(self.saved_report.signatures, ('serve', 'serving_default'))
-    # Each folded kernel is one constant in the whole SavedModel, as in the
-    # strip of a single-signature SavedModel.
+    # Each folded kernel is one variable in the whole SavedModel, as in the
+    # strip of a single-signature SavedModel, and no constant.
     for kind in ('stripped', 'saved_stripped'):
       self.assertEqual(
-        _kernel_constants(self.paths[kind]), {(6, 8): 1, (8, 3): 1}, kind
+        _kernel_variables(self.paths[kind]), {(6, 8): 1, (8, 3): 1}, kind
       )
+      self.assertEqual(_kernel_constants(self.paths[kind]), {}, kind)
 
   def test_pruned_export(self):
     loaded = tf.saved_model.load(self.paths['pruned'])
@@ -128,12 +141,19 @@ class SavedModelConventionsTest(tf.test.TestCase):
   def test_stripped_exports(self):
     for kind in ('exported', 'stripped'):
       loaded = tf.saved_model.load(self.paths[kind])
-      # Masked kernels are constants; the biases stay variables.
+      # Masked kernels are fixed (non-trainable) variables; the biases stay
+      # the model's trainable ones.
       self.assertCountEqual(
-        [v.shape.as_list() for v in loaded.variables], [[8], [3]]
+        [v.shape.as_list() for v in loaded.variables],
+        [[6, 8], [8], [8, 3], [3]],
       )
-      self.assertLen(loaded.trainable_variables, 2)
-      self.assertEmpty(loaded.non_trainable_variables)
+      self.assertCountEqual(
+        [v.shape.as_list() for v in loaded.trainable_variables], [[8], [3]]
+      )
+      self.assertCountEqual(
+        [v.shape.as_list() for v in loaded.non_trainable_variables],
+        [[6, 8], [8, 3]],
+      )
       served = loaded.serve(tf.constant(X))
       if isinstance(served, dict):  # strip_saved_model: the signature's
         (served,) = served.values()
