@@ -23,6 +23,7 @@ import graph_prune
 from graph_prune.export.shrink import shrink
 from graph_prune.export.stripped_model import PruningVariables
 from graph_prune.export.stripped_model import strip_function
+from graph_prune.passes import graph_ir
 
 L = keras.layers
 # Layers a zero channel passes through on its way to the next layer, whose
@@ -186,14 +187,18 @@ class ResidualTest(tf.test.TestCase, parameterized.TestCase):
 
 
 def _shrunk_graph(pruned):
+  """The shrunk `StrippedFunction` of `pruned`'s call."""
   cf = pruned.__call__.get_concrete_function()
   pruning = PruningVariables.of([pruned])
-  return strip_function(cf, pruning, 'test', shrink=True).graph_def
+  return strip_function(cf, pruning, 'test', shrink=True)
 
 
-def _const(graph_def, name):
-  (node,) = [n for n in graph_def.node if n.name == name]
-  return tf.make_ndarray(node.attr['value'].tensor)
+def _const(stripped, name):
+  """The value node `name` of a shrunk graph reads (a weight's variable)."""
+  (node,) = [n for n in stripped.graph_def.node if n.name == name]
+  if node.op == 'Const':
+    return tf.make_ndarray(node.attr['value'].tensor)
+  return stripped.variables[graph_ir.node_name(node.input[0])].numpy()
 
 
 class ConcatTest(tf.test.TestCase):

@@ -530,7 +530,8 @@ class StripSavedModelTest(StripTestCase):
     os.makedirs(out)
     with open(os.path.join(out, 'keep.txt'), 'w') as f:
       f.write('x')
-    with self.assertRaisesRegex(errors.OutputExistsError, '--overwrite'):
+    # The API names its own argument (the tool says --overwrite).
+    with self.assertRaisesRegex(errors.OutputExistsError, 'overwrite=True'):
       strip_saved_model(self.saved, out)
     self.assertEqual(os.listdir(out), ['keep.txt'])
     # --overwrite replaces a SavedModel only, never a folder of other files.

@@ -137,13 +137,23 @@ class _Consts(NamedTuple):
   variables: Dict[str, Any]
 
 
-def captured(cf, pruning) -> _Consts:
-  """Sorts the capture placeholders of `cf` (see `_Consts`)."""
+def captured(cf, pruning, captures=None) -> _Consts:
+  """Sorts the capture placeholders of `cf` (see `_Consts`).
+
+  Args:
+    cf: the `ConcreteFunction`.
+    pruning: its `PruningVariables`.
+    captures: placeholder name -> captured tensor; default: `cf`'s own
+      capture placeholders (a flat graph names them after its arguments).
+  """
+  if captures is None:
+    captures = {
+      internal.op.name: external for external, internal in cf.graph.captures
+    }
   variables = {id(v.handle): v for v in cf.variables}
   consts = _Consts({}, {}, {})
-  for external, internal in cf.graph.captures:
+  for placeholder, external in captures.items():
     key = id(external)
-    placeholder = internal.op.name
     if key in pruning.masks:
       consts.masks[placeholder] = pruning.masks[key]
       consts.pruning[placeholder] = graph_ir.mask_name(pruning.masks[key])

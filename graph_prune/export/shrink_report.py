@@ -152,7 +152,9 @@ def make_report(stripped: Sequence[Tuple[str, Any]]) -> ShrinkReport:
   """A `ShrinkReport` of (key, `StrippedFunction`) pairs, shrunk ones."""
   names = {}
   for _, function in stripped:
-    names.update(weight_names(function.folded, function.variables))
+    if function.frozen:
+      names.update(weight_names(function.folded, function.variables))
+    names.update(function.names)
   return ShrinkReport(
     functions=tuple(
       (key, f.shrunk) for key, f in stripped if f.shrunk is not None

@@ -33,6 +33,8 @@ class StrippedFunction:
     shrunk: the `shrink_units.ShrinkResult` when zero units were removed,
       else None.
     frozen: whether the graph was frozen (see `graph_def`).
+    names: node name -> weight name, for the kernels `shrunk` names by node
+      (a variable's stub in a graph shrunk without freezing).
   """
 
   graph_def: Any
@@ -43,6 +45,7 @@ class StrippedFunction:
   variables: Mapping[str, Any]
   shrunk: Any = None
   frozen: bool = False
+  names: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 def register_rewritten(graph_def, suffix: str) -> None:

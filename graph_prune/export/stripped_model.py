@@ -55,11 +55,13 @@ from graph_prune import _tf_internal
 from graph_prune import errors
 from graph_prune import saved_model_conventions as conventions
 from graph_prune.export import frozen_strip
+from graph_prune.export import shrink_variables
 from graph_prune.export.stripped_function import first_line  # noqa: F401
 from graph_prune.export.stripped_function import register_rewritten
 from graph_prune.export.stripped_function import StrippedFunction
 from graph_prune.passes import driver
 from graph_prune.passes import drop_unused
+from graph_prune.passes import flatten
 from graph_prune.passes import fold_checks
 from graph_prune.passes import fold_masks
 from graph_prune.passes import graph_ir
@@ -180,8 +182,8 @@ def strip_function(
     concrete_function: the `ConcreteFunction` to strip; not modified.
     pruning: the pruning variables it may capture.
     what: what the function is, for messages.
-    shrink: also remove zero units (`shrink_units`); the graph is then
-      frozen first (`frozen_strip.strip_frozen`).
+    shrink: also remove zero units (`export/shrink_variables.py`), on the
+      function's body with its calls inlined (`passes/flatten.py`).
     copies: where the folded variables (and copies of the other variables)
       are made; shared by the signatures of one model. Default: new ones.
 
@@ -191,19 +193,25 @@ def strip_function(
   Raises:
     FoldError: a masked weight cannot be folded, or something of the
       pruning is left (e.g. a function that returns a threshold).
-    ProtoLimitError: with `shrink`, the weights exceed the 2 GB proto limit.
   """
   suffix = f'stripped_{next(_call_ids)}'
-  if shrink:
-    return frozen_strip.strip_frozen(
-      concrete_function, pruning, what, suffix, shrink=True
-    )
   cf = concrete_function
   copies = VariableCopies() if copies is None else copies
-  sorted_captures = frozen_strip.captured(cf, pruning)
-  n_inputs = len(cf.inputs) - len(cf.captured_inputs)
-  input_names = tuple(t.name for t in cf.inputs[:n_inputs])
-  output_names = tuple(t.name for t in cf.outputs)
+  if shrink:
+    # Shrink's analysis walks the top level: calls inlined.
+    flat = flatten.flat_graph(cf)
+    source = flat.graph_def
+    input_names, output_names = flat.input_names, flat.output_names
+    by_placeholder = dict(flat.captures)
+  else:
+    source = cf.graph.as_graph_def()
+    n_inputs = len(cf.inputs) - len(cf.captured_inputs)
+    input_names = tuple(t.name for t in cf.inputs[:n_inputs])
+    output_names = tuple(t.name for t in cf.outputs)
+    by_placeholder = {
+      internal.op.name: external for external, internal in cf.graph.captures
+    }
+  sorted_captures = frozen_strip.captured(cf, pruning, by_placeholder)
   passes = (
     driver.Pass(
       'fold_masks',
@@ -215,19 +223,14 @@ def strip_function(
       'drop_unused', lambda g, _: drop_unused.drop_unused(g, output_names)
     ),
   )
-  graph_def, results = driver.run_passes(
-    cf.graph.as_graph_def(), passes, what, source='tracing'
-  )
+  graph_def, results = driver.run_passes(source, passes, what, 'tracing')
   fold_checks.check_stripped(
     graph_def, sorted_captures.pruning, what, frozen=False
   )
   register_rewritten(graph_def, suffix)
-  present = {n.name for n in graph_def.node}
-  by_placeholder = {
-    internal.op.name: external for external, internal in cf.graph.captures
-  }
   variables = {id(v.handle): v for v in cf.variables}
-  feeds, folded, parameters = {}, [], {}
+  present = {n.name for n in graph_def.node}
+  feeds, folded = {}, []
   with tf.init_scope():
     for handle in results['fold_masks'].report:
       value = copies.folded(
@@ -236,33 +239,46 @@ def strip_function(
         handle.name,
       )
       feeds[handle.node] = value
-      w = FoldedWeight(
-        handle.name,
-        handle.node,
-        tuple(value.shape),
-        value.dtype.name,
-        int(tf.math.count_nonzero(value)),
-      )
-      folded.append(w)
-      parameters[w.name] = (w.size, w.nonzeros)
-      logging.info(
-        'graph_prune: folded %s %s, sparsity %.4f',
-        w.name,
-        list(w.shape),
-        w.sparsity,
+      folded.append(
+        FoldedWeight(
+          handle.name,
+          handle.node,
+          tuple(value.shape),
+          value.dtype.name,
+          int(tf.math.count_nonzero(value)),
+        )
       )
     for placeholder, external in by_placeholder.items():
-      if placeholder not in present or placeholder in feeds:
-        continue
-      variable = variables.get(id(external))
-      if variable is None:  # a captured tensor, not a variable
-        feeds[placeholder] = external
-        continue
-      feeds[placeholder] = copies.copy_of(variable)
-      parameters[graph_ir.variable_name(variable)] = (
-        int(np.prod(variable.shape, dtype=np.int64)),
-        int(tf.math.count_nonzero(variable)),
+      if placeholder in present and placeholder not in feeds:
+        variable = variables.get(id(external))
+        # A captured tensor that is no variable is fed as it is.
+        feeds[placeholder] = (
+          external if variable is None else copies.copy_of(variable)
+        )
+    shrunk, names = None, {}
+    if shrink:
+      result = shrink_variables.shrink_stripped(
+        graph_def,
+        output_names,
+        suffix,
+        what,
+        {k: v for k, v in feeds.items() if isinstance(v, tf.Variable)},
+        folded,
+        copies,
       )
+      graph_def, folded = result.graph_def, list(result.folded)
+      shrunk, names = result.result, result.names
+      present = {n.name for n in graph_def.node}
+      feeds.update(result.variables)
+      feeds = {k: v for k, v in feeds.items() if k in present}
+    parameters = _parameters(feeds, folded)
+  for w in folded:
+    logging.info(
+      'graph_prune: folded %s %s, sparsity %.4f',
+      w.name,
+      list(w.shape),
+      w.sparsity,
+    )
   return StrippedFunction(
     graph_def,
     input_names,
@@ -270,7 +286,23 @@ def strip_function(
     tuple(folded),
     parameters,
     feeds,
+    shrunk,
+    names=names,
   )
+
+
+def _parameters(feeds, folded) -> Dict[str, Tuple[int, int]]:
+  """Name -> (size, non-zeros) of every weight a stripped graph reads."""
+  folded_handles = {w.node for w in folded}
+  parameters = {w.name: (w.size, w.nonzeros) for w in folded}
+  for placeholder, variable in feeds.items():
+    if placeholder in folded_handles or not isinstance(variable, tf.Variable):
+      continue
+    parameters[graph_ir.variable_name(variable)] = (
+      int(np.prod(variable.shape, dtype=np.int64)),
+      int(tf.math.count_nonzero(variable)),
+    )
+  return parameters
 
 
 class VariableCopies:
@@ -291,10 +323,20 @@ class VariableCopies:
     self.share = share
     self._copies = {}
     self._folded = {}
+    self._read = set()
 
   @property
   def variables(self):
-    return list(self._folded.values()) + list(self._copies.values())
+    """The variables a function rebuilt with this object reads, in order.
+
+    (A folded weight that shrink then sliced is left out: the shrunk graph
+    reads the sliced variable.)
+    """
+    made = list(self._folded.values()) + list(self._copies.values())
+    return [v for v in made if id(v) in self._read]
+
+  def mark_read(self, variable) -> None:
+    self._read.add(id(variable))
 
   def folded(self, weight, mask, name: str) -> tf.Variable:
     """A non-trainable variable holding `weight * mask`, +0.0 where pruned.
@@ -317,11 +359,11 @@ class VariableCopies:
         )
     return self._folded[key]
 
-  def fixed(self, key, value, name: str) -> tf.Variable:
-    """A non-trainable variable holding `value` (a shrunk weight)."""
+  def fixed(self, key, value, name: str, trainable=False) -> tf.Variable:
+    """A new variable holding `value` (a shrunk weight), one per `key`."""
     if key not in self._folded:
       with tf.init_scope():
-        self._folded[key] = tf.Variable(value, trainable=False, name=name)
+        self._folded[key] = tf.Variable(value, trainable=trainable, name=name)
     return self._folded[key]
 
   def copy_of(self, original, value=None) -> tf.Variable:
@@ -374,6 +416,8 @@ def rebuild(
   else:
     reads = {}
     handles = {f'{name}:0': v for name, v in stripped.variables.items()}
+  for variable in list(reads.values()) + list(handles.values()):
+    copies.mark_read(variable)
   graph_def, present = _importable_graph(stripped, reads)
   flat_structure, is_output = _output_layout(cf, stripped)
   scope = f'stripped_{next(_call_ids)}'

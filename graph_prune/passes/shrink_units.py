@@ -24,7 +24,7 @@ one constant, for instance) is dropped (`drop_unused`).
 
 import collections
 import dataclasses
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -87,6 +87,7 @@ def shrink_units(
   output_names: Sequence[str],
   suffix: str = 'shrunk',
   weight_names: Optional[Mapping[str, str]] = None,
+  values: Optional[Mapping[str, Callable[[], np.ndarray]]] = None,
 ) -> graph_ir.PassResult:
   """Removes every removable zero unit of `graph_def` (see module docstring).
 
@@ -97,11 +98,17 @@ def shrink_units(
       keeps several shrunk graphs importable into one function).
     weight_names: kernel Const node -> its weight's name, which the kept
       reasons then name instead of the node (`unit_removal.decide`).
+    values: Const name -> a function giving its value, for Consts that
+      hold none (a variable's stub, `variable_view.const_view`): the graph
+      then keeps its weights as variables, and each sliced one is written
+      into its stub for `variable_view.thaw`.
 
   Returns:
     A `PassResult` with the new GraphDef and a `ShrinkResult`.
   """
-  flow = unit_traversal.analyze(graph_def, output_names, unit_rules.RULES)
+  flow = unit_traversal.analyze(
+    graph_def, output_names, unit_rules.RULES, values
+  )
   decision = unit_removal.decide(flow, weight_names)
   graph = flow.graph
   removed = decision.removed

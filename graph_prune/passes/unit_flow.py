@@ -174,8 +174,12 @@ class Flow:
 class Graph:
   """A GraphDef with static shapes, consumers and constant values."""
 
-  def __init__(self, graph_def, output_names: Sequence[str]):
+  def __init__(self, graph_def, output_names: Sequence[str], values=None):
+    """Args: the graph, its outputs, and Const name -> a function giving
+    the value of a Const that holds none (a variable's stub,
+    `variable_view.const_view`)."""
     self.graph_def = graph_def
+    self._values = dict(values or {})
     self.nodes = {n.name: n for n in graph_def.node}
     self.outputs = {tensor_name(t) for t in output_names}
     self.consumers = collections.defaultdict(list)
@@ -252,13 +256,30 @@ class Graph:
       tensor = tensor_name(node.input[0])
       node = self.nodes[graph_ir.node_name(tensor)]
     if node.op == 'Const':
+      if node.name in self._values:
+        return self._values[node.name]()
       return tf.make_ndarray(node.attr['value'].tensor)
     if self._session is None:
       self._session = tf.compat.v1.Session(graph=self._tf_graph)
       self._computed = self._computed_constants()
     if tensor not in self._computed:
-      self._computed[tensor] = np.asarray(self._session.run(tensor))
+      self._computed[tensor] = np.asarray(
+        self._session.run(tensor, feed_dict=self._stub_feeds([tensor]))
+      )
     return self._computed[tensor]
+
+  def _stub_feeds(self, tensors) -> Dict[str, np.ndarray]:
+    """The values of the stubs `tensors` depend on, to feed a session."""
+    if not self._values:
+      return {}
+    seen, stack = set(), [graph_ir.node_name(t) for t in tensors]
+    while stack:
+      name = stack.pop()
+      if name in seen or name not in self.nodes:
+        continue
+      seen.add(name)
+      stack.extend(graph_ir.node_name(t) for t in self.nodes[name].input)
+    return {f'{n}:0': self._values[n]() for n in seen if n in self._values}
 
   def _computed_constants(self) -> Dict[str, np.ndarray]:
     """Every computed constant (BatchNorm's folded vectors...) in one run.
@@ -277,7 +298,9 @@ class Graph:
         if out.dtype.is_floating or out.dtype.is_integer or out.dtype.is_bool:
           fetches[out.name] = out
     try:
-      values = self._session.run(fetches)
+      values = self._session.run(
+        fetches, feed_dict=self._stub_feeds(list(fetches))
+      )
     except (tf.errors.OpError, ValueError, TypeError):
       return {}  # one tensor at a time, then
     return {name: np.asarray(v) for name, v in values.items()}

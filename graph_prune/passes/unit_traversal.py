@@ -84,7 +84,7 @@ MULTI_INPUT = frozenset(
 )
 
 
-def analyze(graph_def, output_names: Sequence[str], rules) -> Flow:
+def analyze(graph_def, output_names: Sequence[str], rules, values=None) -> Flow:
   """Finds every producer's units and what removing zero units takes.
 
   Args:
@@ -92,11 +92,13 @@ def analyze(graph_def, output_names: Sequence[str], rules) -> Flow:
     output_names: its output tensors.
     rules: op type -> `Rule` (`unit_rules.RULES`); other ops keep the
       channels they read.
+    values: Const name -> a function giving its value, for Consts that
+      hold none (variables' stubs, `variable_view.const_view`).
 
   Returns:
     A `Flow` with one `Group` per producer.
   """
-  graph = Graph(graph_def, output_names)
+  graph = Graph(graph_def, output_names, values)
   ctx = Context(graph, Units())
   groups = []
   for node in graph.topological():
