@@ -51,11 +51,12 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from graph_prune import _tf_internal
 from graph_prune import errors
 from graph_prune import saved_model_conventions as conventions
 from graph_prune.export import frozen_strip
 from graph_prune.export import shrink_variables
+from graph_prune.export.rebuild import rebuild  # noqa: F401
+from graph_prune.export.rebuild import VariableCopies
 from graph_prune.export.stripped_function import first_line  # noqa: F401
 from graph_prune.export.stripped_function import register_rewritten
 from graph_prune.export.stripped_function import StrippedFunction
@@ -68,10 +69,6 @@ from graph_prune.passes import graph_ir
 from graph_prune.passes.fold_masks import FoldedWeight
 from graph_prune.untracked import Untracked
 
-# A frozen graph's float Consts of more elements than this are weights that
-# `rebuild` turns back into variables (a few KB: shapes, scalars, small
-# folded vectors stay constants).
-_LARGEST_CONST = 1024
 # Makes names of rewritten functions and import scopes unique per process.
 _call_ids = itertools.count(1)
 
@@ -303,237 +300,6 @@ def _parameters(feeds, folded) -> Dict[str, Tuple[int, int]]:
       int(tf.math.count_nonzero(variable)),
     )
   return parameters
-
-
-class VariableCopies:
-  """The variables of a stripped model: folded weights and the others.
-
-  One folded variable per (weight, mask) and one copy per original variable
-  and shape, shared by every function stripped and rebuilt with this
-  object: signatures that read one weight read one variable (a bias that
-  shrinking sliced is a copy of its own).
-
-  Attributes:
-    share: whether the other variables are the originals themselves rather
-      than copies (an export that writes them and is done; a live stripped
-      model copies, so that it does not follow later training).
-  """
-
-  def __init__(self, share: bool = False):
-    self.share = share
-    self._copies = {}
-    self._folded = {}
-    self._read = set()
-
-  @property
-  def variables(self):
-    """The variables a function rebuilt with this object reads, in order.
-
-    (A folded weight that shrink then sliced is left out: the shrunk graph
-    reads the sliced variable.)
-    """
-    made = list(self._folded.values()) + list(self._copies.values())
-    return [v for v in made if id(v) in self._read]
-
-  def mark_read(self, variable) -> None:
-    self._read.add(id(variable))
-
-  def folded(self, weight, mask, name: str) -> tf.Variable:
-    """A non-trainable variable holding `weight * mask`, +0.0 where pruned.
-
-    Computed by TensorFlow, one weight at a time (no copy through NumPy or
-    a proto). Adding +0.0 turns the -0.0 of a masked negative weight into
-    +0.0, so the saved zeros are plain zero bytes (see fold_masks.py).
-    """
-    key = (id(weight.handle), id(mask.handle))
-    if key not in self._folded:
-      with tf.init_scope():
-        if weight.shape != mask.shape or weight.dtype != mask.dtype:
-          raise errors.FoldError(
-            f'Cannot fold {name!r}: the weight is {weight.dtype.name}'
-            f'{weight.shape} but the mask is {mask.dtype.name}{mask.shape}.'
-          )
-        value = tf.multiply(weight, mask) + tf.zeros((), weight.dtype)
-        self._folded[key] = tf.Variable(
-          value, trainable=False, name=graph_ir.variable_name(weight)
-        )
-    return self._folded[key]
-
-  def fixed(self, key, value, name: str, trainable=False) -> tf.Variable:
-    """A new variable holding `value` (a shrunk weight), one per `key`."""
-    if key not in self._folded:
-      with tf.init_scope():
-        self._folded[key] = tf.Variable(value, trainable=trainable, name=name)
-    return self._folded[key]
-
-  def copy_of(self, original, value=None) -> tf.Variable:
-    """The variable standing for `original` (holding `value` if given)."""
-    shape = tuple(original.shape if value is None else np.shape(value))
-    key = (id(original.handle), shape)
-    if key not in self._copies and self.share and value is None:
-      self._copies[key] = original
-    elif key not in self._copies:
-      with tf.init_scope():
-        self._copies[key] = tf.Variable(
-          original.read_value() if value is None else value,
-          name=graph_ir.variable_name(original),
-          trainable=bool(getattr(original, 'trainable', False)),
-        )
-    return self._copies[key]
-
-
-def rebuild(
-  stripped: StrippedFunction,
-  concrete_function,
-  input_signature: Sequence[Any],
-  copies: VariableCopies,
-):
-  """A `tf.function` computing `stripped` like `concrete_function`.
-
-  The stripped GraphDef is imported into the new function's graph: each
-  handle Placeholder is fed the handle of its variable (a folded one, or
-  the other variable or its copy); in a frozen graph (shrink) the folded
-  weights become the function's constants and the frozen value of every
-  other variable is replaced by a read of its copy in `copies`. The outputs
-  are packed into the original function's output structure.
-
-  Args:
-    stripped: from `strip_function(concrete_function, ...)`.
-    concrete_function: the original function (for its output structure).
-    input_signature: the new function's positional input signature; its
-      flattened specs must match the original's flat inputs.
-    copies: where the copies of the other variables of a frozen graph are
-      made (or found).
-
-  Returns:
-    A `tf.function` with `input_signature`.
-  """
-  cf = concrete_function
-  input_names = stripped.input_names
-  if stripped.frozen:
-    reads = _variable_reads(stripped, copies)
-    handles = {}
-  else:
-    reads = {}
-    handles = {f'{name}:0': v for name, v in stripped.variables.items()}
-  for variable in list(reads.values()) + list(handles.values()):
-    copies.mark_read(variable)
-  graph_def, present = _importable_graph(stripped, reads)
-  flat_structure, is_output = _output_layout(cf, stripped)
-  scope = f'stripped_{next(_call_ids)}'
-
-  def call(*args):
-    graph = tf.compat.v1.get_default_graph()
-    flat_args = tf.nest.flatten(args, expand_composites=True)
-    input_map = {
-      name: t
-      for name, t in zip(input_names, flat_args)
-      if graph_ir.node_name(name) in present
-    }
-    input_map.update((name, v.read_value()) for name, v in reads.items())
-    for name, source in handles.items():
-      if isinstance(source, tf.Variable):
-        # So that the function lists it among its `variables` (freezing
-        # and the TFLite converter find the values there).
-        _tf_internal.mark_variable_accessed(source)
-        source = source.handle
-      input_map[name] = _tf_internal.capture(graph, source)
-    results = tf.graph_util.import_graph_def(
-      graph_def,
-      input_map=input_map,
-      return_elements=list(stripped.output_names),
-      name=scope,
-    )
-    outputs = iter(results)
-    flat = [
-      next(outputs) if output else t
-      for t, output in zip(flat_structure, is_output)
-    ]
-    return tf.nest.pack_sequence_as(
-      cf.structured_outputs, flat, expand_composites=True
-    )
-
-  return tf.function(
-    call, input_signature=list(input_signature), autograph=False
-  )
-
-
-def _variable_reads(stripped: StrippedFunction, copies: VariableCopies):
-  """Tensor name of each weight Const of a frozen graph -> its variable.
-
-  A frozen other variable reads its copy in `copies`; each folded weight
-  and every other float Const of more than `_LARGEST_CONST` elements
-  becomes a fixed variable, so that the rebuilt graph, like one
-  stripped without freezing, carries no weight's value.
-  """
-  folded = {w.node: w.name for w in stripped.folded}
-  variables = {}
-  for node in stripped.graph_def.node:
-    if node.op != 'Const':
-      continue
-    original = stripped.variables.get(node.name)
-    if original is not None:
-      variables[f'{node.name}:0'] = copies.copy_of(
-        original, tf.make_ndarray(node.attr['value'].tensor)
-      )
-      continue
-    shape = node.attr['value'].tensor.tensor_shape
-    size = int(np.prod([d.size for d in shape.dim], dtype=np.int64))
-    if node.name in folded or (
-      tf.as_dtype(node.attr['dtype'].type).is_floating and size > _LARGEST_CONST
-    ):
-      variables[f'{node.name}:0'] = copies.fixed(
-        (id(stripped), node.name),
-        tf.make_ndarray(node.attr['value'].tensor),
-        folded.get(node.name, node.name),
-      )
-  return variables
-
-
-def _importable_graph(stripped: StrippedFunction, fed_tensors=()):
-  """(The GraphDef to import, the names of the stripped graph's nodes).
-
-  The inputs' Placeholders, the variables' handle Placeholders and the
-  Consts read from variables (`fed_tensors`) are left out: input_map feeds
-  their consumers.
-  """
-  fed = (
-    {graph_ir.node_name(name) for name in stripped.input_names}
-    | set(stripped.variables)
-    | {graph_ir.node_name(t) for t in fed_tensors}
-  )
-  graph_def = type(stripped.graph_def)()
-  graph_def.CopyFrom(stripped.graph_def)
-  nodes = [
-    n
-    for n in graph_def.node
-    if not (n.op in ('Placeholder', 'Const') and n.name in fed)
-  ]
-  present = {n.name for n in stripped.graph_def.node}
-  del graph_def.node[:]
-  graph_def.node.extend(nodes)
-  return graph_def, present
-
-
-def _output_layout(cf, stripped: StrippedFunction):
-  """(The flat output structure, whether each leaf is a function output).
-
-  The function's outputs are its structure's tensors, in flat order (a
-  loaded signature's structure holds TensorSpecs); other leaves (None,
-  Python numbers) are returned as they are.
-  """
-  flat_structure = tf.nest.flatten(
-    cf.structured_outputs, expand_composites=True
-  )
-  is_output = [
-    isinstance(t, (tf.Tensor, tf.TensorSpec)) for t in flat_structure
-  ]
-  if sum(is_output) != len(stripped.output_names):
-    raise errors.StripError(
-      f'Cannot rebuild {cf.name}: its output structure has {sum(is_output)} '
-      f'tensors but the function {len(stripped.output_names)} outputs.'
-    )
-  return flat_structure, is_output
 
 
 def signature_input_specs(concrete_function) -> Tuple[tf.TensorSpec, ...]:

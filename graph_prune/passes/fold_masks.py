@@ -55,7 +55,7 @@ a `PassResult` with a new GraphDef; its input is not modified.
 
 import collections
 import dataclasses
-from typing import Any, Dict, Mapping, Optional, Set, Tuple
+from typing import Any, Dict, Mapping, Set, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -63,15 +63,12 @@ from tensorflow.core.framework import types_pb2
 
 from graph_prune import errors
 from graph_prune.passes import fold_checks
+from graph_prune.passes import function_body
 from graph_prune.passes import graph_ir
 from graph_prune.passes import rules
 
 # A variable read; `fold_masks` follows it back to the variable's handle.
-_READ = 'ReadVariableOp'
-# A function's node output names (FunctionDef references) by op type.
-_OUTPUT_ARGS = {'Mul': 'z', _READ: 'value'}
-# Top-level leaves a masked weight's operands resolve to, by op type.
-_LEAF_KINDS = {'Const': 'const', 'Placeholder': 'placeholder'}
+_READ = function_body.READ
 
 # Moved to fold_checks; importable from here as before.
 VARIABLE_OPS = fold_checks.VARIABLE_OPS
@@ -122,109 +119,17 @@ class FoldedHandle:
   mask_node: str
 
 
-class _Body:
-  """The nodes of the top-level graph (`fdef` None) or of one function."""
-
-  def __init__(self, nodes, fdef=None):
-    self.nodes = nodes
-    self.fdef = fdef
-    self.by_name = {n.name: n for n in nodes}
-    self.args = graph_ir.arg_names(fdef) if fdef is not None else []
-    self._arg_index = {a: i for i, a in enumerate(self.args)}
-
-  @property
-  def name(self) -> Optional[str]:
-    return None if self.fdef is None else self.fdef.signature.name
-
-  def describe(self) -> str:
-    return 'the graph' if self.fdef is None else f'function {self.name!r}'
-
-  def arg_index(self, text: str) -> Optional[int]:
-    return self._arg_index.get(text) if self.fdef is not None else None
-
-  def node_of(self, text: str):
-    return self.by_name.get(graph_ir.node_name(text))
-
-  def output_ref(self, node, index: int = 0) -> str:
-    """The name of a node's output `index` (Identity, Const, Mul, reads)."""
-    if self.fdef is None:
-      return node.name if index == 0 else f'{node.name}:{index}'
-    out = _OUTPUT_ARGS.get(node.op, 'output')
-    return f'{node.name}:{out}:{index}'
-
-  def refs_to_output(self, node, index: int) -> Set[str]:
-    """Every spelling of a data reference to output `index` of `node`."""
-    if self.fdef is None:
-      return {f'{node.name}:{index}'} | ({node.name} if index == 0 else set())
-    names = graph_ir.output_arg_names(node, {})
-    name, i = names[index]
-    return {f'{node.name}:{name}:{i}'}
-
-  def resolve(self, text: str):
-    """Follows Identity ops and variable reads back from a data input.
-
-    A read is followed to its handle: in a graph that keeps its variables,
-    a masked weight is `Mul(read(weight), read(mask))`.
-
-    Returns:
-      ('const', node), ('placeholder', node) (a top-level Placeholder: a
-      captured variable's handle), ('arg', index) or ('other', node).
-    """
-    while True:
-      index = self.arg_index(text)
-      if index is not None:
-        return 'arg', index
-      node = self.node_of(text)
-      if node is None:
-        return 'other', None
-      if node.op in rules.IDENTITY_OPS or node.op == _READ:
-        text = node.input[0]
-        continue
-      return _LEAF_KINDS.get(node.op, 'other'), node
-
-  def add(self, node):
-    self.by_name[node.name] = node
-
-  def remove(self, node):
-    del self.by_name[node.name]
-    for i, n in enumerate(self.nodes):
-      if n is node:
-        del self.nodes[i]
-        return
-
-  def rename_refs(self, mapping: Mapping[str, str]):
-    if self.fdef is None:
-      graph_ir.rename_inputs(self.nodes, mapping)
-    else:
-      graph_ir.rename_refs(self.fdef, mapping)
-
-  def data_consumers(self):
-    """Maps each data reference to the [(node, input position)] reading it."""
-    consumers = collections.defaultdict(list)
-    for node in self.nodes:
-      for position, text in enumerate(node.input):
-        if not text.startswith('^'):
-          consumers[text].append((node, position))
-    return consumers
-
-  def unique_name(self, base: str) -> str:
-    name, i = base, 0
-    while name in self.by_name or name in self._arg_index:
-      i += 1
-      name = f'{base}_{i}'
-    return name
-
-
 class _Folder:
   """One run of `fold_masked_weights` over a copy of the graph."""
 
   def __init__(self, graph_def, mask_consts: Mapping[str, str]):
     self.graph_def = graph_def
     self.mask_consts = mask_consts
-    self.top = _Body(graph_def.node)
+    self.top = function_body.Body(graph_def.node)
     self.library = {f.signature.name: f for f in graph_def.library.function}
     self.bodies = {
-      name: _Body(f.node_def, f) for name, f in self.library.items()
+      name: function_body.Body(f.node_def, f)
+      for name, f in self.library.items()
     }
     self.callers = collections.defaultdict(list)
     for body in [self.top, *self.bodies.values()]:
@@ -251,7 +156,7 @@ class _Folder:
 
   # The Mul of a masked weight.
 
-  def _fold(self, body: _Body, mul):
+  def _fold(self, body: function_body.Body, mul):
     data = [t for t in mul.input if not t.startswith('^')]
     if len(data) != 2:
       raise errors.FoldError(
@@ -295,7 +200,7 @@ class _Folder:
     self.changed.add(body.name)
 
   def _feed(
-    self, body: _Body, text_a: str, text_b: str, where: str
+    self, body: function_body.Body, text_a: str, text_b: str, where: str
   ) -> Tuple[Any, str]:
     """Makes a reference in `body` to the folded value of (a, b).
 
@@ -344,7 +249,9 @@ class _Folder:
       return self._folded_handle(weight_node, mask_node, weight, where), weight
     return self._folded_const(weight_node, mask_node, weight, where), weight
 
-  def _feed_callers(self, body: _Body, a: int, b: int, where: str) -> str:
+  def _feed_callers(
+    self, body: function_body.Body, a: int, b: int, where: str
+  ) -> str:
     """Makes every caller of `body` pass the folded value as args a and b.
 
     Returns:
@@ -491,7 +398,7 @@ def _what(kind, node) -> str:
   return f'{node.op} node {node.name!r}'
 
 
-def _check_name(name: str, weight: str, body: _Body):
+def _check_name(name: str, weight: str, body: function_body.Body):
   expected = graph_ir.masked_weight_name(weight)
   if name != expected and not name.endswith('/' + expected):
     raise errors.FoldError(
