@@ -252,6 +252,14 @@ class ProtoLimitTest(tf.test.TestCase):
     )
     self.assertIn('TFLite', message)
 
+  def test_export_tflite_over_limit(self):
+    path = os.path.join(self.root, 'direct.tflite')
+    limit = mock.patch.object(frozen_strip, 'PROTO_LIMIT_BYTES', self.size - 1)
+    with limit, self.assertRaises(errors.ProtoLimitError) as caught:
+      graph_prune.export_tflite(self.pruned, path)
+    self.assertIn('TFLite', str(caught.exception))
+    self.assertEqual(sorted(os.listdir(self.root)), ['pruned'])
+
   def test_at_limit_freezes(self):
     path = os.path.join(self.root, 'g.pb')
     with mock.patch.object(frozen_strip, 'PROTO_LIMIT_BYTES', self.size):

@@ -44,6 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from graph_prune import errors
+from graph_prune.export import frozen_strip
 from graph_prune.export import native_logs
 from graph_prune.export import output_paths
 from graph_prune.export import representative as representative_lib
@@ -470,6 +471,7 @@ def export_tflite(
   output_paths.check(path, 'path', is_file=True)
   staging.check_output(path, overwrite, 'overwrite=True')
   module = strip_lib.strip(pruned)
+  frozen_strip.check_fits(module.model_variables, 'TFLite', 'the pruned model')
   keys = [strip_lib.DEFAULT_SIGNATURE]
   with tempfile.TemporaryDirectory() as tmp:
     saved = os.path.join(tmp, 'stripped')
