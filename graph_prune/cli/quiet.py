@@ -19,10 +19,10 @@ import contextlib
 import logging
 import os
 import re
-import sys
-import tempfile
 from typing import Iterator, Mapping, Sequence
 import warnings
+
+from graph_prune.export import native_logs
 
 # Lines TensorFlow prints while it starts on a machine like the ones the
 # binaries run on; each is harmless.
@@ -87,22 +87,8 @@ def start_up(enabled: bool = True) -> Iterator[None]:
     yield
     return
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  sys.stderr.flush()
-  saved = os.dup(2)
-  with tempfile.TemporaryFile() as captured:
-    os.dup2(captured.fileno(), 2)
-    try:
-      yield
-    finally:
-      sys.stderr.flush()
-      os.dup2(saved, 2)
-      os.close(saved)
-      captured.seek(0)
-      text = captured.read().decode('utf-8', errors='replace')
-      kept = [line for line in text.splitlines() if not is_noise(line)]
-      if kept:
-        sys.stderr.write('\n'.join(kept) + '\n')
-        sys.stderr.flush()
+  with native_logs.captured_stderr(lambda line: not is_noise(line)):
+    yield
 
 
 class _DropKnownLogs(logging.Filter):

@@ -24,7 +24,7 @@ import os
 import re
 import sys
 import tempfile
-from typing import Iterator, List, Mapping, Optional
+from typing import Callable, Iterator, List, Mapping, Optional
 
 # Severity of a line: absl's prefix ("I1206 12:00:00.1 123 file.cc:1]"),
 # TFLite's ("INFO: "), Python's logging ("WARNING:tensorflow:"), an MLIR
@@ -78,6 +78,22 @@ def captured(level: Optional[int] = None) -> Iterator[CapturedLines]:
     A `CapturedLines`, filled when the block ends (also when it raises).
   """
   level = min_level() if level is None else level
+  with captured_stderr(lambda x: _LEVELS[severity(x)] >= level) as logs:
+    yield logs
+
+
+@contextlib.contextmanager
+def captured_stderr(keep: Callable[[str], bool]) -> Iterator[CapturedLines]:
+  """Captures file descriptor 2; writes back the lines `keep` accepts.
+
+  The one place that redirects stderr at the file-descriptor level (C++
+  log lines never pass through `sys.stderr`); the binaries' quiet start
+  (`cli/quiet.py`) uses it too. Standard library only, so it can run
+  before TensorFlow is imported.
+
+  Yields:
+    A `CapturedLines`, filled when the block ends (also when it raises).
+  """
   logs = CapturedLines()
   sys.stderr.flush()
   try:
@@ -96,7 +112,7 @@ def captured(level: Optional[int] = None) -> Iterator[CapturedLines]:
       capture.seek(0)
       text = capture.read().decode('utf-8', errors='replace')
       logs.lines = text.splitlines()
-      kept = [x for x in logs.lines if _LEVELS[severity(x)] >= level]
+      kept = [x for x in logs.lines if keep(x)]
       if kept:
         sys.stderr.write('\n'.join(kept) + '\n')
         sys.stderr.flush()
