@@ -46,6 +46,10 @@ _UNARY = {
   'Softplus': lambda x, n: _f32(tf.math.softplus)(x),
   'Softsign': lambda x, n: _f32(tf.nn.softsign)(x),
   'Erf': lambda x, n: _f32(tf.math.erf)(x),
+  'Erfc': lambda x, n: _f32(tf.math.erfc)(x),  # exact GELU
+  'Sqrt': lambda x, n: _f32(tf.math.sqrt)(x),
+  'Rsqrt': lambda x, n: _f32(tf.math.rsqrt)(x),
+  'StopGradient': lambda x, n: x,
   'Neg': lambda x, n: -np.float32(x),
   'Abs': lambda x, n: np.abs(np.float32(x)),
   'Square': lambda x, n: np.square(np.float32(x)),
@@ -68,11 +72,24 @@ _BINARY = {
   'Maximum': _f32(tf.math.maximum),
   'Minimum': _f32(tf.math.minimum),
   'SquaredDifference': _f32(tf.math.squared_difference),
+  'Pow': _f32(tf.math.pow),  # GELU's tanh form: x ** 3
 }
 
 
 def _unary(ctx: Context, node, position: int, space: Space):
   return follow_same(space, node, _UNARY[node.op](space.const, node))
+
+
+def _identity_n(ctx: Context, node, position: int, space: Space):
+  """IdentityN (a custom gradient's, e.g. Keras' swish): output k is input k."""
+  del position, space  # every input's channels pass to its output
+  spaces = []
+  data = [t for t in node.input if not t.startswith('^')]
+  for k, text in enumerate(data):
+    carried = ctx.space(text)
+    if carried is not None:
+      spaces += follow_same(carried, node, index=k)
+  return spaces
 
 
 def _binary(ctx: Context, node, position: int, space: Space):
@@ -365,6 +382,7 @@ def _rules():
   rules = {}
   rules.update(dict.fromkeys(_UNARY, _unary))
   rules.update(dict.fromkeys(_BINARY, _binary))
+  rules['IdentityN'] = _identity_n
   rules['MatMul'] = _matmul
   rules.update(dict.fromkeys(['Conv2D', 'Conv3D'], _conv))
   rules['DepthwiseConv2dNative'] = _depthwise

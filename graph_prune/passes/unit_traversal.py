@@ -73,6 +73,7 @@ MULTI_INPUT = frozenset(
   [
     'Add',
     'AddV2',
+    'IdentityN',
     'Sub',
     'Mul',
     'RealDiv',
