@@ -360,6 +360,9 @@ class PrunedModel(SavedModelConventions, tf.Module):
     # All or nothing: no assign may run before every mask and threshold is
     # computed, i.e. before every weight passed its NaN/Inf check (each mask
     # depends on its weight's check), so a failed update changes no state.
+    # Meanwhile each new mask waits as a bool (a byte per entry, not a
+    # float's four): all of them are held at once.
+    masks = [tf.not_equal(m, 0) for m in masks]
     ops = []
     with tf.control_dependencies(masks + thresholds + params):
       for w, mask, threshold in zip(pruned, masks, thresholds):
