@@ -49,7 +49,9 @@ the tables give the median and minimum over rounds, and ratios are per round
 dense save in the same round), then their median and minimum. Per million
 parameters: seconds/M of each step, MiB/M of each stage's peak RSS above the
 start-up footprint; `xW` is that excess in multiples of the weights' bytes,
-and `bound` checks issue 23's memory goal on the pruned stage: peak RSS at
+and `bound` checks issue 23's memory goal on the pruned stage: the peak RSS
+of apply_pruning + mask_update + export (VmHWM reset after the build with
+/proc/self/clear_refs; the model's first call comes after the export) at
 most 3x the weights' bytes plus the start-up footprint (of the same round).
 
 A stage that fails, times out (--timeout seconds) or is killed (return
@@ -302,22 +304,37 @@ def _stage_dense_load(rec, width, layers):
   _stage_load(rec, os.path.join(_STAGE_DIR.value, 'dense'), _input(width))
 
 
+def _reset_hwm():
+  """Resets this process's VmHWM to its current RSS (Linux clear_refs 5)."""
+  try:
+    with open('/proc/self/clear_refs', 'w') as f:
+      f.write('5')
+    return True
+  except OSError:
+    return False
+
+
 def _stage_pruned(rec, width, layers):
   import graph_prune
 
   with rec.step('build'):
     model = _mlp(width, layers)
+  # Issue 23's bound is on the peak of apply_pruning + mask_update + export
+  # alone: the peak is measured from here (the build's own transient peak is
+  # kept in build_peak_mib and in the child's ru_maxrss).
+  rec.set(build_peak_mib=_hwm_mib(), hwm_reset=_reset_hwm())
   with rec.step('apply_pruning'):
     pruned = graph_prune.apply_pruning(model, _hparams(_TARGET.value, False))
   with rec.step('mask_update'):
     pruned.mask_update(1)
   rec.set(sparsity=float(pruned.sparsity().overall))
-  with rec.step('first_call'):
-    y = pruned(_input(width)).numpy()
-  np.save(os.path.join(_STAGE_DIR.value, 'pruned_output.npy'), y)
   path = os.path.join(_STAGE_DIR.value, 'stripped')
   with rec.step('export'):
     graph_prune.export_saved_model(pruned, path)
+  rec.set(three_step_peak_mib=_hwm_mib())
+  with rec.step('first_call'):
+    y = pruned(_input(width)).numpy()
+  np.save(os.path.join(_STAGE_DIR.value, 'pruned_output.npy'), y)
   if _GZIP.value:
     from graph_prune.export import sizes  # what the export's report calls
 
@@ -604,13 +621,20 @@ def summarize(params, rounds):
     excess = []
     bound = []
     for r in rounds:
-      peak = (r.get(stage) or {}).get('peak_rss_mib')
+      record = r.get(stage) or {}
+      peak = record.get('peak_rss_mib')
       startup = r.get('startup') or {}
       base = startup.get('peak_rss_mib')
       if peak is None or startup.get('status') != 'ok':
         continue
       excess.append(peak - base)
-      bound.append(peak <= 3 * weights_mib + base)
+      # The bound: the peak of apply_pruning + mask_update + export.
+      steps_peak = record.get('three_step_peak_mib', peak)
+      bound.append(steps_peak <= 3 * weights_mib + base)
+    if stage == 'pruned':
+      row['three_step_peak_mib'] = _stats(
+        [(rec or {}).get('three_step_peak_mib') for rec in records]
+      )
     row['excess_mib'] = _stats(excess)
     if excess and stage != 'startup':
       row['mib_per_m'] = row['excess_mib']['median'] / mparams
@@ -759,7 +783,9 @@ def goals(results):
     and loaded.get('equal', False)
     and pruned.get('within_bound', False)
   )
-  peak = _get(pruned, 'peak_rss_mib', 'median')
+  peak = _get(pruned, 'three_step_peak_mib', 'median')
+  if peak is None:
+    peak = _get(pruned, 'peak_rss_mib', 'median')
   startup = memory['startup']
   bound = None
   if startup['status'] == 'ok':
@@ -767,7 +793,8 @@ def goals(results):
   text = (
     f'export {pruned["status"]}, load {loaded["status"]}, outputs '
     f'{_equal_text(loaded)}, peak RSS '
-    f'{_fmt(peak, ".0f")} MiB (bound {_fmt(bound, ".0f")} MiB)'
+    f'{_fmt(peak, ".0f")} MiB over apply_pruning + mask_update + export '
+    f'(bound {_fmt(bound, ".0f")} MiB)'
   )
   what = '600 M exported and loaded back, outputs equal, RSS within bound'
   out.append(_goal(what, 600e6, res, verdict, text))
