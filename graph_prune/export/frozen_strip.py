@@ -63,7 +63,7 @@ def weight_bytes(variables: Iterable[Any]) -> int:
     if id(v.handle) in seen:
       continue
     seen.add(id(v.handle))
-    total += int(np.prod(v.shape, dtype=np.int64)) * v.dtype.size
+    total += int(np.prod(v.shape, dtype=np.int64)) * tf.as_dtype(v.dtype).size
   return total
 
 
