@@ -30,6 +30,34 @@ from graph_prune.passes import variable_view
 from graph_prune.passes.fold_masks import FoldedWeight
 
 
+class LazyFold:
+  """A folded weight whose variable is made only if shrink leaves it whole.
+
+  Shrink slices most folded weights; making each full-size folded variable
+  first would hold a copy of every masked weight that is then dropped. Reads
+  like a variable for the view (`shape`, `dtype`, `numpy`, `trainable`).
+  """
+
+  trainable = False
+
+  def __init__(self, weight, mask, name: str, copies):
+    self.weight, self.mask, self.copies = weight, mask, copies
+    self.folded_name = name
+    self.name = weight.name
+    self.shape = weight.shape
+    self.dtype = weight.dtype
+
+  def _value(self):
+    return tf.multiply(self.weight, self.mask) + tf.zeros((), self.weight.dtype)
+
+  def numpy(self):
+    return self._value().numpy()
+
+  def make(self):
+    """The folded variable (`VariableCopies.folded`)."""
+    return self.copies.folded(self.weight, self.mask, self.folded_name)
+
+
 @dataclasses.dataclass(frozen=True)
 class Shrunk:
   """What `shrink_stripped` made.
@@ -39,7 +67,8 @@ class Shrunk:
     variables: handle Placeholder -> its variable, for every handle the
       shrunk graph reads that is not in the input's `variables` any more or
       is new (sliced weights).
-    folded: the folded weights with the shapes shrinking left them.
+    folded: the folded weights with the shapes shrinking left them (their
+      non-zero counts are the caller's to take from the new variables).
     result: the `shrink_units.ShrinkResult`.
     names: kernel node name in `result` -> its weight's name.
   """
@@ -106,10 +135,16 @@ def shrink_stripped(
   graph, results = driver.run_passes(
     graph_def, passes, what, source='stripping'
   )
+  # Only the reports from here: the passes' graphs hold the sliced weights'
+  # values in protos, and each new value goes as soon as its variable exists.
+  result = results['shrink_units'].report
+  new_values = list(results['thaw'].report)
+  del results
   new_variables: Dict[str, Any] = {}
   sliced: Dict[str, Any] = {}
   with tf.init_scope():
-    for value in results['thaw'].report:
+    while new_values:
+      value = new_values.pop(0)
       source = value.source
       weight = None if source is None else folded_by_handle.get(source.handle)
       if source is None:
@@ -129,7 +164,7 @@ def shrink_stripped(
     graph,
     new_variables,
     tuple(_shrunk_folded(folded, sliced)),
-    results['shrink_units'].report,
+    result,
     dict(names),
   )
 
@@ -139,11 +174,6 @@ def _shrunk_folded(folded, sliced) -> List[FoldedWeight]:
   for w in folded:
     if w.node in sliced:
       handle, variable = sliced[w.node]
-      w = dataclasses.replace(
-        w,
-        node=handle,
-        shape=tuple(variable.shape),
-        nonzeros=int(tf.math.count_nonzero(variable)),
-      )
+      w = dataclasses.replace(w, node=handle, shape=tuple(variable.shape))
     result.append(w)
   return result

@@ -230,19 +230,22 @@ def strip_function(
   feeds, folded = {}, []
   with tf.init_scope():
     for handle in results['fold_masks'].report:
-      value = copies.folded(
-        variables[id(by_placeholder[handle.weight_node])],
-        variables[id(by_placeholder[handle.mask_node])],
-        handle.name,
-      )
+      weight = variables[id(by_placeholder[handle.weight_node])]
+      mask = variables[id(by_placeholder[handle.mask_node])]
+      if shrink:
+        # Made only if shrink leaves it whole: most are sliced.
+        value = shrink_variables.LazyFold(weight, mask, handle.name, copies)
+      else:
+        value = copies.folded(weight, mask, handle.name)
       feeds[handle.node] = value
       folded.append(
         FoldedWeight(
           handle.name,
           handle.node,
           tuple(value.shape),
-          value.dtype.name,
-          int(tf.math.count_nonzero(value)),
+          tf.as_dtype(value.dtype).name,
+          # (Counted once shrink made the variables: see below.)
+          0 if shrink else int(tf.math.count_nonzero(value)),
         )
       )
     for placeholder, external in by_placeholder.items():
@@ -259,7 +262,11 @@ def strip_function(
         output_names,
         suffix,
         what,
-        {k: v for k, v in feeds.items() if isinstance(v, tf.Variable)},
+        {
+          k: v
+          for k, v in feeds.items()
+          if isinstance(v, (tf.Variable, shrink_variables.LazyFold))
+        },
         folded,
         copies,
       )
@@ -267,7 +274,19 @@ def strip_function(
       shrunk, names = result.result, result.names
       present = {n.name for n in graph_def.node}
       feeds.update(result.variables)
-      feeds = {k: v for k, v in feeds.items() if k in present}
+      feeds = {
+        k: v.make() if isinstance(v, shrink_variables.LazyFold) else v
+        for k, v in feeds.items()
+        if k in present
+      }
+      folded = [
+        dataclasses.replace(
+          w, nonzeros=int(tf.math.count_nonzero(feeds[w.node]))
+        )
+        if w.node in feeds
+        else w
+        for w in folded
+      ]
     parameters = _parameters(feeds, folded)
   for w in folded:
     logging.info(
