@@ -24,10 +24,10 @@ import tensorflow as tf
 import tf_keras
 
 import graph_prune
-from graph_prune.export.frozen_strip import strip_frozen
+from graph_prune.export import frozen_strip
 from graph_prune.export.shrink import shrink
 from graph_prune.export.strip import export_saved_model
-from graph_prune.export.stripped_model import PruningVariables
+from graph_prune.export.strip import strip
 from graph_prune.passes import shrink_units
 from graph_prune.train import versioned_export
 
@@ -358,8 +358,7 @@ class KeptReasonTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual((first.units_before, first.units_after), (8, 8))
     self.assertEqual(first.kept, want)
     # The pass alone, given no names, names the kernel's Const node.
-    cf = pruned.__call__.get_concrete_function()
-    stripped = strip_frozen(cf, PruningVariables.of([pruned]), 'test', 'test')
+    stripped = frozen_strip.freeze(strip(pruned).__call__, 'test')
     result = shrink_units.shrink_units(
       stripped.graph_def, stripped.output_names
     ).report

@@ -16,14 +16,12 @@ which a `StrippedModel` tracks and a SavedModel stores.
 import itertools
 from typing import Any, Sequence
 
-import numpy as np
 import tensorflow as tf
 
 from graph_prune import _tf_internal
 from graph_prune import errors
 from graph_prune.export.stripped_function import StrippedFunction
 from graph_prune.passes import graph_ir
-from graph_prune.passes.variable_view import LARGEST_CONST
 
 # Makes import scopes unique per process.
 _call_ids = itertools.count(1)
@@ -90,16 +88,15 @@ class VariableCopies:
         self._folded[key] = tf.Variable(value, trainable=trainable, name=name)
     return self._folded[key]
 
-  def copy_of(self, original, value=None) -> tf.Variable:
-    """The variable standing for `original` (holding `value` if given)."""
-    shape = tuple(original.shape if value is None else np.shape(value))
-    key = (id(original.handle), shape)
-    if key not in self._copies and self.share and value is None:
+  def copy_of(self, original) -> tf.Variable:
+    """The variable standing for `original`: itself if shared, else a copy."""
+    key = id(original.handle)
+    if key not in self._copies and self.share:
       self._copies[key] = original
     elif key not in self._copies:
       with tf.init_scope():
         self._copies[key] = tf.Variable(
-          original.read_value() if value is None else value,
+          original.read_value(),
           name=graph_ir.variable_name(original),
           trainable=bool(getattr(original, 'trainable', False)),
         )
@@ -115,34 +112,27 @@ def rebuild(
   """A `tf.function` computing `stripped` like `concrete_function`.
 
   The stripped GraphDef is imported into the new function's graph: each
-  handle Placeholder is fed the handle of its variable (a folded one, or
-  the other variable or its copy); in a frozen graph (shrink) the folded
-  weights become the function's constants and the frozen value of every
-  other variable is replaced by a read of its copy in `copies`. The outputs
-  are packed into the original function's output structure.
+  handle Placeholder is fed the handle of its variable (a folded or shrunk
+  one, or the other variable or its copy). The outputs are packed into the
+  original function's output structure.
 
   Args:
     stripped: from `strip_function(concrete_function, ...)`.
     concrete_function: the original function (for its output structure).
     input_signature: the new function's positional input signature; its
       flattened specs must match the original's flat inputs.
-    copies: where the copies of the other variables of a frozen graph are
-      made (or found).
+    copies: the `VariableCopies` that made the stripped function's
+      variables; it records which ones the rebuilt function reads.
 
   Returns:
     A `tf.function` with `input_signature`.
   """
   cf = concrete_function
   input_names = stripped.input_names
-  if stripped.frozen:
-    reads = _variable_reads(stripped, copies)
-    handles = {}
-  else:
-    reads = {}
-    handles = {f'{name}:0': v for name, v in stripped.variables.items()}
-  for variable in list(reads.values()) + list(handles.values()):
+  handles = {f'{name}:0': v for name, v in stripped.variables.items()}
+  for variable in handles.values():
     copies.mark_read(variable)
-  graph_def, present = _importable_graph(stripped, reads)
+  graph_def, present = _importable_graph(stripped)
   flat_structure, is_output = _output_layout(cf, stripped)
   scope = f'stripped_{next(_call_ids)}'
 
@@ -154,7 +144,6 @@ def rebuild(
       for name, t in zip(input_names, flat_args)
       if graph_ir.node_name(name) in present
     }
-    input_map.update((name, v.read_value()) for name, v in reads.items())
     for name, source in handles.items():
       if isinstance(source, tf.Variable):
         # So that the function lists it among its `variables` (freezing
@@ -182,56 +171,19 @@ def rebuild(
   )
 
 
-def _variable_reads(stripped: StrippedFunction, copies: VariableCopies):
-  """Tensor name of each weight Const of a frozen graph -> its variable.
-
-  A frozen other variable reads its copy in `copies`; each folded weight
-  and every other float Const of more than `LARGEST_CONST` elements
-  becomes a fixed variable, so that the rebuilt graph, like one
-  stripped without freezing, carries no weight's value.
-  """
-  folded = {w.node: w.name for w in stripped.folded}
-  variables = {}
-  for node in stripped.graph_def.node:
-    if node.op != 'Const':
-      continue
-    original = stripped.variables.get(node.name)
-    if original is not None:
-      variables[f'{node.name}:0'] = copies.copy_of(
-        original, tf.make_ndarray(node.attr['value'].tensor)
-      )
-      continue
-    shape = node.attr['value'].tensor.tensor_shape
-    size = int(np.prod([d.size for d in shape.dim], dtype=np.int64))
-    if node.name in folded or (
-      tf.as_dtype(node.attr['dtype'].type).is_floating and size > LARGEST_CONST
-    ):
-      variables[f'{node.name}:0'] = copies.fixed(
-        (id(stripped), node.name),
-        tf.make_ndarray(node.attr['value'].tensor),
-        folded.get(node.name, node.name),
-      )
-  return variables
-
-
-def _importable_graph(stripped: StrippedFunction, fed_tensors=()):
+def _importable_graph(stripped: StrippedFunction):
   """(The GraphDef to import, the names of the stripped graph's nodes).
 
-  The inputs' Placeholders, the variables' handle Placeholders and the
-  Consts read from variables (`fed_tensors`) are left out: input_map feeds
-  their consumers.
+  The inputs' Placeholders and the variables' handle Placeholders are left
+  out: input_map feeds their consumers.
   """
-  fed = (
-    {graph_ir.node_name(name) for name in stripped.input_names}
-    | set(stripped.variables)
-    | {graph_ir.node_name(t) for t in fed_tensors}
+  fed = {graph_ir.node_name(name) for name in stripped.input_names} | set(
+    stripped.variables
   )
   graph_def = type(stripped.graph_def)()
   graph_def.CopyFrom(stripped.graph_def)
   nodes = [
-    n
-    for n in graph_def.node
-    if not (n.op in ('Placeholder', 'Const') and n.name in fed)
+    n for n in graph_def.node if not (n.op == 'Placeholder' and n.name in fed)
   ]
   present = {n.name for n in stripped.graph_def.node}
   del graph_def.node[:]

@@ -8,7 +8,6 @@ json.dump(module.shrink_report.to_json(), f)
 import dataclasses
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
-from graph_prune.passes import graph_ir
 from graph_prune.passes.shrink_units import ShrinkResult
 
 
@@ -136,24 +135,10 @@ class ShrinkReport:
     return lines
 
 
-def weight_names(folded, variable_consts) -> Dict[str, str]:
-  """Const node -> the name of the weight it holds, for display.
-
-  Args:
-    folded: `fold_masks.FoldedWeight`s (their Consts hold `weight * mask`).
-    variable_consts: Const node -> the variable frozen into it.
-  """
-  names = {c: graph_ir.variable_name(v) for c, v in variable_consts.items()}
-  names.update((w.node, w.name) for w in folded)
-  return names
-
-
 def make_report(stripped: Sequence[Tuple[str, Any]]) -> ShrinkReport:
   """A `ShrinkReport` of (key, `StrippedFunction`) pairs, shrunk ones."""
   names = {}
   for _, function in stripped:
-    if function.frozen:
-      names.update(weight_names(function.folded, function.variables))
     names.update(function.names)
   return ShrinkReport(
     functions=tuple(

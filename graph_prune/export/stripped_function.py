@@ -1,9 +1,7 @@
-"""What stripping one computation produces (both ways: variables or frozen).
+"""What stripping one computation produces.
 
-`stripped_model.strip_function` keeps weights as variables;
-`frozen_strip.strip_frozen` (for shrink) freezes them first. Both return a
-`StrippedFunction`, which `stripped_model.rebuild` turns into a
-`tf.function`.
+`stripped_model.strip_function` returns a `StrippedFunction` (weights kept
+as variables), which `rebuild.rebuild` turns into a `tf.function`.
 """
 
 import dataclasses
@@ -17,24 +15,19 @@ class StrippedFunction:
   """One computation, stripped.
 
   Attributes:
-    graph_def: the stripped GraphDef. With `frozen` False, each variable it
-      reads is the top-level Placeholder of a captured handle; with `frozen`
-      True, every weight is a Const.
+    graph_def: the stripped GraphDef; each variable it reads is a top-level
+      Placeholder of a captured handle.
     input_names: tensor names of its inputs, in flat input order.
     output_names: tensor names of its flat outputs.
     folded: the masked weights folded (`fold_masks.FoldedWeight`).
     parameters: name -> (size, non-zeros) of every weight it reads (a folded
       weight under the weight's name, others under the variable's name).
-    variables: top-level node name -> what feeds it when rebuilt. Not
-      frozen: each handle Placeholder -> the variable (the folded variable
-      for a folded weight) or captured tensor. Frozen: each Const of a
-      frozen other variable -> the variable it froze (`rebuild` copies its
-      frozen value into a new variable).
+    variables: each handle Placeholder -> the variable (the folded variable
+      for a folded weight) or captured tensor that feeds it when rebuilt.
     shrunk: the `shrink_units.ShrinkResult` when zero units were removed,
       else None.
-    frozen: whether the graph was frozen (see `graph_def`).
     names: node name -> weight name, for the kernels `shrunk` names by node
-      (a variable's stub in a graph shrunk without freezing).
+      (a variable's stub in the shrunk graph).
   """
 
   graph_def: Any
@@ -44,7 +37,6 @@ class StrippedFunction:
   parameters: Mapping[str, Tuple[int, int]]
   variables: Mapping[str, Any]
   shrunk: Any = None
-  frozen: bool = False
   names: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 

@@ -39,13 +39,13 @@ graph_prune until the export had to scale):
   * Formats that need constants freeze at their own step
     (`frozen_strip.freeze` for the frozen GraphDef; the TFLite converter
     freezes by itself), within their 2 GB limit (`frozen_strip.check_fits`).
-    Shrink still freezes (its unit analysis reads constants):
-    `frozen_strip.strip_frozen`.
+    Shrink reads the variables through constant stubs
+    (`export/shrink_variables.py`).
 """
 
 import dataclasses
 import itertools
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from absl import logging
 import numpy as np
@@ -53,7 +53,6 @@ import tensorflow as tf
 
 from graph_prune import errors
 from graph_prune import saved_model_conventions as conventions
-from graph_prune.export import frozen_strip
 from graph_prune.export import shrink_variables
 from graph_prune.export.rebuild import rebuild  # noqa: F401
 from graph_prune.export.rebuild import VariableCopies
@@ -166,6 +165,46 @@ class StrippedModel(conventions.SavedModelConventions, tf.Module):
     )
 
 
+class _Consts(NamedTuple):
+  """The placeholders of a function's captures, by what they capture.
+
+  Each maps a placeholder's node name (the Const it becomes when frozen) to:
+  `masks` the name of the weight the mask multiplies, `pruning` the name of
+  the pruning variable (masks, thresholds, step), `variables` the variable.
+  """
+
+  masks: Dict[str, str]
+  pruning: Dict[str, str]
+  variables: Dict[str, Any]
+
+
+def _captured(cf, pruning, captures=None) -> _Consts:
+  """Sorts the capture placeholders of `cf` (see `_Consts`).
+
+  Args:
+    cf: the `ConcreteFunction`.
+    pruning: its `PruningVariables`.
+    captures: placeholder name -> captured tensor; default: `cf`'s own
+      capture placeholders (a flat graph names them after its arguments).
+  """
+  if captures is None:
+    captures = {
+      internal.op.name: external for external, internal in cf.graph.captures
+    }
+  variables = {id(v.handle): v for v in cf.variables}
+  consts = _Consts({}, {}, {})
+  for placeholder, external in captures.items():
+    key = id(external)
+    if key in pruning.masks:
+      consts.masks[placeholder] = pruning.masks[key]
+      consts.pruning[placeholder] = graph_ir.mask_name(pruning.masks[key])
+    elif key in pruning.others:
+      consts.pruning[placeholder] = pruning.others[key]
+    elif key in variables:
+      consts.variables[placeholder] = variables[key]
+  return consts
+
+
 def strip_function(
   concrete_function,
   pruning: PruningVariables,
@@ -208,7 +247,7 @@ def strip_function(
     by_placeholder = {
       internal.op.name: external for external, internal in cf.graph.captures
     }
-  sorted_captures = frozen_strip.captured(cf, pruning, by_placeholder)
+  sorted_captures = _captured(cf, pruning, by_placeholder)
   passes = (
     driver.Pass(
       'fold_masks',

@@ -227,17 +227,3 @@ def describe(result: ShrinkResult) -> List[str]:
       )
     )
   return lines
-
-
-def shrunk_weights(graph_def, folded):
-  """`fold_masks.FoldedWeight`s with the shapes shrinking left them."""
-  nodes = {n.name: n for n in graph_def.node}
-  weights = []
-  for w in folded:
-    if w.node in nodes:
-      value = tf.make_ndarray(nodes[w.node].attr['value'].tensor)
-      w = dataclasses.replace(
-        w, shape=value.shape, nonzeros=int(np.count_nonzero(value))
-      )
-    weights.append(w)
-  return tuple(weights)
