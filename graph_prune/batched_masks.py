@@ -7,9 +7,10 @@ of small weights (MobileNet's depthwise and pointwise kernels) the first
 update costs far more than its run. `compute_masks_together` gives the same
 masks and thresholds as `masking.compute_mask` on each weight, bit for bit,
 from ops whose number does not grow with the number of weights: one
-concatenation of all weights, one NaN/Inf check, one segmented selection
-(`segment_selection`), then a reshape (and, for blocks and units, the
-expansion) per weight.
+concatenation of all weights, one NaN/Inf check, one run of the criterion
+on the concatenation (`criteria.flat_signed_scores`), one segmented
+selection (`segment_selection`), then a reshape (and, for blocks and units,
+the expansion) per weight.
 
 Only weights that `batchable` accepts take this path: small ones (a full
 pass over all of them per radix level is cheap only while they are small),
@@ -20,6 +21,8 @@ from typing import List, Optional, Sequence
 
 import tensorflow as tf
 
+from graph_prune import criteria
+from graph_prune import mask_structure
 from graph_prune import masking
 from graph_prune import score_bits
 from graph_prune import segment_selection
@@ -69,6 +72,8 @@ def compute_masks_together(
   sparsities: Sequence,
   structures: Sequence[MaskStructure],
   names: Optional[Sequence[Optional[str]]] = None,
+  criterion: masking.CriterionLike = criteria.MAGNITUDE,
+  inputs: Optional[Sequence[criteria.Inputs]] = None,
 ) -> List[masking.MaskResult]:
   """`masking.compute_mask` of each weight (layer scope), all at once.
 
@@ -78,6 +83,9 @@ def compute_masks_together(
       tensors).
     structures: each weight's `MaskStructure`.
     names: each weight's name, for the NaN/Inf message.
+    criterion: the elementwise score (`criteria`) of every weight, |w| by
+      default.
+    inputs: per weight, its extra criterion inputs (None: none).
 
   Returns:
     One `MaskResult(mask, threshold)` per weight, as `masking.compute_mask`
@@ -85,6 +93,7 @@ def compute_masks_together(
 
   Raises:
     ValueError: if a weight is not `batchable`.
+    UnknownCriterionError, CriterionInputError: a bad criterion or inputs.
     tf.errors.InvalidArgumentError: at run time, if a weight holds NaN or Inf
       (the message names the first such weight).
   """
@@ -103,10 +112,15 @@ def compute_masks_together(
     _stacked_sparsities(sparsities),
     structures,
     tf.constant([masking.non_finite_sentence(n) for n in names]),
+    criterion,
+    inputs,
+    names,
   )
 
 
-def _together(weights, sparsities, structures, messages):
+def _together(
+  weights, sparsities, structures, messages, criterion, inputs, names=None
+):
   """`compute_masks_together` with float64 [n] sparsities and string [n]
   NaN/Inf messages."""
   sizes = [w.shape.num_elements() for w in weights]
@@ -115,7 +129,10 @@ def _together(weights, sparsities, structures, messages):
     sizes,
     messages,
   )
-  grid_shapes, flat_scores = _scores(flat, weights, sizes, structures)
+  signed = criteria.flat_signed_scores(
+    flat, [w.shape for w in weights], criterion, inputs, names
+  )
+  grid_shapes, flat_scores = _scores(signed, weights, sizes, structures)
   grid_sizes = [shape.num_elements() for shape in grid_shapes]
   keep, thresholds = segment_selection.prune_smallest_segments(
     flat_scores,
@@ -141,20 +158,23 @@ def _elementwise(structure: MaskStructure) -> bool:
   return structure.granularity == 'weight' and not structure.uses_blocks
 
 
-def _scores(flat, weights, sizes, structures):
+def _scores(signed, weights, sizes, structures):
   """The score grids' shapes and all scores, flat (`masking.scores`).
 
-  An elementwise weight's scores are its checked values themselves: the
-  selection ignores sign bits, as `masking.compute_mask`'s own fast path
-  does, so no |w| pass is needed.
+  `signed` holds the criterion's signed scores of all weights, flat. An
+  elementwise weight's scores are those themselves: the selection ignores
+  sign bits, as `masking.compute_mask`'s own fast path does, so no |s| pass
+  is needed.
   """
   if all(_elementwise(s) for s in structures):
-    return [w.shape for w in weights], flat
-  pieces = tf.split(flat, sizes) if len(weights) > 1 else [flat]
+    return [w.shape for w in weights], signed
+  pieces = tf.split(signed, sizes) if len(weights) > 1 else [signed]
   grids = [
     tf.reshape(piece, weight.shape)
     if _elementwise(structure)
-    else masking.scores(tf.reshape(piece, weight.shape), structure)
+    else mask_structure.pool(
+      criteria.absolute(tf.reshape(piece, weight.shape)), structure
+    )
     for piece, weight, structure in zip(pieces, weights, structures)
   ]
   return (
@@ -213,18 +233,38 @@ class ByShape:
   def __init__(self):
     self._functions = {}
 
-  def __call__(self, weight, sparsity, structure, name=None):
-    """`masking.compute_mask(weight, sparsity, structure, name=name)`,
-    for a weight that `selectable` accepts."""
+  def __call__(
+    self,
+    weight,
+    sparsity,
+    structure,
+    name=None,
+    criterion: masking.CriterionLike = criteria.MAGNITUDE,
+    inputs: criteria.Inputs = None,
+  ):
+    """`masking.compute_mask(weight, sparsity, structure, name=name,
+    criterion=criterion, inputs=inputs)`, for a weight that `selectable`
+    accepts."""
     weight = tf.convert_to_tensor(weight)
     sparsity = _stacked_sparsities([sparsity])
     message = tf.constant([masking.non_finite_sentence(name)])
+    criterion = criteria.resolve(criterion)
+    # Checked here, so that an error names this weight and not the one the
+    # shared function was first traced for.
+    criteria.check_inputs(criterion, weight.shape, inputs, name)
+    inputs = {k: tf.convert_to_tensor(v) for k, v in (inputs or {}).items()}
     if not tf.inside_function():
-      return _together([weight], sparsity, [structure], message)[0]
-    key = (tuple(weight.shape), weight.dtype, structure)
+      return _together(
+        [weight], sparsity, [structure], message, criterion, [inputs]
+      )[0]
+    key = (tuple(weight.shape), weight.dtype, structure, criterion)
     if key not in self._functions:
       self._functions[key] = tf.function(
-        lambda w, s, m: tuple(_together([w], s, [structure], m)[0]),
+        lambda w, s, m, x: tuple(
+          _together([w], s, [structure], m, criterion, [x])[0]
+        ),
         autograph=False,
       )
-    return masking.MaskResult(*self._functions[key](weight, sparsity, message))
+    return masking.MaskResult(
+      *self._functions[key](weight, sparsity, message, inputs)
+    )

@@ -1,19 +1,21 @@
 """Mask math: from weights and a sparsity to masks and thresholds.
 
 Pure tensor functions, eager or inside `tf.function`, with no state: the
-caller keeps masks and thresholds in variables. Each weight has a static
-`MaskStructure` that says how it is scored:
+caller keeps masks and thresholds in variables. Every element of a weight
+is scored by a criterion (`criteria`; |w| by default) and each weight has a
+static `MaskStructure` that says how those scores are grouped:
 
-  * elementwise: score |w| per weight;
-  * blocks (weights that squeeze to rank 2): |w| pooled (AVG or MAX) over
-    blocks of `block_dims` tiled from the top-left corner (a short block
-    only at the end of a dimension that is not a multiple, not contrib's
-    SAME padding split before and after: `_pool_blocks`); a whole block is
-    kept or pruned;
-  * unit: the L2 norm of each slice along the last axis (a Dense column, a
-    conv filter); a whole output unit is kept or pruned;
+  * elementwise: one score per weight;
+  * blocks (weights that squeeze to rank 2): the scores pooled (AVG or MAX)
+    over blocks of `block_dims` tiled from the top-left corner (a short
+    block only at the end of a dimension that is not a multiple, not
+    contrib's SAME padding split before and after:
+    `mask_structure._pool_blocks`); a whole block is kept or pruned;
+  * unit: the L2 norm of the scores of each slice along the last axis (a
+    Dense column, a conv filter; for |w|, the slice's L2 norm); a whole
+    output unit is kept or pruned;
   * m-by-n: in every M consecutive weights along axis -2 (the input axis of
-    Dense and Conv kernels) keep the N largest |w|.
+    Dense and Conv kernels) keep the N largest scores.
 
 Scores are then selected: the `round(n * s)` smallest of the n scores are
 pruned (`exact`, ties pruned lowest index first, at least one score always
@@ -22,15 +24,20 @@ of `exact` is the smallest surviving score (contrib's convention); that of
 `histogram` is the cut at or below which scores are pruned.
 """
 
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
+from graph_prune import criteria
 from graph_prune import errors
 from graph_prune import mask_structure
 from graph_prune import selection
+from graph_prune.mask_structure import expand as expand
 from graph_prune.mask_structure import MaskStructure
 from graph_prune.mask_structure import structure_for as structure_for
+
+# A criterion's name in `criteria.CRITERIA`, or a `criteria.Criterion`.
+CriterionLike = Union[str, criteria.Criterion]
 
 # Up to this many elements the NaN/Inf check runs the exact test alone (two
 # passes over a small weight cost nothing next to the update's fixed cost);
@@ -46,89 +53,32 @@ class MaskResult(NamedTuple):
   threshold: tf.Tensor
 
 
-def score_dtype(weight_dtype) -> tf.DType:
-  """The dtype scores and thresholds of a weight are computed in."""
-  weight_dtype = tf.as_dtype(weight_dtype)
-  return tf.float64 if weight_dtype == tf.float64 else tf.float32
+# The dtype scores and thresholds are computed in (`criteria` owns it).
+score_dtype = criteria.score_dtype
 
 
-def scores(weight: tf.Tensor, structure: MaskStructure) -> tf.Tensor:
+def scores(
+  weight: tf.Tensor,
+  structure: MaskStructure,
+  criterion: CriterionLike = criteria.MAGNITUDE,
+  inputs: criteria.Inputs = None,
+) -> tf.Tensor:
   """The score grid of a weight: one score per prunable group.
 
   Args:
     weight: the weight tensor (static shape).
     structure: its `MaskStructure` (not m-by-n).
+    criterion: the elementwise score (`criteria`), |w| by default.
+    inputs: the weight's extra criterion inputs, by name.
 
   Returns:
-    |w| for elementwise (weight's shape); pooled |w| of shape
-    [ceil(H/bh), ceil(W/bw)] for blocks; the L2 norm of each last-axis slice
-    (shape [units]) for unit.
+    The criterion's scores for elementwise (weight's shape); their pooled
+    grid of shape [ceil(H/bh), ceil(W/bw)] for blocks; the L2 norm of each
+    last-axis slice's scores (shape [units]) for unit.
   """
-  magnitude = tf.abs(tf.cast(weight, score_dtype(weight.dtype)))
-  if structure.granularity == 'unit':
-    flat = tf.reshape(magnitude, [-1, magnitude.shape[-1]])
-    return tf.sqrt(tf.reduce_sum(tf.square(flat), axis=0))
-  if structure.uses_blocks:
-    return _pool_blocks(magnitude, structure)
-  return magnitude
-
-
-def _block_geometry(shape, block_dims):
-  height, width = mask_structure.squeezed(shape)
-  bh = height if block_dims[0] == -1 else block_dims[0]
-  bw = width if block_dims[1] == -1 else block_dims[1]
-  return height, width, bh, bw
-
-
-def _pool_blocks(magnitude: tf.Tensor, structure: MaskStructure) -> tf.Tensor:
-  """AVG or MAX of |w| over blocks, aligned at the top-left corner.
-
-  Block (i, j) is rows [i*bh, (i+1)*bh) and columns [j*bw, (j+1)*bw),
-  clipped to the weight: where a dimension is not a multiple of the block,
-  only the last block is short (padding at the end only), and its score is
-  the AVG or MAX of its real elements. These are exactly the blocks `expand`
-  keeps or prunes. contrib and tfmot pool with SAME padding, which splits
-  the padding before and after, so their scored windows are shifted
-  against the blocks they then mask; graph_prune deliberately does not
-  (BUILD_NOTES, 'Where graph_prune deliberately differs'). Both agree when
-  every dimension is a multiple of its block.
-  """
-  height, width, bh, bw = _block_geometry(magnitude.shape, structure.block_dims)
-  rows, cols = -(-height // bh), -(-width // bw)
-  padding = [[0, rows * bh - height], [0, cols * bw - width]]
-  grid = tf.reshape(magnitude, [height, width])
-  padded = tf.reshape(tf.pad(grid, padding), [rows, bh, cols, bw])
-  if structure.pooling == 'MAX':
-    return tf.reduce_max(padded, axis=[1, 3])
-  # SAME-padded average pooling divides by the real (unpadded) element count.
-  ones = tf.pad(tf.ones_like(grid), padding)
-  counts = tf.reduce_sum(tf.reshape(ones, [rows, bh, cols, bw]), axis=[1, 3])
-  return tf.reduce_sum(padded, axis=[1, 3]) / counts
-
-
-def expand(
-  keep: tf.Tensor, structure: MaskStructure, weight_shape, dtype
-) -> tf.Tensor:
-  """Expands a keep-grid of scores back to a mask of the weight's shape.
-
-  Args:
-    keep: bool tensor in the shape `scores` returned.
-    structure: the weight's `MaskStructure`.
-    weight_shape: the weight's static shape.
-    dtype: the mask's dtype (the weight's).
-
-  Returns:
-    A 0/1 mask of `weight_shape` and `dtype`.
-  """
-  weight_shape = mask_structure.static_shape(weight_shape)
-  keep = tf.cast(keep, dtype)
-  if structure.granularity == 'unit':
-    return tf.broadcast_to(keep, weight_shape)
-  if structure.uses_blocks:
-    height, width, bh, bw = _block_geometry(weight_shape, structure.block_dims)
-    full = tf.repeat(tf.repeat(keep, bh, axis=0), bw, axis=1)
-    return tf.reshape(full[:height, :width], weight_shape)
-  return tf.reshape(keep, weight_shape)
+  return mask_structure.pool(
+    criteria.scores(weight, criterion, inputs), structure
+  )
 
 
 def num_to_prune(num_scores, sparsity) -> tf.Tensor:
@@ -219,8 +169,14 @@ def decay_threshold(
   return keep, smoothed
 
 
-def m_by_n_mask(weight: tf.Tensor, n: int, m: int) -> tf.Tensor:
-  """Keeps the n largest |w| in every m consecutive weights along axis -2.
+def m_by_n_mask(
+  weight: tf.Tensor,
+  n: int,
+  m: int,
+  criterion: CriterionLike = criteria.MAGNITUDE,
+  inputs: criteria.Inputs = None,
+) -> tf.Tensor:
+  """Keeps the n largest scores in every m consecutive weights along axis -2.
 
   A last group shorter than m (when the axis is not a multiple of m) also
   keeps at most n. Ties keep the lower index.
@@ -229,6 +185,8 @@ def m_by_n_mask(weight: tf.Tensor, n: int, m: int) -> tf.Tensor:
     weight: a weight of rank >= 2 and static shape.
     n: weights kept per group.
     m: group length.
+    criterion: the elementwise score (`criteria`), |w| by default.
+    inputs: the weight's extra criterion inputs, by name.
 
   Returns:
     A 0/1 mask of the weight's shape and dtype.
@@ -238,19 +196,17 @@ def m_by_n_mask(weight: tf.Tensor, n: int, m: int) -> tf.Tensor:
   axis = rank - 2
   perm = [i for i in range(rank) if i != axis] + [axis]
   inverse = [perm.index(i) for i in range(rank)]
-  magnitude = tf.transpose(
-    tf.abs(tf.cast(weight, score_dtype(weight.dtype))), perm
-  )
+  ranked = tf.transpose(criteria.scores(weight, criterion, inputs), perm)
   channels = shape[axis]
   groups = -(-channels // m)
   pad = [[0, 0]] * (rank - 1) + [[0, groups * m - channels]]
-  # Padding scores -1 lose to every real |w| >= 0, so a short group keeps
+  # Padding scores -1 lose to every real score >= 0, so a short group keeps
   # its own n largest.
-  padded = tf.pad(magnitude, pad, constant_values=-1.0)
+  padded = tf.pad(ranked, pad, constant_values=-1.0)
   grouped = tf.reshape(padded, [-1, groups, m])
   _, top = tf.math.top_k(grouped, k=n, sorted=False)
   keep = tf.reduce_max(tf.one_hot(top, m, dtype=weight.dtype), axis=-2)
-  keep = tf.reshape(keep, magnitude.shape[:-1].as_list() + [groups * m])
+  keep = tf.reshape(keep, ranked.shape[:-1].as_list() + [groups * m])
   keep = keep[..., :channels]
   return tf.transpose(keep, inverse)
 
@@ -302,6 +258,8 @@ def compute_mask(
   previous_threshold=None,
   threshold_decay: float = 0.0,
   name: Optional[str] = None,
+  criterion: CriterionLike = criteria.MAGNITUDE,
+  inputs: criteria.Inputs = None,
 ) -> MaskResult:
   """The mask of one weight at `sparsity` (layer scope).
 
@@ -312,17 +270,20 @@ def compute_mask(
     previous_threshold: the last threshold, for `threshold_decay`.
     threshold_decay: contrib's threshold EMA factor, static.
     name: the weight's name, for error messages.
+    criterion: the elementwise score (`criteria`), |w| by default.
+    inputs: the weight's extra criterion inputs, by name.
 
   Returns:
     `MaskResult(mask, threshold)`; m-by-n masks have threshold 0.
 
   Raises:
+    UnknownCriterionError, CriterionInputError: a bad criterion or inputs.
     tf.errors.InvalidArgumentError: at run time, if the weight holds NaN or
       Inf (the message names the weight).
   """
   weight = _check_finite(tf.convert_to_tensor(weight), name)
   if structure.m_by_n is not None:
-    mask = m_by_n_mask(weight, *structure.m_by_n)
+    mask = m_by_n_mask(weight, *structure.m_by_n, criterion, inputs)
     return MaskResult(mask, tf.zeros([], score_dtype(weight.dtype)))
   if (
     structure.method == 'exact'
@@ -330,12 +291,14 @@ def compute_mask(
     and structure.granularity == 'weight'
     and not structure.uses_blocks
   ):
-    # Elementwise |w| without the |w| pass: prune_smallest ignores sign bits
-    # and clears them inside its own passes, which saves a 4-byte pass
+    # Elementwise scores without the |s| pass: prune_smallest ignores sign
+    # bits and clears them inside its own passes, which saves a 4-byte pass
     # (measured: BUILD_NOTES, 'Measurements behind the code').
-    grid = tf.cast(weight, score_dtype(weight.dtype))
+    grid = criteria.signed_scores(weight, criterion, inputs, name)
   else:
-    grid = scores(weight, structure)
+    grid = mask_structure.pool(
+      criteria.scores(weight, criterion, inputs, name), structure
+    )
   flat = tf.reshape(grid, [-1])
   keep, threshold = decay_threshold(
     flat,
@@ -357,6 +320,8 @@ def compute_global_masks(
   previous_threshold=None,
   threshold_decay: float = 0.0,
   names: Optional[Sequence[str]] = None,
+  criterion: CriterionLike = criteria.MAGNITUDE,
+  inputs: Optional[Sequence[criteria.Inputs]] = None,
 ) -> Tuple[List[tf.Tensor], tf.Tensor]:
   """Masks of several weights from one threshold over all their scores.
 
@@ -371,21 +336,27 @@ def compute_global_masks(
     previous_threshold: the last shared threshold, for `threshold_decay`.
     threshold_decay: contrib's threshold EMA factor, static.
     names: the weights' names, for error messages.
+    criterion: the elementwise score (`criteria`) of every weight, |w| by
+      default.
+    inputs: per weight, its extra criterion inputs (None: none).
 
   Returns:
     (masks, threshold): a mask per weight and the shared threshold.
   """
   _check_global(weights, structures)
   names = list(names) if names is not None else [None] * len(weights)
+  inputs = list(inputs) if inputs is not None else [None] * len(weights)
   dtype = (
     tf.float64
     if any(score_dtype(w.dtype) == tf.float64 for w in weights)
     else tf.float32
   )
   grids, flats = [], []
-  for weight, structure, name in zip(weights, structures, names):
+  for weight, structure, name, given in zip(weights, structures, names, inputs):
     weight = _check_finite(tf.convert_to_tensor(weight), name)
-    grid = scores(weight, structure)
+    grid = mask_structure.pool(
+      criteria.scores(weight, criterion, given, name), structure
+    )
     grids.append(grid)
     flats.append(tf.cast(tf.reshape(grid, [-1]), dtype))
   flat = tf.concat(flats, 0)

@@ -15,6 +15,7 @@ from typing import List, Optional, Sequence, Tuple
 import tensorflow as tf
 
 from graph_prune import batched_masks
+from graph_prune import criteria
 from graph_prune import hparams as hparams_lib
 from graph_prune import masking
 from graph_prune import schedule as schedule_lib
@@ -53,6 +54,17 @@ class WeightPlan:
 
 # Resolved once from the hparams: when the masks update.
 update_condition = schedule_lib.update_condition
+
+
+def criterion_for(hparams: hparams_lib.PruningHParams) -> criteria.Criterion:
+  """Resolved once from the hparams: what the masks rank weights by.
+
+  Every hparams prune by magnitude today; `prune_option` (the next
+  criteria) will name a row of `criteria.CRITERIA` here, resolved with
+  `criteria.resolve`.
+  """
+  del hparams  # No hparam chooses the criterion yet.
+  return criteria.MAGNITUDE
 
 
 def plan_weights(
@@ -119,6 +131,8 @@ def compute_masks(
   plans: Sequence[WeightPlan],
   previous_thresholds: Optional[Sequence] = None,
   groups: Sequence[unit_groups.GroupPlan] = (),
+  criterion: masking.CriterionLike = criteria.MAGNITUDE,
+  criterion_inputs: Optional[Sequence[criteria.Inputs]] = None,
 ) -> Tuple[List[tf.Tensor], List[tf.Tensor]]:
   """New masks and thresholds of all planned weights.
 
@@ -138,15 +152,26 @@ def compute_masks(
     groups: coupled channel groups (`unit_groups=coupled`): their members
       are pruned channel by channel together, each group on the schedule,
       scope and method of its first member.
+    criterion: what every path ranks weights by (`criteria`; a name in
+      `criteria.CRITERIA` or a `criteria.Criterion`), |w| by default.
+    criterion_inputs: per weight, the extra inputs the criterion declares,
+      by name (None: none for any weight).
 
   Returns:
     (masks, thresholds), one of each per weight.
+
+  Raises:
+    UnknownCriterionError, CriterionInputError: a bad criterion or inputs.
   """
   count = len(plans)
   if previous_thresholds is None:
     previous_thresholds = [None] * count
+  criterion = criteria.resolve(criterion)
+  inputs = (
+    list(criterion_inputs) if criterion_inputs is not None else [None] * count
+  )
   masks, thresholds = _group_masks(
-    weights, sparsities, plans, previous_thresholds, groups
+    weights, sparsities, plans, previous_thresholds, groups, criterion, inputs
   )
   grouped = {m.index for g in groups for m in g.members}
   shared = [
@@ -169,7 +194,12 @@ def compute_masks(
       weight.shape, weight.dtype, plan.structure, plan.threshold_decay
     ):
       masks[i], thresholds[i] = by_shape(
-        weight, sparsities[i], plan.structure, name=plan.name
+        weight,
+        sparsities[i],
+        plan.structure,
+        name=plan.name,
+        criterion=criterion,
+        inputs=inputs[i],
       )
       continue
     masks[i], thresholds[i] = masking.compute_mask(
@@ -179,6 +209,8 @@ def compute_masks(
       previous_threshold=previous_thresholds[i],
       threshold_decay=plan.threshold_decay,
       name=plan.name,
+      criterion=criterion,
+      inputs=inputs[i],
     )
   if together:
     results = batched_masks.compute_masks_together(
@@ -186,6 +218,8 @@ def compute_masks(
       [sparsities[i] for i in together],
       [plans[i].structure for i in together],
       names=[plans[i].name for i in together],
+      criterion=criterion,
+      inputs=[inputs[i] for i in together],
     )
     for i, (mask, threshold) in zip(together, results):
       masks[i], thresholds[i] = mask, threshold
@@ -197,6 +231,8 @@ def compute_masks(
       previous_threshold=previous_thresholds[shared[0]],
       threshold_decay=plans[shared[0]].threshold_decay,
       names=[plans[i].name for i in shared],
+      criterion=criterion,
+      inputs=[inputs[i] for i in shared],
     )
     for i, mask in zip(shared, shared_masks):
       masks[i] = mask
@@ -204,7 +240,9 @@ def compute_masks(
   return masks, thresholds
 
 
-def _group_masks(weights, sparsities, plans, previous_thresholds, groups):
+def _group_masks(
+  weights, sparsities, plans, previous_thresholds, groups, criterion, inputs
+):
   """`unit_groups.compute_group_masks` with each group's first member's plan."""
   if not groups:
     return [None] * len(plans), [None] * len(plans)
@@ -218,4 +256,6 @@ def _group_masks(weights, sparsities, plans, previous_thresholds, groups):
     previous_thresholds=[previous_thresholds[i] for i in firsts],
     threshold_decay=plans[firsts[0]].threshold_decay,
     names=[plan.name for plan in plans],
+    criterion=criterion,
+    inputs=inputs,
   )

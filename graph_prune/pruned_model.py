@@ -119,6 +119,7 @@ class PrunedModel(SavedModelConventions, tf.Module):
     # Resolved once: nothing after this reads the hparams.
     self._condition = plans_lib.update_condition(hparams)
     self._schedule = schedule.polynomial_schedule(hparams)
+    self._criterion = plans_lib.criterion_for(hparams)
     # Every captured variable is tracked, so that checkpoints and SavedModels
     # hold the model's own weights too: through the object the model itself
     # tracks (a Keras 3 variable wraps the tf.Variable the graph captured),
@@ -351,6 +352,7 @@ class PrunedModel(SavedModelConventions, tf.Module):
       weight_plans,
       previous_thresholds=[w.threshold.read_value() for w in pruned],
       groups=self.unit_groups,
+      criterion=self._criterion,
     )
     params = unit_groups_lib.param_masks(
       masks,

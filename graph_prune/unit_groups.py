@@ -4,11 +4,12 @@ A `GroupPlan` is a set of kernels whose channels are pruned together
 (`unit_groups=coupled`; found by `passes/channel_groups.py`): each member
 kernel has its slices along one axis (a producer's output units, a
 depthwise kernel's channels), and each slice belongs to one channel of the
-group. A channel's score is the L2 norm over every member's slices in it,
-the group importance Torch-Pruning uses:
+group. A channel's score is the L2 norm of the criterion's scores
+(`criteria`; |w| by default) over every member's slices in it, for |w| the
+group importance Torch-Pruning uses:
 
     score[c] = sqrt(sum over members m, slices j with channel_m[j] == c of
-                    ||m[..., j]||^2)
+                    ||score_m[..., j]||^2)
 
 In layer scope each group prunes `round(s * n)` of its n channels (as one
 weight prunes its units); in global scope all groups' channel scores share
@@ -26,6 +27,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from graph_prune import criteria
 from graph_prune import errors
 from graph_prune import masking
 
@@ -72,16 +74,40 @@ def singleton(index: int, shape: Sequence[int]) -> GroupPlan:
   return GroupPlan((MemberPlan(index, -1, tuple(range(units))),), units)
 
 
-def channel_scores(weights: Sequence[tf.Tensor], group: GroupPlan) -> tf.Tensor:
-  """The L2 norm of every channel over all members' slices, [channels]."""
+def channel_scores(
+  weights: Sequence[tf.Tensor],
+  group: GroupPlan,
+  criterion: masking.CriterionLike = criteria.MAGNITUDE,
+  inputs: Optional[Sequence[criteria.Inputs]] = None,
+  names: Optional[Sequence[Optional[str]]] = None,
+) -> tf.Tensor:
+  """The L2 norm of every channel's scores over all members' slices.
+
+  Args:
+    weights: all pruned weights (indexed by members).
+    group: the group.
+    criterion: the elementwise score (`criteria`), |w| by default.
+    inputs: per weight index, its extra criterion inputs (None: none).
+    names: per weight index, its name, for error messages.
+
+  Returns:
+    float64 [channels].
+  """
   total = None
   for member in group.members:
-    weight = tf.convert_to_tensor(weights[member.index])
-    magnitude = tf.cast(weight, masking.score_dtype(weight.dtype))
+    i = member.index
+    weight = tf.convert_to_tensor(weights[i])
+    # Signed scores: squaring drops the sign, so no |s| pass is needed.
+    signed = criteria.signed_scores(
+      weight,
+      criterion,
+      inputs[i] if inputs is not None else None,
+      names[i] if names is not None else None,
+    )
     rank = weight.shape.rank
     axis = member.axis % rank
     others = [a for a in range(rank) if a != axis]
-    squares = tf.reduce_sum(tf.square(magnitude), axis=others)
+    squares = tf.reduce_sum(tf.square(signed), axis=others)
     part = tf.math.unsorted_segment_sum(
       tf.cast(squares, tf.float64),
       tf.constant(member.channels, tf.int32),
@@ -110,6 +136,8 @@ def compute_group_masks(
   previous_thresholds: Optional[Sequence] = None,
   threshold_decay: float = 0.0,
   names: Optional[Sequence[str]] = None,
+  criterion: masking.CriterionLike = criteria.MAGNITUDE,
+  inputs: Optional[Sequence[criteria.Inputs]] = None,
 ) -> Tuple[List[tf.Tensor], List[tf.Tensor]]:
   """New masks and thresholds of every member of `groups`.
 
@@ -123,6 +151,9 @@ def compute_group_masks(
     previous_thresholds: per group, its last threshold (threshold_decay).
     threshold_decay: contrib's threshold EMA factor.
     names: the weights' names, for the NaN/Inf check's message.
+    criterion: the elementwise score (`criteria`) of every member, |w| by
+      default.
+    inputs: per weight index, its extra criterion inputs (None: none).
 
   Returns:
     (masks, thresholds): per weight index (None for weights in no group).
@@ -139,7 +170,9 @@ def compute_group_masks(
       i = member.index
       checked[i] = masking.checked_weight(weights[i], names[i])
   previous = list(previous_thresholds or [None] * len(groups))
-  scores = [channel_scores(checked, g) for g in groups]
+  scores = [
+    channel_scores(checked, g, criterion, inputs, names) for g in groups
+  ]
   chosen = [None] * len(groups)
   batches = [[i] for i, scope in enumerate(scopes) if scope != 'global']
   shared = [i for i, scope in enumerate(scopes) if scope == 'global']
