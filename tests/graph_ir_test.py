@@ -7,6 +7,7 @@ from tensorflow.core.framework import graph_pb2
 from graph_prune import errors
 from graph_prune.passes import drop_unused
 from graph_prune.passes import graph_ir
+from graph_prune.passes import validity
 
 
 class NamesTest(parameterized.TestCase):
@@ -65,16 +66,16 @@ class PassesTest(tf.test.TestCase):
 
   def test_check_valid(self):
     g = self._graph()
-    graph_ir.check_valid(g, 'test')
+    validity.check_valid(g, 'test')
     g.node.add(name='z', op='Identity', input=['missing:0'])
     with self.assertRaisesRegex(errors.GraphRewriteError, "reads 'missing:0'"):
-      graph_ir.check_valid(g, 'test')
+      validity.check_valid(g, 'test')
     g.node[-1].input[0] = 'x'
     g.node.add(name='z', op='Identity', input=['x'])
     with self.assertRaisesRegex(
       errors.GraphRewriteError, "two nodes named 'z'"
     ):
-      graph_ir.check_valid(g, 'test')
+      validity.check_valid(g, 'test')
 
 
 if __name__ == '__main__':

@@ -4,10 +4,30 @@ scan = find_weights(traced, do_not_prune)        # what can be pruned
 result = insert_masks(traced, {name: mask})      # a PassResult
 fn, report = result.graph, result.report         # the rewritten function
 y = call(fn, x)              # in a tf.function: imported in place
+
+What is in this package:
+  * The IR and the interface: `graph_ir` (naming contract, tensor names,
+    `FunctionGraph`), `rules` (per-op tables), `validity` (whether a graph
+    is well formed, per kind), `driver` (`PassResult`, `Pass`,
+    `run_passes`: a validity check before and after each pass).
+  * Passes: take a graph, return a new one and a report in a
+    `driver.PassResult`, never modify their input: `custom_gradients`,
+    `inline`, `bind_weights`, `lower` (insertion's, in that order, run by
+    `insert`, whose `insert_masks` builds the `tf.function`), `flatten`
+    (inline + lower), `fold_masks`, `drop_unused`, `variable_view`
+    (`const_view`, `thaw`), `shrink_units`.
+  * Analyses: read a graph, rewrite nothing, return their own typed result
+    (never a `PassResult`): `scan` (`find_weights` -> `WeightScan`,
+    `analyse` -> `Analysis`), `fold_checks` (checks, raise or return
+    nothing), `tape_ops.recordable` (`tape_ops.record` records imported
+    ops on tapes at call time), `channel_groups` and the unit analysis
+    `unit_traversal`/`unit_rules`/`unit_layout_rules`/`unit_flow`/
+    `unit_removal`/`unit_costs` (which `shrink_units` runs).
+  * Helpers of one pass: `function_body` (the bodies `fold_masks` edits).
 """
 
+from graph_prune.passes.driver import PassResult
 from graph_prune.passes.graph_ir import MASKED_WEIGHT_SUFFIX
-from graph_prune.passes.graph_ir import PassResult
 from graph_prune.passes.insert import call
 from graph_prune.passes.insert import insert_masks
 from graph_prune.passes.insert import MaskedWeight

@@ -1,6 +1,8 @@
 """Making a FunctionDef take a weight's (masked) value instead of its handle.
 
-`FunctionRewriter.rewrite(fdef, {arg: Value})` returns a copy of `fdef` in
+`bind_weights(graph, {arg: Value}, suffix)` is the pass (on a
+`graph_ir.FunctionGraph`); `FunctionRewriter.rewrite(fdef, {arg: Value})`,
+which it runs on the top function, returns a copy of `fdef` in
 which each given resource argument carries a float tensor (the masked weight)
 instead of the variable's handle. Every use of the handle is rewritten by a
 rule keyed by op type (`_NODE_RULES`):
@@ -46,6 +48,7 @@ from tensorflow.core.framework import node_def_pb2
 from tensorflow.core.framework import types_pb2
 
 from graph_prune import errors
+from graph_prune.passes import driver
 from graph_prune.passes import graph_ir
 from graph_prune.passes import inline
 from graph_prune.passes import rules
@@ -54,6 +57,56 @@ from graph_prune.passes import rules
 _DROPPED_FUNCTION_ATTRS = ('api_implements', 'api_preferred_device')
 # Arg attrs that describe a resource handle's contents.
 _HANDLE_ARG_ATTRS = ('_handle_dtypes', '_handle_shapes')
+
+
+@dataclasses.dataclass(frozen=True)
+class Bound:
+  """What `bind_weights` did.
+
+  Attributes:
+    functions: (original name, new name) of each library function copied
+      (loop bodies, branches), callees first; inlined calls are not listed.
+    new_functions: the new names alone, in the same order: the functions
+      the runtime must be told about before the graph is imported.
+  """
+
+  functions: Tuple[Tuple[str, str], ...]
+
+  @property
+  def new_functions(self) -> Tuple[str, ...]:
+    return tuple(new for _, new in self.functions)
+
+
+def bind_weights(
+  graph: graph_ir.FunctionGraph, args: Dict[int, 'Value'], suffix: str
+) -> driver.PassResult[graph_ir.FunctionGraph, Bound]:
+  """Makes `graph.top` take each `args` weight's value instead of its handle.
+
+  Args:
+    graph: the traced function (its calls inlined, `inline.inline_top`) and
+      its library; not modified.
+    args: argument index of `graph.top` -> the `Value` it now receives.
+    suffix: ends every new function's name (unique per call).
+
+  Returns:
+    A `PassResult`: a `FunctionGraph` whose top is the rewritten function
+    (named `<top>_<suffix>`) and whose library adds the rewritten copies
+    to `graph.library`, and a `Bound` report. `changed` is whether any
+    argument was bound.
+
+  Raises:
+    GraphRewriteError: a weight is used in a way no rule rewrites.
+  """
+  rewriter = FunctionRewriter(graph.library, suffix)
+  top = graph.top
+  new_top, _ = rewriter.rewrite(top, args, f'{top.signature.name}_{suffix}')
+  library = dict(graph.library)
+  library.update((f.signature.name, f) for f in rewriter.new_functions)
+  return driver.PassResult(
+    graph_ir.FunctionGraph(new_top, library),
+    Bound(tuple(rewriter.renamed)),
+    changed=bool(args),
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,15 +136,14 @@ class FunctionRewriter:
     self, fdef, args: Dict[int, Value], new_name: str
   ) -> Tuple[function_pb2.FunctionDef, Dict[int, Value]]:
     """Returns (rewritten copy of fdef, {output index: Value it returns})."""
-    f = function_pb2.FunctionDef()
-    f.CopyFrom(fdef)
+    # Every call inlined, until none is left (see inline.py); the copy is
+    # then edited in place.
+    inlined = inline.inline_calls(fdef, self._library)
+    f = inlined.graph
+    if not inlined.changed:
+      f = function_pb2.FunctionDef()
+      f.CopyFrom(fdef)
     where = f'function {fdef.signature.name!r}'
-    while True:  # inline every call, until none is left (see inline.py)
-      calls = [n.name for n in f.node_def if rules.is_call(n, self._library)]
-      if not calls:
-        break
-      for name in calls:
-        inline.inline_call(f, name, self._library)
 
     affected, per_node = self._propagate(f, args)
     renames = {}

@@ -36,16 +36,19 @@ nested `tf.function` (a `StatefulPartitionedCall` node, which the mask pass
 inlines with its attrs), a `tf.while_loop` body (a recurrent layer with a
 swish activation) or a `tf.cond` branch. TensorFlow differentiates those
 from the function library too, so `forward_library` applies the same
-rewrite to every function of the library. The rewritten functions keep
-their names: TensorFlow compares function definitions without their
-internal (`_`-prefixed) attrs, so they do not clash with the originals
-already registered in the eager context, and run the same computation.
+rewrite to every function of the library, and `forward_function_graph` to
+a function with its library (insertion's first pass). The rewritten
+functions keep their names: TensorFlow compares function definitions
+without their internal (`_`-prefixed) attrs, so they do not clash with the
+originals already registered in the eager context, and run the same
+computation.
 """
 
-from typing import Mapping
+from typing import Dict, Mapping, Tuple
 
 from tensorflow.core.framework import function_pb2
 
+from graph_prune.passes import driver
 from graph_prune.passes import graph_ir
 
 GRADIENT_ATTR = '_gradient_op_type'
@@ -63,7 +66,9 @@ def is_custom_gradient(node) -> bool:
   )
 
 
-def forward_gradients(fdef: function_pb2.FunctionDef) -> graph_ir.PassResult:
+def forward_gradients(
+  fdef: function_pb2.FunctionDef,
+) -> driver.PassResult[function_pb2.FunctionDef, Tuple[str, ...]]:
   """Returns `fdef` with every custom-gradient `IdentityN` made plain.
 
   Args:
@@ -76,18 +81,20 @@ def forward_gradients(fdef: function_pb2.FunctionDef) -> graph_ir.PassResult:
   """
   names = tuple(n.name for n in fdef.node_def if is_custom_gradient(n))
   if not names:
-    return graph_ir.PassResult(fdef, (), changed=False)
+    return driver.PassResult(fdef, (), changed=False)
   new = function_pb2.FunctionDef()
   new.CopyFrom(fdef)
   for node in new.node_def:
     if is_custom_gradient(node):
       del node.attr[GRADIENT_ATTR]
-  return graph_ir.PassResult(new, names, changed=True)
+  return driver.PassResult(new, names, changed=True)
 
 
 def forward_library(
   library: Mapping[str, function_pb2.FunctionDef],
-) -> graph_ir.PassResult:
+) -> driver.PassResult[
+  Dict[str, function_pb2.FunctionDef], Tuple[Tuple[str, str], ...]
+]:
   """Returns `library` with `forward_gradients` applied to every function.
 
   Args:
@@ -104,4 +111,30 @@ def forward_library(
     result = forward_gradients(fdef)
     new[name] = result.graph
     report.extend((name, node) for node in result.report)
-  return graph_ir.PassResult(new, tuple(report), changed=bool(report))
+  return driver.PassResult(new, tuple(report), changed=bool(report))
+
+
+def forward_function_graph(
+  graph: graph_ir.FunctionGraph,
+) -> driver.PassResult[graph_ir.FunctionGraph, Tuple[Tuple[str, str], ...]]:
+  """`forward_gradients` on a function and every function of its library.
+
+  The first pass of insertion (`insert.insert_masks`).
+
+  Args:
+    graph: the traced function and its library; not modified.
+
+  Returns:
+    A `PassResult`: the new `FunctionGraph` (sharing the unchanged
+    FunctionDefs), `report` the `(function name, node name)` pairs
+    rewritten, the top function's first, `changed` whether there was any.
+  """
+  top = forward_gradients(graph.top)
+  library = forward_library(graph.library)
+  name = graph.top.signature.name
+  report = tuple((name, node) for node in top.report) + library.report
+  return driver.PassResult(
+    graph_ir.FunctionGraph(top.graph, library.graph),
+    report,
+    changed=bool(report),
+  )

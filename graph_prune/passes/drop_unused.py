@@ -13,7 +13,10 @@ masks and the NoOps that Grappler's function inlining leaves to order them.
 import dataclasses
 from typing import Sequence, Set, Tuple
 
+from tensorflow.core.framework import graph_pb2
+
 from graph_prune import _tf_internal
+from graph_prune.passes import driver
 from graph_prune.passes import graph_ir
 
 
@@ -33,7 +36,9 @@ class Dropped:
   control_edges: int
 
 
-def drop_unused(graph_def, outputs: Sequence[str]) -> graph_ir.PassResult:
+def drop_unused(
+  graph_def, outputs: Sequence[str]
+) -> driver.PassResult[graph_pb2.GraphDef, 'Dropped']:
   """Keeps only the nodes and functions the outputs need.
 
   See the module docstring.
@@ -73,7 +78,7 @@ def drop_unused(graph_def, outputs: Sequence[str]) -> graph_ir.PassResult:
   graph_def.library.gradient.extend(gradients)
   report = Dropped(dropped_nodes, dropped_functions, edges)
   changed = bool(dropped_nodes or dropped_functions or edges)
-  return graph_ir.PassResult(graph_def, report, changed)
+  return driver.PassResult(graph_def, report, changed)
 
 
 def _drop_ordering_edges(graph_def, by_name) -> int:

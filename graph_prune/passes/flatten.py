@@ -13,16 +13,18 @@ Placeholders, nothing is frozen:
            model(x, h): r = ReadVariableOp(h); y = MatMul(x, r)
   after:   x = Placeholder; h_kernel = Placeholder[resource]
            call/r = ReadVariableOp(h_kernel); call/y = MatMul(x, call/r)
+
+Two passes, run by `driver.run_passes`: `inline_calls` (inline.py) and
+`lower` (lower.py).
 """
 
 import dataclasses
 from typing import Any, Mapping, Tuple
 
-from tensorflow.core.framework import function_pb2
-
+from graph_prune.passes import driver
 from graph_prune.passes import graph_ir
 from graph_prune.passes import inline
-from graph_prune.passes import rules
+from graph_prune.passes import lower
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,32 +60,27 @@ def flat_graph(concrete_function) -> FlatGraph:
   cf = concrete_function
   source = cf.graph.as_graph_def()
   library = {f.signature.name: f for f in source.library.function}
-  fdef = function_pb2.FunctionDef()
-  fdef.CopyFrom(cf.function_def)
-  while True:
-    calls = [n.name for n in fdef.node_def if rules.is_call(n, library)]
-    if not calls:
-      break
-    for name in calls:
-      inline.inline_call(fdef, name, library)
   shapes = [
     t.shape.as_proto() if t.shape.rank is not None else None for t in cf.inputs
   ]
-  graph_def, flat = graph_ir.to_graph_def(fdef, library, shapes)
-  # Only what the flat graph still calls (loop bodies, branches): an inlined
-  # callee left in the library would hold a second copy of its ops.
-  called = {
-    fname
-    for node in graph_def.node
-    for _, fname in graph_ir.called_functions(node, library)
-  }
-  keep = set(graph_ir.reachable(sorted(called), library))
-  graph_def.library.function.extend(
-    f for f in source.library.function if f.signature.name in keep
+  passes = (
+    driver.Pass('inline_calls', lambda g, _: inline.inline_top(g)),
+    # Only what the flat graph still calls (loop bodies, branches): an
+    # inlined callee left in the library would hold a second copy of its
+    # ops.
+    driver.Pass(
+      'lower',
+      lambda g, _: lower.lower(g, shapes, source.library.gradient),
+    ),
   )
-  graph_def.library.gradient.extend(
-    g for g in source.library.gradient if g.function_name in keep
+  graph_def, results = driver.run_passes(
+    graph_ir.FunctionGraph(cf.function_def, library),
+    passes,
+    f'the function {cf.name!r}',
+    'tracing',
   )
+  fdef = results['inline_calls'].graph.top
+  flat = results['lower'].report.flat_name
   args = graph_ir.arg_names(fdef)
   n_inputs = len(cf.inputs) - len(cf.captured_inputs)
   outputs = tuple(

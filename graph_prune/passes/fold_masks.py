@@ -59,9 +59,11 @@ from typing import Any, Dict, Mapping, Set, Tuple
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import graph_pb2
 from tensorflow.core.framework import types_pb2
 
 from graph_prune import errors
+from graph_prune.passes import driver
 from graph_prune.passes import fold_checks
 from graph_prune.passes import function_body
 from graph_prune.passes import graph_ir
@@ -410,7 +412,7 @@ def _check_name(name: str, weight: str, body: function_body.Body):
 
 def fold_masked_weights(
   graph_def, mask_consts: Mapping[str, str], suffix: str
-) -> graph_ir.PassResult:
+) -> driver.PassResult[graph_pb2.GraphDef, Tuple[Any, ...]]:
   """Replaces every masked weight by its folded value.
 
   In a frozen graph the folded value is a new Const; in a graph that keeps
@@ -447,7 +449,7 @@ def fold_masked_weights(
         fdef.signature.name = renames[fdef.signature.name]
     _rename_function_uses(graph_def, renames)
   folded = tuple(folder.folded.values()) + tuple(folder.handles.values())
-  return graph_ir.PassResult(graph_def, folded, changed=bool(folded))
+  return driver.PassResult(graph_def, folded, changed=bool(folded))
 
 
 def _rename_function_uses(graph_def, renames: Mapping[str, str]):

@@ -9,7 +9,9 @@ anchored suffix, never a substring):
     inserts and the fold pass replaces by a constant.
 
 FunctionDefs and GraphDefs: reading and editing tensor names, outputs,
-consumers and the functions a node calls.
+consumers and the functions a node calls; `FunctionGraph`, a function with
+its library. (What a pass returns is `driver.PassResult`; whether a graph is
+well formed, `validity.py`.)
 
 The pass works on FunctionDefs only (the traced function's own
 `ConcreteFunction.function_def` and its library), so there is one tensor
@@ -23,7 +25,7 @@ naming convention to handle. In a FunctionDef a tensor is named
 
 import collections
 import dataclasses
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
 from tensorflow.core.framework import function_pb2
 from tensorflow.core.framework import graph_pb2
@@ -90,21 +92,22 @@ def variable_name(variable) -> str:
   return node_name(variable.name)
 
 
-@dataclasses.dataclass(frozen=True)
-class PassResult:
-  """What a graph pass returns.
+class FunctionGraph(NamedTuple):
+  """A function and the library it calls into: the graph kind of insertion.
+
+  Passes on it (`custom_gradients.forward_function_graph`,
+  `inline.inline_top`, `bind_weights.bind_weights`) return a new one and
+  share the FunctionDefs they leave unchanged; `lower.lower` turns it into
+  the GraphDef that is imported.
 
   Attributes:
-    graph: the new graph: a GraphDef, a FunctionDef or a `tf.function`,
-      per pass (the pass's input is never modified).
-    report: what the pass did, pass-specific.
-    changed: whether `graph` computes differently from the input (masks
-      inserted, weights folded, nodes dropped).
+    top: the function (the traced function's own FunctionDef, or its
+      rewrite).
+    library: function name -> FunctionDef of every function it may call.
   """
 
-  graph: Any
-  report: Any
-  changed: bool
+  top: function_pb2.FunctionDef
+  library: Library
 
 
 @dataclasses.dataclass(frozen=True)
@@ -355,38 +358,3 @@ def _drop_unknown_colocation(node, known):
     node.attr['_class'].list.s.extend(entries)
   else:
     del node.attr['_class']
-
-
-def check_valid(graph_def, after: str) -> None:
-  """Raises unless every node input of `graph_def` names an existing node.
-
-  What TF's `optimize_for_inference` checks between its passes
-  (`ensure_graph_is_valid`), for the graph and each library function (whose
-  inputs may also name its arguments); node names must be unique.
-
-  Args:
-    graph_def: a GraphDef.
-    after: what produced it, for the message (e.g. "pass 'fold_masks'").
-
-  Raises:
-    GraphRewriteError: naming the first offending node.
-  """
-  bodies = [('the graph', graph_def.node, ())] + [
-    (f'function {f.signature.name!r}', f.node_def, arg_names(f))
-    for f in graph_def.library.function
-  ]
-  for where, nodes, args in bodies:
-    names = set(args)
-    for node in nodes:
-      if node.name in names:
-        raise errors.GraphRewriteError(
-          f'After {after}, {where} has two nodes named {node.name!r}.'
-        )
-      names.add(node.name)
-    for node in nodes:
-      for text in node.input:
-        if node_name(text) not in names:
-          raise errors.GraphRewriteError(
-            f'After {after}, node {node.name!r} in {where} reads {text!r}, '
-            'which is not in it.'
-          )

@@ -12,28 +12,130 @@ and is what Grappler does before running the function anyway.
 Before/after (`y = call(x)`, the callee computes `r = Relu(a)`):
   caller:  c = StatefulPartitionedCall(x, f=callee);  y = Neg(c:output:0)
   after:   c/r = Relu(x);  y = Neg(c/r:activations:0)
+
+Every function here returns a new FunctionDef (or `graph_ir.FunctionGraph`)
+and leaves its input as it was.
 """
 
+import dataclasses
+from typing import Tuple
+
+from tensorflow.core.framework import function_pb2
 from tensorflow.core.framework import node_def_pb2
 
 from graph_prune import errors
+from graph_prune.passes import driver
 from graph_prune.passes import graph_ir
+from graph_prune.passes import rules
 
 
-def inline_call(fdef, call_name: str, library: graph_ir.Library) -> None:
-  """Replaces node `call_name` of `fdef` by the body of its callee, in place.
+@dataclasses.dataclass(frozen=True)
+class Inlined:
+  """What an inlining pass did.
+
+  Attributes:
+    calls: `(call node name, callee name)` of each call inlined, in the
+      order inlined (a call inlined from a callee's body is named as it was
+      in the caller, under the prefix of the call that brought it in).
+  """
+
+  calls: Tuple[Tuple[str, str], ...] = ()
+
+
+def inline_call(
+  fdef, call_name: str, library: graph_ir.Library
+) -> driver.PassResult[function_pb2.FunctionDef, Inlined]:
+  """Replaces node `call_name` of `fdef` by the body of its callee.
 
   Args:
-    fdef: the caller FunctionDef (a copy the caller owns).
+    fdef: the caller FunctionDef; not modified.
     call_name: name of a PartitionedCall/StatefulPartitionedCall (or a node
       whose op type is a library function) in `fdef`.
     library: function name -> FunctionDef; not modified.
 
+  Returns:
+    A `PassResult`: a new FunctionDef and an `Inlined` naming the call.
+
   Raises:
-    GraphRewriteError: the callee is missing from the library.
+    GraphRewriteError: the callee is missing from the library, or the call
+      passes it the wrong number of inputs.
+  """
+  new = _copy(fdef)
+  callee = _inline_into(new, call_name, library)
+  return driver.PassResult(new, Inlined(((call_name, callee),)), changed=True)
+
+
+def inline_calls(
+  fdef, library: graph_ir.Library
+) -> driver.PassResult[function_pb2.FunctionDef, Inlined]:
+  """Inlines every call of `fdef`, and the calls that brings in, until none.
+
+  Loops and branches (`While`, `If`, `Case`) stay; calls inside their
+  bodies are not inlined (their functions keep their names).
+
+  Args:
+    fdef: the caller FunctionDef; not modified.
+    library: function name -> FunctionDef; not modified.
+
+  Returns:
+    A `PassResult`: the call-free FunctionDef (`fdef` itself when it has no
+    call) and an `Inlined` listing each call.
+
+  Raises:
+    GraphRewriteError: see `inline_call`.
+  """
+  new, done = None, []
+  while True:
+    body = fdef if new is None else new
+    calls = [n.name for n in body.node_def if rules.is_call(n, library)]
+    if not calls:
+      break
+    if new is None:
+      new = _copy(fdef)  # one copy, edited in place call after call
+    for name in calls:
+      done.append((name, _inline_into(new, name, library)))
+  if new is None:
+    return driver.PassResult(fdef, Inlined(), changed=False)
+  return driver.PassResult(new, Inlined(tuple(done)), changed=True)
+
+
+def inline_top(
+  graph: graph_ir.FunctionGraph,
+) -> driver.PassResult[graph_ir.FunctionGraph, Inlined]:
+  """`inline_calls` on `graph.top`; the library is shared, unchanged.
+
+  Functions of the library are not edited: one edited under its own name
+  would clash with the original TensorFlow already knows (loop and branch
+  functions are inlined into when they are copied under new names, see
+  bind_weights.py).
+  """
+  result = inline_calls(graph.top, graph.library)
+  return driver.PassResult(
+    graph_ir.FunctionGraph(result.graph, graph.library),
+    result.report,
+    result.changed,
+  )
+
+
+def _copy(fdef) -> function_pb2.FunctionDef:
+  new = function_pb2.FunctionDef()
+  new.CopyFrom(fdef)
+  return new
+
+
+def _inline_into(fdef, call_name: str, library: graph_ir.Library) -> str:
+  """Inlines node `call_name` into `fdef`, a copy this module owns, in place.
+
+  Returns:
+    The callee's name.
   """
   nodes = list(fdef.node_def)
-  call = next(n for n in nodes if n.name == call_name)
+  call = next((n for n in nodes if n.name == call_name), None)
+  if call is None:
+    raise errors.GraphRewriteError(
+      f'Node {call_name!r} is not in function {fdef.signature.name!r}; '
+      'cannot inline it.'
+    )
   callee_name = graph_ir.call_target(call, library)
   if callee_name not in library:
     raise errors.GraphRewriteError(
@@ -71,6 +173,7 @@ def inline_call(fdef, call_name: str, library: graph_ir.Library) -> None:
   for key, value in list(fdef.control_ret.items()):
     if value == call_name:
       fdef.control_ret[key] = done.name
+  return callee_name
 
 
 def _input_mapper(arg_value, prefix):

@@ -9,9 +9,17 @@ replaced by `weight * mask`:
            where kernel/masked_weight = Mul(kernel.read_value(),
                                             mask.read_value())
 
-How: the traced function's FunctionDef is rewritten (bind_weights.py) so that
-the argument that received the weight's handle receives the masked value,
-through nested loops, branches and calls; it is turned into a GraphDef and
+How: the traced function and its library (a `graph_ir.FunctionGraph`) go
+through four passes, run by `driver.run_passes` with a validity check before
+and after each:
+  1. `forward_gradients` (custom_gradients.py): custom-gradient ops lose
+     their Python gradient, in every function;
+  2. `inline_calls` (inline.py): the traced function's calls are inlined;
+  3. `bind_weights` (bind_weights.py): the argument that received each
+     masked weight's handle receives its masked value, through nested
+     loops and branches (their functions copied under new names);
+  4. `lower` (lower.py): the GraphDef to import, with the functions it calls.
+Then (the construct step, as in TF's `convert_to_constants`) the GraphDef is
 imported into a new `tf.function` with `import_graph_def(input_map=...)`:
 inputs map to the new function's inputs, masked weights to `weight * mask`
 computed with public variable reads (so a `GradientTape` sees them), every
@@ -36,7 +44,11 @@ from graph_prune import _tf_internal
 from graph_prune import distribute
 from graph_prune import errors
 from graph_prune.passes import bind_weights
+from graph_prune.passes import custom_gradients
+from graph_prune.passes import driver
 from graph_prune.passes import graph_ir
+from graph_prune.passes import inline
+from graph_prune.passes import lower
 from graph_prune.passes import scan
 from graph_prune.passes import tape_ops
 
@@ -101,7 +113,7 @@ def insert_masks(
   masks: Mapping[Any, Any],
   scan_result=None,
   param_masks: Mapping[Any, Any] = (),
-) -> graph_ir.PassResult:
+) -> driver.PassResult[Any, RewriteReport]:
   """Returns a `tf.function` computing `traced` with weights * masks.
 
   Args:
@@ -136,10 +148,9 @@ def insert_masks(
   _check_masks(params, _readonly(analysis.infos, masks), traced.name)
   masks = {**masks, **params}
   call_id = next(_call_ids)
-  rewriter = bind_weights.FunctionRewriter(
-    analysis.library, f'graph_prune_{call_id}'
+  new_top, graph_def, flat_name, bound = _rewrite(
+    analysis, masks, f'graph_prune_{call_id}', traced.name
   )
-  new_top, graph_def, flat_name = _rewrite(analysis, masks, rewriter)
   fn = _build_function(
     traced,
     analysis.infos,
@@ -149,9 +160,9 @@ def insert_masks(
     flat_name,
     f'{_IMPORT_SCOPE}_{call_id}',
   )
-  report = _report(prunable, scan_result or prunable, masks, rewriter)
+  report = _report(prunable, scan_result or prunable, masks, bound)
   report = dataclasses.replace(report, unit_params=tuple(sorted(params)))
-  return graph_ir.PassResult(fn, report, changed=bool(report.masked))
+  return driver.PassResult(fn, report, changed=bool(report.masked))
 
 
 def call(function, *args):
@@ -235,12 +246,13 @@ def _analysis_of(traced, scan_result) -> scan.Analysis:
   return scan.analyse(traced)
 
 
-def _rewrite(analysis, masks, rewriter):
-  """The rewritten FunctionDef, the GraphDef to import and its tensor names.
+def _rewrite(analysis, masks, suffix, what):
+  """Runs insertion's passes on the traced function (see `insert_masks`).
 
   Returns:
-    (new FunctionDef, GraphDef with the functions it calls, `flat_name`
-    mapping a FunctionDef tensor name to the GraphDef's).
+    (the rewritten FunctionDef, the GraphDef to import, `flat_name` mapping
+    a FunctionDef tensor name to the GraphDef's, the `bind_weights.Bound`
+    report).
   """
   masked_args = {}
   for info in analysis.infos:
@@ -249,26 +261,34 @@ def _rewrite(analysis, masks, rewriter):
       masked_args[info.arg_index] = bind_weights.Value(
         v.dtype.as_datatype_enum, tuple(v.shape.as_list())
       )
-  top = analysis.top
-  new_top, _ = rewriter.rewrite(
-    top, masked_args, f'{top.signature.name}_{rewriter.suffix}'
+  passes = (
+    # Custom gradients are closures over the original trace's tensors; the
+    # rebuilt graph uses TF's own gradients of their forward computation.
+    driver.Pass(
+      'forward_gradients',
+      lambda g, _: custom_gradients.forward_function_graph(g),
+    ),
+    driver.Pass('inline_calls', lambda g, _: inline.inline_top(g)),
+    driver.Pass(
+      'bind_weights',
+      lambda g, _: bind_weights.bind_weights(g, masked_args, suffix),
+    ),
+    driver.Pass('lower', lambda g, _: lower.lower(g)),
   )
-  full_library = dict(analysis.library)
-  full_library.update((f.signature.name, f) for f in rewriter.new_functions)
-  graph_def, flat_name = graph_ir.to_graph_def(new_top, full_library)
-  called = set()
-  for node in new_top.node_def:
-    called.update(
-      name for _, name in graph_ir.called_functions(node, full_library)
-    )
-  for name in graph_ir.reachable(sorted(called), full_library):
-    graph_def.library.function.add().CopyFrom(full_library[name])
-  for f in rewriter.new_functions:
-    _tf_internal.register_function_def(f)
-  return new_top, graph_def, flat_name
+  source = graph_ir.FunctionGraph(analysis.top, analysis.library)
+  graph_def, results = driver.run_passes(source, passes, what, 'tracing')
+  bound = results['bind_weights']
+  for name in bound.report.new_functions:
+    _tf_internal.register_function_def(bound.graph.library[name])
+  return (
+    bound.graph.top,
+    graph_def,
+    results['lower'].report.flat_name,
+    bound.report,
+  )
 
 
-def _report(prunable, weights, masks, rewriter) -> RewriteReport:
+def _report(prunable, weights, masks, bound) -> RewriteReport:
   return RewriteReport(
     masked=tuple(
       MaskedWeight(name=w.name, shape=w.shape, consumers=w.consumers)
@@ -281,7 +301,7 @@ def _report(prunable, weights, masks, rewriter) -> RewriteReport:
       for w in weights.candidates
       if w.name not in masks
     ),
-    functions=tuple(rewriter.renamed),
+    functions=bound.functions,
   )
 
 

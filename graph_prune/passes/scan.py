@@ -36,7 +36,6 @@ import tensorflow as tf
 from tensorflow.core.framework import function_pb2
 
 from graph_prune import errors
-from graph_prune.passes import custom_gradients
 from graph_prune.passes import graph_ir
 from graph_prune.passes import rules
 
@@ -114,9 +113,9 @@ class Analysis:
 
   Attributes:
     concrete_function: the traced `ConcreteFunction`.
-    top: its FunctionDef.
-    library: its graph's function library (copies; the passes never modify
-      them), read once per `apply_pruning`.
+    top: its FunctionDef, as traced.
+    library: its graph's function library, as traced (copies; the passes
+      never modify them), read once per `apply_pruning`.
     infos: a `VariableInfo` per captured variable, in capture order.
   """
 
@@ -233,13 +232,15 @@ def _skip_reason(info: VariableInfo, patterns) -> str:
 
 
 def analyse(traced) -> Analysis:
-  """Reads `traced`'s graph once and finds every captured variable's uses."""
+  """Reads `traced`'s graph once and finds every captured variable's uses.
+
+  An analysis: it returns an `Analysis` and rewrites nothing.
+  """
   cf = traced.concrete_function
-  # Custom gradients are closures over the original trace's tensors; the
-  # rebuilt graph uses TF's own gradients of their forward computation,
-  # also in the functions it calls (nested tf.functions, loops, branches).
-  top = custom_gradients.forward_gradients(cf.function_def).graph
-  library = custom_gradients.forward_library(library_of(cf)).graph
+  # As traced: the walk follows a custom gradient's IdentityN by op type,
+  # whatever its gradient attr (insertion's first pass drops that attr).
+  top = cf.function_def
+  library = library_of(cf)
   graph_inputs = list(cf.graph.inputs)
   if len(graph_inputs) != len(top.signature.input_arg):
     raise errors.GraphRewriteError(

@@ -28,7 +28,9 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import graph_pb2
 
+from graph_prune.passes import driver
 from graph_prune.passes import drop_unused
 from graph_prune.passes import graph_ir
 from graph_prune.passes import unit_costs
@@ -88,7 +90,7 @@ def shrink_units(
   suffix: str = 'shrunk',
   weight_names: Optional[Mapping[str, str]] = None,
   values: Optional[Mapping[str, Callable[[], np.ndarray]]] = None,
-) -> graph_ir.PassResult:
+) -> driver.PassResult[graph_pb2.GraphDef, 'ShrinkResult']:
   """Removes every removable zero unit of `graph_def` (see module docstring).
 
   Args:
@@ -137,7 +139,7 @@ def shrink_units(
     after.total_macs,
     decision.coupled,
   )
-  return graph_ir.PassResult(new, report, changed=bool(values))
+  return driver.PassResult(new, report, changed=bool(values))
 
 
 def _edited(graph, edge, edits, removed) -> np.ndarray:

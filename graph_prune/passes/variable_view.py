@@ -19,14 +19,16 @@ variable. Float Consts the pass added above `LARGEST_CONST` elements
 """
 
 import dataclasses
-from typing import Any, Callable, Dict, Mapping
+from typing import Any, Callable, Dict, Mapping, Tuple
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import graph_pb2
 from tensorflow.core.framework import node_def_pb2
 from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.framework import types_pb2
 
+from graph_prune.passes import driver
 from graph_prune.passes import graph_ir
 
 # A frozen or written float Const of more elements than this is a weight
@@ -84,7 +86,9 @@ class NewValue:
   source: Any
 
 
-def const_view(graph_def, variables: Mapping[str, Any]) -> graph_ir.PassResult:
+def const_view(
+  graph_def, variables: Mapping[str, Any]
+) -> driver.PassResult[graph_pb2.GraphDef, 'View']:
   """Replaces each top-level read of a variable in `variables` by a stub.
 
   Args:
@@ -118,10 +122,12 @@ def const_view(graph_def, variables: Mapping[str, Any]) -> graph_ir.PassResult:
     node.attr['value'].tensor.CopyFrom(stub)
     reads[node.name] = Read(original, handle, variable, stub)
     handles[handle] = by_name[handle]
-  return graph_ir.PassResult(new, View(reads, handles), changed=bool(reads))
+  return driver.PassResult(new, View(reads, handles), changed=bool(reads))
 
 
-def thaw(graph_def, view: View) -> graph_ir.PassResult:
+def thaw(
+  graph_def, view: View
+) -> driver.PassResult[graph_pb2.GraphDef, Tuple['NewValue', ...]]:
   """Turns `view`'s stubs (and weight-sized new Consts) back into reads.
 
   Args:
@@ -164,7 +170,7 @@ def thaw(graph_def, view: View) -> graph_ir.PassResult:
     node.attr['dtype'].type = dtype
     new_values.append(NewValue(handle, value, read))
   new.node.extend(added_nodes)
-  return graph_ir.PassResult(new, tuple(new_values), changed=bool(new_values))
+  return driver.PassResult(new, tuple(new_values), changed=bool(new_values))
 
 
 def _with_control(read_node, const_node):
