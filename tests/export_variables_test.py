@@ -21,7 +21,8 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 import graph_prune
 from graph_prune import errors
-from graph_prune.export import frozen_strip
+from graph_prune.export.formats import frozen_graph
+from graph_prune.export.formats import proto_limit
 from graph_prune.export.strip import export_saved_model
 from graph_prune.export.strip import strip
 from graph_prune.export.strip_saved_model import strip_saved_model
@@ -228,7 +229,7 @@ class ProtoLimitTest(tf.test.TestCase):
     self.size = (8 * 4 + 4) * 4
 
   def _assert_refused(self, **outputs):
-    limit = mock.patch.object(frozen_strip, 'PROTO_LIMIT_BYTES', self.size - 1)
+    limit = mock.patch.object(proto_limit, 'PROTO_LIMIT_BYTES', self.size - 1)
     out = os.path.join(self.root, 'out')
     with limit, self.assertRaises(errors.ProtoLimitError) as caught:
       strip_saved_model(self.saved, out, **outputs)
@@ -254,7 +255,7 @@ class ProtoLimitTest(tf.test.TestCase):
 
   def test_export_tflite_over_limit(self):
     path = os.path.join(self.root, 'direct.tflite')
-    limit = mock.patch.object(frozen_strip, 'PROTO_LIMIT_BYTES', self.size - 1)
+    limit = mock.patch.object(proto_limit, 'PROTO_LIMIT_BYTES', self.size - 1)
     with limit, self.assertRaises(errors.ProtoLimitError) as caught:
       graph_prune.export_tflite(self.pruned, path)
     self.assertIn('TFLite', str(caught.exception))
@@ -262,7 +263,7 @@ class ProtoLimitTest(tf.test.TestCase):
 
   def test_at_limit_freezes(self):
     path = os.path.join(self.root, 'g.pb')
-    with mock.patch.object(frozen_strip, 'PROTO_LIMIT_BYTES', self.size):
+    with mock.patch.object(proto_limit, 'PROTO_LIMIT_BYTES', self.size):
       strip_saved_model(
         self.saved, os.path.join(self.root, 'out'), frozen_graph_path=path
       )
@@ -285,7 +286,7 @@ class BeyondTwoGigabytesTest(tf.test.TestCase):
     )
     pruned.mask_update(1)
     self.assertAllClose(0.9, pruned.sparsity().overall, atol=1e-3)
-    self.assertGreater(frozen_strip.weight_bytes(model.weights), 2**31)
+    self.assertGreater(proto_limit.weight_bytes(model.weights), 2**31)
     x = np.random.RandomState(0).standard_normal((2, 8192)).astype('float32')
     want = pruned(x).numpy()
     path = os.path.join(tempfile.mkdtemp(dir=self.get_temp_dir()), 'big')
@@ -294,7 +295,7 @@ class BeyondTwoGigabytesTest(tf.test.TestCase):
     got = list(loaded.signatures['serving_default'](tf.constant(x)).values())
     self.assertAllClose(want, got[0], rtol=1e-4, atol=1e-4)
     with self.assertRaises(errors.ProtoLimitError):
-      frozen_strip.freeze(strip(pruned).__call__, 'the model')
+      frozen_graph.freeze(strip(pruned).__call__, 'the model')
 
 
 if __name__ == '__main__':

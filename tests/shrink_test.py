@@ -24,7 +24,7 @@ import tensorflow as tf
 import tf_keras
 
 import graph_prune
-from graph_prune.export import frozen_strip
+from graph_prune.export.formats import frozen_graph
 from graph_prune.export.shrink import shrink
 from graph_prune.export.strip import export_saved_model
 from graph_prune.export.strip import strip
@@ -358,7 +358,7 @@ class KeptReasonTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual((first.units_before, first.units_after), (8, 8))
     self.assertEqual(first.kept, want)
     # The pass alone, given no names, names the kernel's Const node.
-    stripped = frozen_strip.freeze(strip(pruned).__call__, 'test')
+    stripped = frozen_graph.freeze(strip(pruned).__call__, 'test')
     result = shrink_units.shrink_units(
       stripped.graph_def, stripped.output_names
     ).report

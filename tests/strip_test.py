@@ -34,11 +34,9 @@ from graph_prune.passes import graph_ir
 
 L = keras.layers
 RTOL = 1e-6
-# The module (not the function of the same name) whose `write_tflite`
-# strip_saved_model calls.
-saved_model_module = importlib.import_module(
-  'graph_prune.export.strip_saved_model'
-)
+# The TFLite format's module, whose `convert_and_check` the export driver
+# calls when strip_saved_model asks for a TFLite file.
+tflite_format = importlib.import_module('graph_prune.export.formats.tflite')
 
 
 def _mlp():
@@ -516,8 +514,8 @@ class StripSavedModelTest(StripTestCase):
     tflite = os.path.join(parent, 'm.tflite')
     with (
       mock.patch.object(
-        saved_model_module,
-        'write_tflite',
+        tflite_format,
+        'convert_and_check',
         side_effect=RuntimeError('converter crashed'),
       ),
       self.assertRaisesRegex(RuntimeError, 'converter crashed'),

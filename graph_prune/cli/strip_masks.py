@@ -67,9 +67,9 @@ from absl import app
 from absl import flags
 
 from graph_prune.cli import runner
-from graph_prune.export import output_paths
-from graph_prune.export import staging
-from graph_prune.export import tflite
+from graph_prune.export.formats import driver
+from graph_prune.export.formats import tflite
+from graph_prune.export.formats.table import FORMATS
 from graph_prune.export.strip_saved_model import strip_saved_model
 
 _SAVED_MODEL = flags.DEFINE_string(
@@ -161,16 +161,15 @@ flags.register_multi_flags_validator(
 def _check_outputs() -> None:
   """Refuses unusable output paths in the binary's own words (--overwrite)."""
   outputs = (
-    ('--output_dir', _OUTPUT_DIR.value, False),
-    ('--tflite', _TFLITE.value, True),
-    ('--frozen_graph', _FROZEN_GRAPH.value, True),
+    ('--output_dir', _OUTPUT_DIR.value, 'saved_model'),
+    ('--tflite', _TFLITE.value, 'tflite'),
+    ('--frozen_graph', _FROZEN_GRAPH.value, 'frozen_graph'),
   )
-  for name, path, is_file in outputs:
-    if path:
-      output_paths.check(path, name, is_file=is_file)
-  for _, path, _ in outputs:
-    if path:
-      staging.check_output(path, _OVERWRITE.value, '--overwrite')
+  driver.check_outputs(
+    [(name, path, FORMATS[fmt].is_file) for name, path, fmt in outputs if path],
+    _OVERWRITE.value,
+    '--overwrite',
+  )
 
 
 def _shrink_note(report) -> Optional[str]:

@@ -43,6 +43,9 @@ class StripReport:
   # The dense float SavedModel's size (`dense_reference.dense_size`), the
   # reference every size is a percentage of; None when not measured.
   dense_size: Optional[sizes.Size] = None
+  # One report per format written (`formats.base.ExportReport`: each with
+  # its path and size), or None when nothing was written.
+  outputs: Optional[Any] = None
 
   def to_text(self) -> str:
     """The report as a table for people."""

@@ -9,7 +9,9 @@ through one mechanism (`stripped_model.strip_function`, then
 it does and why unpruned weights stay variables). A SavedModel of a pruned
 model (the strip_masks tool's input) is stripped by `strip_saved_model` in
 graph_prune/export/strip_saved_model.py; its names are importable from here
-too, as they were before it moved.
+too, as they were before it moved. `export_saved_model` writes the stripped
+model through the export driver (graph_prune/export/formats/driver.py),
+which writes every format all or nothing.
 """
 
 import dataclasses
@@ -20,9 +22,11 @@ import tensorflow as tf
 from graph_prune import errors
 from graph_prune.export import report as report_lib
 from graph_prune.export import shrink_report
-from graph_prune.export import sizes
-from graph_prune.export import staging
 from graph_prune.export import strip_saved_model as saved_model_lib
+from graph_prune.export.formats import base
+from graph_prune.export.formats import driver
+from graph_prune.export.formats import saved_model as saved_model_format
+from graph_prune.export.formats import tflite as tflite_format
 from graph_prune.export.stripped_model import PruningVariables
 from graph_prune.export.stripped_model import rebuild
 from graph_prune.export.stripped_model import signature_input_specs
@@ -32,11 +36,12 @@ from graph_prune.export.stripped_model import VariableCopies
 
 DEFAULT_SIGNATURE = 'serving_default'
 
-# Defined in strip_saved_model.py, importable from here as before the move
-# (a test that replaces `write_tflite` does it there, where it is read).
+# Importable from here as before they moved: the SavedModel input's entry
+# points (strip_saved_model.py) and the TFLite format's conversion
+# (formats/tflite.py). Neither module imports this one.
 load_pruned_saved_model = saved_model_lib.load_pruned_saved_model
 strip_saved_model = saved_model_lib.strip_saved_model
-write_tflite = saved_model_lib.write_tflite
+write_tflite = tflite_format.convert_and_check
 
 
 def strip(
@@ -64,10 +69,12 @@ def strip(
       input signature.
     FoldError: a masked weight cannot be folded.
   """
-  return _strip(pruned, signatures, shrink, VariableCopies())
+  return _fold_model(pruned, signatures, shrink, VariableCopies())
 
 
-def _strip(pruned, signatures, shrink, copies: VariableCopies) -> StrippedModel:
+def _fold_model(
+  pruned, signatures, shrink, copies: VariableCopies
+) -> StrippedModel:
   """`strip`, with the stripped model's variables made in `copies`."""
   for attr in ('masks', 'thresholds', 'last_mask_update_step', '__call__'):
     if not hasattr(pruned, attr):
@@ -150,21 +157,25 @@ def export_saved_model(
 
   Returns:
     A `StripReport` with the output's size (its gzipped size is measured
-    when first read).
+    when first read) and `outputs`, the driver's `ExportReport`.
 
   Raises:
     OutputExistsError: `export_dir` is not empty and `overwrite` is False.
+    OutputPathError: a parent of `export_dir` is a file.
     StripError, FoldError: as in `strip`.
   """
-  staging.check_output(export_dir, overwrite, 'overwrite=True')
+  request = base.Request(saved_model_format.NAME, export_dir, 'export_dir')
+  driver.check_requests([request], overwrite)
   # The model's own variables go into the SavedModel as they are (no copy):
   # the stripped model lives only until it is written.
-  module = _strip(pruned, signatures, shrink, VariableCopies(share=True))
-  with staging.Staging(overwrite, 'overwrite=True') as stage:
-    module.save(stage.directory(export_dir))
-    stage.commit()
+  module = _fold_model(pruned, signatures, shrink, VariableCopies(share=True))
+  keys = module.report.signatures
+  source = base.Source(module, keys, keys, 'the pruned model', pruned=pruned)
+  written = driver.write(source, [request], overwrite)
   return dataclasses.replace(
-    module.report, output_size=sizes.measure(export_dir, lazy=True)
+    module.report,
+    output_size=written[saved_model_format.NAME].size,
+    outputs=written,
   )
 
 

@@ -11,12 +11,13 @@ the object graph (every object with `masks`, `thresholds` and
 signature goes through the same mechanism as `strip`
 (`stripped_model.strip_function`, then `stripped_model.rebuild`).
 
-`strip_saved_model` never modifies its input; its outputs are staged beside
-their final paths and renamed when everything succeeded (`staging`), after
-each stripped signature was checked against the input on random inputs.
-It lives apart from strip.py because everything here is about a SavedModel
-input and the files written from it (paths, signatures, TFLite, frozen
-graph), none of which `strip` of a live model needs.
+`strip_saved_model` never modifies its input. It maps its arguments to one
+request per format (the SavedModel, TFLite, the frozen graph; see
+graph_prune/export/formats/) and the export driver writes them all or
+nothing, after each stripped signature was checked against the input on
+random inputs. It lives apart from strip.py because everything here is
+about a SavedModel input (finding its pruning variables, choosing its
+signatures), which `strip` of a live model does not need.
 """
 
 import dataclasses
@@ -28,14 +29,15 @@ import tensorflow as tf
 from graph_prune import errors
 from graph_prune import saved_model_conventions as conventions
 from graph_prune.export import dense_reference as dense_lib
-from graph_prune.export import frozen_strip
 from graph_prune.export import latency
-from graph_prune.export import output_paths
 from graph_prune.export import report as report_lib
 from graph_prune.export import shrink_report
 from graph_prune.export import sizes
-from graph_prune.export import staging
-from graph_prune.export import tflite as tflite_lib
+from graph_prune.export.formats import base
+from graph_prune.export.formats import driver
+from graph_prune.export.formats import frozen_graph
+from graph_prune.export.formats import saved_model
+from graph_prune.export.formats import tflite as tflite_format
 from graph_prune.export.stripped_model import first_line
 from graph_prune.export.stripped_model import PruningVariables
 from graph_prune.export.stripped_model import rebuild
@@ -43,20 +45,11 @@ from graph_prune.export.stripped_model import signature_input_specs
 from graph_prune.export.stripped_model import strip_function
 from graph_prune.export.stripped_model import StrippedModel
 from graph_prune.export.stripped_model import VariableCopies
-from graph_prune.export.verify import verify_signatures
 
-# The signature a frozen graph holds when several are stripped; the same
-# key as strip.DEFAULT_SIGNATURE (not imported: strip.py imports this).
-_DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
-# How callers ask for overwriting, for messages (the tool checks its
-# outputs itself and says --overwrite).
-_OVERWRITE_HINT = 'overwrite=True'
-
-# Converts a (stripped) SavedModel to a checked TFLite file: quantization,
-# the sparse encoding where it makes the gzipped file smaller, the weights'
-# sparsity read back from the file and its error against the SavedModel. A
-# module attribute, so that tests can replace the converter step.
-write_tflite = tflite_lib.convert_and_check
+# Converts a (stripped) SavedModel to a checked TFLite file; importable from
+# here as before the TFLite format moved (formats/tflite.py, where the
+# driver reads it).
+write_tflite = tflite_format.convert_and_check
 
 
 def load_pruned_saved_model(path: str):
@@ -162,59 +155,42 @@ def strip_saved_model(
     message naming the value and the fix.
   """
   _check_saved_model_path(saved_model_dir)
-  if tflite_path:
-    tflite_lib.check_options(quantize, tflite_sparse, representative_data)
-  outputs = [p for p in (output_dir, tflite_path, frozen_graph_path) if p]
-  _check_paths(saved_model_dir, outputs)
-  for name, path, is_file in (
-    ('output_dir', output_dir, False),
-    ('tflite_path', tflite_path, True),
-    ('frozen_graph_path', frozen_graph_path, True),
-  ):
-    if path:
-      output_paths.check(path, name, is_file=is_file)
-  for path in outputs:
-    staging.check_output(path, overwrite, _OVERWRITE_HINT)
+  requests = _requests(
+    output_dir,
+    tflite_path,
+    frozen_graph_path,
+    verify,
+    tflite_format.Options(quantize, representative_data, tflite_sparse),
+  )
+  driver.check_requests(
+    requests, overwrite, driver.OVERWRITE_HINT, input_path=saved_model_dir
+  )
   loaded, pruning = load_pruned_saved_model(saved_model_dir)
   keys = _select_signatures(loaded, saved_model_dir, signature_keys)
   # `serve` saved as an alias of serving_default (Keras 3's convention) is
   # stripped once and written again as an alias: the weights stay single.
   aliases = conventions.signature_aliases(loaded.signatures)
-  keys_to_strip = [k for k in keys if aliases.get(k) not in keys]
-  frozen_key = _frozen_graph_key(keys_to_strip) if frozen_graph_path else None
-  module, stripped_by_key = _strip_signatures(
-    loaded, pruning, keys_to_strip, saved_model_dir, shrink
+  keys_to_fold = [k for k in keys if aliases.get(k) not in keys]
+  if frozen_graph_path:  # refused before the (long) folding
+    frozen = frozen_graph.Options(frozen_graph.signature_key(keys_to_fold))
+    requests = [
+      dataclasses.replace(r, options=frozen)
+      if r.format == frozen_graph.NAME
+      else r
+      for r in requests
+    ]
+  module = _fold_signatures(
+    loaded, pruning, keys_to_fold, saved_model_dir, shrink
   )
   module.report = dataclasses.replace(module.report, signatures=tuple(keys))
-  if tflite_path:
-    frozen_strip.check_fits(
-      module.model_variables, 'TFLite', f'SavedModel {saved_model_dir!r}'
-    )
-  frozen = None
-  if frozen_graph_path:
-    # Formats of constants freeze at their own step, within their limit.
-    frozen = frozen_strip.freeze(
-      module.signature_functions[frozen_key], f'signature {frozen_key!r}'
-    )
-  with staging.Staging(overwrite, _OVERWRITE_HINT) as stage:
-    tmp_dir = stage.directory(output_dir)
-    module.save(tmp_dir)
-    if verify:
-      verify_signatures(loaded, tmp_dir, keys)
-    tflite = None
-    if tflite_path:
-      tflite = write_tflite(
-        tmp_dir,
-        keys_to_strip,
-        stage.file(tflite_path),
-        quantize,
-        representative_data,
-        tflite_sparse,
-      )
-    if frozen_graph_path:
-      with open(stage.file(frozen_graph_path), 'wb') as f:
-        f.write(frozen.graph_def.SerializeToString())
-    stage.commit()
+  source = base.Source(
+    module,
+    tuple(keys),
+    tuple(keys_to_fold),
+    f'SavedModel {saved_model_dir!r}',
+    original=loaded,
+  )
+  written = driver.write(source, requests, overwrite)
   shrunk = None
   if shrink:
     shrunk = module.shrink_report
@@ -223,28 +199,47 @@ def strip_saved_model(
         shrunk,
         latency=tuple(
           _signature_latency(
-            loaded, pruning, keys_to_strip[0], module, latency_batches
+            loaded, pruning, keys_to_fold[0], module, latency_batches
           )
         ),
       )
+  tflite = written.get(tflite_format.NAME)
+  frozen = written.get(frozen_graph.NAME)
   return dataclasses.replace(
     module.report,
     shrink=shrunk,
     input_size=sizes.measure(saved_model_dir, lazy=True),
-    output_size=sizes.measure(output_dir, lazy=True),
-    tflite_size=sizes.measure(tflite_path) if tflite_path else None,
+    output_size=written[saved_model.NAME].size,
+    tflite_size=tflite.size if tflite else None,
     tflite=tflite,
-    frozen_graph_size=(
-      sizes.measure(frozen_graph_path) if frozen_graph_path else None
-    ),
-    frozen_graph_inputs=frozen.input_names if frozen else (),
-    frozen_graph_outputs=frozen.output_names if frozen else (),
+    frozen_graph_size=frozen.size if frozen else None,
+    frozen_graph_inputs=frozen.inputs if frozen else (),
+    frozen_graph_outputs=frozen.outputs if frozen else (),
     dense_size=(
-      dense_lib.dense_size(loaded, pruning, keys_to_strip)
+      dense_lib.dense_size(loaded, pruning, keys_to_fold)
       if dense_reference
       else None
     ),
+    outputs=written,
   )
+
+
+def _requests(output_dir, tflite_path, frozen_graph_path, verify, tflite):
+  """The formats asked for, named as `strip_saved_model`'s arguments."""
+  requests = [
+    base.Request(
+      saved_model.NAME, output_dir, 'output_dir', saved_model.Options(verify)
+    )
+  ]
+  if tflite_path:
+    requests.append(
+      base.Request(tflite_format.NAME, tflite_path, 'tflite_path', tflite)
+    )
+  if frozen_graph_path:
+    requests.append(
+      base.Request(frozen_graph.NAME, frozen_graph_path, 'frozen_graph_path')
+    )
+  return requests
 
 
 def _signature_latency(loaded, pruning, key, shrunk, batches):
@@ -262,8 +257,8 @@ def _signature_latency(loaded, pruning, key, shrunk, batches):
   )
 
 
-def _strip_signatures(loaded, pruning, keys, saved_model_dir, shrink=False):
-  """Strips each signature of `loaded`: (`StrippedModel`, {key: stripped}).
+def _fold_signatures(loaded, pruning, keys, saved_model_dir, shrink=False):
+  """Folds the masks of each signature of `loaded`: a `StrippedModel`.
 
   The loaded model's other variables are written as they are (no copy).
 
@@ -294,7 +289,7 @@ def _strip_signatures(loaded, pruning, keys, saved_model_dir, shrink=False):
     module.shrink_report = shrink_report.make_report(
       list(stripped_by_key.items())
     )
-  return module, stripped_by_key
+  return module
 
 
 def _select_signatures(loaded, path, signature_keys):
@@ -314,44 +309,3 @@ def _select_signatures(loaded, path, signature_keys):
         f'are {available}.'
       )
   return keys
-
-
-def _frozen_graph_key(keys):
-  if len(keys) == 1:
-    return keys[0]
-  if _DEFAULT_SIGNATURE in keys:
-    return _DEFAULT_SIGNATURE
-  raise errors.StripError(
-    f'A frozen graph holds one signature but {keys} are selected and none '
-    f'is {_DEFAULT_SIGNATURE!r}; choose one with --signature '
-    '(signature_keys).'
-  )
-
-
-def _check_paths(saved_model_dir, outputs):
-  """Refuses outputs that would write into or replace the input, or nest."""
-  source = os.path.realpath(saved_model_dir)
-  targets = [os.path.realpath(p) for p in outputs]
-  for i, path in enumerate(outputs):
-    for j, other in enumerate(outputs):
-      if i != j and (
-        targets[i] == targets[j] or targets[i].startswith(targets[j] + os.sep)
-      ):
-        raise errors.StripError(
-          f'Output {path!r} is the same as or inside output {other!r}; '
-          'give each output its own path beside the others.'
-        )
-  for path in outputs:
-    target = os.path.realpath(path)
-    if target == source or target.startswith(source + os.sep):
-      raise errors.StripError(
-        f'Output {path!r} is inside the input SavedModel '
-        f'{saved_model_dir!r}; write it elsewhere (the input is never '
-        'modified).'
-      )
-    if source.startswith(target + os.sep):
-      raise errors.StripError(
-        f'Output {path!r} contains the input SavedModel '
-        f'{saved_model_dir!r}; write it elsewhere (the input is never '
-        'modified).'
-      )
