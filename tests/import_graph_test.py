@@ -144,8 +144,9 @@ class ImportGraphTest(tf.test.TestCase):
   def test_no_cycle(self):
     cycle = find_cycle(import_graph())
     self.assertIsNone(
-      cycle, f'import cycle: {" -> ".join(cycle or ())}; move the shared '
-      'part into a module both can import.'
+      cycle,
+      f'import cycle: {" -> ".join(cycle or ())}; move the shared '
+      'part into a module both can import.',
     )
 
   def test_only_train_study_and_cli_import_them(self):
