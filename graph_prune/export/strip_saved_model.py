@@ -126,7 +126,7 @@ def strip_saved_model(
     output_dir: the stripped SavedModel to write.
     signature_keys: the signatures to strip and write (default: all).
     tflite_path: also write a TFLite flatbuffer of the stripped signatures,
-      checked against them (`graph_prune/export/tflite.py`).
+      checked against them (`graph_prune/export/formats/tflite.py`).
     frozen_graph_path: also write the frozen GraphDef (.pb) of one
       signature: the only one selected, or 'serving_default'.
     overwrite: replace outputs that exist and are not empty.
@@ -147,7 +147,8 @@ def strip_saved_model(
       `dense_reference.dense_size`), the report's `dense_size`.
 
   Returns:
-    A `StripReport` with sizes.
+    A `StripReport` with sizes, and in `outputs` one report per format
+    written (`formats.base.ExportReport`).
 
   Raises:
     SavedModelNotFoundError, NoPruningVariablesError, UnknownSignatureError,
@@ -172,9 +173,9 @@ def strip_saved_model(
   aliases = conventions.signature_aliases(loaded.signatures)
   keys_to_fold = [k for k in keys if aliases.get(k) not in keys]
   if frozen_graph_path:  # refused before the (long) folding
-    frozen = frozen_graph.Options(frozen_graph.signature_key(keys_to_fold))
+    chosen = frozen_graph.Options(frozen_graph.signature_key(keys_to_fold))
     requests = [
-      dataclasses.replace(r, options=frozen)
+      dataclasses.replace(r, options=chosen)
       if r.format == frozen_graph.NAME
       else r
       for r in requests
