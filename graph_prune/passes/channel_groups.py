@@ -34,56 +34,10 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-_PASS = frozenset(
-  [
-    'Relu',
-    'Relu6',
-    'Elu',
-    'Selu',
-    'Sigmoid',
-    'Tanh',
-    'Softplus',
-    'Softsign',
-    'Erf',
-    'Neg',
-    'Abs',
-    'Square',
-    'Sqrt',
-    'Rsqrt',
-    'Exp',
-    'Identity',
-    'Snapshot',
-    'StopGradient',
-    'PreventGradient',
-    'Cast',
-    'LeakyRelu',
-    'Gelu',
-    'CheckNumerics',
-    'EnsureShape',
-    'Reciprocal',
-  ]
-)
-# Elementwise ops where another input from outside ties the channel to it.
-_ADDITIVE = frozenset(['Add', 'AddV2', 'Sub', 'AddN', 'BiasAdd'])
-_ELEMENTWISE = _ADDITIVE | frozenset(
-  [
-    'Mul',
-    'RealDiv',
-    'DivNoNan',
-    'Maximum',
-    'Minimum',
-    'SquaredDifference',
-    'SelectV2',
-    'Select',
-    'Pow',
-  ]
-)
-_REDUCE = frozenset(['Mean', 'Max', 'Min', 'Sum', 'Prod'])
-_POOL = frozenset(['MaxPool', 'AvgPool', 'MaxPool3D', 'AvgPool3D', 'MaxPoolV2'])
-_SHAPE_OPS = frozenset(['Reshape', 'Squeeze', 'ExpandDims'])
-_BATCH_NORM = frozenset(
-  ['FusedBatchNorm', 'FusedBatchNormV2', 'FusedBatchNormV3']
-)
+from graph_prune.passes import channel_classes
+from graph_prune.passes import channel_ops
+from graph_prune.passes.channel_ops import Kind
+
 _RANDOM = frozenset(
   [
     'RandomUniform',
@@ -161,37 +115,6 @@ class ChannelGroups:
   params: Tuple[ParamMask, ...] = ()
 
 
-class _Ids:
-  """Union-find over channel ids; a root may be fixed."""
-
-  def __init__(self):
-    self.parent: List[int] = []
-    self.fixed: List[bool] = []
-
-  def new(self, count: int) -> np.ndarray:
-    start = len(self.parent)
-    self.parent.extend(range(start, start + count))
-    self.fixed.extend([False] * count)
-    return np.arange(start, start + count)
-
-  def find(self, i: int) -> int:
-    while self.parent[i] != i:
-      self.parent[i] = self.parent[self.parent[i]]
-      i = self.parent[i]
-    return i
-
-  def union(self, a: np.ndarray, b: np.ndarray) -> None:
-    for x, y in zip(a.tolist(), b.tolist()):
-      rx, ry = self.find(x), self.find(y)
-      if rx != ry:
-        self.parent[ry] = rx
-        self.fixed[rx] = self.fixed[rx] or self.fixed[ry]
-
-  def fix(self, ids: np.ndarray) -> None:
-    for i in ids.tolist():
-      self.fixed[self.find(i)] = True
-
-
 def analyse(
   analysis,
   consumers: Mapping[str, str],
@@ -230,7 +153,7 @@ class _Walk:
     self.kernels = set(consumers.values())
     self.variables = variables
     self.coupled = coupled
-    self.ids = _Ids()
+    self.ids = channel_classes.Classes()
     self.layouts: Dict[str, np.ndarray] = {}
     self.kernel_ids: Dict[str, np.ndarray] = {}
     self.owner: Dict[int, Tuple[str, int]] = {}  # id -> (kernel, unit)
@@ -286,38 +209,44 @@ class _Walk:
 
   def _visit(self, op) -> None:
     self._track(op)
-    kind = op.type
-    if kind in ('MatMul', 'Conv2D', 'Conv3D'):
+    rule = channel_ops.rule(op.type)
+    if rule is None:
+      return  # the channels end here
+    if rule.kind is Kind.PRODUCER:
       self._producer(op)
       return
     ins = [self.layouts.get(t.name) for t in op.inputs]
-    if all(x is None for x in ins):
-      return
-    if kind in _PASS:
+    if any(x is not None for x in ins):
+      _HANDLERS[rule.kind](self, op, ins, rule)
+
+  def _unary(self, op, ins, rule) -> None:
+    del rule  # every unary op keeps channel c at c
+    self._set(op.outputs[0], ins[0])
+
+  def _identity_n(self, op, ins, rule) -> None:
+    del rule  # output k is input k
+    for t, layout in zip(op.outputs, ins):
+      self._set(t, layout)
+
+  def _batch_norm(self, op, ins, rule) -> None:
+    del rule  # training or inference alike: scale and shift per channel
+    if ins[0] is not None:
+      self._param_inputs(op, ins[0], [1, 2])
       self._set(op.outputs[0], ins[0])
-    elif kind == 'IdentityN':
-      for t, layout in zip(op.outputs, ins):
-        self._set(t, layout)
-    elif kind in _ELEMENTWISE:
-      self._elementwise(op, ins)
-    elif kind in _BATCH_NORM:
-      if ins[0] is not None:
-        self._param_inputs(op, ins[0], [1, 2])
-        self._set(op.outputs[0], ins[0])
-    elif kind in _REDUCE:
-      self._reduce(op, ins[0])
-    elif kind in _POOL or kind in ('Pad', 'PadV2', 'MirrorPad'):
-      if ins[0] is not None and self._keeps_last_axis(op):
-        self._set(op.outputs[0], ins[0])
-    elif kind in _SHAPE_OPS:
-      if ins[0] is not None and _last(op.inputs[0]) == _last(op.outputs[0]):
-        self._set(op.outputs[0], ins[0])
-    elif kind == 'DepthwiseConv2dNative':
-      self._depthwise(op, ins[0])
-    elif kind == 'ConcatV2':
-      self._concat(op, ins)
-    elif kind in ('Split', 'SplitV'):
-      self._split(op, ins)
+
+  def _spatial(self, op, ins, rule) -> None:
+    """Pooling and padding: fine while the last axis is left alone."""
+    del rule
+    if ins[0] is not None and self._keeps_last_axis(op):
+      self._set(op.outputs[0], ins[0])
+
+  def _reshape(self, op, ins, rule) -> None:
+    del rule  # followed while the last axis stays the same
+    if ins[0] is not None and _last(op.inputs[0]) == _last(op.outputs[0]):
+      self._set(op.outputs[0], ins[0])
+
+  def _ends(self, op, ins, rule) -> None:
+    del op, ins, rule  # reads only the shape: the channels end here
 
   def _set(self, t, layout) -> None:
     if layout is not None and _last(t) == layout.size:
@@ -342,7 +271,7 @@ class _Walk:
         self.owner[i] = (kernel, unit)
     self._set(op.outputs[0], self.kernel_ids[kernel])
 
-  def _elementwise(self, op, ins) -> None:
+  def _elementwise(self, op, ins, rule) -> None:
     out = op.outputs[0]
     width = _last(out)
     carried = [
@@ -364,7 +293,7 @@ class _Walk:
         continue
       if self._is_param(t):
         self._param(t, layout, width)
-      elif op.type in _ADDITIVE and _last(t) == width:
+      elif rule.additive and _last(t) == width:
         if not self.coupled:
           return
         self.ids.fix(layout)
@@ -390,12 +319,14 @@ class _Walk:
       self.params.setdefault(name, layout)
 
   def _keeps_last_axis(self, op) -> bool:
-    if op.type in _POOL:
+    if channel_ops.rule(op.type).kind is Kind.POOL:
       return op.get_attr('data_format').endswith(b'C')
     paddings = tf.get_static_value(op.inputs[1])
     return paddings is not None and not np.any(np.asarray(paddings)[-1])
 
-  def _reduce(self, op, layout) -> None:
+  def _reduce(self, op, ins, rule) -> None:
+    del rule  # kept while the last axis is not reduced
+    layout = ins[0]
     axes = tf.get_static_value(op.inputs[1])
     rank = op.inputs[0].shape.rank
     if layout is None or axes is None or rank is None:
@@ -403,7 +334,9 @@ class _Walk:
     if (rank - 1) not in {int(a) % rank for a in np.ravel(axes)}:
       self._set(op.outputs[0], layout)
 
-  def _depthwise(self, op, layout) -> None:
+  def _depthwise(self, op, ins, rule) -> None:
+    del rule
+    layout = ins[0]
     if layout is None or not op.get_attr('data_format').endswith(b'C'):
       return
     multiplier = _last(op.inputs[1])
@@ -421,7 +354,8 @@ class _Walk:
       return None
     return int(np.ravel(axis)[0]) % rank
 
-  def _concat(self, op, ins) -> None:
+  def _concat(self, op, ins, rule) -> None:
+    del rule
     values, layouts = list(op.inputs[:-1]), ins[:-1]
     axis = self._axis(op, op.inputs[-1])
     if axis is None:
@@ -451,7 +385,8 @@ class _Walk:
         self.ids.union(present[0], other)
     self._set(op.outputs[0], present[0])
 
-  def _split(self, op, ins) -> None:
+  def _split(self, op, ins, rule) -> None:
+    del rule
     value_index, axis_index = (1, 0) if op.type == 'Split' else (0, 2)
     layout = ins[value_index]
     if layout is None:
@@ -480,7 +415,7 @@ class _Walk:
 
     def source(i):
       root = self.ids.find(i)
-      return None if self.ids.fixed[root] else owners.get(root)
+      return None if self.ids.is_fixed(root) else owners.get(root)
 
     masks = []
     for name, layout in self.params.items():
@@ -499,20 +434,15 @@ class _Walk:
       for i in ids.tolist():
         by_root[self.ids.find(i)].add(index)
     # Entries sharing any channel form one group.
-    parent = list(range(len(entries)))
-
-    def top(x):
-      while parent[x] != x:
-        x = parent[x]
-      return x
-
+    clusters_of = channel_classes.Classes()
+    clusters_of.new(len(entries))
     for members in by_root.values():
       first, *rest = sorted(members)
       for other in rest:
-        parent[top(other)] = top(first)
+        clusters_of.union(first, other)
     clusters = collections.defaultdict(list)
     for index in range(len(entries)):
-      clusters[top(index)].append(index)
+      clusters[clusters_of.find(index)].append(index)
     groups = []
     for indices in clusters.values():
       if len(indices) < 2:
@@ -534,7 +464,7 @@ class _Walk:
         channels.append(roots.setdefault(root, len(roots)))
       members.append(Member(kernel, axis, tuple(channels)))
     fixed = tuple(
-      channel for root, channel in roots.items() if self.ids.fixed[root]
+      channel for root, channel in roots.items() if self.ids.is_fixed(root)
     )
     return UnitGroup(tuple(members), len(roots), fixed)
 
@@ -544,3 +474,23 @@ def _last(t) -> Optional[int]:
   if shape.rank is None or shape.rank == 0:
     return None
   return shape.as_list()[-1]
+
+
+# One handler per kind of `channel_ops.TABLE` (the producer's is separate:
+# it starts channels rather than carrying them).
+_HANDLERS = {
+  Kind.UNARY: _Walk._unary,
+  Kind.ELEMENTWISE: _Walk._elementwise,
+  Kind.IDENTITY_N: _Walk._identity_n,
+  Kind.BATCH_NORM: _Walk._batch_norm,
+  Kind.POOL: _Walk._spatial,
+  Kind.PAD: _Walk._spatial,
+  Kind.REDUCE: _Walk._reduce,
+  Kind.RESHAPE: _Walk._reshape,
+  Kind.SHAPE: _Walk._ends,
+  Kind.DEPTHWISE: _Walk._depthwise,
+  Kind.CONCAT: _Walk._concat,
+  Kind.SPLIT: _Walk._split,
+}
+
+KINDS_FOLLOWED = frozenset(_HANDLERS) | {Kind.PRODUCER}

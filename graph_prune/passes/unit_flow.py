@@ -39,6 +39,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from graph_prune.passes import channel_classes
 from graph_prune.passes import graph_ir
 
 # Ops that pass a constant's value through unchanged on the way to a kernel
@@ -89,49 +90,27 @@ class Edit:
   fold: Optional[Callable[[np.ndarray], np.ndarray]] = None
 
 
-class Units:
-  """Every producer's output units as elements, with a union-find on them.
+class Units(channel_classes.Classes):
+  """Every producer's output units as elements, in classes.
 
   Element 0 stands for channels that no producer owns (the network input,
-  an op shrinking does not follow); it is never zero, so a class holding it
-  never goes.
+  an op shrinking does not follow); it is fixed and never zero, so a class
+  holding it never goes.
   """
 
   def __init__(self):
-    self._parent = [0]
+    super().__init__()
+    self.fix(self.new(1))
     self.zero = np.zeros(1, dtype=bool)  # element -> its unit is zero
 
   def add(self, zero: np.ndarray) -> np.ndarray:
     """New elements, one per unit; returns their ids."""
-    start = len(self._parent)
-    ids = np.arange(start, start + zero.size)
-    self._parent.extend(ids.tolist())
     self.zero = np.concatenate([self.zero, np.asarray(zero, dtype=bool)])
-    return ids
-
-  def __len__(self) -> int:
-    return len(self._parent)
-
-  def find(self, element: int) -> int:
-    parent = self._parent
-    root = element
-    while parent[root] != root:
-      root = parent[root]
-    while parent[element] != root:
-      parent[element], element = root, parent[element]
-    return root
-
-  def union(self, a: np.ndarray, b: np.ndarray) -> None:
-    """Ties a[i] to b[i] for every i (the same channel of two tensors)."""
-    for x, y in zip(np.ravel(a).tolist(), np.ravel(b).tolist()):
-      x, y = self.find(x), self.find(y)
-      if x != y:
-        # The smaller id becomes the root, so element 0 stays a root.
-        self._parent[max(x, y)] = min(x, y)
+    return self.new(np.size(zero))
 
   def classes(self) -> np.ndarray:
     """Element -> the root of its class."""
-    return np.array([self.find(e) for e in range(len(self))], dtype=np.int64)
+    return self.roots()
 
 
 @dataclasses.dataclass

@@ -12,6 +12,7 @@ from typing import List
 
 import numpy as np
 
+from graph_prune.passes.channel_ops import Kind
 from graph_prune.passes.unit_flow import Space
 from graph_prune.passes.unit_traversal import CannotFollowError
 from graph_prune.passes.unit_traversal import Context
@@ -143,11 +144,8 @@ def _pad(ctx: Context, node, position: int, space: Space):
   return follow_same(space, node)
 
 
-RULES = {
-  'ConcatV2': _concat,
-  'Split': _split,
-  'SplitV': _split,
-  'Pad': _pad,
-  'PadV2': _pad,
-  'MirrorPad': _pad,
+BY_KIND = {
+  Kind.CONCAT: _concat,
+  Kind.SPLIT: _split,
+  Kind.PAD: _pad,
 }

@@ -19,6 +19,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from graph_prune.passes import channel_classes
 from graph_prune.passes import unit_flow
 
 ONE_STAYS = 'one unit stays, so that the layer keeps an output'
@@ -139,21 +140,14 @@ def _layer_reasons(group, classes, removed, reasons, members, zero, names):
 def _coupled(flow, classes, all_zero, go, reasons, members):
   """The connected components of producers that share a class."""
   index = {g.producer: i for i, g in enumerate(flow.groups)}
-  parent = list(range(len(flow.groups)))
-
-  def find(i):
-    while parent[i] != i:
-      parent[i] = parent[parent[i]]
-      i = parent[i]
-    return i
-
+  producers = channel_classes.Classes()
+  producers.new(len(flow.groups))
   for groups in members.values():
     for other in groups[1:]:
-      a, b = find(index[groups[0].producer]), find(index[other.producer])
-      parent[max(a, b)] = min(a, b)
+      producers.union(index[groups[0].producer], index[other.producer])
   components = collections.defaultdict(list)
   for i, group in enumerate(flow.groups):
-    components[find(i)].append(group)
+    components[producers.find(i)].append(group)
   result = []
   for groups in components.values():
     if len(groups) < 2:

@@ -19,9 +19,10 @@ only rearrange channels (concatenation, split, padding) are in
 from typing import List
 
 import numpy as np
-import tensorflow as tf
 
+from graph_prune.passes import channel_ops
 from graph_prune.passes import unit_layout_rules
+from graph_prune.passes.channel_ops import Kind
 from graph_prune.passes.unit_flow import Edit
 from graph_prune.passes.unit_flow import Space
 from graph_prune.passes.unit_traversal import CannotFollowError
@@ -30,54 +31,9 @@ from graph_prune.passes.unit_traversal import follow_same
 from graph_prune.passes.unit_traversal import zero_channels
 
 
-def _f32(fn):
-  return lambda *xs: np.asarray(fn(*[np.float32(x) for x in xs]))
-
-
-# Elementwise ops of one tensor: op -> f(const, node), the removed units'
-# constant through the op.
-_UNARY = {
-  'Relu': lambda x, n: _f32(tf.nn.relu)(x),
-  'Relu6': lambda x, n: _f32(tf.nn.relu6)(x),
-  'Elu': lambda x, n: _f32(tf.nn.elu)(x),
-  'Selu': lambda x, n: _f32(tf.nn.selu)(x),
-  'Sigmoid': lambda x, n: _f32(tf.math.sigmoid)(x),
-  'Tanh': lambda x, n: _f32(tf.math.tanh)(x),
-  'Softplus': lambda x, n: _f32(tf.math.softplus)(x),
-  'Softsign': lambda x, n: _f32(tf.nn.softsign)(x),
-  'Erf': lambda x, n: _f32(tf.math.erf)(x),
-  'Erfc': lambda x, n: _f32(tf.math.erfc)(x),  # exact GELU
-  'Sqrt': lambda x, n: _f32(tf.math.sqrt)(x),
-  'Rsqrt': lambda x, n: _f32(tf.math.rsqrt)(x),
-  'StopGradient': lambda x, n: x,
-  'Neg': lambda x, n: -np.float32(x),
-  'Abs': lambda x, n: np.abs(np.float32(x)),
-  'Square': lambda x, n: np.square(np.float32(x)),
-  'Exp': lambda x, n: _f32(tf.math.exp)(x),
-  'Identity': lambda x, n: x,
-  'Snapshot': lambda x, n: x,
-  'LeakyRelu': lambda x, n: _f32(
-    lambda v: tf.nn.leaky_relu(v, n.attr['alpha'].f)
-  )(x),
-}
-
-# Elementwise ops of two tensors: op -> f(a, b).
-_BINARY = {
-  'Add': _f32(tf.math.add),
-  'AddV2': _f32(tf.math.add),
-  'BiasAdd': _f32(tf.math.add),
-  'Sub': _f32(tf.math.subtract),
-  'Mul': _f32(tf.math.multiply),
-  'RealDiv': _f32(tf.math.divide),
-  'Maximum': _f32(tf.math.maximum),
-  'Minimum': _f32(tf.math.minimum),
-  'SquaredDifference': _f32(tf.math.squared_difference),
-  'Pow': _f32(tf.math.pow),  # GELU's tanh form: x ** 3
-}
-
-
 def _unary(ctx: Context, node, position: int, space: Space):
-  return follow_same(space, node, _UNARY[node.op](space.const, node))
+  value = channel_ops.TABLE[node.op].value
+  return follow_same(space, node, value(space.const, node))
 
 
 def _identity_n(ctx: Context, node, position: int, space: Space):
@@ -92,63 +48,67 @@ def _identity_n(ctx: Context, node, position: int, space: Space):
   return spaces
 
 
-def _binary(ctx: Context, node, position: int, space: Space):
+def _elementwise(ctx: Context, node, position: int, space: Space):
+  """Add, Mul, Select, AddN...: channel c of every operand is one class.
+
+  An operand is a tensor whose channels the flow follows, or a constant of
+  one value or one per channel (a bias: sliced with the units); the removed
+  units' constant is the op's value of the operands' constants.
+  """
   if node.op == 'BiasAdd' and (
     position != 0 or not node.attr['data_format'].s.endswith(b'C')
   ):
     raise CannotFollowError(f'BiasAdd {node.name!r} is not over the last axis')
-  fn = _BINARY[node.op]
-  other = ctx.graph.input(node, 1 - position)
-  if not ctx.graph.is_constant(other):
-    return _two_tensors(ctx, node, position, space, fn)
-  value = ctx.graph.value(other)
   width = space.root.size
   rank = len(ctx.graph.shape(space.tensor) or ())
+  data = [t for t in node.input if not t.startswith('^')]
+  spaces, consts = [], []
+  for index in range(len(data)):
+    tensor = ctx.graph.input(node, index)
+    carried = ctx.space(tensor)
+    if carried is not None:
+      if carried.root.size != width:
+        raise CannotFollowError(
+          f'{node.op} {node.name!r} broadcasts one operand over the channels '
+          f'({carried.root.size} and {width} channels)'
+        )
+      spaces.append(carried)
+      consts.append(carried.const)
+    elif ctx.graph.is_constant(tensor):
+      consts.append(_operand(ctx, node, index, tensor, width, rank, space))
+    else:
+      raise CannotFollowError(
+        f'{node.op} {node.name!r} combines the channels with a tensor that '
+        'no layer shrinking follows produces (the network input, an unknown '
+        'op)'
+      )
+  for mine in spaces:
+    for theirs in spaces:
+      ctx.stop(
+        f'{node.op} {node.name!r} combines the channels with channels that '
+        'no layer shrinking follows produces',
+        mine.root[theirs.root == 0],
+      )
+    ctx.units.union(space.root, mine.root)
+  value = channel_ops.TABLE[node.op].value
+  return follow_same(space, node, value(*consts))
+
+
+def _operand(ctx, node, index, tensor, width, rank, space):
+  """A constant operand as one value per channel (a bias is sliced)."""
+  value = np.asarray(ctx.graph.value(tensor))
   if value.ndim > rank or any(d != 1 for d in value.shape[:-1]):
     raise CannotFollowError(
       f'{node.op} {node.name!r} broadcasts over other axes'
     )
   if value.size == width and value.ndim:
-    ctx.edits.append(Edit('slice', node.name, 1 - position, -1, space.root))
-    vector = value.reshape(-1)
-  elif value.size == 1:
-    vector = np.full(width, value.reshape(-1)[0])
-  else:
-    raise CannotFollowError(
-      f'{node.op} {node.name!r} has an operand of shape {value.shape}'
-    )
-  a, b = (space.const, vector) if position == 0 else (vector, space.const)
-  return follow_same(space, node, fn(a, b))
-
-
-def _two_tensors(ctx, node, position, space, fn):
-  """A residual add, an SE gate, x * sigmoid(x): ties channel c of both.
-
-  Elementwise by position (broadcasting over the other axes), so channel c
-  of one operand and channel c of the other are one class from here on:
-  removed together or not at all, with the constant `fn(a, b)`.
-  """
-  other = ctx.space(ctx.graph.input(node, 1 - position))
-  if other is None:
-    raise CannotFollowError(
-      f'{node.op} {node.name!r} combines the channels with a tensor that '
-      'no layer shrinking follows produces (the network input, an unknown '
-      'op)'
-    )
-  if other.root.size != space.root.size:
-    raise CannotFollowError(
-      f'{node.op} {node.name!r} broadcasts one operand over the channels '
-      f'({other.root.size} and {space.root.size} channels)'
-    )
-  for mine, theirs in ((space, other), (other, space)):
-    ctx.stop(
-      f'{node.op} {node.name!r} combines the channels with channels that no '
-      'layer shrinking follows produces',
-      mine.root[theirs.root == 0],
-    )
-  ctx.units.union(space.root, other.root)
-  a, b = (space, other) if position == 0 else (other, space)
-  return follow_same(space, node, fn(a.const, b.const))
+    ctx.edits.append(Edit('slice', node.name, index, -1, space.root))
+    return value.reshape(-1)
+  if value.size == 1:
+    return np.full(width, value.reshape(-1)[0])
+  raise CannotFollowError(
+    f'{node.op} {node.name!r} has an operand of shape {value.shape}'
+  )
 
 
 def _kernel(ctx, node):
@@ -320,7 +280,19 @@ def _reduce(ctx: Context, node, position: int, space: Space):
   axes = {int(a) % rank for a in np.ravel(ctx.graph.value(axes_tensor))}
   if rank - 1 in axes:
     raise CannotFollowError(f'{node.op} {node.name!r} reduces over the units')
-  return follow_same(space, node)
+  if node.op not in ('Sum', 'Prod'):
+    return follow_same(space, node)  # a mean or extreme of a constant
+  count = [shapes[0][a] for a in axes]
+  if None in count:
+    ctx.stop(
+      f'{node.op} {node.name!r} reduces over axes of unknown size, so a '
+      'removed unit would have no known constant after it',
+      space.root[zero_channels(space, ctx) & (space.const != 0)],
+    )
+    count = [1]
+  n = int(np.prod(count))
+  const = space.const * n if node.op == 'Sum' else space.const**n
+  return follow_same(space, node, np.asarray(const, np.float32))
 
 
 def _reshape_axes(ctx: Context, node, position: int, space: Space):
@@ -378,30 +350,37 @@ def _shape(ctx: Context, node, position: int, space: Space):
   return None
 
 
+def _reshaping(ctx: Context, node, position: int, space: Space):
+  if node.op == 'Reshape':
+    return _reshape(ctx, node, position, space)
+  return _reshape_axes(ctx, node, position, space)
+
+
+def _consumer(ctx: Context, node, position: int, space: Space):
+  if node.op == 'MatMul':
+    return _matmul(ctx, node, position, space)
+  return _conv(ctx, node, position, space)
+
+
+# One rule per kind of `channel_ops.TABLE`; the rules of ops that only
+# rearrange channels are in `unit_layout_rules`.
+BY_KIND = {
+  Kind.UNARY: _unary,
+  Kind.ELEMENTWISE: _elementwise,
+  Kind.IDENTITY_N: _identity_n,
+  Kind.PRODUCER: _consumer,
+  Kind.DEPTHWISE: _depthwise,
+  Kind.BATCH_NORM: _batch_norm,
+  Kind.POOL: _pool,
+  Kind.REDUCE: _reduce,
+  Kind.RESHAPE: _reshaping,
+  Kind.SHAPE: _shape,
+  **unit_layout_rules.BY_KIND,
+}
+
+
 def _rules():
-  rules = {}
-  rules.update(dict.fromkeys(_UNARY, _unary))
-  rules.update(dict.fromkeys(_BINARY, _binary))
-  rules['IdentityN'] = _identity_n
-  rules['MatMul'] = _matmul
-  rules.update(dict.fromkeys(['Conv2D', 'Conv3D'], _conv))
-  rules['DepthwiseConv2dNative'] = _depthwise
-  rules.update(
-    dict.fromkeys(
-      ['FusedBatchNorm', 'FusedBatchNormV2', 'FusedBatchNormV3'], _batch_norm
-    )
-  )
-  rules.update(
-    dict.fromkeys(
-      ['MaxPool', 'AvgPool', 'MaxPool3D', 'AvgPool3D', 'MaxPoolV2'], _pool
-    )
-  )
-  rules.update(dict.fromkeys(['Mean', 'Max', 'Min'], _reduce))
-  rules.update(dict.fromkeys(['Squeeze', 'ExpandDims'], _reshape_axes))
-  rules['Reshape'] = _reshape
-  rules['Shape'] = _shape
-  rules.update(unit_layout_rules.RULES)
-  return rules
+  return {op: BY_KIND[r.kind] for op, r in channel_ops.TABLE.items()}
 
 
 RULES = _rules()

@@ -14,6 +14,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from graph_prune.passes import channel_ops
+from graph_prune.passes.channel_ops import Kind
 from graph_prune.passes.unit_flow import Edit
 from graph_prune.passes.unit_flow import Flow
 from graph_prune.passes.unit_flow import Graph
@@ -67,22 +69,9 @@ class Context:
       self.stops.append((reason, elements))
 
 
-# Ops whose rule reads every input's channels itself (ties or concatenates
-# them); any other op given the channels of two inputs stops.
-MULTI_INPUT = frozenset(
-  [
-    'Add',
-    'AddV2',
-    'IdentityN',
-    'Sub',
-    'Mul',
-    'RealDiv',
-    'Maximum',
-    'Minimum',
-    'SquaredDifference',
-    'ConcatV2',
-  ]
-)
+# Kinds whose rule reads every input's channels itself (ties or concatenates
+# them); an op of another kind given the channels of two inputs stops.
+_MULTI_INPUT = frozenset([Kind.ELEMENTWISE, Kind.IDENTITY_N, Kind.CONCAT])
 
 
 def analyze(graph_def, output_names: Sequence[str], rules, values=None) -> Flow:
@@ -130,7 +119,8 @@ def _visit(ctx: Context, node, rules) -> None:
       raise CannotFollowError(
         f'op {node.op} {node.name!r} is not known to shrinking'
       )
-    if len(positions) > 1 and node.op not in MULTI_INPUT:
+    kind = getattr(channel_ops.rule(node.op), 'kind', None)
+    if len(positions) > 1 and kind not in _MULTI_INPUT:
       raise CannotFollowError(
         f'{node.op} {node.name!r} reads the channels of several layers'
       )
