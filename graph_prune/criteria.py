@@ -11,9 +11,8 @@ and coupled channel groups (whose score is the L2 norm of their slices'
 scores). So a new criterion is one new row of `CRITERIA`, and no path can
 keep ranking |w| behind its back.
 
-| name        | score  | inputs |
-|-------------|--------|--------|
-| `magnitude` | \\|w\\|  | none   |
+    name        score    inputs
+    magnitude   |w|      none
 
 The contract of a criterion's `signed` function: given the weight and its
 inputs cast to the score dtype (`score_dtype`), inputs broadcastable against
@@ -28,6 +27,7 @@ already non-negative just returns them.
 """
 
 import dataclasses
+import difflib
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -101,9 +101,11 @@ def resolve(criterion: Union[str, Criterion]) -> Criterion:
   """
   if isinstance(criterion, Criterion):
     return criterion
-  if criterion not in CRITERIA:
+  if not isinstance(criterion, str) or criterion not in CRITERIA:
+    close = difflib.get_close_matches(str(criterion), NAMES, n=1)
+    hint = f'did you mean {close[0]!r}? ' if close else ''
     raise UnknownCriterionError(
-      f'Unknown pruning criterion {criterion!r}; known criteria: '
+      f'Unknown pruning criterion {criterion!r}; {hint}known criteria: '
       f'{", ".join(NAMES)}.'
     )
   return CRITERIA[criterion]

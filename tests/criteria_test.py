@@ -359,6 +359,12 @@ class ErrorsTest(parameterized.TestCase, tf.test.TestCase):
     for known in criteria.NAMES:
       self.assertIn(known, message)
 
+  def test_unknown_name_suggests_a_close_one(self):
+    with self.assertRaisesRegex(
+      criteria.UnknownCriterionError, "did you mean 'magnitude'"
+    ):
+      criteria.resolve('magnitde')
+
   def test_unknown_name_through_compute_masks(self):
     w = _random((12, 10), seed=0)
     with self.assertRaisesRegex(criteria.UnknownCriterionError, "'wanda'"):
