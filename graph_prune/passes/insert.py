@@ -49,6 +49,7 @@ from graph_prune.passes import driver
 from graph_prune.passes import graph_ir
 from graph_prune.passes import inline
 from graph_prune.passes import lower
+from graph_prune.passes import mask_keys
 from graph_prune.passes import scan
 from graph_prune.passes import tape_ops
 
@@ -142,10 +143,12 @@ def insert_masks(
   """
   analysis = _analysis_of(traced, scan_result)
   prunable = scan.scan_analysis(analysis)
-  masks = _masks_by_name(masks, analysis.infos, traced.name)
-  _check_masks(masks, {w.name: w for w in prunable.candidates}, traced.name)
-  params = _masks_by_name(dict(param_masks), analysis.infos, traced.name)
-  _check_masks(params, _readonly(analysis.infos, masks), traced.name)
+  masks = mask_keys.by_name(masks, analysis.infos, traced.name)
+  mask_keys.check(masks, {w.name: w for w in prunable.candidates}, traced.name)
+  params = mask_keys.by_name(dict(param_masks), analysis.infos, traced.name)
+  mask_keys.check(
+    params, mask_keys.readonly(analysis.infos, masks), traced.name
+  )
   masks = {**masks, **params}
   call_id = next(_call_ids)
   new_top, graph_def, flat_name, bound = _rewrite(
@@ -303,73 +306,6 @@ def _report(prunable, weights, masks, bound) -> RewriteReport:
     ),
     functions=bound.functions,
   )
-
-
-def _masks_by_name(masks, infos, what):
-  """Normalizes the keys of `masks` to weight names."""
-  name_of_handle = {id(info.variable.handle): info.name for info in infos}
-  by_name = {}
-  for key, mask in masks.items():
-    if not isinstance(key, str):
-      variable = key.deref() if hasattr(key, 'deref') else key
-      if not isinstance(
-        variable, (tf.Variable, tf.distribute.DistributedValues)
-      ):
-        variable = getattr(variable, 'value', variable)  # Keras 3 variable
-      # A distributed variable: the graph captured one of its copies.
-      names = [
-        name_of_handle.get(id(getattr(copy, 'handle', None)))
-        for copy in distribute.local_copies(variable)
-      ]
-      names = [name for name in names if name is not None]
-      if not names:
-        raise errors.MaskError(
-          f'Mask key {key!r} is not a variable captured by {what}; key masks '
-          'by weight name or by variable.ref().'
-        )
-      key = names[0]
-    if key in by_name:
-      raise errors.MaskError(f'Two masks given for weight {key!r}.')
-    by_name[key] = mask
-  return by_name
-
-
-def _readonly(infos, masks):
-  """Variables the graph only reads (unit parameters may be any of them)."""
-  return {
-    info.name: scan.WeightUse(
-      info.variable,
-      info.name,
-      tuple(info.variable.shape.as_list()),
-      info.variable.dtype,
-      (),
-    )
-    for info in infos
-    if info.name not in masks
-    and info.variable.trainable
-    and not any(u.kind == 'write' for u in info.uses)
-  }
-
-
-def _check_masks(masks, candidates, what):
-  for name, mask in masks.items():
-    weight = candidates.get(name)
-    if weight is None:
-      raise errors.MaskError(
-        f'{name!r} is not a prunable weight of {what}; the prunable weights '
-        f'are {sorted(candidates)}.'
-      )
-    if tuple(mask.shape.as_list()) != weight.shape:
-      raise errors.MaskError(
-        f'The mask for {name!r} has shape {tuple(mask.shape.as_list())} '
-        f'but the weight has shape {weight.shape}; create it with the '
-        "weight's shape."
-      )
-    if mask.dtype != weight.dtype:
-      raise errors.MaskError(
-        f'The mask for {name!r} has dtype {mask.dtype.name} but the weight '
-        f"has dtype {weight.dtype.name}; create it with the weight's dtype."
-      )
 
 
 def _build_function(traced, infos, masks, new_top, graph_def, flat_name, scope):
