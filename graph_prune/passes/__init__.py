@@ -23,7 +23,8 @@ What is in this package:
     ops on tapes at call time), `channel_groups` and the unit analysis
     `unit_traversal`/`unit_rules`/`unit_layout_rules`/`unit_flow`/
     `unit_removal`/`unit_costs` (which `shrink_units` runs).
-  * Helpers of one pass: `function_body` (the bodies `fold_masks` edits).
+  * Helpers of one pass: `function_body` (the bodies `fold_masks` edits),
+    `mask_keys` (`insert_masks`' masks by weight name, checked).
 """
 
 from graph_prune.passes.driver import PassResult
