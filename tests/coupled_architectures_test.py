@@ -5,8 +5,9 @@ MobileNetV2 and ResNet50 (weights=None, 32x32): the coupled groups it finds
 are the ones the architectures define (written out from layer names in
 shrink_coupled_test), every member of a group gets the same channel mask from
 the mask update, and `shrink` then halves every conv with outputs equal to
-the pruned model's. ResNet50's update and shrink are left to the
-architecture-wide shrink test (hand-zeroed channels), to keep the suite fast.
+the pruned model's; EfficientNetB0's groups all shrink. ResNet50's update
+and shrink are left to the architecture-wide shrink test (hand-zeroed
+channels), to keep the suite fast.
 """
 
 import keras
@@ -101,6 +102,37 @@ class CoupledArchitecturesTest(tf.test.TestCase):
       {c.name: widths[c.name] for c in convs},
       {c.name: c.filters // 2 for c in convs},
     )
+
+
+class EfficientNetB0Test(tf.test.TestCase):
+  """Swish (a custom gradient), squeeze-and-excitation gates behind a
+  Reshape [N, C] -> [N, 1, 1, C], depthwise convs and residual adds: every
+  coupled group training forms is one shrink halves (issue 24)."""
+
+  def test_shrink_halves_every_group_training_formed(self):
+    model, pruned = _build(keras.applications.EfficientNetB0)
+    pruned.mask_update(1)
+    names = pruned.weight_names
+    self.assertGreater(len(pruned.unit_groups), 20)
+    shrunk = graph_prune.shrink(pruned)
+    report = shrunk.shrink_report
+    widths = {
+      report.weight_names[layer.kernel]: layer.units_after
+      for layer in report.main.layers
+    }
+    for group in pruned.unit_groups:
+      for member in group.members:
+        if member.axis == -1:
+          name = names[member.index]
+          self.assertEqual(
+            widths.get(name), group.channels - group.channels // 2, name
+          )
+    self.assertTrue(all(not c.kept for c in report.main.coupled))
+    x = np.random.default_rng(0).random((2, 32, 32, 3)).astype(np.float32)
+    expected = pruned(x * 255).numpy()
+    scale = float(np.abs(expected).max())
+    self.assertGreater(scale, 0)
+    self.assertAllClose(shrunk(x * 255), expected, atol=1e-4 * scale, rtol=1e-4)
 
 
 if __name__ == '__main__':

@@ -34,6 +34,13 @@ ACTIVATIONS = {
   'silu': 'silu',
   'hard_silu': 'hard_silu',
   'mish': 'mish',
+  'sigmoid': 'sigmoid',
+  'softplus': 'softplus',
+  'softsign': 'softsign',
+  'hard_sigmoid': 'hard_sigmoid',
+  'swish_mixed_precision': lambda v: tf.cast(
+    keras.activations.silu(tf.cast(v, tf.float16)), tf.float32
+  ),
 }
 
 

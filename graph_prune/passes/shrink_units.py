@@ -146,10 +146,9 @@ def _edited(graph, edge, edits, removed) -> np.ndarray:
   """The new value of one constant input edge: folds first, then slices."""
   node = graph.nodes[edge[0]]
   if edits[0].kind == 'reshape':
-    # A Flatten's shape is computed from its input's; the batch stays -1.
-    features = int((~removed[edits[0].root]).sum())
+    # The rule gives the new shape (`unit_rules._reshape`): the batch -1.
     dtype = tf.as_dtype(node.attr['Tshape'].type).as_numpy_dtype
-    return np.array([-1, features], dtype=dtype)
+    return np.asarray(edits[0].fold(removed), dtype=dtype)
   value = graph.value(graph.input(node, edge[1]))
   for edit in edits:
     if edit.kind == 'fold':

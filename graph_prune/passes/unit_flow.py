@@ -77,9 +77,10 @@ class Edit:
   kind 'slice': drop positions along `axis` whose element is removed
   (`root` maps each position to its element); 'fold': add `fold(removed)`
   (a function of the removed-element mask; `root`: the channels it folds)
-  to the value; 'reshape': give a
-  Flatten's shape input the new feature count (`root` maps each feature to
-  its element).
+  to the value; 'reshape': give a Reshape the
+  shape `fold(removed)` (a Flatten's new feature count, a reshape's new
+  channel count; `root` maps each position of its last axis to its
+  element).
   """
 
   kind: str

@@ -313,23 +313,47 @@ def _reshape_axes(ctx: Context, node, position: int, space: Space):
 
 
 def _reshape(ctx: Context, node, position: int, space: Space):
-  """A Flatten: [N, d1, ..., C] -> [N, d1 * ... * C], channel c at f % C."""
+  """A Flatten, or a reshape that keeps the channels as the last axis.
+
+  Flatten: [N, d1, ..., C] -> [N, d1 * ... * C], channel c at f % C.
+  Otherwise the last axis stays C (row-major order keeps channel c at c:
+  squeeze-and-excitation's [N, C] -> [N, 1, 1, C], tokens' [N, H, W, C] ->
+  [N, H * W, C]); the new shape is -1 and the other dims, which must be
+  static.
+  """
   shapes = _channels_last(ctx, node, space)
   if position != 0 or shapes is None:
     raise CannotFollowError(f'Reshape {node.name!r} has unknown shapes')
   shape_in, shape_out = shapes
+  width = space.root.size
   inner = shape_in[1:]
-  if (
-    len(shape_out) != 2 or None in inner or shape_out[1] != int(np.prod(inner))
-  ):
+  if len(shape_out) == 2 and None not in inner and len(inner) > 1:
+    flatten = shape_out[1] == int(np.prod(inner))
+  else:
+    flatten = False
+  if not flatten and shape_out[-1] == width and None not in shape_out[1:-1]:
+    middle = [int(d) for d in shape_out[1:-1]]
+    root = space.root
+
+    def new_shape(removed):
+      return [-1, *middle, int((~removed[root]).sum())]
+
+    ctx.edits.append(Edit('reshape', node.name, 1, root=root, fold=new_shape))
+    return follow_same(space, node)
+  if not flatten:
     raise CannotFollowError(
       f'Reshape {node.name!r} from {shape_in} to {shape_out} mixes the '
-      'units with other axes (only a Flatten is followed)'
+      'units with other axes (followed: a Flatten, or a reshape that keeps '
+      'them as the last axis with static other dims)'
     )
-  positions = shape_out[1] // space.root.size
+  positions = shape_out[1] // width
   root = np.tile(space.root, positions)
   const = np.tile(space.const, positions)
-  ctx.edits.append(Edit('reshape', node.name, 1, root=root))
+
+  def flat_shape(removed):
+    return [-1, int((~removed[root]).sum())]
+
+  ctx.edits.append(Edit('reshape', node.name, 1, root=root, fold=flat_shape))
   return [Space(f'{node.name}:0', root, const)]
 
 
