@@ -28,7 +28,6 @@ not a pass.
 """
 
 import collections
-import dataclasses
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -36,83 +35,11 @@ import tensorflow as tf
 
 from graph_prune.passes import channel_classes
 from graph_prune.passes import channel_ops
+from graph_prune.passes.channel_group_types import ChannelGroups
+from graph_prune.passes.channel_group_types import Member
+from graph_prune.passes.channel_group_types import ParamMask
+from graph_prune.passes.channel_group_types import UnitGroup
 from graph_prune.passes.channel_ops import Kind
-
-_RANDOM = frozenset(
-  [
-    'RandomUniform',
-    'RandomStandardNormal',
-    'StatelessRandomUniformV2',
-    'StatelessRandomNormalV2',
-    'RandomUniformInt',
-    'TruncatedNormal',
-  ]
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class Member:
-  """A kernel of a group and where its slices sit.
-
-  Attributes:
-    weight: the kernel's name.
-    axis: the axis of its slices: -1 for a producer (output units), -2 for a
-      depthwise kernel (its input channels).
-    channels: per position along `axis`, the group channel it belongs to.
-  """
-
-  weight: str
-  axis: int
-  channels: Tuple[int, ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class UnitGroup:
-  """Kernels whose channels must be pruned together.
-
-  Attributes:
-    members: the kernels, producers first.
-    channels: how many channels the group has.
-    fixed: the channels that always stay (tied to a tensor from outside any
-      producer, such as the network's input).
-  """
-
-  members: Tuple[Member, ...]
-  channels: int
-  fixed: Tuple[int, ...] = ()
-
-  def describe(self) -> str:
-    names = ', '.join(m.weight for m in self.members)
-    fixed = f', {len(self.fixed)} fixed' if self.fixed else ''
-    return f'{self.channels} channels{fixed}: {names}'
-
-
-@dataclasses.dataclass(frozen=True)
-class ParamMask:
-  """A unit parameter and the units its positions go with.
-
-  Attributes:
-    param: the rank-1 variable's name.
-    sources: per position, (kernel, unit) of a producer whose unit the
-      position belongs to, or None where it always stays.
-  """
-
-  param: str
-  sources: Tuple[Optional[Tuple[str, int]], ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class ChannelGroups:
-  """What `analyse` found.
-
-  Attributes:
-    groups: with `coupled`, one `UnitGroup` per set of coupled kernels that
-      has more than one member; empty otherwise.
-    params: one `ParamMask` per unit parameter found.
-  """
-
-  groups: Tuple[UnitGroup, ...] = ()
-  params: Tuple[ParamMask, ...] = ()
 
 
 def analyse(
@@ -185,7 +112,9 @@ class _Walk:
   def _track(self, op) -> None:
     """Records whether `op`'s outputs vary and which variables they read."""
     inputs = list(op.inputs)
-    if op.type in _RANDOM or any(t.name in self.varying for t in inputs):
+    if op.type in channel_ops.RANDOM_OPS or any(
+      t.name in self.varying for t in inputs
+    ):
       self.varying.update(t.name for t in op.outputs)
       return
     if op.type == 'ReadVariableOp':

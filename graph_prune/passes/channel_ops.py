@@ -180,6 +180,19 @@ def _table() -> Dict[str, OpRule]:
 
 TABLE: Dict[str, OpRule] = _table()
 
+# Ops whose value changes between runs although they read no input: what
+# they feed varies (it is no constant and no parameter).
+RANDOM_OPS = frozenset(
+  [
+    'RandomUniform',
+    'RandomStandardNormal',
+    'StatelessRandomUniformV2',
+    'StatelessRandomNormalV2',
+    'RandomUniformInt',
+    'TruncatedNormal',
+  ]
+)
+
 
 def rule(op_type: str) -> Optional[OpRule]:
   """The op's `OpRule`, or None if the op ends the channels."""

@@ -40,13 +40,14 @@ import numpy as np
 import tensorflow as tf
 
 from graph_prune.passes import channel_classes
+from graph_prune.passes import channel_ops
 from graph_prune.passes import graph_ir
 
 # Ops that pass a constant's value through unchanged on the way to a kernel
 # or bias (the frozen reads of the weights, Conv1D's ExpandDims).
 _CONST_CHAIN = frozenset(['Identity', 'Snapshot', 'ExpandDims'])
 # Ops whose value changes between runs although they read no input.
-_STATEFUL = frozenset(['RandomUniform', 'RandomStandardNormal', 'VarHandleOp'])
+_STATEFUL = channel_ops.RANDOM_OPS | {'VarHandleOp'}
 
 
 def tensor_name(text: str) -> str:

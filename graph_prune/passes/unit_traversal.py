@@ -140,12 +140,12 @@ def _record(ctx: Context, space: Space) -> None:
 
 
 def _producer_group(graph: Graph, node, units: Units) -> Optional[Group]:
+  if getattr(channel_ops.rule(node.op), 'kind', None) is not Kind.PRODUCER:
+    return None
   if node.op == 'MatMul':
     if node.attr['transpose_a'].b or node.attr['transpose_b'].b:
       return None
-  elif node.op not in ('Conv2D', 'Conv3D') or not node.attr[
-    'data_format'
-  ].s.endswith(b'C'):
+  elif not node.attr['data_format'].s.endswith(b'C'):
     return None
   kernel = graph.const_source(graph.input(node, 1))
   if kernel is None or graph.is_constant(graph.input(node, 0)):
