@@ -35,9 +35,11 @@ _KNOWN_UPWARD = {
 }
 _PASSES_MAY_IMPORT = ('graph_prune.errors', 'graph_prune._tf_internal')
 _KNOWN_PASSES = {
-  # insert.py asks distribute.py about the replica context; the edge
-  # (tf.distribute) should reach the pass as an argument instead.
+  # insert.py and mask_keys.py ask distribute.py for a distributed
+  # variable's per-device copies; the edge (tf.distribute) should hand the
+  # passes those copies as an argument instead.
   ('graph_prune.passes.insert', 'graph_prune.distribute'),
+  ('graph_prune.passes.mask_keys', 'graph_prune.distribute'),
 }
 
 
