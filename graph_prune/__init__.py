@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 # Public name -> the module that defines it.
 _PUBLIC = {
   'ArgumentTypeError': 'graph_prune.errors',
-  'ConfigError': 'graph_prune.train.errors',
-  'DataError': 'graph_prune.train.errors',
+  'ConfigError': 'graph_prune.errors',
+  'DataError': 'graph_prune.errors',
   'FoldError': 'graph_prune.errors',
   'GraphPruneError': 'graph_prune.errors',
   'GraphRewriteError': 'graph_prune.errors',
@@ -28,7 +28,7 @@ _PUBLIC = {
   'OutputExistsError': 'graph_prune.errors',
   'PrunedModel': 'graph_prune.pruned_model',
   'PruningHParams': 'graph_prune.hparams',
-  'ResumeError': 'graph_prune.train.errors',
+  'ResumeError': 'graph_prune.errors',
   'SavedModelNotFoundError': 'graph_prune.errors',
   'Sparsity': 'graph_prune.pruned_model',
   'StrategyError': 'graph_prune.errors',
@@ -75,6 +75,8 @@ def __dir__():
 if TYPE_CHECKING:  # what static tools and IDEs see
   from graph_prune.data_inputs import read_example_inputs  # noqa: F401
   from graph_prune.errors import ArgumentTypeError  # noqa: F401
+  from graph_prune.errors import ConfigError  # noqa: F401
+  from graph_prune.errors import DataError  # noqa: F401
   from graph_prune.errors import ExampleDataError  # noqa: F401
   from graph_prune.errors import FoldError  # noqa: F401
   from graph_prune.errors import GraphPruneError  # noqa: F401
@@ -87,6 +89,7 @@ if TYPE_CHECKING:  # what static tools and IDEs see
   from graph_prune.errors import OutputExistsError  # noqa: F401
   from graph_prune.errors import ProtoLimitError  # noqa: F401
   from graph_prune.errors import RepresentativeDataError  # noqa: F401
+  from graph_prune.errors import ResumeError  # noqa: F401
   from graph_prune.errors import SavedModelNotFoundError  # noqa: F401
   from graph_prune.errors import StrategyError  # noqa: F401
   from graph_prune.errors import StripError  # noqa: F401
@@ -109,6 +112,3 @@ if TYPE_CHECKING:  # what static tools and IDEs see
   from graph_prune.pruned_model import PrunedModel  # noqa: F401
   from graph_prune.pruned_model import Sparsity  # noqa: F401
   from graph_prune.saved_model_conventions import save_pruned  # noqa: F401
-  from graph_prune.train.errors import ConfigError  # noqa: F401
-  from graph_prune.train.errors import DataError  # noqa: F401
-  from graph_prune.train.errors import ResumeError  # noqa: F401

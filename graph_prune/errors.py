@@ -4,12 +4,10 @@ Every error caused by bad user input is a `ValueError` subclass, so callers
 that already catch `ValueError` keep working, while callers that want to
 tell the cases apart can catch the specific type.
 
-The errors of the binaries (bad data, models, training settings, sweeps) live
-with them, in `graph_prune.train.errors` and `graph_prune.study.errors`; they
-stay importable from here (see `__getattr__` at the end).
+The errors of the binaries (bad data, models, training settings, sweeps) are
+here too, and re-exported by `graph_prune.train.errors` and
+`graph_prune.study.errors`, so that this module imports nothing.
 """
-
-import importlib
 
 
 class GraphPruneError(Exception):
@@ -130,25 +128,38 @@ class KerasStripError(StripError):
   """`strip_keras` got a computation that is not a Keras model."""
 
 
-# The binaries' errors, importable from here as before they moved. Looked up
-# on first use rather than imported at the top: their modules import this one
-# (a cycle), and the core, which imports this module, must not import train/
-# or study/ (data flows down: cli -> train/study -> export -> core).
-_MOVED = {
-  'ConfigError': 'graph_prune.train.errors',
-  'DataError': 'graph_prune.train.errors',
-  'ResumeError': 'graph_prune.train.errors',
-  'ModelDirBusyError': 'graph_prune.train.errors',
-  'ResumeMismatchError': 'graph_prune.train.errors',
-  'UnknownModelError': 'graph_prune.train.errors',
-  'SweepConfigError': 'graph_prune.study.errors',
-}
+# The errors of the binaries' runs (training data, models, settings,
+# checkpoints, sweeps). They are defined here, with every other error, so
+# that this module imports nothing of train/ or study/; those packages'
+# `errors` modules re-export them.
 
 
-def __getattr__(name):
-  if name in _MOVED:
-    return getattr(importlib.import_module(_MOVED[name]), name)
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+class DataError(GraphPruneError, ValueError):
+  """A dataset file or folder is missing or malformed."""
+
+
+class UnknownModelError(GraphPruneError, ValueError):
+  """A model name or an input shape the built-in models cannot take."""
+
+
+class ConfigError(GraphPruneError, ValueError):
+  """A training setting is out of range, or disagrees with model_dir."""
+
+
+class ResumeError(GraphPruneError, ValueError):
+  """A model_dir holds a checkpoint that does not fit the model being built."""
+
+
+class ModelDirBusyError(ConfigError):
+  """Another live training run holds the lock of the model_dir."""
+
+
+class ResumeMismatchError(ConfigError):
+  """A rerun's flags differ from the run recorded in its model_dir."""
+
+
+class SweepConfigError(GraphPruneError, ValueError):
+  """A sweep setting is malformed (a method name, a sparsity, a count)."""
 
 
 class NonFiniteWeightError(MaskError):

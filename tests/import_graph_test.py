@@ -27,12 +27,7 @@ _UPPER = ('graph_prune.train', 'graph_prune.study', 'graph_prune.cli')
 
 # Known violations of the layering, each for someone to fix (not export's):
 # (importer, imported).
-_KNOWN_UPWARD = {
-  # The public `ConfigError`, `DataError` and `ResumeError` are defined in
-  # train/errors.py and named by the package's lazy `_PUBLIC` table (and its
-  # TYPE_CHECKING imports); they belong in graph_prune/errors.py.
-  ('graph_prune', 'graph_prune.train.errors'),
-}
+_KNOWN_UPWARD = set()
 _PASSES_MAY_IMPORT = ('graph_prune.errors', 'graph_prune._tf_internal')
 _KNOWN_PASSES = {
   # insert.py and mask_keys.py ask distribute.py for a distributed

@@ -1,10 +1,5 @@
-"""Errors of the pruning study.
+"""Errors of the pruning study (defined in `graph_prune.errors`)."""
 
-Also importable as `graph_prune.errors.SweepConfigError`.
-"""
+from graph_prune.errors import SweepConfigError
 
-from graph_prune import errors
-
-
-class SweepConfigError(errors.GraphPruneError, ValueError):
-  """A sweep setting is malformed (a method name, a sparsity, a count)."""
+__all__ = ['SweepConfigError']

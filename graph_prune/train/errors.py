@@ -1,31 +1,21 @@
 """Errors of training runs: their data, models, settings and checkpoints.
 
-Also importable as `graph_prune.errors.X` (and, for those in its `__all__`,
-`graph_prune.X`).
+Defined in `graph_prune.errors` (the core must not import train/); here
+for the training code and its users.
 """
 
-from graph_prune import errors
+from graph_prune.errors import ConfigError
+from graph_prune.errors import DataError
+from graph_prune.errors import ModelDirBusyError
+from graph_prune.errors import ResumeError
+from graph_prune.errors import ResumeMismatchError
+from graph_prune.errors import UnknownModelError
 
-
-class DataError(errors.GraphPruneError, ValueError):
-  """A dataset file or folder is missing or malformed."""
-
-
-class UnknownModelError(errors.GraphPruneError, ValueError):
-  """A model name or an input shape the built-in models cannot take."""
-
-
-class ConfigError(errors.GraphPruneError, ValueError):
-  """A training setting is out of range, or disagrees with model_dir."""
-
-
-class ResumeError(errors.GraphPruneError, ValueError):
-  """A model_dir holds a checkpoint that does not fit the model being built."""
-
-
-class ModelDirBusyError(ConfigError):
-  """Another live training run holds the lock of the model_dir."""
-
-
-class ResumeMismatchError(ConfigError):
-  """A rerun's flags differ from the run recorded in its model_dir."""
+__all__ = [
+  'ConfigError',
+  'DataError',
+  'ModelDirBusyError',
+  'ResumeError',
+  'ResumeMismatchError',
+  'UnknownModelError',
+]
