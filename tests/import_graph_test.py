@@ -29,13 +29,7 @@ _UPPER = ('graph_prune.train', 'graph_prune.study', 'graph_prune.cli')
 # (importer, imported).
 _KNOWN_UPWARD = set()
 _PASSES_MAY_IMPORT = ('graph_prune.errors', 'graph_prune._tf_internal')
-_KNOWN_PASSES = {
-  # insert.py and mask_keys.py ask distribute.py for a distributed
-  # variable's per-device copies; the edge (tf.distribute) should hand the
-  # passes those copies as an argument instead.
-  ('graph_prune.passes.insert', 'graph_prune.distribute'),
-  ('graph_prune.passes.mask_keys', 'graph_prune.distribute'),
-}
+_KNOWN_PASSES = set()
 
 
 def _modules():

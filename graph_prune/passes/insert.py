@@ -31,7 +31,7 @@ original function's variables.
 Under a `tf.distribute` strategy the traced graph captured one per-device
 copy of each variable; the new function, traced once per replica, captures
 the calling replica's own copy of every variable instead
-(`distribute.replica_local`).
+(`replicas.replica_local`).
 """
 
 import dataclasses
@@ -41,7 +41,6 @@ from typing import Any, Mapping, Tuple
 import tensorflow as tf
 
 from graph_prune import _tf_internal
-from graph_prune import distribute
 from graph_prune import errors
 from graph_prune.passes import bind_weights
 from graph_prune.passes import custom_gradients
@@ -50,6 +49,7 @@ from graph_prune.passes import graph_ir
 from graph_prune.passes import inline
 from graph_prune.passes import lower
 from graph_prune.passes import mask_keys
+from graph_prune.passes import replicas
 from graph_prune.passes import scan
 from graph_prune.passes import tape_ops
 
@@ -341,9 +341,7 @@ def _build_function(traced, infos, masks, new_top, graph_def, flat_name, scope):
       info = info_by_arg.get(i)
       # Under a tf.distribute strategy the traced graph captured the first
       # replica's copy of each variable; each replica reads its own.
-      variable = (
-        None if info is None else distribute.replica_local(info.variable)
-      )
+      variable = None if info is None else replicas.replica_local(info.variable)
       if info is not None and info.name in masks:
         masked = tf.multiply(
           variable.read_value(),

@@ -9,8 +9,8 @@ is rewritten.
 
 import tensorflow as tf
 
-from graph_prune import distribute
 from graph_prune import errors
+from graph_prune.passes import replicas
 from graph_prune.passes import scan
 
 
@@ -39,7 +39,7 @@ def by_name(masks, infos, what):
       # A distributed variable: the graph captured one of its copies.
       names = [
         name_of_handle.get(id(getattr(copy, 'handle', None)))
-        for copy in distribute.local_copies(variable)
+        for copy in replicas.local_copies(variable)
       ]
       names = [name for name in names if name is not None]
       if not names:
