@@ -19,7 +19,7 @@ that traces the tf.functions):
   tf.math.top_k      top_k of the flattened |w| with k = size: what tfmot does
   np.partition       NumPy's single-threaded selection on the same |w|
 
-The update rows time `graph_prune.masking.elementwise_mask`. Fast rows are
+The update rows time `graph_prune.masks.masking.elementwise_mask`. Fast rows are
 interleaved round by round so that load from other processes hits them alike;
 the slow rows (tf.sort and top_k) are traced without running, then timed
 --slow_repeats times, and are
@@ -46,8 +46,8 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
-from graph_prune import masking
-from graph_prune import selection
+from graph_prune.masks import masking
+from graph_prune.masks import selection
 
 _SIZES = flags.DEFINE_list(
   'sizes',
@@ -106,7 +106,7 @@ def _num_prune(n, sparsity):
 
 
 def _kernel_fns(sparsity):
-  """Updates straight on graph_prune.selection: weight -> (mask, threshold)."""
+  """Updates straight on masks/selection: weight -> (mask, threshold)."""
 
   def exact(w):
     flat = tf.reshape(tf.abs(w), [-1])
@@ -143,7 +143,7 @@ def _update_fns(sparsity):
       'exact kernel': exact,
       'histogram kernel': histogram,
     },
-    'graph_prune.masking.elementwise_mask',
+    'graph_prune.masks.masking.elementwise_mask',
   )
 
 

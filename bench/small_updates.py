@@ -29,9 +29,9 @@ import tensorflow as tf
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import results_io
 
-from graph_prune import batched_masks
-from graph_prune import masking
-from graph_prune.mask_structure import MaskStructure
+from graph_prune.masks import batched_masks
+from graph_prune.masks import masking
+from graph_prune.masks.mask_structure import MaskStructure
 
 MODELS = {
   'mobilenet_v2': keras.applications.MobileNetV2,

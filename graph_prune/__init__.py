@@ -26,11 +26,11 @@ _PUBLIC = {
   'NoPrunableWeightsError': 'graph_prune.errors',
   'NoPruningVariablesError': 'graph_prune.errors',
   'OutputExistsError': 'graph_prune.errors',
-  'PrunedModel': 'graph_prune.pruned_model',
-  'PruningHParams': 'graph_prune.hparams',
+  'PrunedModel': 'graph_prune.model.pruned_model',
+  'PruningHParams': 'graph_prune.config.hparams',
   'ResumeError': 'graph_prune.errors',
   'SavedModelNotFoundError': 'graph_prune.errors',
-  'Sparsity': 'graph_prune.pruned_model',
+  'Sparsity': 'graph_prune.model.pruned_model',
   'StrategyError': 'graph_prune.errors',
   'StripError': 'graph_prune.errors',
   'UnknownSignatureError': 'graph_prune.errors',
@@ -38,10 +38,10 @@ _PUBLIC = {
   'UnsupportedStrategyError': 'graph_prune.errors',
   'UntraceableError': 'graph_prune.errors',
   'WeightMatchError': 'graph_prune.errors',
-  'apply_pruning': 'graph_prune.pruned_model',
+  'apply_pruning': 'graph_prune.model.pruned_model',
   'export_saved_model': 'graph_prune.export.strip',
-  'keras_trainer': 'graph_prune.keras_fit',
-  'parse_hparams': 'graph_prune.hparams',
+  'keras_trainer': 'graph_prune.model.keras_fit',
+  'parse_hparams': 'graph_prune.config.hparams',
   'shrink': 'graph_prune.export.shrink',
   'strip': 'graph_prune.export.strip',
   'strip_saved_model': 'graph_prune.export.strip_saved_model',
@@ -50,10 +50,10 @@ _PUBLIC = {
   'TFLiteExportError': 'graph_prune.errors',
   'RepresentativeDataError': 'graph_prune.errors',
   'KerasStripError': 'graph_prune.errors',
-  'save_pruned': 'graph_prune.saved_model_conventions',
+  'save_pruned': 'graph_prune.model.saved_model_conventions',
   'ExampleDataError': 'graph_prune.errors',
   'ProtoLimitError': 'graph_prune.errors',
-  'read_example_inputs': 'graph_prune.data_inputs',
+  'read_example_inputs': 'graph_prune.model.data_inputs',
 }
 
 __all__ = sorted(_PUBLIC)
@@ -73,7 +73,8 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # what static tools and IDEs see
-  from graph_prune.data_inputs import read_example_inputs  # noqa: F401
+  from graph_prune.config.hparams import parse_hparams  # noqa: F401
+  from graph_prune.config.hparams import PruningHParams  # noqa: F401
   from graph_prune.errors import ArgumentTypeError  # noqa: F401
   from graph_prune.errors import ConfigError  # noqa: F401
   from graph_prune.errors import DataError  # noqa: F401
@@ -105,10 +106,9 @@ if TYPE_CHECKING:  # what static tools and IDEs see
   from graph_prune.export.strip import strip  # noqa: F401
   from graph_prune.export.strip_saved_model import strip_saved_model  # noqa: F401
   from graph_prune.export.tflite import export_tflite  # noqa: F401
-  from graph_prune.hparams import parse_hparams  # noqa: F401
-  from graph_prune.hparams import PruningHParams  # noqa: F401
-  from graph_prune.keras_fit import keras_trainer  # noqa: F401
-  from graph_prune.pruned_model import apply_pruning  # noqa: F401
-  from graph_prune.pruned_model import PrunedModel  # noqa: F401
-  from graph_prune.pruned_model import Sparsity  # noqa: F401
-  from graph_prune.saved_model_conventions import save_pruned  # noqa: F401
+  from graph_prune.model.data_inputs import read_example_inputs  # noqa: F401
+  from graph_prune.model.keras_fit import keras_trainer  # noqa: F401
+  from graph_prune.model.pruned_model import apply_pruning  # noqa: F401
+  from graph_prune.model.pruned_model import PrunedModel  # noqa: F401
+  from graph_prune.model.pruned_model import Sparsity  # noqa: F401
+  from graph_prune.model.saved_model_conventions import save_pruned  # noqa: F401

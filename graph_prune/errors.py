@@ -105,7 +105,7 @@ class ArgumentTypeError(GraphPruneError, TypeError, ValueError):
 class ExampleDataError(GraphPruneError, ValueError):
   """Example inputs a user handed in cannot feed the model.
 
-  Raised by `graph_prune.data_inputs.read_example_inputs` (TFLite's
+  Raised by `graph_prune.model.data_inputs.read_example_inputs` (TFLite's
   representative data, calibration data): the data is missing, unreadable,
   empty, not finite, of a non-numeric or complex dtype, or does not fit the
   model's input signature (which input, which dimension).

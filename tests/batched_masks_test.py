@@ -1,13 +1,13 @@
-"""Tests of graph_prune.batched_masks (and plans.compute_masks using it)."""
+"""Tests of masks/batched_masks (and plans.compute_masks using it)."""
 
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from graph_prune import batched_masks
-from graph_prune import plans
-from graph_prune.hparams import parse_hparams
-from graph_prune.mask_structure import MaskStructure
+from graph_prune.config.hparams import parse_hparams
+from graph_prune.masks import batched_masks
+from graph_prune.masks.mask_structure import MaskStructure
+from graph_prune.model import plans
 
 
 def _numpy_mask(weight, sparsity, structure=None):

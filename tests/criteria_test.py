@@ -1,4 +1,4 @@
-"""Tests of graph_prune.criteria: every mask path ranks the criterion's scores.
+"""Tests of masks/criteria: every mask path ranks the criterion's scores.
 
 The guard: test-only criteria whose scores are not |w| (a given signed score
 tensor; |w| times a per-input vector, Wanda's shape) go through
@@ -13,13 +13,13 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from graph_prune import batched_masks
-from graph_prune import criteria
 from graph_prune import errors
-from graph_prune import masking
-from graph_prune import plans as plans_lib
-from graph_prune import unit_groups as ug
-from graph_prune.mask_structure import MaskStructure
+from graph_prune.masks import batched_masks
+from graph_prune.masks import criteria
+from graph_prune.masks import masking
+from graph_prune.masks import unit_groups as ug
+from graph_prune.masks.mask_structure import MaskStructure
+from graph_prune.model import plans as plans_lib
 
 # Score = |given|, a tensor of the weight's shape unrelated to the weight.
 GIVEN = criteria.Criterion(

@@ -1,4 +1,4 @@
-"""Tests of graph_prune/data_inputs.py: the one reader of example inputs.
+"""Tests of graph_prune/model/data_inputs.py: the one reader of example inputs.
 
 No model is built: the reader takes an input signature. What is checked:
   * every form (array, nested lists, list of batches, batched and
@@ -20,8 +20,8 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from graph_prune import data_inputs
 from graph_prune import errors
+from graph_prune.model import data_inputs
 from graph_prune.train import datasets
 
 SIGNATURE = (tf.TensorSpec([None, 16], tf.float32, name='x'),)

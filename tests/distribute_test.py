@@ -1,4 +1,4 @@
-"""Tests of graph_prune.distribute: pruning under tf.distribute strategies.
+"""Tests of model/distribute: pruning under tf.distribute strategies.
 
 TensorFlow fixes its devices once it is initialized and the rest of the suite
 shares this process, so tests here use one device; the two-device
@@ -17,8 +17,8 @@ import numpy as np
 import tensorflow as tf
 
 import graph_prune
-from graph_prune import distribute
 from graph_prune import errors
+from graph_prune.model import distribute
 from graph_prune.train import strategies
 
 _STEPS = 200

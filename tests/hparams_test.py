@@ -1,4 +1,4 @@
-"""Tests of graph_prune.hparams: contrib's grammar, defaults, rules, errors."""
+"""Tests of config/hparams: contrib's grammar, defaults, rules, errors."""
 
 import contextlib
 import dataclasses
@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 import tensorflow as tf
 
 from graph_prune import errors
-from graph_prune import hparams as hparams_lib
-from graph_prune.hparams import parse_hparams
-from graph_prune.hparams import PruningHParams
+from graph_prune.config import hparams as hparams_lib
+from graph_prune.config.hparams import parse_hparams
+from graph_prune.config.hparams import PruningHParams
 
 # contrib r1.15 get_pruning_hparams(), written out independently.
 _CONTRIB_DEFAULTS = {

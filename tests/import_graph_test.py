@@ -164,6 +164,38 @@ class ImportGraphTest(tf.test.TestCase):
     self.assertEqual(outside - _KNOWN_PASSES, set())
     self.assertEqual(_KNOWN_PASSES - outside, set())
 
+  def test_mask_math_and_config_import_only_each_other(self):
+    # masks/ may read config/ (a weight's structure from the hparams),
+    # config/ nothing of graph_prune but errors.
+    allowed = {
+      'graph_prune.config': ('graph_prune.config', 'graph_prune.errors'),
+      'graph_prune.masks': (
+        'graph_prune.masks',
+        'graph_prune.config',
+        'graph_prune.errors',
+      ),
+    }
+    outside = {
+      (importer, imported)
+      for importer, imports in import_graph().items()
+      for layer, ok in allowed.items()
+      if importer.startswith(layer + '.')
+      for imported in imports
+      if not any(imported == o or imported.startswith(o + '.') for o in ok)
+    }
+    self.assertEqual(outside, set())
+
+  def test_promised_paths_are_the_moved_modules(self):
+    import graph_prune.masking
+    import graph_prune.masks.masking
+    import graph_prune.masks.schedule
+    import graph_prune.schedule
+
+    self.assertIs(graph_prune.masking, graph_prune.masks.masking)
+    self.assertIs(graph_prune.schedule, graph_prune.masks.schedule)
+    from graph_prune.masking import compute_mask  # noqa: F401
+    from graph_prune.schedule import polynomial_schedule  # noqa: F401
+
 
 if __name__ == '__main__':
   tf.test.main()

@@ -1,4 +1,4 @@
-"""Tests of graph_prune.keras_fit: Keras `fit` drives the pruning schedule."""
+"""Tests of model/keras_fit: Keras `fit` drives the pruning schedule."""
 
 import os
 import subprocess

@@ -1,14 +1,14 @@
-"""Tests of graph_prune.masking against NumPy reference computations."""
+"""Tests of graph_prune.masks.masking against NumPy reference computations."""
 
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
 from graph_prune import errors
-from graph_prune import masking
-from graph_prune import schedule
-from graph_prune.hparams import parse_hparams
-from graph_prune.masking import MaskStructure
+from graph_prune.config.hparams import parse_hparams
+from graph_prune.masks import masking
+from graph_prune.masks import schedule
+from graph_prune.masks.masking import MaskStructure
 
 # ---- NumPy references (independent of the code under test) ----
 

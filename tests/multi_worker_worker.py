@@ -107,7 +107,7 @@ def train(strategy, steps, objects=None):
 
 def state(model, pruned, optimizer, updates):
   """Every local copy of the masks, thresholds and weights, as arrays."""
-  from graph_prune import distribute
+  from graph_prune.model import distribute
 
   result = {
     'updates': np.array(updates, np.int64),
@@ -138,7 +138,7 @@ def replica_check(strategy, model, pruned):
   import keras
   import tensorflow as tf
 
-  from graph_prune import distribute
+  from graph_prune.model import distribute
   from graph_prune.train import strategies
 
   rng = np.random.RandomState(7)

@@ -5,9 +5,9 @@ import numpy as np
 import tensorflow as tf
 
 from graph_prune import errors
-from graph_prune import masking
-from graph_prune import nonfinite
-from graph_prune.mask_structure import MaskStructure
+from graph_prune.masks import masking
+from graph_prune.masks.mask_structure import MaskStructure
+from graph_prune.model import nonfinite
 
 
 class NonFiniteTest(tf.test.TestCase, parameterized.TestCase):

@@ -1,12 +1,12 @@
-"""Tests of graph_prune.plans: per-weight plans and the mask computation."""
+"""Tests of model/plans: per-weight plans and the mask computation."""
 
 import numpy as np
 import tensorflow as tf
 
 from graph_prune import errors
-from graph_prune import plans as update
-from graph_prune import schedule
-from graph_prune.hparams import parse_hparams
+from graph_prune.config.hparams import parse_hparams
+from graph_prune.masks import schedule
+from graph_prune.model import plans as update
 
 
 def _random(shape, seed):

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from graph_prune import passes as rewrite
-from graph_prune import tracing
+from graph_prune.model import tracing
 
 L = keras.layers
 

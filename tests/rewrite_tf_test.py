@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from graph_prune import errors
 from graph_prune import passes as rewrite
-from graph_prune import tracing
+from graph_prune.model import tracing
 
 
 class Raw(tf.Module):

@@ -1,4 +1,4 @@
-"""Tests of graph_prune/saved_model_conventions.py on both exports.
+"""Tests of graph_prune/model/saved_model_conventions.py on both exports.
 
 A functional Keras 3 model with a named input ('features') is pruned to
 50%. Its SavedModels, as a user writes them (`tf.saved_model.save(pruned)`),

@@ -1,10 +1,10 @@
-"""Tests of graph_prune.schedule against contrib's closed form."""
+"""Tests of graph_prune.masks.schedule against contrib's closed form."""
 
 from absl.testing import parameterized
 import tensorflow as tf
 
-from graph_prune import schedule
-from graph_prune.hparams import parse_hparams
+from graph_prune.config.hparams import parse_hparams
+from graph_prune.masks import schedule
 
 
 def _closed_form(t, s_i, s_f, t0, t1, e):

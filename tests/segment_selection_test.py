@@ -1,10 +1,10 @@
-"""Tests of graph_prune.segment_selection against NumPy's stable argsort."""
+"""Tests of masks/segment_selection against NumPy's stable argsort."""
 
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from graph_prune import segment_selection
+from graph_prune.masks import segment_selection
 
 
 def _numpy_keep(segments, num_prune):

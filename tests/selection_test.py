@@ -1,4 +1,4 @@
-"""Tests of graph_prune.selection against NumPy reference computations."""
+"""Tests of graph_prune.masks.selection against NumPy reference computations."""
 
 import os
 from unittest import mock
@@ -10,7 +10,7 @@ from hypothesis.extra import numpy as hnp
 import numpy as np
 import tensorflow as tf
 
-from graph_prune import selection
+from graph_prune.masks import selection
 
 _BFLOAT16 = tf.bfloat16.as_numpy_dtype
 _TINY = np.float32(np.finfo(np.float32).tiny)

@@ -1,11 +1,11 @@
-"""Tests of graph_prune.tracing: every accepted input kind, and the errors."""
+"""Tests of model/tracing: every accepted input kind, and the errors."""
 
 from absl.testing import parameterized
 import keras
 import tensorflow as tf
 
 from graph_prune import errors
-from graph_prune import tracing
+from graph_prune.model import tracing
 
 SPEC = tf.TensorSpec([None, 3], tf.float32)
 

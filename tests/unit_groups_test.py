@@ -1,11 +1,11 @@
-"""Tests of graph_prune.unit_groups: group scores and masks against NumPy."""
+"""Tests of masks/unit_groups: group scores and masks against NumPy."""
 
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from graph_prune import masking
-from graph_prune import unit_groups as ug
+from graph_prune.masks import masking
+from graph_prune.masks import unit_groups as ug
 
 
 def _np_scores(weights, group):

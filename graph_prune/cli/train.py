@@ -44,8 +44,8 @@ reaches); the chief (worker 0) writes checkpoints, summaries and exports.
 from absl import flags
 
 from graph_prune import errors
-from graph_prune import hparams as hparams_lib
 from graph_prune.cli import runner
+from graph_prune.config import hparams as hparams_lib
 from graph_prune.train import errors as train_errors
 from graph_prune.train import experiment
 from graph_prune.train import models

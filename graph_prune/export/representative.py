@@ -5,7 +5,7 @@
 
 Full-integer quantization calibrates activation ranges on example inputs,
 and every TFLite export is compared with the float model on inputs. Both
-read what the user hands in with `graph_prune.data_inputs`, against each
+read what the user hands in with `graph_prune.model.data_inputs`, against each
 converted signature's inputs, before anything is converted or written: an
 array, a list of batches, a `tf.data.Dataset` (batched or not, labels
 ignored), a dict per input name, or an `.npz` / `.npy` path; integer data is
@@ -21,8 +21,8 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from graph_prune import data_inputs
 from graph_prune import errors
+from graph_prune.model import data_inputs
 
 # At most this many examples are read: the comparison with the float model
 # uses them all, calibration the first `CALIBRATION_EXAMPLES`.
@@ -108,7 +108,7 @@ def read_representative(
   Args:
     saved_model_dir: the (stripped) SavedModel to convert.
     signature_keys: its signatures to convert.
-    data: see `graph_prune.data_inputs.read_example_inputs`.
+    data: see `graph_prune.model.data_inputs.read_example_inputs`.
 
   Returns:
     A `RepresentativeInputs`.

@@ -27,7 +27,6 @@ from typing import Any, Optional, Sequence
 import tensorflow as tf
 
 from graph_prune import errors
-from graph_prune import saved_model_conventions as conventions
 from graph_prune.export import dense_reference as dense_lib
 from graph_prune.export import latency
 from graph_prune.export import report as report_lib
@@ -45,6 +44,7 @@ from graph_prune.export.stripped_model import signature_input_specs
 from graph_prune.export.stripped_model import strip_function
 from graph_prune.export.stripped_model import StrippedModel
 from graph_prune.export.stripped_model import VariableCopies
+from graph_prune.model import saved_model_conventions as conventions
 
 # Converts a (stripped) SavedModel to a checked TFLite file; importable from
 # here as before the TFLite format moved (formats/tflite.py, where the

@@ -52,13 +52,14 @@ import numpy as np
 import tensorflow as tf
 
 from graph_prune import errors
-from graph_prune import saved_model_conventions as conventions
 from graph_prune.export import shrink_variables
 from graph_prune.export.rebuild import rebuild  # noqa: F401
 from graph_prune.export.rebuild import VariableCopies
 from graph_prune.export.stripped_function import first_line  # noqa: F401
 from graph_prune.export.stripped_function import register_rewritten
 from graph_prune.export.stripped_function import StrippedFunction
+from graph_prune.model import saved_model_conventions as conventions
+from graph_prune.model.untracked import Untracked
 from graph_prune.passes import driver
 from graph_prune.passes import drop_unused
 from graph_prune.passes import flatten
@@ -66,7 +67,6 @@ from graph_prune.passes import fold_checks
 from graph_prune.passes import fold_masks
 from graph_prune.passes import graph_ir
 from graph_prune.passes.fold_masks import FoldedWeight
-from graph_prune.untracked import Untracked
 
 # Makes names of rewritten functions and import scopes unique per process.
 _call_ids = itertools.count(1)

@@ -46,7 +46,7 @@ def export_tflite(
     path: the .tflite file to write.
     quantize: 'none', 'dynamic', 'float16' or 'int8'.
     representative_data: inputs to calibrate int8 with and to compare on,
-      read by `graph_prune.data_inputs.read_example_inputs`: an array
+      read by `graph_prune.model.data_inputs.read_example_inputs`: an array
       (batch first), a list of batches, a batched or unbatched
       `tf.data.Dataset` (labels ignored), a dict per input name, or an
       `.npz` (`x_train`, `x`, `inputs`) / `.npy` path. Integer data is cast

@@ -118,7 +118,7 @@ def insert_masks(
   """Returns a `tf.function` computing `traced` with weights * masks.
 
   Args:
-    traced: a `graph_prune.tracing.Traced`; not modified.
+    traced: a `graph_prune.model.tracing.Traced`; not modified.
     masks: maps each weight to mask -> its mask `tf.Variable` of the same
       shape and dtype, created by the caller (named
       `graph_ir.mask_name(weight)`). A key is the weight's name

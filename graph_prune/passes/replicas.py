@@ -2,7 +2,7 @@
 
 Under a `tf.distribute` strategy a traced graph captures one per-device copy
 of each variable; the mask pass must capture the copy the current replica
-reads, and find a weight by any of its copies. `graph_prune.distribute`
+reads, and find a weight by any of its copies. `graph_prune.model.distribute`
 (the edge that handles strategies) re-exports these.
 """
 

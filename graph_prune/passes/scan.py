@@ -134,7 +134,7 @@ def find_weights(
   returns a `WeightScan` rather than a `PassResult`.
 
   Args:
-    traced: a `graph_prune.tracing.Traced`.
+    traced: a `graph_prune.model.tracing.Traced`.
     do_not_prune: compiled regexes (or strings); a weight whose name any of
       them matches (`re.search`) is skipped.
 

@@ -30,8 +30,8 @@ from typing import Callable, Optional, Sequence, Tuple
 import keras
 import numpy as np
 
-from graph_prune import pruned_model as pruned_lib
 from graph_prune.export import shrink as shrink_lib
+from graph_prune.model import pruned_model as pruned_lib
 from graph_prune.study.config import Method
 from graph_prune.study.config import parse_method
 from graph_prune.study.config import SweepConfig

@@ -22,7 +22,7 @@ import zlib
 
 import numpy as np
 
-from graph_prune import data_inputs
+from graph_prune.model import data_inputs
 from graph_prune.train import errors
 
 _DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data')

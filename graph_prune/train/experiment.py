@@ -21,10 +21,10 @@ from typing import Callable, List, Optional, Tuple
 
 import keras
 
-from graph_prune import hparams as hparams_lib
-from graph_prune import pruned_model as pruned_lib
+from graph_prune.config import hparams as hparams_lib
 from graph_prune.export import output_paths
 from graph_prune.export import tflite
+from graph_prune.model import pruned_model as pruned_lib
 from graph_prune.train import artifacts
 from graph_prune.train import datasets
 from graph_prune.train import errors

@@ -25,10 +25,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from graph_prune import distribute
-from graph_prune import nonfinite
-from graph_prune import pruned_model as pruned_lib
-from graph_prune import summaries
+from graph_prune.model import distribute
+from graph_prune.model import nonfinite
+from graph_prune.model import pruned_model as pruned_lib
+from graph_prune.model import summaries
 from graph_prune.train import errors
 from graph_prune.train import eta
 from graph_prune.train import strategies

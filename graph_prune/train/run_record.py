@@ -25,7 +25,7 @@ from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
-from graph_prune import hparams as hparams_lib
+from graph_prune.config import hparams as hparams_lib
 from graph_prune.export import staging
 from graph_prune.train import errors
 

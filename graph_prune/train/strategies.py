@@ -4,7 +4,7 @@
 `checkpoint_dir` tells a worker where to save, `distribute_batch` splits a
 global batch over the replicas and `make_train_step` is the distributed
 training step that also updates the masks. How pruning's variables stay in
-sync under a strategy is explained in `graph_prune.distribute`.
+sync under a strategy is explained in `graph_prune.model.distribute`.
 """
 
 import dataclasses
@@ -15,8 +15,8 @@ from typing import Any, Callable, List, Optional, Sequence
 import tensorflow as tf
 
 from graph_prune import _tf_internal
-from graph_prune import distribute
 from graph_prune import errors
+from graph_prune.model import distribute
 
 STRATEGY_KINDS = ('default', 'mirrored', 'multi_worker')
 

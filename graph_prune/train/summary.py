@@ -11,8 +11,8 @@ from typing import List, Optional, Sequence
 import keras
 import numpy as np
 
-from graph_prune import pruned_model as pruned_lib
 from graph_prune.export import sizes
+from graph_prune.model import pruned_model as pruned_lib
 from graph_prune.train import versioned_export
 
 

@@ -21,12 +21,12 @@ import os
 import shutil
 from typing import Any, Callable, List, Optional, Sequence
 
-from graph_prune import pruned_model as pruned_lib
-from graph_prune import saved_model_conventions as conventions
 from graph_prune.export import sizes
 from graph_prune.export import staging
 from graph_prune.export import strip
 from graph_prune.export import tflite
+from graph_prune.model import pruned_model as pruned_lib
+from graph_prune.model import saved_model_conventions as conventions
 
 
 def _save_pruned(pruned: pruned_lib.PrunedModel, path: str) -> None:

@@ -120,7 +120,7 @@ class Options:
   Attributes:
     quantize: one of `QUANTIZE_MODES`.
     representative_data: inputs for int8 calibration and the check (see
-      `graph_prune.data_inputs`), or None.
+      `graph_prune.model.data_inputs`), or None.
     sparse: one of `SPARSE_CHOICES`.
   """
 
@@ -187,7 +187,7 @@ def convert_and_check(
     signature_keys: its signatures to convert.
     path: the file to write (the caller stages it).
     quantize: one of `QUANTIZE_MODES`.
-    representative_data: see `graph_prune.data_inputs`, or a
+    representative_data: see `graph_prune.model.data_inputs`, or a
       `representative.RepresentativeInputs` already read; required for
       int8.
     sparse: 'auto' (the smaller gzipped file), 'on' or 'off'.

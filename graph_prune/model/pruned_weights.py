@@ -12,14 +12,14 @@ from typing import Any, Sequence, Tuple
 from absl import logging
 import tensorflow as tf
 
-from graph_prune import distribute
 from graph_prune import errors
-from graph_prune import hparams as hparams_lib
-from graph_prune import masking
 from graph_prune import passes as rewrite
-from graph_prune import plans as plans_lib
-from graph_prune import tracing
-from graph_prune import unit_groups
+from graph_prune.config import hparams as hparams_lib
+from graph_prune.masks import masking
+from graph_prune.masks import unit_groups
+from graph_prune.model import distribute
+from graph_prune.model import plans as plans_lib
+from graph_prune.model import tracing
 from graph_prune.passes import channel_groups
 from graph_prune.passes import graph_ir
 from graph_prune.passes import scan as rewrite_scan

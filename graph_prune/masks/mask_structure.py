@@ -14,7 +14,7 @@ from typing import Optional, Sequence, Tuple
 import tensorflow as tf
 
 from graph_prune import errors
-from graph_prune import hparams as hparams_lib
+from graph_prune.config import hparams as hparams_lib
 
 
 @dataclasses.dataclass(frozen=True)

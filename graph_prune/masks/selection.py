@@ -43,7 +43,7 @@ bench/mask_update.py times the whole update.
 
 import tensorflow as tf
 
-from graph_prune import score_bits as _bits
+from graph_prune.masks import score_bits as _bits
 
 __all__ = ['prune_smallest', 'histogram_threshold', 'histogram_prune']
 

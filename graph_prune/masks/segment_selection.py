@@ -36,7 +36,7 @@ from typing import Sequence, Tuple
 
 import tensorflow as tf
 
-from graph_prune import score_bits as _bits
+from graph_prune.masks import score_bits as _bits
 
 __all__ = ['prune_smallest_segments']
 

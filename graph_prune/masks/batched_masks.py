@@ -21,12 +21,12 @@ from typing import List, Optional, Sequence
 
 import tensorflow as tf
 
-from graph_prune import criteria
-from graph_prune import mask_structure
-from graph_prune import masking
-from graph_prune import score_bits
-from graph_prune import segment_selection
-from graph_prune.mask_structure import MaskStructure
+from graph_prune.masks import criteria
+from graph_prune.masks import mask_structure
+from graph_prune.masks import masking
+from graph_prune.masks import score_bits
+from graph_prune.masks import segment_selection
+from graph_prune.masks.mask_structure import MaskStructure
 
 __all__ = ['ByShape', 'batchable', 'compute_masks_together', 'selectable']
 

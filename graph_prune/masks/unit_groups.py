@@ -27,9 +27,9 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from graph_prune import criteria
 from graph_prune import errors
-from graph_prune import masking
+from graph_prune.masks import criteria
+from graph_prune.masks import masking
 
 
 @dataclasses.dataclass(frozen=True)

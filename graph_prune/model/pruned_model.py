@@ -27,22 +27,22 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 from absl import logging
 import tensorflow as tf
 
-from graph_prune import distribute
 from graph_prune import errors
-from graph_prune import hparams as hparams_lib
-from graph_prune import masking
-from graph_prune import nonfinite
 from graph_prune import passes as rewrite
-from graph_prune import plans as plans_lib
-from graph_prune import pruned_weights as pruned_weights_lib
-from graph_prune import schedule
-from graph_prune import summaries
-from graph_prune import tracing
-from graph_prune import unit_groups as unit_groups_lib
+from graph_prune.config import hparams as hparams_lib
+from graph_prune.masks import masking
+from graph_prune.masks import schedule
+from graph_prune.masks import unit_groups as unit_groups_lib
+from graph_prune.model import distribute
+from graph_prune.model import nonfinite
+from graph_prune.model import plans as plans_lib
+from graph_prune.model import pruned_weights as pruned_weights_lib
+from graph_prune.model import summaries
+from graph_prune.model import tracing
+from graph_prune.model.pruned_weights import PrunedWeight
+from graph_prune.model.saved_model_conventions import SavedModelConventions
+from graph_prune.model.untracked import Untracked
 from graph_prune.passes import graph_ir
-from graph_prune.pruned_weights import PrunedWeight
-from graph_prune.saved_model_conventions import SavedModelConventions
-from graph_prune.untracked import Untracked
 
 
 class Sparsity(NamedTuple):
@@ -446,7 +446,7 @@ def apply_pruning(
     NoPrunableWeightsError: no weight of the graph can be pruned (the message
       lists every variable seen and why it was skipped).
     UnsupportedStrategyError: called under a `tf.distribute` strategy
-      graph_prune does not support (see `graph_prune.distribute`).
+      graph_prune does not support (see `graph_prune.model.distribute`).
     StrategyError: called inside `strategy.run`, or the weights were created
       under another strategy than the current one.
   """

@@ -14,12 +14,12 @@ from typing import List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from graph_prune import batched_masks
-from graph_prune import criteria
-from graph_prune import hparams as hparams_lib
-from graph_prune import masking
-from graph_prune import schedule as schedule_lib
-from graph_prune import unit_groups
+from graph_prune.config import hparams as hparams_lib
+from graph_prune.masks import batched_masks
+from graph_prune.masks import criteria
+from graph_prune.masks import masking
+from graph_prune.masks import schedule as schedule_lib
+from graph_prune.masks import unit_groups
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,7 +27,7 @@ import re
 from typing import Any, Optional, Tuple
 
 from graph_prune import errors
-from graph_prune import hparams_syntax as syntax
+from graph_prune.config import hparams_syntax as syntax
 
 _NAME_RE = re.compile(r'^[A-Za-z0-9_.][A-Za-z0-9_.\-/]*$')
 

@@ -21,7 +21,7 @@ from typing import Any
 import tensorflow as tf
 
 from graph_prune import errors
-from graph_prune import tracing
+from graph_prune.model import tracing
 
 
 def keras_trainer(pruned: Any) -> Any:

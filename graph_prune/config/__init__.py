@@ -1,0 +1,5 @@
+"""Pruning configuration: contrib's hparams string, parsed and checked.
+
+`hparams` holds `PruningHParams` and `parse_hparams`; `hparams_syntax` the
+string's grammar (lists, maps, N:M pairs).
+"""
