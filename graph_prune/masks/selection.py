@@ -14,23 +14,17 @@ BUILD_NOTES, 'Measurements behind the code'). One order statistic is enough:
    work is done on int32 bits. That also makes it exact for denormals: TF's CPU
    kernels run with denormals-are-zero, so float compares (and `tf.sort`) treat
    1e-45 as 0.
-2. A range of bit patterns [lo, hi] that holds the cut is chosen:
-   * up to 2**16 scores, all of them (`_SMALL_SIZE`);
-   * below 3 * 2**20, the 16-bit bucket of the cut, from a `Bincount` of the
-     high bits of all scores (`_bucket_candidates`);
-   * above, from the histogram of a strided sample of ~2**20 scores, widened by
-     4 standard deviations of a sample quantile (`_sample_bracket`). One fused
-     XLA pass counts the scores below the range and flags the words that hold
-     candidates (`_candidates`, `score_bits.scan_words`); if the count shows
-     that the sample misled us, the exact bucket is used instead, so only
-     speed depends on the sample.
-3. The candidates (a small fraction of the scores, see `_SAMPLE_SIZE`) are
-   gathered 8 scores at a time (`score_bits.words`, `score_bits.gather_range`)
-   and the exact cut is found among them by a radix select over 11-, 10- and
-   10-bit digits.
-4. keep = bits >= cut, by a fused XLA pass (`score_bits.keep_from`); when
+2. The exact cut, the bits of the score of stable rank `num_prune`, and the
+   ties pruned before it come from `order_statistic.select_bits`: a bracket
+   of candidates (all scores, an exact 16-bit bucket or a sampled range),
+   then a radix select among them.
+3. keep = bits >= cut, by a fused XLA pass (`score_bits.keep_from`); when
    scores equal to the cut must be pruned too, the pass also keeps only the
    ties after the last pruned one (`score_bits.keep_after`).
+
+This module holds the pruning rules (argument checks, keep masks,
+thresholds, the float64 path and the histogram method); the size-dependent
+search for the cut is `order_statistic`'s.
 
 Every full pass writes at most one byte per score: TF ops that write a fresh
 4-byte tensor pay for page faults of the new buffer with the default CPU
@@ -43,37 +37,27 @@ bench/mask_update.py times the whole update.
 
 import tensorflow as tf
 
+from graph_prune.masks import order_statistic as _order
 from graph_prune.masks import score_bits as _bits
 
 __all__ = ['prune_smallest', 'histogram_threshold', 'histogram_prune']
 
 # Clears the sign bit of float64 bit patterns.
 _SIGN_MASK_64 = 0x7FFFFFFFFFFFFFFF
-# The exact fallback histograms the high 15 bits (the sign bit is clear), then
-# gathers the 16-bit bucket that holds the cut.
-_HIGH_BINS = 1 << 15
-_LOW_BINS = 1 << 16
-# Sample size and resolution of the sampled bracket. A bigger sample narrows the
-# bracket (fewer candidates to gather) but costs more to take and histogram.
-# 2**20 was chosen from the candidate counts and times of 2**18, 2**20 and 2**22
-# samples on an 8192x8192 weight (measured: BUILD_NOTES, 'Measurements behind
-# the code'). The sample histogram has 2**(31 - _SAMPLE_SHIFT) bins.
-_SAMPLE_SIZE = 1 << 20
-_SAMPLE_SHIFT = 14
-# Half-width of the bracket in standard deviations of a sample quantile, plus a
-# constant that covers extreme quantiles where the deviation vanishes. With 4
-# deviations a random sample misses with probability ~1e-4 (the normal tail
-# beyond 4 deviations); a miss costs the exact histogram pass, i.e. time
-# (measured: BUILD_NOTES, 'Measurements behind the code'), never a wrong answer.
-_BRACKET_SIGMAS = 4.0
-_BRACKET_SLACK = 16.0
-# Up to _SMALL_SIZE scores, all are candidates of the radix select; below
-# _SAMPLED_SIZE, the exact histogram brackets the cut (a sample would be nearly
-# all the scores); from _SAMPLED_SIZE on, and when the length is only known at
-# run time, a sample does. The crossovers were measured on |normal| scores
-# (BUILD_NOTES, 'Measurements behind the code').
-_SMALL_SIZE = 1 << 16
-_SAMPLED_SIZE = 3 << 20
+
+# Moved to order_statistic; importable from here as before.
+_HIGH_BINS = _order._HIGH_BINS
+_LOW_BINS = _order._LOW_BINS
+_SAMPLE_SIZE = _order._SAMPLE_SIZE
+_SAMPLE_SHIFT = _order._SAMPLE_SHIFT
+_BRACKET_SIGMAS = _order._BRACKET_SIGMAS
+_BRACKET_SLACK = _order._BRACKET_SLACK
+_SMALL_SIZE = _order.SMALL_SIZE
+_SAMPLED_SIZE = _order._SAMPLED_SIZE
+_select_bits = _order.select_bits
+_candidates = _order._candidates
+_sample_bracket = _order._sample_bracket
+_bucket_candidates = _order._bucket_candidates
 
 
 def prune_smallest(scores, num_prune):
@@ -114,11 +98,11 @@ def prune_smallest(scores, num_prune):
   num_prune = _checked_num_prune(scores, num_prune)
   if scores.dtype == tf.float64:
     return _prune_smallest_by_sorting(scores, num_prune)
-  bits, threshold_bits, pruned_ties = _select_bits(
+  bits, threshold_bits, pruned_ties = _order.select_bits(
     _bits.float32_bits(scores), num_prune
   )
   threshold = tf.cast(tf.bitcast(threshold_bits, tf.float32), scores.dtype)
-  if scores.shape[0] is not None and scores.shape[0] <= _SMALL_SIZE:
+  if scores.shape[0] is not None and scores.shape[0] <= _order.SMALL_SIZE:
     return _small_keep(bits, threshold_bits, pruned_ties), threshold
   # Scores equal to the threshold are pruned up to the last pruned tie.
   # Comparing flat indices too costs time (measured: BUILD_NOTES,
@@ -276,138 +260,7 @@ def _checked_num_prune(scores, num_prune):
   return tf.clip_by_value(num_prune, 0, tf.size(scores) - 1)
 
 
-# Selection.
-
-
-def _select_bits(bits, k, canonical=False):
-  """Finds the bits of the score of stable rank k and the ties pruned before it.
-
-  Args:
-    bits: int32 [n] float32 bit patterns, possibly with sign bits set.
-    k: int32 scalar in [0, n - 1].
-    canonical: whether the returned bits must have their sign bits cleared.
-
-  Returns:
-    `(bits, threshold_bits, pruned_ties)`: `bits`, with the sign bits cleared
-    if `canonical` (else possibly the input itself, for
-    `score_bits.keep_from`), the k-th smallest of the cleared bits (0-based),
-    and the int64 flat indices of the scores equal to it that rank below k,
-    i.e. that must be pruned although they equal the threshold.
-  """
-  n = bits.shape[0]
-  if n is not None and n <= _SMALL_SIZE:
-    # Every score is a candidate.
-    bits = _bits.canonical(bits)
-    num_below = tf.constant(0, tf.int32)
-    indices = tf.range(n, dtype=tf.int64)
-    candidates = bits
-  elif n is not None and n < _SAMPLED_SIZE:
-    bits, num_below, indices, candidates = _bucket_candidates(
-      _bits.canonical(bits), k
-    )
-  else:
-    bits, num_below, indices, candidates = _candidates(bits, k, canonical)
-  k_in = k - num_below
-  threshold_bits, num_less = _bits.radix_select(candidates, k_in)
-  ties = tf.boolean_mask(indices, tf.equal(candidates, threshold_bits))
-  return bits, threshold_bits, ties[: k_in - num_less]
-
-
-def _candidates(bits, k, canonical):
-  """Gathers the scores inside a range of bit patterns that holds rank k.
-
-  The range comes from a sample; one fused pass (`score_bits.scan_words`)
-  counts the scores below it and flags the 8-score words that hold
-  candidates. If the
-  count shows that the range misses rank k, an exact histogram of the
-  (cleared) bits gives the range instead.
-
-  Args:
-    bits: int32 [n] bit patterns, possibly with sign bits set.
-    k: int32 scalar in [0, n - 1].
-    canonical: whether to return `bits` with the sign bits cleared. That costs
-      a pass only when a sign bit is set, which `score_bits.scan_words` reports.
-
-  Returns:
-    `(bits, num_below, indices, values)`: the bits (see `canonical`), the
-    number of scores below the range, and the int64 flat indices (increasing)
-    and int32 values (sign bits cleared) of the scores inside it.
-  """
-  lo, hi = _sample_bracket(bits, k)
-  rows, tail = _bits.split_rows(bits)
-  scanned = _bits.scan_words(tf.reshape(rows, [-1, 8]), lo, hi)
-  num_below = _bits.count_below(scanned) + _bits.count_true(
-    tf.less(_bits.canonical(tail), lo)
-  )
-  indices, values = _bits.gather_range(
-    bits, tf.greater_equal(scanned, _bits.FLAG), lo, hi
-  )
-  if canonical:
-    signed = tf.logical_or(
-      tf.reduce_any(
-        tf.not_equal(tf.bitwise.bitwise_and(scanned, _bits.SIGNED), 0)
-      ),
-      tf.reduce_any(tail < 0),
-    )
-    bits = tf.cond(signed, lambda: _bits.canonical(bits), lambda: bits)
-  hit = tf.logical_and(num_below <= k, k < num_below + tf.size(values))
-  return tf.cond(
-    hit,
-    lambda: (bits, num_below, indices, values),
-    lambda: _bucket_candidates(_bits.canonical(bits), k),
-  )
-
-
-def _sample_bracket(bits, k):
-  """Guesses bit patterns [lo, hi] holding rank k from a strided sample.
-
-  The stride is odd so that it does not align with power-of-two row lengths;
-  a sample that is still unrepresentative only costs the fallback pass.
-  """
-  n = tf.size(bits)
-  stride = tf.maximum(n // _SAMPLE_SIZE, 1) // 2 * 2 + 1
-  sample = _bits.canonical(tf.strided_slice(bits, [0], [n], [stride]))
-  m = tf.cast(tf.size(sample), tf.float64)
-  q = tf.cast(k, tf.float64) / tf.cast(n, tf.float64)
-  spread = _BRACKET_SIGMAS * tf.sqrt(m * q * (1.0 - q)) + _BRACKET_SLACK
-  rank_lo = tf.cast(tf.floor(q * m - spread), tf.int32)
-  rank_hi = tf.cast(tf.math.ceil(q * m + spread), tf.int32)
-  num_bins = 1 << (31 - _SAMPLE_SHIFT)
-  counts = _bits.bincount(
-    tf.bitwise.right_shift(sample, _SAMPLE_SHIFT), num_bins
-  )
-  cumulative = tf.cumsum(counts)
-  # Bin holding sample rank r = number of bins whose cumulative count is <= r.
-  bin_lo = _bits.count_true(cumulative <= rank_lo)
-  bin_hi = _bits.count_true(cumulative <= rank_hi)
-  lo = tf.where(rank_lo < 0, 0, bin_lo * (1 << _SAMPLE_SHIFT))
-  hi = tf.where(
-    rank_hi >= tf.size(sample),
-    _bits.SIGN_MASK_32,
-    bin_hi * (1 << _SAMPLE_SHIFT) + ((1 << _SAMPLE_SHIFT) - 1),
-  )
-  return lo, hi
-
-
-def _bucket_candidates(bits, k):
-  """Gathers the 16-bit bucket of rank k, found by a histogram of all bits.
-
-  Exact, at the price of an int32 pass (the high bits) and a `Bincount` over
-  all scores: the mid-size path, and the fallback of the sampled one.
-
-  Args:
-    bits: int32 [n] >= 0.
-    k: int32 scalar in [0, n - 1].
-
-  Returns:
-    Like `_candidates`.
-  """
-  high = tf.bitwise.right_shift(bits, 16)
-  bucket, num_below = _bits.locate(_bits.bincount(high, _HIGH_BINS), k)
-  words = _bits.words(tf.cast(tf.equal(high, bucket), tf.uint8))
-  lo = bucket * _LOW_BINS
-  indices, values = _bits.gather_range(bits, words, lo, lo + (_LOW_BINS - 1))
-  return bits, num_below, indices, values
+# float64.
 
 
 def _prune_smallest_by_sorting(scores, k):
@@ -437,7 +290,7 @@ def _histogram_threshold_bits(bits, sparsity, nbins):
   rank = _first_count_reaching(sparsity, n)
   # j is the bin of the score of rank `rank - 1`; a rank of 0 means that no bin
   # is below the sparsity, a rank > n that all are (only if sparsity > 1).
-  bits, kth_bits, _ = _select_bits(
+  bits, kth_bits, _ = _order.select_bits(
     bits, tf.clip_by_value(rank - 1, 0, n - 1), canonical=True
   )
   max_bits = tf.reduce_max(bits)
