@@ -8,7 +8,7 @@ import dataclasses
 from typing import Any, Optional, Sequence, Tuple
 
 from graph_prune.export import sizes
-from graph_prune.passes.fold_masks import FoldedWeight
+from graph_prune.passes.folded_values import FoldedWeight
 
 
 @dataclasses.dataclass(frozen=True)

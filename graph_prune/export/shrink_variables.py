@@ -27,7 +27,7 @@ from graph_prune.passes import drop_unused
 from graph_prune.passes import graph_ir
 from graph_prune.passes import shrink_units
 from graph_prune.passes import variable_view
-from graph_prune.passes.fold_masks import FoldedWeight
+from graph_prune.passes.folded_values import FoldedWeight
 
 
 class LazyFold:

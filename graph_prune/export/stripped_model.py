@@ -66,7 +66,7 @@ from graph_prune.passes import flatten
 from graph_prune.passes import fold_checks
 from graph_prune.passes import fold_masks
 from graph_prune.passes import graph_ir
-from graph_prune.passes.fold_masks import FoldedWeight
+from graph_prune.passes.folded_values import FoldedWeight
 
 # Makes names of rewritten functions and import scopes unique per process.
 _call_ids = itertools.count(1)

@@ -24,11 +24,10 @@ Const, as for the frozen GraphDef and shrink) the value is one constant:
   after:   <scope>/<weight> = Const[kernel * mask]
            y = MatMul(x, <scope>/<weight>)
 
-Pruned positions hold +0.0: `kernel * mask` is -0.0 where a negative weight
-is masked, which compares equal to +0.0 (so outputs compare equal; only the
-sign of an exactly-zero result can differ) but breaks gzip's runs of zero
-bytes, so the export compresses worse (bench/export_size.py; measured:
-BUILD_NOTES, 'Measurements behind the code').
+The new top-level nodes (the Const or the handle's Placeholder and its
+read), their records and the +0.0 in pruned positions are
+`folded_values`'s; this module finds the masked weights and routes the
+folded values to them.
 
 A masked weight is recognised by its graph, checked against its name: a `Mul`
 named `<weight>/masked_weight` (`graph_ir.masked_weight_name`, the name
@@ -54,71 +53,25 @@ a `PassResult` with a new GraphDef; its input is not modified.
 """
 
 import collections
-import dataclasses
 from typing import Any, Dict, Mapping, Set, Tuple
 
-import numpy as np
-import tensorflow as tf
 from tensorflow.core.framework import graph_pb2
-from tensorflow.core.framework import types_pb2
 
 from graph_prune import errors
 from graph_prune.passes import driver
 from graph_prune.passes import fold_checks
+from graph_prune.passes import folded_values
 from graph_prune.passes import function_body
 from graph_prune.passes import graph_ir
 from graph_prune.passes import rules
 
-# A variable read; `fold_masks` follows it back to the variable's handle.
-_READ = function_body.READ
-
 # Moved to fold_checks; importable from here as before.
 VARIABLE_OPS = fold_checks.VARIABLE_OPS
 check_stripped = fold_checks.check_stripped
-
-
-@dataclasses.dataclass(frozen=True)
-class FoldedWeight:
-  """A masked weight folded into a constant.
-
-  Attributes:
-    name: the weight's name (its mask variable's name without '/mask').
-    node: the top-level Const node holding `weight * mask`.
-    shape: its shape.
-    dtype: its dtype name.
-    nonzeros: how many of its values are not zero.
-  """
-
-  name: str
-  node: str
-  shape: Tuple[int, ...]
-  dtype: str
-  nonzeros: int
-
-  @property
-  def size(self) -> int:
-    return int(np.prod(self.shape, dtype=np.int64))
-
-  @property
-  def sparsity(self) -> float:
-    return 1.0 - self.nonzeros / self.size if self.size else 0.0
-
-
-@dataclasses.dataclass(frozen=True)
-class FoldedHandle:
-  """A masked weight whose folded value a new variable will hold.
-
-  Attributes:
-    name: the weight's name.
-    node: the new top-level Placeholder for that variable's handle.
-    weight_node, mask_node: the Placeholders of the captured handles of the
-      weight and its mask (the variables whose product it holds).
-  """
-
-  name: str
-  node: str
-  weight_node: str
-  mask_node: str
+# Moved to folded_values; importable from here as before.
+FoldedWeight = folded_values.FoldedWeight
+FoldedHandle = folded_values.FoldedHandle
+_READ = folded_values._READ
 
 
 class _Folder:
@@ -138,9 +91,7 @@ class _Folder:
       for node in body.nodes:
         for attr, fname in graph_ir.called_functions(node, self.library):
           self.callers[fname].append(fold_checks.Call(body, node, attr))
-    self.folded: Dict[Tuple[str, str], FoldedWeight] = {}
-    self.handles: Dict[Tuple[str, str], FoldedHandle] = {}
-    self._reads: Dict[str, str] = {}
+    self.values = folded_values.FoldedValues(graph_def, self.top)
     self.changed: Set[str] = set()
     self._fed: Dict[Tuple[str, str, int, int], str] = {}
     self._checker = fold_checks.CallChecker(self.bodies, self.library)
@@ -154,7 +105,7 @@ class _Folder:
     ]
     for body, node in candidates:
       self._fold(body, node)
-    self.drop_dead_reads()
+    self.values.drop_dead_reads()
 
   # The Mul of a masked weight.
 
@@ -170,7 +121,7 @@ class _Folder:
     base = graph_ir.weight_of_masked(mul.name)
     if body.fdef is None:
       if self.top.by_name[graph_ir.node_name(value_ref)].op == 'Placeholder':
-        value_ref = self._read(value_ref, mul)
+        value_ref = self.values.read(value_ref, mul)
       old_refs = body.refs_to_output(mul, 0) | {f'^{mul.name}'}
       target = body.by_name[graph_ir.node_name(value_ref)]
       body.rename_refs(
@@ -248,8 +199,8 @@ class _Folder:
       )
     weight = self.mask_consts[mask_node.name]
     if kinds == {'placeholder'}:
-      return self._folded_handle(weight_node, mask_node, weight, where), weight
-    return self._folded_const(weight_node, mask_node, weight, where), weight
+      return self.values.handle(weight_node, mask_node, weight, where), weight
+    return self.values.const(weight_node, mask_node, weight, where), weight
 
   def _feed_callers(
     self, body: function_body.Body, a: int, b: int, where: str
@@ -291,105 +242,6 @@ class _Folder:
         self._fed[key] = self._fed[(key[0], key[1], b, a)] = weight
       weight = self._fed[key]
     return weight
-
-  def _folded_handle(self, weight_node, mask_node, weight: str, where: str):
-    """A new top-level Placeholder for the folded variable's handle."""
-    key = (weight_node.name, mask_node.name)
-    if key in self.handles:
-      return self.handles[key].node
-    node = self.graph_def.node.add()
-    base = graph_ir.weight_of_masked(where) or where + '/folded'
-    node.name = self.top.unique_name(base)
-    node.op = 'Placeholder'
-    node.attr['dtype'].type = types_pb2.DT_RESOURCE
-    node.attr['shape'].shape.SetInParent()
-    self.top.add(node)
-    self.handles[key] = FoldedHandle(
-      weight, node.name, weight_node.name, mask_node.name
-    )
-    return node.name
-
-  def _read(self, handle: str, mul) -> str:
-    """A top-level read of the folded variable's handle (one per handle)."""
-    if handle not in self._reads:
-      node = self.graph_def.node.add()
-      node.name = self.top.unique_name(f'{handle}/read')
-      node.op = _READ
-      node.input.append(handle)
-      node.attr['dtype'].type = mul.attr['T'].type
-      self.top.add(node)
-      self._reads[handle] = node.name
-    return self._reads[handle]
-
-  def drop_dead_reads(self):
-    """Removes the top-level reads of folded weights and their masks.
-
-    A captured variable's read keeps control edges (from the function's
-    NoOp, for example) after the Mul that used it is gone; left in place
-    they would keep the mask and the unmasked weight in the graph. Reads
-    (and Identities of them) no data edge needs any more are removed with
-    the control edges on them; a read that still feeds something else
-    (the weight read unmasked elsewhere) stays.
-    """
-    folded = {h.weight_node for h in self.handles.values()} | {
-      h.mask_node for h in self.handles.values()
-    }
-    while True:
-      consumers = self.top.data_consumers()
-      dead = set()
-      for node in self.top.nodes:
-        if node.op not in rules.IDENTITY_OPS and node.op != _READ:
-          continue
-        kind, leaf = self.top.resolve(node.name)
-        if kind != 'placeholder' or leaf.name not in folded:
-          continue
-        refs = self.top.refs_to_output(node, 0)
-        if not any(consumers.get(r) for r in refs):
-          dead.add(node.name)
-      if not dead:
-        return
-      for node in list(self.top.nodes):
-        if node.name in dead:
-          self.top.remove(node)
-        else:
-          kept = [t for t in node.input if t[1:] not in dead]
-          if len(kept) != len(node.input):
-            del node.input[:]
-            node.input.extend(kept)
-
-  def _folded_const(
-    self, weight_node, mask_node, weight: str, where: str
-  ) -> str:
-    key = (weight_node.name, mask_node.name)
-    if key in self.folded:
-      return self.folded[key].node
-    value = tf.make_ndarray(weight_node.attr['value'].tensor)
-    mask = tf.make_ndarray(mask_node.attr['value'].tensor)
-    if value.shape != mask.shape or value.dtype != mask.dtype:
-      raise errors.FoldError(
-        f'Cannot fold {where!r}: the weight is {value.dtype}{value.shape} '
-        f'but the mask is {mask.dtype}{mask.shape}.'
-      )
-    folded = value * mask
-    # +0.0 where pruned: see the module docstring.
-    folded = np.where(folded == 0, np.zeros_like(folded), folded)
-    node = self.graph_def.node.add()
-    base = graph_ir.weight_of_masked(where)
-    if base is None:
-      base = where + '/folded'
-    node.name = self.top.unique_name(base)
-    node.op = 'Const'
-    node.attr['dtype'].CopyFrom(weight_node.attr['dtype'])
-    node.attr['value'].tensor.CopyFrom(tf.make_tensor_proto(folded))
-    self.top.add(node)
-    self.folded[key] = FoldedWeight(
-      name=weight,
-      node=node.name,
-      shape=tuple(folded.shape),
-      dtype=tf.as_dtype(folded.dtype).name,
-      nonzeros=int(np.count_nonzero(folded)),
-    )
-    return node.name
 
 
 def _what(kind, node) -> str:
@@ -448,7 +300,7 @@ def fold_masked_weights(
       if fdef.signature.name in renames:
         fdef.signature.name = renames[fdef.signature.name]
     _rename_function_uses(graph_def, renames)
-  folded = tuple(folder.folded.values()) + tuple(folder.handles.values())
+  folded = folder.values.report()
   return driver.PassResult(graph_def, folded, changed=bool(folded))
 
 
