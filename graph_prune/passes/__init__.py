@@ -20,11 +20,16 @@ What is in this package:
     (never a `PassResult`): `scan` (`find_weights` -> `WeightScan`,
     `analyse` -> `Analysis`), `fold_checks` (checks, raise or return
     nothing), `tape_ops.recordable` (`tape_ops.record` records imported
-    ops on tapes at call time), `channel_groups` and the unit analysis
+    ops on tapes at call time), and the two channel analyses over one op
+    table (`channel_ops`: op -> kind and constant; `channel_classes`: the
+    union-find): training's `channel_groups` (result types in
+    `channel_group_types`) and shrink's unit analysis
     `unit_traversal`/`unit_rules`/`unit_layout_rules`/`unit_flow`/
     `unit_removal`/`unit_costs` (which `shrink_units` runs).
   * Helpers of one pass: `function_body` (the bodies `fold_masks` edits),
-    `mask_keys` (`insert_masks`' masks by weight name, checked).
+    `folded_values` (the folded values `fold_masks` makes), `mask_keys`
+    (`insert_masks`' masks by weight name, checked), `replicas` (the copy
+    of a distributed variable a graph reads).
 """
 
 from graph_prune.passes.driver import PassResult
