@@ -30,7 +30,7 @@ _PUBLIC = {
   'PruningHParams': 'graph_prune.config.hparams',
   'ResumeError': 'graph_prune.errors',
   'SavedModelNotFoundError': 'graph_prune.errors',
-  'Sparsity': 'graph_prune.model.pruned_model',
+  'Sparsity': 'graph_prune.model.mask_update',
   'StrategyError': 'graph_prune.errors',
   'StripError': 'graph_prune.errors',
   'UnknownSignatureError': 'graph_prune.errors',
@@ -108,7 +108,7 @@ if TYPE_CHECKING:  # what static tools and IDEs see
   from graph_prune.export.tflite import export_tflite  # noqa: F401
   from graph_prune.model.data_inputs import read_example_inputs  # noqa: F401
   from graph_prune.model.keras_fit import keras_trainer  # noqa: F401
+  from graph_prune.model.mask_update import Sparsity  # noqa: F401
   from graph_prune.model.pruned_model import apply_pruning  # noqa: F401
   from graph_prune.model.pruned_model import PrunedModel  # noqa: F401
-  from graph_prune.model.pruned_model import Sparsity  # noqa: F401
   from graph_prune.model.saved_model_conventions import save_pruned  # noqa: F401

@@ -3,10 +3,11 @@
 `plan_weights` resolves, once and outside traced code, everything the update
 of each weight needs: its structure, target, scope, threshold decay and its
 schedule (a function of the step). `update_condition` resolves when masks
-update. `compute_masks` then turns weight values, sparsities and previous
-thresholds into new masks and thresholds; nothing after planning reads the
-hparams. Keeping the variables and the `tf.cond` on the condition at the edge
-(the pruned model) keeps this module free of state.
+update, `model_schedule` the schedule the model reports. `compute_masks`
+then turns weight values, sparsities and previous thresholds into new masks
+and thresholds; nothing after planning reads the hparams. Keeping the
+variables and the `tf.cond` on the condition at the edge (the pruned model)
+keeps this module free of state.
 """
 
 import dataclasses
@@ -54,6 +55,20 @@ class WeightPlan:
 
 # Resolved once from the hparams: when the masks update.
 update_condition = schedule_lib.update_condition
+
+
+def model_schedule(
+  hparams: hparams_lib.PruningHParams,
+) -> schedule_lib.PolynomialSchedule:
+  """Resolved once from the hparams: the schedule towards their own target.
+
+  What the model reports as its scheduled sparsity
+  (`hparams.target_sparsity`). It equals the `WeightPlan.schedule` of every
+  weight without its own target in `weight_sparsity_map`, both built by
+  `schedule.polynomial_schedule`; it is resolved here, not taken from a
+  plan, because when every weight has its own target no plan follows it.
+  """
+  return schedule_lib.polynomial_schedule(hparams)
 
 
 def criterion_for(hparams: hparams_lib.PruningHParams) -> criteria.Criterion:

@@ -17,12 +17,14 @@ graph so that it uses `weight * mask`, and returns a `PrunedModel`:
 `apply_pruning` reads as its steps: trace, find the weights, plan each
 weight's update (`plans.plan_weights`, which resolves the hparams once),
 create the variables, insert the masks. State lives here and only here: one
-`PrunedWeight` per masked weight, the last update step, and the `tf.cond` on
-the update condition; the math is in `plans`, `masking` and `schedule`.
+`PrunedWeight` per masked weight and the last update step. `PrunedModel`
+runs the rewritten graph (in either Keras mode) and exports it; its mask
+update and the sparsity read-outs come from `mask_update.MaskUpdates`; the
+math is in `plans`, `masking` and `schedule`.
 """
 
 import dataclasses
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from absl import logging
 import tensorflow as tf
@@ -30,42 +32,22 @@ import tensorflow as tf
 from graph_prune import errors
 from graph_prune import passes as rewrite
 from graph_prune.config import hparams as hparams_lib
-from graph_prune.masks import masking
-from graph_prune.masks import schedule
-from graph_prune.masks import unit_groups as unit_groups_lib
 from graph_prune.model import distribute
-from graph_prune.model import nonfinite
 from graph_prune.model import plans as plans_lib
 from graph_prune.model import pruned_weights as pruned_weights_lib
-from graph_prune.model import summaries
 from graph_prune.model import tracing
+from graph_prune.model.mask_update import MaskUpdates
+from graph_prune.model.mask_update import not_converted as _not_converted
+
+# `Sparsity` moved to `mask_update`; re-exported for who imports it from here.
+from graph_prune.model.mask_update import Sparsity  # noqa: F401
 from graph_prune.model.pruned_weights import PrunedWeight
 from graph_prune.model.saved_model_conventions import SavedModelConventions
 from graph_prune.model.untracked import Untracked
 from graph_prune.passes import graph_ir
 
 
-class Sparsity(NamedTuple):
-  """Current mask sparsity: per weight name, and over all masked weights."""
-
-  per_weight: Dict[str, tf.Tensor]
-  overall: tf.Tensor
-
-
-def _not_converted(method):
-  """Marks a method AutoGraph leaves as it is, when a user's tf.function
-  calls it.
-
-  graph_prune's graph code uses `tf.cond` itself and never Python control
-  flow on tensors, so converting it gains nothing; but AutoGraph converts
-  every function a traced function calls (its source parsed and rewritten
-  once per process), which cost seconds of a user's first step: the mask
-  update's code and the mode rewrite's.
-  """
-  return tf.autograph.experimental.do_not_convert(method)
-
-
-class PrunedModel(SavedModelConventions, tf.Module):
+class PrunedModel(SavedModelConventions, MaskUpdates, tf.Module):
   """A computation whose prunable weights are used as `weight * mask`.
 
   Attributes:
@@ -117,9 +99,7 @@ class PrunedModel(SavedModelConventions, tf.Module):
     self.hparams = hparams
     self._pruned_weights = Untracked(tuple(pruned_weights))
     # Resolved once: nothing after this reads the hparams.
-    self._condition = plans_lib.update_condition(hparams)
-    self._schedule = schedule.polynomial_schedule(hparams)
-    self._criterion = plans_lib.criterion_for(hparams)
+    self._resolve_update(hparams)
     # Every captured variable is tracked, so that checkpoints and SavedModels
     # hold the model's own weights too: through the object the model itself
     # tracks (a Keras 3 variable wraps the tf.Variable the graph captured),
@@ -267,153 +247,6 @@ class PrunedModel(SavedModelConventions, tf.Module):
   @property
   def weight_names(self) -> List[str]:
     return [w.name for w in self.pruned_weights]
-
-  @_not_converted
-  def mask_update(self, step) -> tf.Operation:
-    """Recomputes every mask at `step` and records `step` as the last update.
-
-    Inside `strategy.run` the update runs once per worker in cross-replica
-    context (through `merge_call`) and the strategy writes the masks into every
-    replica's copy.
-
-    Args:
-      step: int step (e.g. `optimizer.iterations`); the schedule's position.
-
-    Returns:
-      The update op in graph mode; None eagerly.
-
-    Raises:
-      NonFiniteWeightError: (eagerly) a weight holds NaN or Inf; inside a
-        `tf.function` the same message comes as `InvalidArgumentError`.
-        Either way no mask, threshold or step was changed.
-    """
-    if distribute.in_replica_context():
-      return distribute.call_in_cross_replica_context(self.mask_update, step)
-    step = tf.cast(step, tf.int64)
-    if tf.executing_eagerly():
-      with nonfinite.non_finite_as_error():
-        self._update_fn.value(step)
-      return None
-    return self._update(step)
-
-  @_not_converted
-  def conditional_mask_update(self, step) -> tf.Tensor:
-    """Updates the masks if contrib's condition holds at `step`.
-
-    The condition: step in [begin_pruning_step, end_pruning_step] and at
-    least `pruning_frequency` steps since the last update.
-
-    Inside `strategy.run` the condition and the update run once per worker in
-    cross-replica context (through `merge_call`, so not from inside a
-    `tf.cond` of the replica function) and the strategy writes the masks into
-    every replica's copy.
-
-    Args:
-      step: int step (e.g. `optimizer.iterations`).
-
-    Returns:
-      A bool scalar tensor: whether the masks were updated.
-
-    Raises:
-      NonFiniteWeightError: as in `mask_update`.
-    """
-    if distribute.in_replica_context():
-      return distribute.call_in_cross_replica_context(
-        self.conditional_mask_update, step
-      )
-    step = tf.cast(step, tf.int64)
-
-    def do_update():
-      with tf.control_dependencies([self._update(step)]):
-        return tf.constant(True)
-
-    if tf.executing_eagerly():
-      with nonfinite.non_finite_as_error():
-        return self._conditional_fn(step)
-    return tf.cond(
-      self._condition(step, self.last_mask_update_step),
-      do_update,
-      lambda: tf.constant(False),
-    )
-
-  @property
-  def _conditional_fn(self):
-    if not hasattr(self, '_conditional'):
-      self._conditional = Untracked(tf.function(self.conditional_mask_update))
-    return self._conditional.value
-
-  def _update(self, step):
-    step = tf.cast(step, tf.int64)
-    pruned = self.pruned_weights
-    weight_plans = [w.plan for w in pruned]
-    masks, thresholds = plans_lib.compute_masks(
-      [w.weight.read_value() for w in pruned],
-      plans_lib.scheduled_sparsities(step, weight_plans),
-      weight_plans,
-      previous_thresholds=[w.threshold.read_value() for w in pruned],
-      groups=self.unit_groups,
-      criterion=self._criterion,
-    )
-    params = unit_groups_lib.param_masks(
-      masks,
-      [p.plan for p in self.unit_params],
-      [p.mask.dtype for p in self.unit_params],
-    )
-    # All or nothing: no assign may run before every mask and threshold is
-    # computed, i.e. before every weight passed its NaN/Inf check (each mask
-    # depends on its weight's check), so a failed update changes no state.
-    # Meanwhile each new mask waits as a bool (a byte per entry, not a
-    # float's four): all of them are held at once.
-    masks = [tf.not_equal(m, 0) for m in masks]
-    ops = []
-    with tf.control_dependencies(masks + thresholds + params):
-      for w, mask, threshold in zip(pruned, masks, thresholds):
-        ops.append(w.mask.assign(tf.cast(mask, w.mask.dtype)))
-        ops.append(w.threshold.assign(tf.cast(threshold, w.threshold.dtype)))
-      for p, mask in zip(self.unit_params, params):
-        ops.append(p.mask.assign(mask))
-      ops.append(self.last_mask_update_step.assign(step))
-    return tf.group(ops)
-
-  def scheduled_sparsity(self, step) -> tf.Tensor:
-    """The schedule's target sparsity at `step` (hparams.target_sparsity)."""
-    return self._schedule(step)
-
-  def sparsity(self) -> Sparsity:
-    """The masks' current sparsity, per weight and overall (float32)."""
-    per_weight = {}
-    zeros = tf.constant(0.0)
-    total = 0
-    for w in self.pruned_weights:
-      fraction = masking.mask_sparsity(w.mask)
-      per_weight[w.name] = fraction
-      size = w.mask.shape.num_elements()
-      zeros += fraction * size
-      total += size
-    return Sparsity(per_weight, zeros / float(max(total, 1)))
-
-  def write_summaries(self, step) -> None:
-    """Writes sparsity and threshold per weight, the schedule's sparsity and
-    the last update step to the default `tf.summary` writer.
-
-    Args:
-      step: the step to record the summaries at.
-    """
-    step = tf.cast(step, tf.int64)
-    current = self.sparsity()
-    for w in self.pruned_weights:
-      summaries.scalar(
-        f'{w.name}/sparsity', current.per_weight[w.name], step=step
-      )
-      summaries.scalar(f'{w.name}/threshold', w.threshold, step=step)
-    prefix = self.hparams.name
-    summaries.scalar(
-      f'{prefix}/sparsity', self.scheduled_sparsity(step), step=step
-    )
-    summaries.scalar(f'{prefix}/overall_sparsity', current.overall, step=step)
-    summaries.scalar(
-      f'{prefix}/last_mask_update_step', self.last_mask_update_step, step=step
-    )
 
 
 def apply_pruning(
