@@ -16,20 +16,20 @@ Grammar (contrib's `HParams.parse`, extended where contrib could not parse):
   * map entries are `regex:value`, split on the last ':' (so `(?:...)` works).
   Contrib's indexed assignment `name[0]=value` is not supported.
 
-Every check happens here, when a spec is parsed or a `PruningHParams` built, so
-traced code never meets a bad value.
+Every check happens when a spec is parsed or a `PruningHParams` built, so
+traced code never meets a bad value: here each value's type, in
+`hparams_rules` what the typed values may be (ranges, choices, entries,
+combinations), in `hparams_syntax` the grammar.
 """
 
 import dataclasses
 import difflib
-import math
 import re
 from typing import Any, Optional, Tuple
 
 from graph_prune import errors
+from graph_prune.config import hparams_rules as rules
 from graph_prune.config import hparams_syntax as syntax
-
-_NAME_RE = re.compile(r'^[A-Za-z0-9_.][A-Za-z0-9_.\-/]*$')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,15 +193,7 @@ class PruningHParams:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(PruningHParams)}
-_LIST_FIELDS = ('weight_sparsity_map', 'block_dims_map', 'do_not_prune')
-_CHOICES = {
-  'block_pooling_function': ('AVG', 'MAX'),
-  'pruning_scope': ('layer', 'global'),
-  'granularity': ('weight', 'unit'),
-  'threshold_method': ('exact', 'histogram'),
-  'unit_params': ('all', 'kernel'),
-  'unit_groups': ('none', 'coupled'),
-}
+_LIST_FIELDS = rules.LIST_FIELDS
 
 
 def _kind(name: str) -> type:
@@ -307,7 +299,7 @@ def _coerce(name: str, value: Any):
 
 
 def _validate(h: PruningHParams):
-  """Checks contrib's rules and graph_prune's; raises HParamValueError."""
+  """Checks `hparams_rules` on `h`; raises HParamValueError naming the value."""
 
   def fail(name, rule):
     raise errors.HParamValueError(
@@ -315,128 +307,7 @@ def _validate(h: PruningHParams):
       f'{rule}.'
     )
 
-  _check_ranges(h, fail)
-  _check_lists(h, fail)
-  _check_combinations(h, fail)
-
-
-def _check_ranges(h: PruningHParams, fail):
-  """contrib's rule for each scalar hparam on its own."""
-  for field in dataclasses.fields(h):
-    value = getattr(h, field.name)
-    if isinstance(value, float) and not math.isfinite(value):
-      fail(field.name, 'it must be a finite number')
-  if not _NAME_RE.match(h.name):
-    fail(
-      'name',
-      'it must be a non-empty name scope of letters, digits and '
-      '"_.-/" (no commas or brackets)',
-    )
-  if h.begin_pruning_step < 0:
-    fail('begin_pruning_step', 'it must be >= 0')
-  if h.end_pruning_step != -1 and h.end_pruning_step < h.begin_pruning_step:
-    fail(
-      'end_pruning_step',
-      f'it must be -1 (never stop) or >= '
-      f'begin_pruning_step={h.begin_pruning_step}: the end step is before '
-      'the begin step',
-    )
-  if not 0.0 <= h.threshold_decay < 1.0:
-    fail('threshold_decay', 'it must be in [0, 1)')
-  if h.pruning_frequency < 1:
-    fail('pruning_frequency', 'it must be >= 1')
-  if h.nbins < 2:
-    fail('nbins', 'it must be >= 2')
-  for name in ('block_height', 'block_width'):
-    if getattr(h, name) < 1 and getattr(h, name) != -1:
-      fail(name, 'it must be >= 1, or -1 for the whole dimension')
-  for name in ('initial_sparsity', 'target_sparsity'):
-    if not 0.0 <= getattr(h, name) < 1.0:
-      fail(name, 'it must be in [0, 1)')
-  if h.sparsity_function_begin_step < 0:
-    fail('sparsity_function_begin_step', 'it must be >= 0')
-  if h.sparsity_function_end_step <= h.sparsity_function_begin_step:
-    fail(
-      'sparsity_function_end_step',
-      'it must be > '
-      f'sparsity_function_begin_step={h.sparsity_function_begin_step}',
-    )
-  if not h.sparsity_function_exponent > 0:
-    fail('sparsity_function_exponent', 'it must be > 0 (1 is linear)')
-  for name, choices in _CHOICES.items():
-    if getattr(h, name) not in choices:
-      fail(name, f'it must be one of {", ".join(choices)}')
-
-
-def _check_lists(h: PruningHParams, fail):
-  """Every map entry and do_not_prune regex parses and compiles."""
-  for entry in h.weight_sparsity_map:
-    syntax.check_regex(
-      'weight_sparsity_map',
-      syntax.split_entry('weight_sparsity_map', entry)[0],
-      entry,
-    )
-    syntax.parse_map_sparsity(entry)
-  for entry in h.block_dims_map:
-    syntax.check_regex(
-      'block_dims_map', syntax.split_entry('block_dims_map', entry)[0], entry
-    )
-    syntax.parse_block_dims('block_dims_map', entry)
-  for regex in h.do_not_prune:
-    syntax.check_regex('do_not_prune', regex, regex)
-  for name in _LIST_FIELDS:
-    for entry in getattr(h, name):
-      top = syntax.top_level(entry)
-      if entry != entry.strip() or top is None or ',' in top:
-        fail(
-          name,
-          f'entry {entry!r} must have balanced (), [] and {{}}, and '
-          'no surrounding spaces or commas outside brackets',
-        )
-
-
-def _check_combinations(h: PruningHParams, fail):
-  """Settings that cannot be combined (unit or N:M with blocks, ...)."""
-  uses_blocks = h.block_dims != (1, 1) or any(
-    syntax.parse_block_dims('block_dims_map', e) != (1, 1)
-    for e in h.block_dims_map
-  )
-  if h.granularity == 'unit' and uses_blocks:
-    fail(
-      'granularity',
-      'unit pruning cannot be combined with blocks '
-      '(block_height, block_width, block_dims_map); use one of them',
-    )
-  if h.unit_params != 'all' and h.granularity != 'unit':
-    fail(
-      'unit_params',
-      "a unit's parameters are masked only when whole units are pruned; "
-      'add granularity=unit or drop unit_params',
-    )
-  if h.unit_groups == 'coupled' and h.granularity != 'unit':
-    fail(
-      'unit_groups',
-      'coupled groups are groups of units; add granularity=unit',
-    )
-  if h.sparsity_m_by_n is not None:
-    n, m = h.sparsity_m_by_n
-    if not 1 <= n < m:
-      fail('sparsity_m_by_n', 'N:M needs 1 <= N < M, e.g. 2:4')
-    conflicts = []
-    if uses_blocks:
-      conflicts.append('blocks')
-    if h.granularity != 'weight':
-      conflicts.append(f'granularity={h.granularity}')
-    if h.pruning_scope != 'layer':
-      conflicts.append(f'pruning_scope={h.pruning_scope}')
-    if h.weight_sparsity_map:
-      conflicts.append('weight_sparsity_map')
-    if conflicts:
-      fail(
-        'sparsity_m_by_n',
-        "N:M sparsity fixes each weight's pattern and "
-        f'cannot be combined with {", ".join(conflicts)}; drop one',
-      )
+  rules.check(h, fail)
 
 
 def _match_map(field: str, entries, weight_name: str) -> Optional[str]:

@@ -35,11 +35,14 @@ an integer input integer data, a bool input bool data); the values: no NaN
 or Inf (nor any the cast makes, e.g. 1e39 as float32), integers within the
 input's integer type. Also refused: object arrays (e.g. of None), strings,
 complex values, empty data, and missing, unreadable or truncated files.
+
+This module reads the forms (files, lists, Datasets, dicts) into one array
+per input; what one input takes (its name, dtype kind, shape and values) is
+`signature_inputs`, which checks every array read here whatever its form.
 """
 
-import dataclasses
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 import zipfile
 import zlib
 
@@ -47,6 +50,10 @@ import numpy as np
 import tensorflow as tf
 
 from graph_prune import errors
+from graph_prune.model import signature_inputs as signature
+
+# Defined in signature_inputs; importable from here as before.
+input_names = signature.input_names
 
 # At most this many examples are read (the first ones).
 MAX_EXAMPLES = 512
@@ -74,32 +81,6 @@ def scale_like_training(images: np.ndarray, x_train: np.ndarray) -> np.ndarray:
     largest = float(max(abs(x_train.max().item()), abs(x_train.min().item())))
     return images.astype(np.float32) / np.float32(max(largest, 1))
   return images.astype(np.float32)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Input:
-  """One input of the signature: its name in messages and dicts, its spec."""
-
-  name: str
-  spec: tf.TensorSpec
-  named: bool = True
-
-  @property
-  def label(self) -> str:
-    """How messages name it: "input 'x'", or 'the input' without a name."""
-    return f'input {self.name!r}' if self.named else 'the input'
-
-  def shape_text(self) -> str:
-    return _shape_text(self.spec.shape)
-
-
-def input_names(input_signature) -> Tuple[str, ...]:
-  """The names `read_example_inputs` gives the inputs of `input_signature`.
-
-  A dict key (the path of keys, joined by '/') where the input sits in a
-  dict; else the TensorSpec's name; else 'input_<i>' by position.
-  """
-  return tuple(i.name for i in _inputs(input_signature))
 
 
 def read_example_inputs(
@@ -136,7 +117,7 @@ def read_example_inputs(
     ExampleDataError: one sentence naming the value, where it is (which
       input, which dimension, which example) and the fix.
   """
-  inputs = _inputs(input_signature)
+  inputs = signature.signature_inputs(input_signature)
   if not inputs:
     raise errors.ExampleDataError(
       f'{what}: the model takes no inputs (input signature '
@@ -145,7 +126,7 @@ def read_example_inputs(
     )
   reader = _Reader(inputs, what)
   columns = reader.read(data, max_examples)
-  fixed = _fixed_batch(inputs, what)
+  fixed = signature.fixed_batch(inputs, what)
   count = len(next(iter(columns.values())))
   size = fixed or batch_size or count
   if count < size and fixed:
@@ -162,62 +143,10 @@ def read_example_inputs(
   return batches
 
 
-def _inputs(input_signature) -> List[_Input]:
-  found = []
-
-  def visit(value, keys):
-    if isinstance(value, tf.TensorSpec):
-      found.append((keys, value))
-    elif isinstance(value, Mapping):
-      for key in sorted(value):  # tf.nest's order
-        visit(value[key], keys + (str(key),))
-    elif isinstance(value, (list, tuple)):
-      for item in value:
-        visit(item, keys)
-    elif value is not None:
-      raise errors.ExampleDataError(
-        f'The input signature holds {value!r}, not a tf.TensorSpec; pass the '
-        "model's input signature (e.g. pruned.__call__.input_signature)."
-      )
-
-  visit(input_signature, ())
-  if len(tf.nest.flatten(input_signature)) != len(found):
-    raise errors.ExampleDataError(
-      f'The input signature {input_signature!r} holds something other than '
-      "tf.TensorSpecs; pass the model's input signature."
-    )
-  inputs = []
-  for position, (keys, spec) in enumerate(found):
-    name = '/'.join(keys) or spec.name
-    inputs.append(_Input(name or f'input_{position}', spec, bool(name)))
-  if len({i.name for i in inputs}) != len(inputs):
-    inputs = [
-      _Input(f'input_{position}', i.spec) for position, i in enumerate(inputs)
-    ]
-  if len(inputs) == 1 and not inputs[0].named:
-    return inputs
-  return [dataclasses.replace(i, named=True) for i in inputs]
-
-
-def _fixed_batch(inputs: Sequence[_Input], what: str) -> Optional[int]:
-  sizes = {
-    i.spec.shape[0]
-    for i in inputs
-    if i.spec.shape.rank and i.spec.shape[0] is not None
-  }
-  if len(sizes) > 1:
-    raise errors.ExampleDataError(
-      f"{what}: the model's inputs fix different batch sizes "
-      f'({", ".join(f"{i.name} {i.shape_text()}" for i in inputs)}), so no '
-      'batch fits them all; give them one batch dimension.'
-    )
-  return sizes.pop() if sizes else None
-
-
 class _Reader:
   """Collects the examples of each input, checking every piece read."""
 
-  def __init__(self, inputs: Sequence[_Input], what: str):
+  def __init__(self, inputs: Sequence[signature.SignatureInput], what: str):
     self._inputs = list(inputs)
     self._what = what
 
@@ -247,7 +176,7 @@ class _Reader:
       arrays = self._piece(value, where, may_be_example)
       for name, array in arrays.items():
         columns[name].append(array[: max_examples - count])
-        empty = f'{where} has shape {_shape_text(array.shape)}'
+        empty = f'{where} has shape {signature.shape_text(array.shape)}'
       count += len(columns[self._inputs[0].name][-1])
     if count == 0:
       raise errors.ExampleDataError(
@@ -259,13 +188,15 @@ class _Reader:
       shapes = {a.shape[1:] for a in columns[i.name]}
       if len(shapes) > 1:
         listed = ', '.join(
-          _shape_text(['n', *s]) for s in sorted(shapes, key=str)
+          signature.shape_text(['n', *s]) for s in sorted(shapes, key=str)
         )
         raise errors.ExampleDataError(
           f'{what}: the batches of {i.label} have different shapes '
           f'({listed}); pad or crop them to one shape.'
         )
-      out[i.name] = self._values(np.concatenate(columns[i.name]), i)
+      out[i.name] = signature.cast_values(
+        np.concatenate(columns[i.name]), i, what
+      )
     return out
 
   def _elements(self, dataset):
@@ -332,7 +263,9 @@ class _Reader:
     array = npz[key]
     spec = self._inputs[0].spec
     if key == _TRAINING_KEY and spec.dtype.is_floating:
-      _check_kind(array, self._inputs[0], f'{path!r} (key {key})', self._what)
+      signature.check_kind(
+        array, self._inputs[0], f'{path!r} (key {key})', self._what
+      )
       # The training binary's format: scaled as it scaled it for training.
       return scale_like_training(array, array)
     return array
@@ -342,12 +275,12 @@ class _Reader:
     named = self._by_name(value, where)
     arrays, lengths = {}, {}
     for i in self._inputs:
-      array = _as_array(named[i.name], i, where, self._what)
-      _check_kind(array, i, where, self._what)
+      array = signature.as_array(named[i.name], i, where, self._what)
+      signature.check_kind(array, i, where, self._what)
       rank = i.spec.shape.rank
       if may_be_example and rank is not None and array.ndim == rank - 1:
         array = array[None]  # an unbatched Dataset's example
-      _check_shape(array, i, where, self._what)
+      signature.check_shape(array, i, where, self._what)
       arrays[i.name], lengths[i.name] = array, len(array)
     if len(set(lengths.values())) > 1:
       raise errors.ExampleDataError(
@@ -380,25 +313,6 @@ class _Reader:
       f'{where} is {_kind(value)}; pass a dict {{name: array}} per batch.'
     )
 
-  def _values(self, array: np.ndarray, i: _Input) -> np.ndarray:
-    """`array` cast to the input's dtype, its values checked."""
-    dtype = i.spec.dtype
-    if dtype.is_floating:
-      with np.errstate(over='ignore', invalid='ignore'):
-        cast = array.astype(dtype.as_numpy_dtype)
-      _check_finite(array, cast, i, self._what)
-      return cast
-    if dtype.is_integer and array.size:
-      info = np.iinfo(dtype.as_numpy_dtype)
-      low, high = array.min().item(), array.max().item()
-      if low < info.min or high > info.max:
-        raise errors.ExampleDataError(
-          f'{self._what}: {i.label} is {dtype.name} but the data '
-          f"holds values from {low} to {high}, beyond {dtype.name}'s range "
-          f'[{info.min}, {info.max}]; pass values that fit.'
-        )
-    return array.astype(dtype.as_numpy_dtype)
-
 
 def _holds_batches(data) -> bool:
   """Whether a list is a list of batches, not an array as nested lists."""
@@ -413,137 +327,9 @@ def _inputs_of(element):
   return element
 
 
-def _as_array(value, i: _Input, where: str, what: str) -> np.ndarray:
-  if isinstance(value, (tf.Tensor, tf.Variable)):
-    value = value.numpy()
-  if isinstance(value, (tf.RaggedTensor, tf.SparseTensor)):
-    raise errors.ExampleDataError(
-      f'{what}: {where} gives {i.label} a {type(value).__name__}; '
-      'pass dense arrays of one shape.'
-    )
-  try:
-    return np.asarray(value)
-  except (ValueError, TypeError) as e:
-    raise errors.ExampleDataError(
-      f'{what}: {where} for {i.label} cannot be one array '
-      f'({" ".join(str(e).split())}); pass a rectangular numeric array of '
-      f'shape {i.shape_text()}.'
-    ) from e
-
-
-def _check_kind(array: np.ndarray, i: _Input, where: str, what: str) -> None:
-  """Refuses dtypes the input cannot take: object, string, complex..."""
-  kind, dtype = array.dtype.kind, i.spec.dtype
-  fix = f'pass numbers of shape {i.shape_text()} (e.g. numpy.float32)'
-  if kind == 'O':
-    raise errors.ExampleDataError(
-      f'{what}: {where} is an object array for {i.label} (None, '
-      f'mixed types or ragged rows), not numbers; {fix}.'
-    )
-  if kind in 'USV':
-    raise errors.ExampleDataError(
-      f'{what}: {where} holds {array.dtype} values (strings or records) for '
-      f'{i.label}, not numbers; {fix}.'
-    )
-  if kind == 'c':
-    raise errors.ExampleDataError(
-      f'{what}: {where} is complex ({array.dtype}) for {i.label}, '
-      f'which takes real {dtype.name} values; pass real inputs (e.g. '
-      'numpy.real(x) or numpy.abs(x), whichever the model was trained on).'
-    )
-  if dtype.is_floating:
-    ok = kind in 'iuf'
-  elif dtype.is_integer:
-    ok = kind in 'iu'
-  elif dtype.is_bool:
-    ok = kind == 'b'
-  else:
-    raise errors.ExampleDataError(
-      f'{what}: {i.label} is {dtype.name}, which example inputs '
-      'cannot feed; only numeric and bool inputs are read.'
-    )
-  if not ok:
-    raise errors.ExampleDataError(
-      f'{what}: {where} is {array.dtype} but {i.label} is '
-      f'{dtype.name}; pass {_wanted_kind(dtype)} data.'
-    )
-
-
-def _wanted_kind(dtype) -> str:
-  if dtype.is_floating:
-    return 'float or integer'
-  if dtype.is_integer:
-    return 'integer'
-  return 'bool'
-
-
-def _check_shape(array: np.ndarray, i: _Input, where: str, what: str) -> None:
-  shape = i.spec.shape
-  if shape.rank is None:
-    if array.ndim == 0:
-      raise errors.ExampleDataError(
-        f'{what}: {where} is a scalar for {i.label}; pass examples '
-        'with the batch dimension first.'
-      )
-    return
-  given = _shape_text(array.shape)
-  if array.ndim != shape.rank:
-    if array.ndim == shape.rank - 1:
-      fix = 'add the batch dimension first (x[None] for one example)'
-    else:
-      fix = f'pass inputs of shape {_batch_shape(shape)}'
-    raise errors.ExampleDataError(
-      f'{what}: {i.label} takes shape {i.shape_text()} (rank '
-      f'{shape.rank}) but {where} has shape {given} (rank {array.ndim}); '
-      f'{fix}.'
-    )
-  for axis in range(1, shape.rank):
-    want = shape[axis]
-    if want is not None and array.shape[axis] != want:
-      raise errors.ExampleDataError(
-        f'{what}: {i.label} takes shape {i.shape_text()} but {where} '
-        f'has shape {given}: dimension {axis} is {array.shape[axis]}, not '
-        f'{want}; pass inputs of shape {_batch_shape(shape)}.'
-      )
-
-
-def _check_finite(original, cast, i: _Input, what: str) -> None:
-  finite = np.isfinite(cast)
-  if finite.all():
-    return
-  bad = np.argwhere(~finite)
-  first = tuple(int(k) for k in bad[0])
-  value = float(original[first])
-  cause = (
-    f'{value:g} overflows {i.spec.dtype.name}'
-    if np.isfinite(value)
-    else f'{value}'
-  )
-  raise errors.ExampleDataError(
-    f'{what} holds {len(bad)} non-finite value{"s" if len(bad) > 1 else ""} '
-    f'(NaN or Inf) for {i.label}, the first at example {first[0]}, '
-    f'index {list(first)} ({cause}); replace or drop them (e.g. '
-    'numpy.nan_to_num) and pass finite inputs.'
-  )
-
-
-def _shape_text(shape) -> str:
-  if isinstance(shape, tf.TensorShape):
-    if shape.rank is None:
-      return '[...]'
-    shape = shape.as_list()
-  dims = shape
-  return '[' + ', '.join('None' if d is None else str(d) for d in dims) + ']'
-
-
-def _batch_shape(shape: tf.TensorShape) -> str:
-  dims = ['n'] + ['any' if d is None else str(d) for d in shape.as_list()[1:]]
-  return '[' + ', '.join(dims) + ']'
-
-
 def _kind(value) -> str:
   if isinstance(value, (np.ndarray, tf.Tensor)):
-    return f'one array of shape {_shape_text(list(value.shape))}'
+    return f'one array of shape {signature.shape_text(list(value.shape))}'
   return f'a {type(value).__name__}'
 
 
