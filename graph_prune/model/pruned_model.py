@@ -30,7 +30,7 @@ from absl import logging
 import tensorflow as tf
 
 from graph_prune import errors
-from graph_prune import passes as rewrite
+from graph_prune import passes
 from graph_prune.config import hparams as hparams_lib
 from graph_prune.model import distribute
 from graph_prune.model import plans as plans_lib
@@ -57,7 +57,7 @@ class PrunedModel(SavedModelConventions, MaskUpdates, tf.Module):
       scope).
     last_mask_update_step: int64 variable, the step of the last update.
     hparams: the `PruningHParams`.
-    report: what the graph pass did (`rewrite.RewriteReport`).
+    report: what the graph pass did (`passes.RewriteReport`).
     plans: how each weight is pruned (`plans_lib.WeightPlan`).
     pruned_weights: one `PrunedWeight` per masked weight, holding the
       above (which are views of it, in the same order).
@@ -69,7 +69,7 @@ class PrunedModel(SavedModelConventions, MaskUpdates, tf.Module):
     hparams: hparams_lib.PruningHParams,
     pruned_weights: Sequence[PrunedWeight],
     last_mask_update_step: tf.Variable,
-    rewritten: Tuple[Any, 'rewrite.RewriteReport'],
+    rewritten: Tuple[Any, 'passes.RewriteReport'],
     name: Optional[str] = None,
     keras_model: Any = None,
     training: Optional[bool] = False,
@@ -83,8 +83,8 @@ class PrunedModel(SavedModelConventions, MaskUpdates, tf.Module):
       hparams: the `PruningHParams`.
       pruned_weights: one `PrunedWeight` per masked weight, in scan order.
       last_mask_update_step: the int64 step variable.
-      rewritten: (the rewritten `tf.function`, its `rewrite.RewriteReport`),
-        from `rewrite.insert_masks`.
+      rewritten: (the rewritten `tf.function`, its `passes.RewriteReport`),
+        from `passes.insert_masks`.
       name: the module's name; defaults to `hparams.name`.
       keras_model: the Keras model `traced` was traced from, which
         `__call__(..., training=mode)` traces in another mode; None for other
@@ -162,9 +162,9 @@ class PrunedModel(SavedModelConventions, MaskUpdates, tf.Module):
     # held by an `Untracked`, so it is no signature candidate.
     if training is None or training is self._training:
       if tf.inside_function():
-        return rewrite.call(self._fn.value, *args)
+        return passes.call(self._fn.value, *args)
       return self.__dict__['__call__'](*args)
-    return rewrite.call(self._mode_function(training), *args)
+    return passes.call(self._mode_function(training), *args)
 
   def _call(self, *args):
     return self._fn.value(*args)
@@ -188,7 +188,7 @@ class PrunedModel(SavedModelConventions, MaskUpdates, tf.Module):
           input_signature=self.input_signature,
           training=training,
         )
-        functions[training] = rewrite.insert_masks(
+        functions[training] = passes.insert_masks(
           traced,
           {w.weight.ref(): w.mask for w in self.pruned_weights},
           param_masks={p.weight.ref(): p.mask for p in self.unit_params},
@@ -303,7 +303,7 @@ def apply_pruning(
     last_mask_update_step = distribute.state_variable(
       tf.constant(0, tf.int64), graph_ir.step_name(hparams.name)
     )
-    result = rewrite.insert_masks(
+    result = passes.insert_masks(
       traced,
       {w.name: w.mask for w in pruned_weights},
       scan_result=scan,

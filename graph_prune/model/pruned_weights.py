@@ -13,7 +13,7 @@ from absl import logging
 import tensorflow as tf
 
 from graph_prune import errors
-from graph_prune import passes as rewrite
+from graph_prune import passes
 from graph_prune.config import hparams as hparams_lib
 from graph_prune.masks import masking
 from graph_prune.masks import unit_groups
@@ -22,7 +22,7 @@ from graph_prune.model import plans as plans_lib
 from graph_prune.model import tracing
 from graph_prune.passes import channel_groups
 from graph_prune.passes import graph_ir
-from graph_prune.passes import scan as rewrite_scan
+from graph_prune.passes import scan as scan_lib
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -50,9 +50,9 @@ class PrunedWeight:
 
 def find(
   traced: tracing.Traced, hparams: hparams_lib.PruningHParams
-) -> 'rewrite.WeightScan':
+) -> 'passes.WeightScan':
   """The prunable weights of `traced`; warns of map entries none matches."""
-  scan = rewrite.find_weights(traced, do_not_prune=hparams.do_not_prune)
+  scan = passes.find_weights(traced, do_not_prune=hparams.do_not_prune)
   if not scan.candidates:
     seen = '; '.join(f'{s.name}: {s.reason}' for s in scan.skipped) or (
       'it captures no variable'
@@ -62,7 +62,7 @@ def find(
       f'rank >= 2 read by MatMul, Conv, Einsum or Gather). Seen: {seen}.'
     )
   if hparams.target_sparsity > 0:
-    for skipped in filter(rewrite_scan.left_dense, scan.skipped):
+    for skipped in filter(scan_lib.left_dense, scan.skipped):
       logging.warning(
         'graph_prune: %s of %s stays dense: %s.',
         skipped.name,
@@ -140,7 +140,7 @@ class UnitStructure:
 
 
 def plan_units(
-  scan: 'rewrite.WeightScan',
+  scan: 'passes.WeightScan',
   candidates: Sequence[Any],
   hparams: hparams_lib.PruningHParams,
 ) -> UnitStructure:
@@ -157,7 +157,7 @@ def plan_units(
     path: c.name
     for c in candidates
     for _, path in c.consumers
-    if rewrite_scan.PATH_SEPARATOR not in path
+    if scan_lib.PATH_SEPARATOR not in path
   }
   found = channel_groups.analyse(
     scan.analysis, consumers, variables, coupled=coupled, params=params
