@@ -1,0 +1,159 @@
+"""One-shot pruning of a pruned model's layers, in order, from calibration data.
+
+SparseGPT and Wanda prune each layer from the inputs it sees once the layers
+before it are pruned (both papers do it sequentially), so the model is run
+on the calibration batches once per *group* of layers: layers whose inputs
+depend on no weight of the group, pruned together after one run (the
+Q/K/V projections of an attention block share one run; an MLP's layers
+each need their own). Per layer, the statistics (`statistics`) are summed
+over every batch, the layer is solved (`sparsegpt`, `wanda`, or magnitude),
+and its weight (SparseGPT changes the kept weights) and mask are assigned.
+
+    errors = prune_layers(pruned, batches, 'sparsegpt', {name: 0.5, ...})
+"""
+
+import dataclasses
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from graph_prune.oneshot import sparsegpt
+from graph_prune.oneshot import statistics
+from graph_prune.oneshot import wanda
+from graph_prune.oneshot.probe import Layer
+from graph_prune.oneshot.probe import Probe
+
+METHODS = ('weight', 'wanda', 'sparsegpt')
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerResult:
+  """What one-shot pruning did to one weight.
+
+  Attributes:
+    name: the weight.
+    sparsity: the fraction of its entries now zero in the mask.
+    error: `||X W - X W'|| / ||X W||` on the calibration inputs X the layer
+      saw (W the weight before, W' the masked weight after).
+    rows: how many calibration rows (samples x positions) it saw.
+  """
+
+  name: str
+  sparsity: float
+  error: float
+  rows: int
+
+
+def groups(layers: Sequence[Layer]) -> List[List[Layer]]:
+  """Consecutive layers pruned after one run: none reads another's output."""
+  result: List[List[Layer]] = []
+  for layer in layers:
+    if result and not (layer.after & {x.name for x in result[-1]}):
+      result[-1].append(layer)
+    else:
+      result.append([layer])
+  return result
+
+
+def prune_layers(
+  pruned,
+  batches: Sequence,
+  method: str,
+  sparsities: Mapping[str, float],
+  m_by_n: Optional[Tuple[int, int]] = None,
+) -> Tuple[LayerResult, ...]:
+  """Prunes every masked weight of `pruned` one-shot, layer group by group.
+
+  Args:
+    pruned: a `PrunedModel`; its weights and masks are assigned in place.
+    batches: calibration batches, each a tuple structured as the model's
+      positional inputs (`read_example_inputs`' output).
+    method: 'weight' (|w|, per layer), 'wanda' or 'sparsegpt'.
+    sparsities: weight name -> its target sparsity.
+    m_by_n: (N, M) for N:M sparsity instead of `sparsities`.
+
+  Returns:
+    One `LayerResult` per weight, in the order they were pruned.
+  """
+  probe = Probe.of(pruned)
+  results = []
+  for group in groups(probe.layers):
+    stats = _statistics(probe, group, batches)
+    for layer in group:
+      results.append(
+        _prune(pruned, layer, stats[layer.name], method, sparsities, m_by_n)
+      )
+  return tuple(results)
+
+
+def _statistics(probe, group, batches) -> Dict[str, statistics.InputStatistics]:
+  stats = {
+    layer.name: statistics.InputStatistics(
+      layer.inputs, hessian=True, name=layer.name
+    )
+    for layer in group
+  }
+  names = [layer.name for layer in group]
+  for batch in batches:
+    values = probe.run(batch, names)
+    for layer in group:
+      stats[layer.name].add(_rows(layer, values[layer.name]))
+  return stats
+
+
+def _rows(layer: Layer, value):
+  if layer.op == 'Conv2D':
+    return statistics.conv_patches(value, layer.kernel_shape, **layer.attrs)
+  return np.reshape(value, (-1, layer.inputs))
+
+
+def _prune(pruned, layer, stats, method, sparsities, m_by_n) -> LayerResult:
+  weight = pruned.weights[layer.index]
+  mask = pruned.masks[layer.index]
+  shape = tuple(weight.shape)
+  outputs = layer.kernel_shape[-1]
+  w = (np.asarray(weight.numpy()) * np.asarray(mask.numpy())).reshape(
+    -1, outputs
+  )
+  sparsity = float(sparsities.get(layer.name, 0.0))
+  h = stats.hessian()
+  if method == 'sparsegpt':
+    new, keep = sparsegpt.prune(w, h, sparsity, m_by_n)
+  elif method == 'wanda':
+    keep = wanda.keep(w, stats.norms(), sparsity, m_by_n)
+    new = w * keep
+  else:
+    keep = _magnitude(w, sparsity, m_by_n)
+    new = w * keep
+  if method == 'sparsegpt':
+    weight.assign(new.reshape(shape).astype(weight.dtype.as_numpy_dtype))
+  mask.assign(keep.reshape(shape).astype(mask.dtype.as_numpy_dtype))
+  return LayerResult(
+    layer.name,
+    float(1.0 - keep.mean()),
+    _relative_error(h, w, new),
+    stats.rows,
+  )
+
+
+def _magnitude(w, sparsity, m_by_n):
+  """|w|: the smallest over the whole layer, or N:M per output."""
+  if m_by_n is not None:
+    return wanda.keep(w, np.ones(w.shape[0]), m_by_n=m_by_n)
+  keep = np.ones(w.shape, dtype=bool)
+  count = int(np.floor(sparsity * w.size + 1e-9))
+  keep.flat[np.argsort(np.abs(w), axis=None, kind='stable')[:count]] = False
+  return keep
+
+
+def _relative_error(h, w, new) -> float:
+  """`||X (W - W')|| / ||X W||` from `H = X^T X`, without X."""
+  delta = np.asarray(w, np.float64) - new
+  num = float(np.einsum('ij,ik,kj->', delta, h, delta))
+  den = float(np.einsum('ij,ik,kj->', w, h, w))
+  return float(np.sqrt(max(num, 0.0) / den)) if den > 0 else 0.0
+
+
+def batches_of(inputs: Iterable) -> List[tuple]:
+  """Each calibration batch as a tuple of positional inputs."""
+  return [b if isinstance(b, tuple) else (b,) for b in inputs]
