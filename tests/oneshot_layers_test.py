@@ -112,6 +112,25 @@ class SparseGPTTest(tf.test.TestCase, parameterized.TestCase):
     )
 
 
+class AllOrNothingTest(tf.test.TestCase):
+  def test_failure_at_a_later_layer_changes_nothing(self):
+    keras.utils.set_random_seed(0)
+    x_in = keras.Input((8,))
+    h = L.Dense(6, activation='relu', name='d1')(x_in)
+    h = L.Lambda(tf.math.log)(h)  # relu's zeros give -inf to d2
+    model = keras.Model(x_in, L.Dense(2, name='d2')(h))
+    pruned = graph_prune.apply_pruning(model, 'target_sparsity=0.5')
+    before = [v.numpy() for v in list(pruned.weights) + list(pruned.masks)]
+    x = _data()
+    with self.assertRaisesRegex(ValueError, 'NaN or Inf at the input of d2'):
+      oneshot_layers.prune_layers(
+        pruned, [(x,)], 'sparsegpt', dict.fromkeys(pruned.weight_names, 0.5)
+      )
+    after = [v.numpy() for v in list(pruned.weights) + list(pruned.masks)]
+    for a, b in zip(before, after):
+      self.assertAllEqual(a, b)
+
+
 class ConvTest(tf.test.TestCase):
   def test_conv_wanda_reads_patches_in_kernel_order(self):
     keras.utils.set_random_seed(0)

@@ -74,15 +74,28 @@ def prune_layers(
 
   Returns:
     One `LayerResult` per weight, in the order they were pruned.
+
+  Raises:
+    StatisticsError: a layer's calibration inputs hold NaN or Inf; no
+      weight or mask was changed.
   """
   probe = Probe.of(pruned)
+  state = list(pruned.weights) + list(pruned.masks)
+  before = [v.numpy() for v in state]
   results = []
-  for group in groups(probe.layers):
-    stats = _statistics(probe, group, batches)
-    for layer in group:
-      results.append(
-        _prune(pruned, layer, stats[layer.name], method, sparsities, m_by_n)
-      )
+  try:
+    for group in groups(probe.layers):
+      stats = _statistics(probe, group, batches)
+      for layer in group:
+        results.append(
+          _prune(pruned, layer, stats[layer.name], method, sparsities, m_by_n)
+        )
+  except BaseException:
+    # All or nothing: a later layer's failure (NaN in its inputs, an
+    # interrupt) leaves every weight and mask as it was.
+    for variable, value in zip(state, before):
+      variable.assign(value)
+    raise
   return tuple(results)
 
 
