@@ -96,6 +96,17 @@ class PruningHParams:
       concatenations and depthwise convs tie together jointly (the L2 norm
       over every member's slice) and prunes a channel in every member at
       once, so that `shrink` can remove it.
+
+  google-research `model_pruning`'s additions (same names and defaults, so
+  its spec strings parse and mean the same):
+
+  Attributes:
+    prune_option: what masks rank: 'weight' (|w|, contrib's), or
+      'first_order_gradient' / 'second_order_gradient' (|w| * g, g a
+      saliency of the weight's movement between update calls; see
+      `masks/saliency.py`).
+    gradient_decay_rate: d of the saliency's EMA,
+      g <- d * g + (1 - d) * l2_normalize(movement), in [0, 1].
   """
 
   name: str = 'model_pruning'
@@ -122,6 +133,8 @@ class PruningHParams:
   threshold_method: str = 'exact'
   unit_params: str = 'all'
   unit_groups: str = 'none'
+  prune_option: str = 'weight'
+  gradient_decay_rate: float = 0.99
 
   def __post_init__(self):
     for field in dataclasses.fields(self):

@@ -38,6 +38,8 @@ CHOICES = {
   'threshold_method': ('exact', 'histogram'),
   'unit_params': ('all', 'kernel'),
   'unit_groups': ('none', 'coupled'),
+  # google-research's criteria (`criteria.PRUNE_OPTIONS` maps each to one).
+  'prune_option': ('weight', 'first_order_gradient', 'second_order_gradient'),
 }
 
 
@@ -78,6 +80,8 @@ def check_ranges(h, fail: Fail) -> None:
       f'begin_pruning_step={h.begin_pruning_step}: the end step is before '
       'the begin step',
     )
+  if not 0.0 <= h.gradient_decay_rate <= 1.0:
+    fail('gradient_decay_rate', 'it must be in [0, 1]')
   if not 0.0 <= h.threshold_decay < 1.0:
     fail('threshold_decay', 'it must be in [0, 1)')
   if h.pruning_frequency < 1:

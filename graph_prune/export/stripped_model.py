@@ -10,8 +10,9 @@ handle Placeholder, and runs the strip passes, checking the graph before
 and after each (`passes/driver.py`): `fold_masks` replaces each masked
 weight `Mul(weight, mask)` by a read of a new variable; `drop_unused` drops
 everything no output needs, which takes the masks with it (the model's
-function never reads thresholds or the step). Last it checks that no mask,
-threshold or step and no `masked_weight` Mul is left
+function never reads thresholds, the saliency state or the step). Last it
+checks that no mask, threshold, saliency variable or step and no
+`masked_weight` Mul is left
 (`fold_checks.check_stripped`). The folded variables are made by
 `VariableCopies.folded`: `weight * mask` computed once by TensorFlow, +0.0
 where pruned. `rebuild` makes a `tf.function` that imports the GraphDef and
@@ -78,7 +79,8 @@ class PruningVariables:
 
   Attributes:
     masks: handle id -> name of the weight the mask multiplies.
-    others: handle id -> variable name, for thresholds and the step.
+    others: handle id -> variable name, for thresholds, the saliency state
+      (g and the old weights of a gradient `prune_option`) and the step.
   """
 
   masks: Mapping[int, str]
@@ -95,7 +97,15 @@ class PruningVariables:
         name = graph_ir.variable_name(mask)
         weight = graph_ir.weight_of_mask(name)
         masks[id(mask.handle)] = name if weight is None else weight
-      variables = list(owner.thresholds) + [owner.last_mask_update_step]
+      # A SavedModel written before `prune_option` has no saliency lists.
+      saliency = [
+        v
+        for attr in ('gradients', 'old_weights', 'old_old_weights')
+        for v in getattr(owner, attr, ())
+      ]
+      variables = (
+        list(owner.thresholds) + saliency + [owner.last_mask_update_step]
+      )
       for variable in variables:
         others[id(variable.handle)] = graph_ir.variable_name(variable)
     return cls(masks, others)
@@ -170,7 +180,8 @@ class _Consts(NamedTuple):
 
   Each maps a placeholder's node name (the Const it becomes when frozen) to:
   `masks` the name of the weight the mask multiplies, `pruning` the name of
-  the pruning variable (masks, thresholds, step), `variables` the variable.
+  the pruning variable (masks, thresholds, saliency state, step),
+  `variables` the variable.
   """
 
   masks: Dict[str, str]

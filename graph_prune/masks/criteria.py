@@ -11,8 +11,15 @@ and coupled channel groups (whose score is the L2 norm of their slices'
 scores). So a new criterion is one new row of `CRITERIA`, and no path can
 keep ranking |w| behind its back.
 
-    name        score    inputs
-    magnitude   |w|      none
+    name                    score      inputs
+    magnitude               |w|        none
+    first_order_gradient    |w| * g    gradient (the weight's shape)
+    second_order_gradient   |w| * g    gradient (the weight's shape)
+
+g is google-research's saliency of the weight's movement between update
+calls (`masks/saliency.py`), kept next to the mask; it is >= 0, so
+w * g is a signed score of |w| * g. `PRUNE_OPTIONS` maps each value of the
+`prune_option` hparam to its row ('weight' is `magnitude`).
 
 The contract of a criterion's `signed` function: given the weight and its
 inputs cast to the score dtype (`score_dtype`), inputs broadcastable against
@@ -87,8 +94,37 @@ def _magnitude(weight, unused_inputs):
 
 MAGNITUDE = Criterion('magnitude', _magnitude)
 
+# The input name of google-research's saliency g (`masks/saliency.py`).
+GRADIENT = 'gradient'
+
+
+def _weight_times_gradient(weight, inputs):
+  # |w| * g: g >= 0 (an EMA of L2-normalized absolute movements).
+  return weight * inputs[GRADIENT]
+
+
+FIRST_ORDER_GRADIENT = Criterion(
+  'first_order_gradient',
+  _weight_times_gradient,
+  inputs=(CriterionInput(GRADIENT),),
+)
+SECOND_ORDER_GRADIENT = Criterion(
+  'second_order_gradient',
+  _weight_times_gradient,
+  inputs=(CriterionInput(GRADIENT),),
+)
+
 # Name -> criterion. A new criterion is a new row.
-CRITERIA: Mapping[str, Criterion] = {c.name: c for c in (MAGNITUDE,)}
+CRITERIA: Mapping[str, Criterion] = {
+  c.name: c for c in (MAGNITUDE, FIRST_ORDER_GRADIENT, SECOND_ORDER_GRADIENT)
+}
+
+# Value of the `prune_option` hparam -> criterion (google-research's names).
+PRUNE_OPTIONS: Mapping[str, Criterion] = {
+  'weight': MAGNITUDE,
+  'first_order_gradient': FIRST_ORDER_GRADIENT,
+  'second_order_gradient': SECOND_ORDER_GRADIENT,
+}
 
 NAMES: Tuple[str, ...] = tuple(CRITERIA)
 

@@ -3,9 +3,9 @@
 `MaskUpdates` is the mixin that gives `PrunedModel` its update methods:
 `mask_update` and `conditional_mask_update` (which run once per worker under
 a `tf.distribute` strategy, turn a NaN/Inf weight into an error eagerly, and
-assign every mask, threshold and the step all or nothing), the schedule's
-sparsity at a step, the masks' current `Sparsity` and the TensorBoard
-summaries of both.
+assign every mask, threshold, saliency variable and the step all or
+nothing), the schedule's sparsity at a step, the masks' current `Sparsity`
+and the TensorBoard summaries of both.
 
 It is separate from `pruned_model` because it is a different concern with a
 narrow contract: the update only needs the model's state (the
@@ -21,6 +21,7 @@ from typing import Dict, NamedTuple
 import tensorflow as tf
 
 from graph_prune.config import hparams as hparams_lib
+from graph_prune.masks import criteria
 from graph_prune.masks import masking
 from graph_prune.masks import unit_groups as unit_groups_lib
 from graph_prune.model import distribute
@@ -64,10 +65,15 @@ class MaskUpdates:
     self._condition = plans_lib.update_condition(hparams)
     self._schedule = plans_lib.model_schedule(hparams)
     self._criterion = plans_lib.criterion_for(hparams)
+    self._saliency = plans_lib.saliency_for(hparams)
 
   @not_converted
   def mask_update(self, step) -> tf.Operation:
     """Recomputes every mask at `step` and records `step` as the last update.
+
+    Under a gradient `prune_option` it first advances each weight's saliency
+    (`masks/saliency.py`: g folds in the weight's movement, the old weights
+    shift), and the masks rank |w| * g with the new g.
 
     Inside `strategy.run` the update runs once per worker in cross-replica
     context (through `merge_call`) and the strategy writes the masks into every
@@ -100,6 +106,10 @@ class MaskUpdates:
     The condition: step in [begin_pruning_step, end_pruning_step] and at
     least `pruning_frequency` steps since the last update.
 
+    Under a gradient `prune_option` every call, updating or not, advances
+    each weight's saliency (google-research's semantics), as `mask_update`
+    does before it ranks.
+
     Inside `strategy.run` the condition and the update run once per worker in
     cross-replica context (through `merge_call`, so not from inside a
     `tf.cond` of the replica function) and the strategy writes the masks into
@@ -127,10 +137,17 @@ class MaskUpdates:
     if tf.executing_eagerly():
       with nonfinite.non_finite_as_error():
         return self._conditional_fn(step)
+
+    def no_update():
+      if self._saliency is None:
+        return tf.constant(False)
+      with tf.control_dependencies([self._advance_saliency()]):
+        return tf.constant(False)
+
     return tf.cond(
       self._condition(step, self.last_mask_update_step),
       do_update,
-      lambda: tf.constant(False),
+      no_update,
     )
 
   @property
@@ -143,13 +160,20 @@ class MaskUpdates:
     step = tf.cast(step, tf.int64)
     pruned = self.pruned_weights
     weight_plans = [w.plan for w in pruned]
+    values = [w.weight.read_value() for w in pruned]
+    states = self._saliency_states(values)
     masks, thresholds = plans_lib.compute_masks(
-      [w.weight.read_value() for w in pruned],
+      values,
       plans_lib.scheduled_sparsities(step, weight_plans),
       weight_plans,
       previous_thresholds=[w.threshold.read_value() for w in pruned],
       groups=self.unit_groups,
       criterion=self._criterion,
+      criterion_inputs=(
+        None
+        if states is None
+        else [{criteria.GRADIENT: s.gradient} for s in states]
+      ),
     )
     params = unit_groups_lib.param_masks(
       masks,
@@ -160,10 +184,14 @@ class MaskUpdates:
     # computed, i.e. before every weight passed its NaN/Inf check (each mask
     # depends on its weight's check), so a failed update changes no state.
     # Meanwhile each new mask waits as a bool (a byte per entry, not a
-    # float's four): all of them are held at once.
+    # float's four): all of them are held at once. The saliency's new
+    # values were read before any of its variables is written.
     masks = [tf.not_equal(m, 0) for m in masks]
     ops = []
-    with tf.control_dependencies(masks + thresholds + params):
+    with tf.control_dependencies(
+      masks + thresholds + params + _tensors(states)
+    ):
+      ops.extend(self._assign_saliency(states))
       for w, mask, threshold in zip(pruned, masks, thresholds):
         ops.append(w.mask.assign(tf.cast(mask, w.mask.dtype)))
         ops.append(w.threshold.assign(tf.cast(threshold, w.threshold.dtype)))
@@ -171,6 +199,40 @@ class MaskUpdates:
         ops.append(p.mask.assign(mask))
       ops.append(self.last_mask_update_step.assign(step))
     return tf.group(ops)
+
+  def _saliency_states(self, values):
+    """Each weight's new `saliency.State` from its value, or None."""
+    if self._saliency is None:
+      return None
+    return [
+      self._saliency.update(value, w.saliency)
+      for value, w in zip(values, self.pruned_weights)
+    ]
+
+  def _assign_saliency(self, states):
+    """The assigns of new saliency states to the variables (none if None)."""
+    if states is None:
+      return []
+    ops = []
+    for w, new in zip(self.pruned_weights, states):
+      for variable, value in zip(w.saliency, new):
+        if variable is not None:
+          ops.append(variable.assign(value))
+    return ops
+
+  def _advance_saliency(self):
+    """Advances the saliency alone (a call that does not update masks).
+
+    All or nothing too: each weight passes its NaN/Inf check before any
+    variable is written.
+    """
+    values = [
+      masking.checked_weight(w.weight.read_value(), w.name)
+      for w in self.pruned_weights
+    ]
+    states = self._saliency_states(values)
+    with tf.control_dependencies(_tensors(states)):
+      return tf.group(self._assign_saliency(states))
 
   def scheduled_sparsity(self, step) -> tf.Tensor:
     """The schedule's target sparsity at `step` (hparams.target_sparsity)."""
@@ -211,3 +273,10 @@ class MaskUpdates:
     summaries.scalar(
       f'{prefix}/last_mask_update_step', self.last_mask_update_step, step=step
     )
+
+
+def _tensors(states):
+  """The tensors of a list of `saliency.State`s (none if None)."""
+  if states is None:
+    return []
+  return [t for state in states for t in state if t is not None]

@@ -19,6 +19,7 @@ from graph_prune.config import hparams as hparams_lib
 from graph_prune.masks import batched_masks
 from graph_prune.masks import criteria
 from graph_prune.masks import masking
+from graph_prune.masks import saliency as saliency_lib
 from graph_prune.masks import schedule as schedule_lib
 from graph_prune.masks import unit_groups
 
@@ -74,12 +75,24 @@ def model_schedule(
 def criterion_for(hparams: hparams_lib.PruningHParams) -> criteria.Criterion:
   """Resolved once from the hparams: what the masks rank weights by.
 
-  Every hparams prune by magnitude today; `prune_option` (the next
-  criteria) will name a row of `criteria.CRITERIA` here, resolved with
-  `criteria.resolve`.
+  `prune_option` names a row of `criteria.PRUNE_OPTIONS`: 'weight' is
+  |w| (`criteria.MAGNITUDE`), the gradient options |w| * g.
   """
-  del hparams  # No hparam chooses the criterion yet.
-  return criteria.MAGNITUDE
+  return criteria.PRUNE_OPTIONS[hparams.prune_option]
+
+
+def saliency_for(
+  hparams: hparams_lib.PruningHParams,
+) -> Optional[saliency_lib.Saliency]:
+  """Resolved once from the hparams: the saliency the update keeps, or None.
+
+  A gradient `prune_option` keeps g (and the old weights) per weight, which
+  every call of the update advances (`saliency.Saliency.update`) before the
+  masks rank |w| * g; 'weight' keeps none.
+  """
+  return saliency_lib.for_option(
+    hparams.prune_option, hparams.gradient_decay_rate
+  )
 
 
 def plan_weights(

@@ -56,6 +56,9 @@ class PrunedModel(SavedModelConventions, MaskUpdates, tf.Module):
     thresholds: one threshold variable per weight (shared value in global
       scope).
     last_mask_update_step: int64 variable, the step of the last update.
+    gradients, old_weights, old_old_weights: under a gradient
+      `prune_option`, each weight's saliency g and its old weights
+      (`masks/saliency.py`; old_old_weights second order only); else empty.
     hparams: the `PruningHParams`.
     report: what the graph pass did (`passes.RewriteReport`).
     plans: how each weight is pruned (`plans_lib.WeightPlan`).
@@ -113,6 +116,12 @@ class PrunedModel(SavedModelConventions, MaskUpdates, tf.Module):
     # key the variables by these attributes (`masks/0`, `thresholds/0`).
     self.masks = [w.mask for w in pruned_weights]
     self.thresholds = [w.threshold for w in pruned_weights]
+    states = [w.saliency for w in pruned_weights if w.saliency is not None]
+    self.gradients = [s.gradient for s in states]
+    self.old_weights = [s.old_weight for s in states]
+    self.old_old_weights = [
+      s.old_old_weight for s in states if s.old_old_weight is not None
+    ]
     self._groups = Untracked(tuple(units[0]))
     self._unit_params = Untracked(tuple(units[1]))
     self.unit_param_masks = [p.mask for p in units[1]]
@@ -196,13 +205,20 @@ class PrunedModel(SavedModelConventions, MaskUpdates, tf.Module):
     return functions[training]
 
   def _export_variables(self):
-    """The model's variables, then masks, thresholds and the step."""
+    """The model's variables, then masks, thresholds, saliency, the step."""
     return (
       list(self._model_variables)
       + list(self.masks)
       + list(self.thresholds)
       + list(self.unit_param_masks)
+      + self.saliency_variables()
       + [self.last_mask_update_step]
+    )
+
+  def saliency_variables(self) -> List[tf.Variable]:
+    """g and the old weights of every weight (empty for prune_option=weight)."""
+    return (
+      list(self.gradients) + list(self.old_weights) + list(self.old_old_weights)
     )
 
   def _export_serve(self):
@@ -297,7 +313,7 @@ def apply_pruning(
   weights = [c.variable for c in candidates]
   with distribute.weights_scope(current, weights, traced.name):
     pruned_weights = pruned_weights_lib.create_variables(
-      candidates, weight_plans
+      candidates, weight_plans, plans_lib.saliency_for(hparams)
     )
     unit_params = pruned_weights_lib.create_unit_params(units)
     last_mask_update_step = distribute.state_variable(

@@ -2,12 +2,13 @@
 
 `apply_pruning`'s middle steps: `find` the prunable weights of a traced
 graph, and `create_variables` for each planned weight, giving one
-`PrunedWeight` record per masked weight (the weight, its mask, its threshold
-and its `plans.WeightPlan`), which `PrunedModel` holds.
+`PrunedWeight` record per masked weight (the weight, its mask, its threshold,
+its saliency state under a gradient `prune_option`, and its
+`plans.WeightPlan`), which `PrunedModel` holds.
 """
 
 import dataclasses
-from typing import Any, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 from absl import logging
 import tensorflow as tf
@@ -16,6 +17,7 @@ from graph_prune import errors
 from graph_prune import passes
 from graph_prune.config import hparams as hparams_lib
 from graph_prune.masks import masking
+from graph_prune.masks import saliency as saliency_lib
 from graph_prune.masks import unit_groups
 from graph_prune.model import distribute
 from graph_prune.model import plans as plans_lib
@@ -35,12 +37,16 @@ class PrunedWeight:
     mask: its mask variable, same shape and dtype.
     threshold: its threshold variable (the shared value in global scope).
     plan: how it is pruned (`plans_lib.WeightPlan`).
+    saliency: None, or under a gradient `prune_option` its
+      `saliency.State` of variables (g, the old weight and, second order,
+      the weight before it), non-trainable, initialised to zero.
   """
 
   weight: Any
   mask: tf.Variable
   threshold: tf.Variable
   plan: plans_lib.WeightPlan
+  saliency: Optional[saliency_lib.State] = None
 
   @property
   def name(self) -> str:
@@ -79,9 +85,16 @@ def find(
 
 
 def create_variables(
-  candidates: Sequence[Any], weight_plans: Sequence[plans_lib.WeightPlan]
+  candidates: Sequence[Any],
+  weight_plans: Sequence[plans_lib.WeightPlan],
+  saliency: Optional[saliency_lib.Saliency] = None,
 ) -> Tuple[PrunedWeight, ...]:
-  """A mask (ones) and a threshold (zero) variable per candidate weight."""
+  """A mask (ones) and a threshold (zero) variable per candidate weight.
+
+  With a `saliency` (`plans.saliency_for`), also its state per weight, all
+  zeros: g (`<weight>/gradient`, in the score dtype), the old weight
+  (`<weight>/old_weight`) and, second order, `<weight>/old_old_weight`.
+  """
   masks = [
     distribute.state_variable(
       tf.ones(c.shape, c.dtype), graph_ir.mask_name(c.name)
@@ -95,13 +108,39 @@ def create_variables(
     )
     for c in candidates
   ]
+  states = [
+    None if saliency is None else _saliency_variables(c, saliency.order)
+    for c in candidates
+  ]
   # Under a strategy the graph captured per-device copies; the model,
   # optimizer and checkpoints hold their distributed containers.
   return tuple(
-    PrunedWeight(distribute.container(c.variable), mask, threshold, plan)
-    for c, mask, threshold, plan in zip(
-      candidates, masks, thresholds, weight_plans
+    PrunedWeight(distribute.container(c.variable), mask, threshold, plan, state)
+    for c, mask, threshold, plan, state in zip(
+      candidates, masks, thresholds, weight_plans, states
     )
+  )
+
+
+def _saliency_variables(candidate, order: int) -> saliency_lib.State:
+  """The zero-initialised saliency state of one weight."""
+  name = candidate.name
+  dtype = candidate.dtype
+  return saliency_lib.State(
+    gradient=distribute.state_variable(
+      tf.zeros(candidate.shape, masking.score_dtype(dtype)),
+      graph_ir.gradient_name(name),
+    ),
+    old_weight=distribute.state_variable(
+      tf.zeros(candidate.shape, dtype), graph_ir.old_weight_name(name)
+    ),
+    old_old_weight=(
+      distribute.state_variable(
+        tf.zeros(candidate.shape, dtype), graph_ir.old_old_weight_name(name)
+      )
+      if order == 2
+      else None
+    ),
   )
 
 

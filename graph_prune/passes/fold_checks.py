@@ -156,9 +156,10 @@ def check_stripped(
 ) -> None:
   """Raises unless nothing of the pruning is left in `graph_def`.
 
-  Checks the graph, not names alone: no node is left of a mask, threshold
-  or step variable (its frozen value, or the Placeholder of its captured
-  handle: every function reaches a variable only through those), no
+  Checks the graph, not names alone: no node is left of a mask, threshold,
+  saliency (`<weight>/gradient`, `/old_weight`, `/old_old_weight`) or step
+  variable (its frozen value, or the Placeholder of its captured handle:
+  every function reaches a variable only through those), no
   `masked_weight` Mul is left and, in a frozen graph, no node anywhere
   (graph or function library) reads or writes a variable.
 

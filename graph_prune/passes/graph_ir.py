@@ -4,6 +4,9 @@ Naming contract. Every name graph_prune gives a variable or node, and every
 name a later pass or tool matches, is built here and matched exactly (an
 anchored suffix, never a substring):
   * `<weight>/mask`, `<weight>/threshold`: the variables next to a weight;
+  * `<weight>/gradient`, `<weight>/old_weight`, `<weight>/old_old_weight`:
+    the saliency state next to a weight under a gradient `prune_option`
+    (`masks/saliency.py`);
   * `<prefix>/last_mask_update_step`: the step of the last mask update;
   * `<weight>/masked_weight`: the `Mul(weight, mask)` node the mask pass
     inserts and the fold pass replaces by a constant.
@@ -38,6 +41,9 @@ Library = Dict[str, function_pb2.FunctionDef]
 MASK_SUFFIX = '/mask'
 THRESHOLD_SUFFIX = '/threshold'
 MASKED_WEIGHT_SUFFIX = '/masked_weight'
+GRADIENT_SUFFIX = '/gradient'
+OLD_WEIGHT_SUFFIX = '/old_weight'
+OLD_OLD_WEIGHT_SUFFIX = '/old_old_weight'
 LAST_UPDATE_STEP = 'last_mask_update_step'
 
 
@@ -49,6 +55,21 @@ def mask_name(weight: str) -> str:
 def threshold_name(weight: str) -> str:
   """The name of `weight`'s threshold variable."""
   return weight + THRESHOLD_SUFFIX
+
+
+def gradient_name(weight: str) -> str:
+  """The name of `weight`'s saliency variable g."""
+  return weight + GRADIENT_SUFFIX
+
+
+def old_weight_name(weight: str) -> str:
+  """The name of the variable holding `weight` as of the previous call."""
+  return weight + OLD_WEIGHT_SUFFIX
+
+
+def old_old_weight_name(weight: str) -> str:
+  """The name of the variable holding `weight` as of two calls before."""
+  return weight + OLD_OLD_WEIGHT_SUFFIX
 
 
 def step_name(prefix: str) -> str:
