@@ -54,6 +54,7 @@ _PUBLIC = {
   'ExampleDataError': 'graph_prune.errors',
   'ProtoLimitError': 'graph_prune.errors',
   'read_example_inputs': 'graph_prune.model.data_inputs',
+  'prune_oneshot': 'graph_prune.oneshot.api',
 }
 
 __all__ = sorted(_PUBLIC)
@@ -112,3 +113,4 @@ if TYPE_CHECKING:  # what static tools and IDEs see
   from graph_prune.model.pruned_model import apply_pruning  # noqa: F401
   from graph_prune.model.pruned_model import PrunedModel  # noqa: F401
   from graph_prune.model.saved_model_conventions import save_pruned  # noqa: F401
+  from graph_prune.oneshot.api import prune_oneshot  # noqa: F401

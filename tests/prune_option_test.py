@@ -22,6 +22,7 @@ from graph_prune.config import hparams_rules
 from graph_prune.export.strip_saved_model import strip_saved_model
 from graph_prune.masks import criteria
 from graph_prune.masks import saliency
+from graph_prune.oneshot import api as oneshot_api
 from graph_prune.passes import graph_ir
 
 
@@ -206,8 +207,10 @@ class MaskRankingTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllEqual(pruned.masks[0].numpy(), expected)
 
   def test_criteria_rows(self):
+    # Every choice is a gradual criterion or a one-shot method.
     self.assertEqual(
-      tuple(criteria.PRUNE_OPTIONS), hparams_rules.CHOICES['prune_option']
+      set(hparams_rules.CHOICES['prune_option']),
+      set(criteria.PRUNE_OPTIONS) | set(oneshot_api.ONE_SHOT_OPTIONS),
     )
     for option in ('first_order_gradient', 'second_order_gradient'):
       criterion = criteria.PRUNE_OPTIONS[option]

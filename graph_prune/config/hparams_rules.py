@@ -38,8 +38,15 @@ CHOICES = {
   'threshold_method': ('exact', 'histogram'),
   'unit_params': ('all', 'kernel'),
   'unit_groups': ('none', 'coupled'),
-  # google-research's criteria (`criteria.PRUNE_OPTIONS` maps each to one).
-  'prune_option': ('weight', 'first_order_gradient', 'second_order_gradient'),
+  # google-research's criteria (`criteria.PRUNE_OPTIONS` maps each to one),
+  # and the one-shot methods of `prune_oneshot` (`oneshot/api.py`).
+  'prune_option': (
+    'weight',
+    'first_order_gradient',
+    'second_order_gradient',
+    'wanda',
+    'sparsegpt',
+  ),
 }
 
 

@@ -15,6 +15,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
+from graph_prune import errors
 from graph_prune.config import hparams as hparams_lib
 from graph_prune.masks import batched_masks
 from graph_prune.masks import criteria
@@ -78,7 +79,16 @@ def criterion_for(hparams: hparams_lib.PruningHParams) -> criteria.Criterion:
   `prune_option` names a row of `criteria.PRUNE_OPTIONS`: 'weight' is
   |w| (`criteria.MAGNITUDE`), the gradient options |w| * g.
   """
-  return criteria.PRUNE_OPTIONS[hparams.prune_option]
+  option = hparams.prune_option
+  if option not in criteria.PRUNE_OPTIONS:
+    raise errors.HParamsError(
+      f'prune_option={option} prunes one-shot from calibration data, not '
+      'during training: call graph_prune.prune_oneshot(model, '
+      'calibration_data, hparams), or train with prune_option='
+      + '|'.join(criteria.PRUNE_OPTIONS)
+      + '.'
+    )
+  return criteria.PRUNE_OPTIONS[option]
 
 
 def saliency_for(

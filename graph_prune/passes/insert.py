@@ -90,6 +90,9 @@ class RewriteReport:
       (`unit_params=all`).
     unit_groups: the coupled channel groups (`unit_groups=coupled`), one
       line each (`channel_groups.UnitGroup.describe`).
+    oneshot: after `prune_oneshot`, one result per weight (its sparsity and
+      its relative reconstruction error on the calibration data,
+      `oneshot.layers.LayerResult`); empty otherwise.
   """
 
   masked: Tuple[MaskedWeight, ...]
@@ -97,6 +100,7 @@ class RewriteReport:
   functions: Tuple[Tuple[str, str], ...]
   unit_params: Tuple[str, ...] = ()
   unit_groups: Tuple[str, ...] = ()
+  oneshot: Tuple[Any, ...] = ()
 
   @property
   def warnings(self) -> Tuple[Tuple[str, str], ...]:
