@@ -153,6 +153,44 @@ class ConvTest(tf.test.TestCase):
     )
 
 
+class AttentionTest(tf.test.TestCase):
+  def test_einsum_dense_kernels_are_matrices_of_their_reshape(self):
+    # Keras' EinsumDense reshapes the [hidden, heads, head_dim] kernel to a
+    # [hidden, heads * head_dim] matrix; its rows are the hidden features.
+    keras.utils.set_random_seed(0)
+    x_in = keras.Input((5, 8))
+    y = L.MultiHeadAttention(2, 4, name='mha')(x_in, x_in)
+    model = keras.Model(x_in, L.Dense(3, name='d')(y))
+    x = np.random.default_rng(3).standard_normal((6, 5, 8))
+    x = x.astype(np.float32)
+    attention = model.get_layer('mha')
+    query = attention.query_dense.kernel.numpy()
+    value = attention.value_dense.kernel.numpy()
+    pruned, results = _prune(model, 'wanda', x, batch=3)
+    masks = dict(zip(pruned.weight_names, pruned.masks))
+    rows = x.reshape(-1, 8)
+    self.assertAllEqual(
+      masks['mha/query/kernel'].numpy(),
+      _wanda_keep(query.reshape(8, 8), rows, 0.5)
+      .reshape(8, 2, 4)
+      .astype(np.float32),
+    )
+    self.assertAllEqual(
+      masks['mha/value/kernel'].numpy(),
+      _wanda_keep(value.reshape(8, 8), rows, 0.5)
+      .reshape(8, 2, 4)
+      .astype(np.float32),
+    )
+    # q, k, v read the same input: one run for the three.
+    probe = oneshot_layers.Probe.of(pruned)
+    first = oneshot_layers.groups(probe.layers)[0]
+    self.assertEqual(
+      sorted(layer.name for layer in first),
+      ['mha/key/kernel', 'mha/query/kernel', 'mha/value/kernel'],
+    )
+    self.assertLen(results, 5)
+
+
 class GroupsTest(tf.test.TestCase):
   def test_parallel_layers_share_a_run(self):
     keras.utils.set_random_seed(0)

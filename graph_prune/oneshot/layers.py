@@ -124,9 +124,8 @@ def _prune(pruned, layer, stats, method, sparsities, m_by_n) -> LayerResult:
   weight = pruned.weights[layer.index]
   mask = pruned.masks[layer.index]
   shape = tuple(weight.shape)
-  outputs = layer.kernel_shape[-1]
   w = (np.asarray(weight.numpy()) * np.asarray(mask.numpy())).reshape(
-    -1, outputs
+    layer.inputs, layer.outputs
   )
   sparsity = float(sparsities.get(layer.name, 0.0))
   h = stats.hessian()

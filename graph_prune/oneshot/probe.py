@@ -32,6 +32,8 @@ from graph_prune.passes import graph_ir
 # Ops between `weight * mask` and the op that consumes the weight: they only
 # reshape it (Conv1D's ExpandDims) or pass it on.
 _ON_THE_WAY = frozenset(['Identity', 'Snapshot', 'ExpandDims', 'Reshape'])
+# x @ W with x of any rank (Keras' EinsumDense: attention projections).
+_BATCH_MATMUL = frozenset(['BatchMatMul', 'BatchMatMulV2', 'BatchMatMulV3'])
 _probe_ids = itertools.count()
 
 
@@ -46,10 +48,11 @@ class Layer:
   Attributes:
     name: the weight's name (`PrunedModel.weight_names`).
     index: its index in `PrunedModel.weights`.
-    op: the consuming op's type ('MatMul' or 'Conv2D').
+    op: the consuming op's type ('MatMul', 'BatchMatMulV2' or 'Conv2D').
     input_tensor: the flat graph's tensor the op reads the layer input from.
-    kernel_shape: the weight as the op sees it ([in, out] or
-      [kh, kw, cin, cout]).
+    kernel_shape: the weight as the op sees it ([in, out], or
+      [kh, kw, cin, cout]; an EinsumDense kernel [in, heads, head_dim] is
+      seen as the [in, heads * head_dim] matrix it is reshaped to).
     attrs: the conv's strides, padding and dilations (empty for MatMul).
     after: the names of the masked weights the input depends on.
   """
@@ -66,6 +69,10 @@ class Layer:
   def inputs(self) -> int:
     """The rows of the [inputs, outputs] matrix the solvers prune."""
     return int(np.prod(self.kernel_shape[:-1]))
+
+  @property
+  def outputs(self) -> int:
+    return int(self.kernel_shape[-1])
 
 
 class Probe:
@@ -159,8 +166,9 @@ def _layers(graph_def, shapes: Mapping[str, Tuple[int, ...]]) -> List[Layer]:
     weight = _weight_of(graph_ir.weight_of_masked(node.name), index)
     if weight is None:
       continue
-    for user, position in _users(node, consumers):
-      layer = _layer(user, position, weight, index[weight], shapes[weight])
+    for user, position, reshaped in _users(node, consumers, nodes):
+      shape = _resolved(reshaped, shapes[weight])
+      layer = _layer(user, position, weight, index[weight], shape)
       if weight in found and found[weight].input_tensor != layer.input_tensor:
         raise OneShotError(
           f'weight {weight!r} is read by several layers ({user.name!r} and '
@@ -194,24 +202,56 @@ def _weight_of(scoped: str, index) -> Optional[str]:
   return max(matches, key=len) if matches else None
 
 
-def _users(node, consumers):
-  """The ops reading `node`'s value, past reshapes and identities."""
-  stack, found = [node.name], []
+def _users(node, consumers, nodes):
+  """(op, input position, shape) of the ops reading `node`'s value.
+
+  Followed past identities and reshapes; `shape` is the static shape of
+  the last Reshape on the way (Keras' EinsumDense reshapes its kernel to a
+  matrix), or None.
+  """
+  stack, found = [(node.name, None)], []
   while stack:
-    for user, position in consumers[stack.pop()]:
+    name, shape = stack.pop()
+    for user, position in consumers[name]:
       if user.op in _ON_THE_WAY and position == 0:
-        stack.append(user.name)
+        stack.append((user.name, _reshaped(user, nodes) or shape))
       else:
-        found.append((user, position))
+        found.append((user, position, shape))
   return found
+
+
+def _resolved(reshaped, shape) -> Tuple[int, ...]:
+  """`reshaped` (a Reshape's target, maybe with -1) for a weight of `shape`."""
+  if reshaped is None:
+    return tuple(shape)
+  size = int(np.prod(shape))
+  known = int(np.prod([d for d in reshaped if d != -1]))
+  return tuple(size // known if d == -1 else d for d in reshaped)
+
+
+def _reshaped(node, nodes) -> Optional[Tuple[int, ...]]:
+  """A Reshape's constant target shape, or None."""
+  if node.op != 'Reshape':
+    return None
+  source = nodes.get(graph_ir.node_name(node.input[1]))
+  if source is None or source.op != 'Const':
+    return None
+  return tuple(int(d) for d in tf.make_ndarray(source.attr['value'].tensor))
 
 
 def _layer(user, position, weight, index, shape) -> Layer:
   if (
     user.op == 'MatMul'
     and position == 1
+    and len(shape) == 2
     and not user.attr['transpose_a'].b
     and not user.attr['transpose_b'].b
+  ) or (
+    user.op in _BATCH_MATMUL
+    and position == 1
+    and len(shape) == 2
+    and not user.attr['adj_x'].b
+    and not user.attr['adj_y'].b
   ):
     attrs = {}
   elif (
@@ -234,8 +274,8 @@ def _layer(user, position, weight, index, shape) -> Layer:
   else:
     raise OneShotError(
       f'weight {weight!r} is read by {user.op} {user.name!r} (input '
-      f'{position}); one-shot pruning reads Dense (MatMul) and channels-last '
-      'Conv2D layers: leave it out with do_not_prune'
+      f'{position}); one-shot pruning reads Dense and EinsumDense (MatMul) '
+      'and channels-last Conv2D layers: leave it out with do_not_prune'
     )
   return Layer(
     weight, index, user.op, _tensor(user.input[0]), shape, attrs, frozenset()
