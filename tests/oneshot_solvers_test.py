@@ -29,7 +29,7 @@ class SparseGPTTest(tf.test.TestCase, parameterized.TestCase):
     x = _correlated(inputs=6)
     h = sparsegpt.hessian(x)
     w = np.array([[0.01], [1.0], [-2.0], [1.5], [0.7], [-1.2]])
-    new, keep = sparsegpt.prune(w, h, sparsity=1 / 6)
+    new, keep = sparsegpt.prune(w, h, sparsity=1 / 6, precision=np.float64)
     hd = _damped(h)
     expected = np.zeros(6)
     expected[1:] = np.linalg.solve(hd[1:, 1:], hd[1:, :] @ w[:, 0])
