@@ -153,6 +153,50 @@ class ConvTest(tf.test.TestCase):
     )
 
 
+class DepthwiseTest(tf.test.TestCase):
+  def _model(self):
+    keras.utils.set_random_seed(0)
+    x_in = keras.Input((6, 6, 3))
+    h = L.DepthwiseConv2D(3, depth_multiplier=2, name='dw')(x_in)
+    return keras.Model(x_in, L.Dense(2, name='d')(L.Flatten()(h)))
+
+  def _x(self):
+    return (
+      np.random.default_rng(4).standard_normal((3, 6, 6, 3)).astype(np.float32)
+    )
+
+  def test_wanda_per_channel_from_its_own_patches(self):
+    model = self._model()
+    kernel = model.get_layer('dw').kernel.numpy()  # [3, 3, 3, 2]
+    x = self._x()
+    pruned, _ = _prune(model, 'wanda', x)
+    expected = np.zeros(kernel.shape, np.float32)
+    for c in range(3):
+      patches = np.stack(
+        [
+          x[n, i : i + 3, j : j + 3, c].reshape(-1)
+          for n in range(3)
+          for i in range(4)
+          for j in range(4)
+        ]
+      )
+      keep = _wanda_keep(kernel[:, :, c, :].reshape(9, 2), patches, 0.5)
+      expected[:, :, c, :] = keep.reshape(3, 3, 2)
+    self.assertAllEqual(pruned.masks[0].numpy(), expected)
+
+  def test_sparsegpt_exact_per_channel_and_equal_outputs(self):
+    model = self._model()
+    x = self._x()
+    pruned, results = _prune(model, 'sparsegpt', x)
+    mask = pruned.masks[0].numpy()
+    for c in range(3):
+      self.assertEqual(int((mask[:, :, c, :] == 0).sum()), 9)
+    self.assertGreater(results[0].error, 0.0)
+    self.assertLess(results[0].error, 1.0)
+    stripped = graph_prune.strip(pruned)
+    self.assertAllClose(stripped(x), pruned(x), rtol=1e-5, atol=1e-5)
+
+
 class AttentionTest(tf.test.TestCase):
   def test_einsum_dense_kernels_are_matrices_of_their_reshape(self):
     # Keras' EinsumDense reshapes the [hidden, heads, head_dim] kernel to a

@@ -53,5 +53,19 @@ class InputStatisticsTest(tf.test.TestCase):
     self.assertEqual(stats.rows, 0)
 
 
+class DepthwiseStatisticsTest(tf.test.TestCase):
+  def test_per_channel_gram_of_interleaved_patches(self):
+    rng = np.random.default_rng(2)
+    rows = rng.standard_normal((20, 4 * 3))  # 4 taps x 3 channels, (k, c)
+    stats = statistics.DepthwiseStatistics(taps=4, channels=3)
+    stats.add(rows[:7])
+    stats.add(rows[7:])
+    for c in range(3):
+      channel = rows[:, c::3]  # tap k of channel c is column k * 3 + c
+      self.assertAllClose(stats.hessian(c), channel.T @ channel)
+      self.assertAllClose(stats.norms(c), np.linalg.norm(channel, axis=0))
+    self.assertEqual(stats.rows, 20)
+
+
 if __name__ == '__main__':
   tf.test.main()

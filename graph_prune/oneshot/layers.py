@@ -24,6 +24,7 @@ from graph_prune.oneshot.probe import Layer
 from graph_prune.oneshot.probe import Probe
 
 METHODS = ('weight', 'wanda', 'sparsegpt')
+_DEPTHWISE = 'DepthwiseConv2dNative'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,12 +101,7 @@ def prune_layers(
 
 
 def _statistics(probe, group, batches) -> Dict[str, statistics.InputStatistics]:
-  stats = {
-    layer.name: statistics.InputStatistics(
-      layer.inputs, hessian=True, name=layer.name
-    )
-    for layer in group
-  }
+  stats = {layer.name: _new_statistics(layer) for layer in group}
   names = [layer.name for layer in group]
   for batch in batches:
     values = probe.run(batch, names)
@@ -114,8 +110,15 @@ def _statistics(probe, group, batches) -> Dict[str, statistics.InputStatistics]:
   return stats
 
 
+def _new_statistics(layer: Layer):
+  if layer.op == _DEPTHWISE:
+    kh, kw, channels, _ = layer.kernel_shape
+    return statistics.DepthwiseStatistics(kh * kw, channels, name=layer.name)
+  return statistics.InputStatistics(layer.inputs, hessian=True, name=layer.name)
+
+
 def _rows(layer: Layer, value):
-  if layer.op == 'Conv2D':
+  if layer.op in ('Conv2D', _DEPTHWISE):
     return statistics.conv_patches(value, layer.kernel_shape, **layer.attrs)
   return np.reshape(value, (-1, layer.inputs))
 
@@ -124,10 +127,14 @@ def _prune(pruned, layer, stats, method, sparsities, m_by_n) -> LayerResult:
   weight = pruned.weights[layer.index]
   mask = pruned.masks[layer.index]
   shape = tuple(weight.shape)
+  sparsity = float(sparsities.get(layer.name, 0.0))
+  if layer.op == _DEPTHWISE:
+    return _prune_depthwise(
+      weight, mask, layer, stats, method, sparsity, m_by_n
+    )
   w = (np.asarray(weight.numpy()) * np.asarray(mask.numpy())).reshape(
     layer.inputs, layer.outputs
   )
-  sparsity = float(sparsities.get(layer.name, 0.0))
   h = stats.hessian()
   if method == 'sparsegpt':
     new, keep = sparsegpt.prune(w, h, sparsity, m_by_n)
@@ -146,6 +153,40 @@ def _prune(pruned, layer, stats, method, sparsities, m_by_n) -> LayerResult:
     _relative_error(h, w, new),
     stats.rows,
   )
+
+
+def _prune_depthwise(weight, mask, layer, stats, method, sparsity, m_by_n):
+  """Each channel's [kh * kw, multiplier] kernel from its own patches."""
+  kh, kw, channels, multiplier = layer.kernel_shape
+  shape = tuple(weight.shape)
+  w = (np.asarray(weight.numpy()) * np.asarray(mask.numpy())).reshape(
+    kh * kw, channels, multiplier
+  )
+  if method == 'weight':
+    keep = _magnitude(w.reshape(kh * kw, -1), sparsity, m_by_n)
+    keep = keep.reshape(w.shape)
+    new = w * keep
+  else:
+    new, keep = np.empty_like(w), np.empty(w.shape, dtype=bool)
+    for c in range(channels):
+      if method == 'sparsegpt':
+        new[:, c], keep[:, c] = sparsegpt.prune(
+          w[:, c], stats.hessian(c), sparsity, m_by_n
+        )
+      else:
+        keep[:, c] = wanda.keep(w[:, c], stats.norms(c), sparsity, m_by_n)
+        new[:, c] = w[:, c] * keep[:, c]
+  if method == 'sparsegpt':
+    weight.assign(new.reshape(shape).astype(weight.dtype.as_numpy_dtype))
+  mask.assign(keep.reshape(shape).astype(mask.dtype.as_numpy_dtype))
+  num = den = 0.0
+  for c in range(channels):
+    h = stats.hessian(c)
+    delta = w[:, c].astype(np.float64) - new[:, c]
+    num += float(np.einsum('ij,ik,kj->', delta, h, delta))
+    den += float(np.einsum('ij,ik,kj->', w[:, c], h, w[:, c]))
+  error = float(np.sqrt(max(num, 0.0) / den)) if den > 0 else 0.0
+  return LayerResult(layer.name, float(1.0 - keep.mean()), error, stats.rows)
 
 
 def _magnitude(w, sparsity, m_by_n):

@@ -48,7 +48,9 @@ class Layer:
   Attributes:
     name: the weight's name (`PrunedModel.weight_names`).
     index: its index in `PrunedModel.weights`.
-    op: the consuming op's type ('MatMul', 'BatchMatMulV2' or 'Conv2D').
+    op: the consuming op's type ('MatMul', 'BatchMatMulV2', 'Conv2D' or
+      'DepthwiseConv2dNative': each channel its own [kh * kw, multiplier]
+      problem).
     input_tensor: the flat graph's tensor the op reads the layer input from.
     kernel_shape: the weight as the op sees it ([in, out], or
       [kh, kw, cin, cout]; an EinsumDense kernel [in, heads, head_dim] is
@@ -255,7 +257,7 @@ def _layer(user, position, weight, index, shape) -> Layer:
   ):
     attrs = {}
   elif (
-    user.op == 'Conv2D'
+    user.op in ('Conv2D', 'DepthwiseConv2dNative')
     and position == 1
     and user.attr['data_format'].s in (b'NHWC', b'')
   ):
@@ -275,7 +277,8 @@ def _layer(user, position, weight, index, shape) -> Layer:
     raise OneShotError(
       f'weight {weight!r} is read by {user.op} {user.name!r} (input '
       f'{position}); one-shot pruning reads Dense and EinsumDense (MatMul) '
-      'and channels-last Conv2D layers: leave it out with do_not_prune'
+      'and channels-last Conv2D and depthwise layers: leave it out with '
+      'do_not_prune'
     )
   return Layer(
     weight, index, user.op, _tensor(user.input[0]), shape, attrs, frozenset()

@@ -103,3 +103,32 @@ class InputStatistics:
   def hessian(self) -> Optional[np.ndarray]:
     """`X^T X` over every row added (SparseGPT), or None if not kept."""
     return None if self._gram is None else self._gram.copy()
+
+
+class DepthwiseStatistics:
+  """Per-channel sums of a depthwise conv's input patches.
+
+  Channel c's outputs read only channel c's kh x kw window, so each channel
+  is its own small problem: `X_c^T X_c` ([taps, taps], taps = kh * kw) and
+  the norm of each tap, kept as [channels, taps, taps] rather than one
+  [taps * channels]^2 matrix of which all but the blocks would be zero.
+  """
+
+  def __init__(self, taps: int, channels: int, name: str = ''):
+    self.taps, self.channels, self.name = int(taps), int(channels), name
+    self.rows = 0
+    self._gram = np.zeros((self.channels, self.taps, self.taps), np.float64)
+
+  def add(self, rows) -> None:
+    """Adds patches [..., taps * channels] in the kernel's (kh, kw, c) order."""
+    check = InputStatistics(self.taps * self.channels, name=self.name)
+    check.add(rows)  # the same shape and NaN/Inf errors
+    rows = np.asarray(rows, np.float64).reshape(-1, self.taps, self.channels)
+    self.rows += rows.shape[0]
+    self._gram += np.einsum('rkc,rlc->ckl', rows, rows)
+
+  def hessian(self, channel: int) -> np.ndarray:
+    return self._gram[channel].copy()
+
+  def norms(self, channel: int) -> np.ndarray:
+    return np.sqrt(np.diagonal(self._gram[channel]))
