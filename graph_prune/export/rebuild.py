@@ -180,14 +180,11 @@ def _importable_graph(stripped: StrippedFunction):
   fed = {graph_ir.node_name(name) for name in stripped.input_names} | set(
     stripped.variables
   )
-  graph_def = type(stripped.graph_def)()
-  graph_def.CopyFrom(stripped.graph_def)
-  nodes = [
-    n for n in graph_def.node if not (n.op == 'Placeholder' and n.name in fed)
-  ]
+  graph_def = graph_ir.without_nodes(
+    stripped.graph_def,
+    {n.name for n in stripped.graph_def.node if n.op == 'Placeholder'} & fed,
+  )
   present = {n.name for n in stripped.graph_def.node}
-  del graph_def.node[:]
-  graph_def.node.extend(nodes)
   return graph_def, present
 
 

@@ -33,6 +33,7 @@ from graph_prune.export.stripped_model import signature_input_specs
 from graph_prune.export.stripped_model import strip_function
 from graph_prune.export.stripped_model import StrippedModel
 from graph_prune.export.stripped_model import VariableCopies
+from graph_prune.model import tracing
 
 DEFAULT_SIGNATURE = 'serving_default'
 
@@ -84,7 +85,7 @@ def _fold_model(
       )
   pruning = PruningVariables.of([pruned])
   call = pruned.__call__
-  cf = _inference_trace(call)
+  cf = tracing.inference_trace(call)
   stripped = strip_function(cf, pruning, 'the pruned model', shrink, copies)
   shrunk = {'__call__': stripped}
   functions = {}
@@ -117,22 +118,6 @@ def _fold_model(
   if shrink:
     module.shrink_report = shrink_report.make_report(list(shrunk.items()))
   return module
-
-
-def _inference_trace(function):
-  """A fresh trace of `function` for inference.
-
-  Once a model was differentiated inside a `tf.function`, TensorFlow keeps
-  the traced call as a forward function that also outputs the mask reads its
-  gradient needs; that graph cannot be folded. A new `tf.function` over the
-  same Python callable, traced outside any tape, is the plain inference
-  graph.
-  """
-  fresh = tf.function(
-    function.python_function, input_signature=function.input_signature
-  )
-  with tf.init_scope():
-    return fresh.get_concrete_function()
 
 
 def export_saved_model(
@@ -188,4 +173,4 @@ def _concrete(fn, key):
       'declare it with tf.function(input_signature=[...]) or pass a '
       'ConcreteFunction.'
     )
-  return _inference_trace(fn)
+  return tracing.inference_trace(fn)

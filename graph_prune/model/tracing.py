@@ -308,3 +308,19 @@ def _spec_of_symbolic(t):
   return tf.TensorSpec(
     tuple(t.shape), tf.as_dtype(t.dtype), name=getattr(t, 'name', None)
   )
+
+
+def inference_trace(function):
+  """A fresh trace of `function` for inference.
+
+  Once a model was differentiated inside a `tf.function`, TensorFlow keeps
+  the traced call as a forward function that also outputs the mask reads its
+  gradient needs; that graph cannot be folded. A new `tf.function` over the
+  same Python callable, traced outside any tape, is the plain inference
+  graph.
+  """
+  fresh = tf.function(
+    function.python_function, input_signature=function.input_signature
+  )
+  with tf.init_scope():
+    return fresh.get_concrete_function()

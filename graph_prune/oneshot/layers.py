@@ -13,7 +13,7 @@ and its weight (SparseGPT changes the kept weights) and mask are assigned.
 """
 
 import dataclasses
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -126,7 +126,6 @@ def _rows(layer: Layer, value):
 def _prune(pruned, layer, stats, method, sparsities, m_by_n) -> LayerResult:
   weight = pruned.weights[layer.index]
   mask = pruned.masks[layer.index]
-  shape = tuple(weight.shape)
   sparsity = float(sparsities.get(layer.name, 0.0))
   if layer.op == _DEPTHWISE:
     return _prune_depthwise(
@@ -144,21 +143,16 @@ def _prune(pruned, layer, stats, method, sparsities, m_by_n) -> LayerResult:
   else:
     keep = _magnitude(w, sparsity, m_by_n)
     new = w * keep
-  if method == 'sparsegpt':
-    weight.assign(new.reshape(shape).astype(weight.dtype.as_numpy_dtype))
-  mask.assign(keep.reshape(shape).astype(mask.dtype.as_numpy_dtype))
+  _assign(weight, mask, new, keep, method)
+  num, den = _quadratic(w - new, h), _quadratic(w, h)
   return LayerResult(
-    layer.name,
-    float(1.0 - keep.mean()),
-    _relative_error(h, w, new),
-    stats.rows,
+    layer.name, float(1.0 - keep.mean()), _ratio(num, den), stats.rows
   )
 
 
 def _prune_depthwise(weight, mask, layer, stats, method, sparsity, m_by_n):
   """Each channel's [kh * kw, multiplier] kernel from its own patches."""
   kh, kw, channels, multiplier = layer.kernel_shape
-  shape = tuple(weight.shape)
   w = (np.asarray(weight.numpy()) * np.asarray(mask.numpy())).reshape(
     kh * kw, channels, multiplier
   )
@@ -176,17 +170,14 @@ def _prune_depthwise(weight, mask, layer, stats, method, sparsity, m_by_n):
       else:
         keep[:, c] = wanda.keep(w[:, c], stats.norms(c), sparsity, m_by_n)
         new[:, c] = w[:, c] * keep[:, c]
-  if method == 'sparsegpt':
-    weight.assign(new.reshape(shape).astype(weight.dtype.as_numpy_dtype))
-  mask.assign(keep.reshape(shape).astype(mask.dtype.as_numpy_dtype))
+  _assign(weight, mask, new, keep, method)
   num = den = 0.0
   for c in range(channels):
-    h = stats.hessian(c)
-    delta = w[:, c].astype(np.float64) - new[:, c]
-    num += float(np.einsum('ij,ik,kj->', delta, h, delta))
-    den += float(np.einsum('ij,ik,kj->', w[:, c], h, w[:, c]))
-  error = float(np.sqrt(max(num, 0.0) / den)) if den > 0 else 0.0
-  return LayerResult(layer.name, float(1.0 - keep.mean()), error, stats.rows)
+    num += _quadratic(w[:, c] - new[:, c], stats.hessian(c))
+    den += _quadratic(w[:, c], stats.hessian(c))
+  return LayerResult(
+    layer.name, float(1.0 - keep.mean()), _ratio(num, den), stats.rows
+  )
 
 
 def _magnitude(w, sparsity, m_by_n):
@@ -199,14 +190,20 @@ def _magnitude(w, sparsity, m_by_n):
   return keep
 
 
-def _relative_error(h, w, new) -> float:
-  """`||X (W - W')|| / ||X W||` from `H = X^T X`, without X."""
-  delta = np.asarray(w, np.float64) - new
-  num = float(np.einsum('ij,ik,kj->', delta, h, delta))
-  den = float(np.einsum('ij,ik,kj->', w, h, w))
+def _assign(weight, mask, new, keep, method) -> None:
+  """Writes the mask, and the new kept weights where the method made them."""
+  shape = tuple(weight.shape)
+  if method == 'sparsegpt':
+    weight.assign(new.reshape(shape).astype(weight.dtype.as_numpy_dtype))
+  mask.assign(keep.reshape(shape).astype(mask.dtype.as_numpy_dtype))
+
+
+def _quadratic(d, h) -> float:
+  """`||X d||^2` from `H = X^T X`, without X."""
+  d = np.asarray(d, np.float64)
+  return float(np.einsum('ij,ik,kj->', d, h, d))
+
+
+def _ratio(num, den) -> float:
+  """`||X (W - W')|| / ||X W||` from the two squared norms."""
   return float(np.sqrt(max(num, 0.0) / den)) if den > 0 else 0.0
-
-
-def batches_of(inputs: Iterable) -> List[tuple]:
-  """Each calibration batch as a tuple of positional inputs."""
-  return [b if isinstance(b, tuple) else (b,) for b in inputs]

@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from graph_prune import _tf_internal
 from graph_prune import errors
+from graph_prune.model import tracing
 from graph_prune.passes import flatten
 from graph_prune.passes import graph_ir
 
@@ -95,12 +96,7 @@ class Probe:
         (weight on the right, untransposed) or a channels-last Conv2D.
     """
     call = pruned.__call__
-    fresh = tf.function(
-      call.python_function, input_signature=call.input_signature
-    )
-    with tf.init_scope():
-      cf = fresh.get_concrete_function()
-    flat = flatten.flat_graph(cf)
+    flat = flatten.flat_graph(tracing.inference_trace(call))
     shapes = {
       name: tuple(int(d) for d in w.shape)
       for name, w in zip(pruned.weight_names, pruned.weights)
@@ -129,11 +125,7 @@ class Probe:
     by_name = {layer.name: layer for layer in self.layers}
     fetches = [by_name[n].input_tensor for n in names]
     fed = {graph_ir.node_name(t) for t in flat.input_names} | set(flat.captures)
-    graph_def = type(flat.graph_def)()
-    graph_def.CopyFrom(flat.graph_def)
-    kept = [n for n in graph_def.node if n.name not in fed]
-    del graph_def.node[:]
-    graph_def.node.extend(kept)
+    graph_def = graph_ir.without_nodes(flat.graph_def, fed)
     scope = f'probe_{next(_probe_ids)}'
 
     def call(*args):
@@ -292,24 +284,9 @@ def _tensor(text: str) -> str:
 
 def _topological(graph_def) -> Dict[str, int]:
   """Node name -> its position in a topological order."""
-  waiting = {
-    n.name: {graph_ir.node_name(t) for t in n.input} for n in graph_def.node
+  return {
+    n.name: i for i, n in enumerate(graph_ir.topological_order(graph_def))
   }
-  readers = collections.defaultdict(list)
-  for node in graph_def.node:
-    for name in waiting[node.name]:
-      readers[name].append(node.name)
-  count = {name: len(deps) for name, deps in waiting.items()}
-  ready = sorted(name for name, c in count.items() if c == 0)
-  order = {}
-  while ready:
-    name = ready.pop(0)
-    order[name] = len(order)
-    for reader in readers[name]:
-      count[reader] -= 1
-      if count[reader] == 0:
-        ready.append(reader)
-  return order
 
 
 def _weight_ancestors(order, nodes, index) -> Dict[str, frozenset]:

@@ -56,6 +56,24 @@ def conv_patches(
   return tf.reshape(patches, [-1, kh * kw * cin])
 
 
+def checked_rows(rows, inputs: int, name: str) -> np.ndarray:
+  """`rows` as float64 [n, inputs], or a `StatisticsError` naming the layer."""
+  rows = np.asarray(rows, np.float64)
+  what = name or 'a layer'
+  if rows.ndim == 0 or rows.shape[-1] != inputs:
+    raise StatisticsError(
+      f'calibration rows of shape {rows.shape} for {what} with {inputs} '
+      "inputs; the calibration data must match the model's input signature"
+    )
+  rows = rows.reshape(-1, inputs)
+  if not np.isfinite(rows).all():
+    raise StatisticsError(
+      f'the calibration data gives NaN or Inf at the input of {what}; check '
+      'the data for NaN, Inf or values the model overflows on'
+    )
+  return rows
+
+
 class InputStatistics:
   """Sums over calibration rows of one layer's inputs.
 
@@ -77,20 +95,7 @@ class InputStatistics:
       StatisticsError: the rows' last axis is not the layer's input count,
         or they hold NaN or Inf.
     """
-    rows = np.asarray(rows, np.float64)
-    if rows.ndim == 0 or rows.shape[-1] != self.inputs:
-      raise StatisticsError(
-        f'calibration rows of shape {rows.shape} for {self.name or "a layer"}'
-        f' with {self.inputs} inputs; the calibration data must match the '
-        "model's input signature"
-      )
-    rows = rows.reshape(-1, self.inputs)
-    if not np.isfinite(rows).all():
-      raise StatisticsError(
-        f'the calibration data gives NaN or Inf at the input of '
-        f'{self.name or "a layer"}; check the data for NaN, Inf or values '
-        'the model overflows on'
-      )
+    rows = checked_rows(rows, self.inputs, self.name)
     self.rows += rows.shape[0]
     self._squares += np.einsum('ij,ij->j', rows, rows)
     if self._gram is not None:
@@ -121,9 +126,8 @@ class DepthwiseStatistics:
 
   def add(self, rows) -> None:
     """Adds patches [..., taps * channels] in the kernel's (kh, kw, c) order."""
-    check = InputStatistics(self.taps * self.channels, name=self.name)
-    check.add(rows)  # the same shape and NaN/Inf errors
-    rows = np.asarray(rows, np.float64).reshape(-1, self.taps, self.channels)
+    rows = checked_rows(rows, self.taps * self.channels, self.name)
+    rows = rows.reshape(-1, self.taps, self.channels)
     self.rows += rows.shape[0]
     self._gram += np.einsum('rkc,rlc->ckl', rows, rows)
 

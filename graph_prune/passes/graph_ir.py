@@ -379,3 +379,38 @@ def _drop_unknown_colocation(node, known):
     node.attr['_class'].list.s.extend(entries)
   else:
     del node.attr['_class']
+
+
+def topological_order(graph_def) -> list:
+  """The nodes of `graph_def`, each after every node it reads.
+
+  Nodes on a cycle (none in a valid GraphDef) are left out.
+  """
+  waiting = {
+    n.name: len({node_name(t) for t in n.input}) for n in graph_def.node
+  }
+  readers = collections.defaultdict(list)
+  for node in graph_def.node:
+    for name in {node_name(t) for t in node.input}:
+      readers[name].append(node)
+  ready = [n for n in graph_def.node if not waiting[n.name]]
+  order = []
+  while ready:
+    node = ready.pop()
+    order.append(node)
+    for reader in readers[node.name]:
+      waiting[reader.name] -= 1
+      if not waiting[reader.name]:
+        ready.append(reader)
+  return order
+
+
+def without_nodes(graph_def, names):
+  """A copy of `graph_def` without the nodes `names` (inputs fed by an
+  `import_graph_def` input_map)."""
+  new = type(graph_def)()
+  new.CopyFrom(graph_def)
+  kept = [n for n in new.node if n.name not in names]
+  del new.node[:]
+  new.node.extend(kept)
+  return new

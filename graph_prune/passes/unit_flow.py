@@ -184,24 +184,7 @@ class Graph:
 
   def topological(self) -> List:
     """The nodes, each after every node it reads (a cycle's are left out)."""
-    waiting = {
-      n.name: len({graph_ir.node_name(t) for t in n.input})
-      for n in self.graph_def.node
-    }
-    readers = collections.defaultdict(list)
-    for node in self.graph_def.node:
-      for name in {graph_ir.node_name(t) for t in node.input}:
-        readers[name].append(node)
-    ready = [n for n in self.graph_def.node if not waiting[n.name]]
-    order = []
-    while ready:
-      node = ready.pop()
-      order.append(node)
-      for reader in readers[node.name]:
-        waiting[reader.name] -= 1
-        if not waiting[reader.name]:
-          ready.append(reader)
-    return order
+    return graph_ir.topological_order(self.graph_def)
 
   def is_constant(self, tensor: str) -> bool:
     """Whether `tensor` depends on no input of the graph."""
