@@ -93,6 +93,44 @@ class PruneOneShotTest(tf.test.TestCase):
         self.assertAllEqual(masks[layer], by_array[layer], msg=name)
 
 
+class CalibrationCountTest(tf.test.TestCase):
+  def _x(self):
+    # 600 examples; feature 0 is loud only after example 512, so the
+    # wanda masks of d1 differ between the first 512 and all 600.
+    x = _data(rows=600)
+    x[:512, 0] *= 1e-3
+    x[512:, 0] *= 1e3
+    return x
+
+  def test_every_example_is_used_by_default(self):
+    model = _mlp()
+    x = self._x()
+    kernel = model.get_layer('d1').kernel.numpy()
+    pruned = graph_prune.prune_oneshot(
+      model, x, 'prune_option=wanda,target_sparsity=0.5'
+    )
+    self.assertEqual([r.rows for r in pruned.report.oneshot], [600] * 3)
+    every = _wanda_keep(kernel, x, 0.5)
+    self.assertNotAllEqual(every, _wanda_keep(kernel, x[:512], 0.5))
+    self.assertAllEqual(_masks(pruned)['d1'], every.astype(np.float32))
+
+  def test_max_examples_takes_the_first(self):
+    model = _mlp()
+    x = self._x()
+    kernel = model.get_layer('d1').kernel.numpy()
+    pruned = graph_prune.prune_oneshot(
+      model,
+      x,
+      'prune_option=wanda,target_sparsity=0.5',
+      batch_size=50,
+      max_examples=100,
+    )
+    self.assertEqual([r.rows for r in pruned.report.oneshot], [100] * 3)
+    self.assertAllEqual(
+      _masks(pruned)['d1'], _wanda_keep(kernel, x[:100], 0.5).astype(np.float32)
+    )
+
+
 class ErrorsTest(tf.test.TestCase):
   def _unchanged(self, model, call):
     before = [w.numpy() for w in model.weights]
@@ -111,6 +149,10 @@ class ErrorsTest(tf.test.TestCase):
       'nan': (np.full((4, 8), np.nan, np.float32), 'NaN'),
       'shape': (np.zeros((4, 5), np.float32), 'dimension 1 is 5, not 8'),
       'missing': ('/nonexistent/calibration.npz', 'calibration.npz'),
+      'infinite': (
+        tf.data.Dataset.from_tensor_slices(_data()).repeat(),
+        'infinite',
+      ),
     }
     for name, (data, fragment) in bad.items():
       model = _mlp()

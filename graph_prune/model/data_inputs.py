@@ -55,7 +55,8 @@ from graph_prune.model import signature_inputs as signature
 # Defined in signature_inputs; importable from here as before.
 input_names = signature.input_names
 
-# At most this many examples are read (the first ones).
+# At most this many examples are read (the first ones) unless the caller
+# passes its own limit (None: every example; one-shot calibration does).
 MAX_EXAMPLES = 512
 # The .npz keys tried for the inputs, in order; x_train is the training
 # binary's format (and is scaled as the binary scales it).
@@ -87,7 +88,7 @@ def read_example_inputs(
   data,
   input_signature,
   batch_size: Optional[int] = None,
-  max_examples: int = MAX_EXAMPLES,
+  max_examples: Optional[int] = MAX_EXAMPLES,
   what: str = 'Example data',
 ) -> List[Any]:
   """Reads and checks example inputs for a model; returns batches to feed.
@@ -105,7 +106,8 @@ def read_example_inputs(
       `input_signature`, e.g. `pruned.__call__.input_signature`).
     batch_size: examples per returned batch; None for all in one batch. A
       fixed batch dimension in the signature wins.
-    max_examples: read at most this many examples (the first ones).
+    max_examples: read at most this many examples (the first ones); None
+      reads every example (an infinite Dataset is then refused).
     what: what the data is, for messages ('Representative data').
 
   Returns:
@@ -150,7 +152,7 @@ class _Reader:
     self._inputs = list(inputs)
     self._what = what
 
-  def read(self, data, max_examples: int) -> Dict[str, np.ndarray]:
+  def read(self, data, max_examples: Optional[int]) -> Dict[str, np.ndarray]:
     what = self._what
     if data is None:
       raise errors.ExampleDataError(
@@ -160,6 +162,12 @@ class _Reader:
     if isinstance(data, (str, os.PathLike)):
       pieces = [(self._load(os.fspath(data)), repr(os.fspath(data)), False)]
     elif isinstance(data, tf.data.Dataset):
+      if max_examples is None and _infinite(data):
+        raise errors.ExampleDataError(
+          f'{what} is an infinite tf.data.Dataset (it repeats without end) '
+          'and every example was asked for; take a finite part, e.g. '
+          'dataset.take(n), or pass max_examples.'
+        )
       pieces = self._elements(data)
     elif isinstance(data, (list, tuple)) and _holds_batches(data):
       pieces = (
@@ -171,11 +179,12 @@ class _Reader:
     columns = {i.name: [] for i in self._inputs}
     count, empty = 0, _empty_kind(data)
     for value, where, may_be_example in pieces:
-      if count >= max_examples:
+      if max_examples is not None and count >= max_examples:
         break
+      left = None if max_examples is None else max_examples - count
       arrays = self._piece(value, where, may_be_example)
       for name, array in arrays.items():
-        columns[name].append(array[: max_examples - count])
+        columns[name].append(array[:left])
         empty = f'{where} has shape {signature.shape_text(array.shape)}'
       count += len(columns[self._inputs[0].name][-1])
     if count == 0:
@@ -331,6 +340,10 @@ def _kind(value) -> str:
   if isinstance(value, (np.ndarray, tf.Tensor)):
     return f'one array of shape {signature.shape_text(list(value.shape))}'
   return f'a {type(value).__name__}'
+
+
+def _infinite(dataset) -> bool:
+  return bool(dataset.cardinality() == tf.data.INFINITE_CARDINALITY)
 
 
 def _empty_kind(data) -> str:

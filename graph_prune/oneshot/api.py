@@ -18,6 +18,13 @@ same strip, shrink and export), then its layers are pruned in order
 `target_sparsity`, `weight_sparsity_map`, `do_not_prune` and
 `sparsity_m_by_n` mean what they mean for gradual pruning; the schedule's
 steps are ignored.
+
+Every calibration example is used unless `max_examples` says otherwise.
+The statistics are sums over batches, so the activations held at once are
+one batch's (`batch_size`), whatever the count; only the inputs themselves
+are held whole, as they are run once per group of layers. A cap would only
+save that copy of the inputs, and a silent one (TFLite's representative
+data keeps its 512) would quietly drop what the caller chose to give.
 """
 
 import dataclasses
@@ -30,6 +37,9 @@ from graph_prune.model import pruned_model
 from graph_prune.oneshot import layers
 
 ONE_SHOT_OPTIONS = ('weight', 'wanda', 'sparsegpt')
+# Calibration examples run through the model at once, when the caller does
+# not say: bounds the activations held, whatever the calibration set's size.
+BATCH_SIZE = 64
 
 
 def prune_oneshot(
@@ -38,7 +48,7 @@ def prune_oneshot(
   hparams: Union[str, hparams_lib.PruningHParams] = '',
   input_signature: Optional[Sequence[Any]] = None,
   batch_size: Optional[int] = None,
-  max_examples: int = data_inputs.MAX_EXAMPLES,
+  max_examples: Optional[int] = None,
 ) -> pruned_model.PrunedModel:
   """Prunes `model` once from `calibration_data`; returns the `PrunedModel`.
 
@@ -49,9 +59,10 @@ def prune_oneshot(
       batch for a model of named inputs).
     hparams: the hparams string or object; `prune_option` picks the method.
     input_signature: the inputs, when `model` does not define them.
-    batch_size: the batch size the calibration data is run in (default:
-      as `read_example_inputs` batches it).
-    max_examples: at most this many calibration examples are read.
+    batch_size: calibration examples run through the model at once
+      (default `BATCH_SIZE`; a fixed batch dimension of the model wins).
+    max_examples: use only the first this many calibration examples;
+      None (the default) uses every one (an infinite Dataset is refused).
 
   Returns:
     The `PrunedModel`, its masks set (and under `sparsegpt` its weights);
@@ -60,8 +71,8 @@ def prune_oneshot(
   Raises:
     HParamsError: a gradient `prune_option` (it needs training), or
       `wanda`/`sparsegpt` with blocks, units or global scope.
-    ExampleDataError: the calibration data is empty, malformed, or does not
-      match the model's inputs (nothing is changed).
+    ExampleDataError: the calibration data is empty, malformed, infinite,
+      or does not match the model's inputs (nothing is changed).
     StatisticsError: a layer's calibration inputs hold NaN or Inf (nothing is
       changed).
     OneShotError: a masked weight is read by an op `wanda`/`sparsegpt` do
@@ -84,7 +95,7 @@ def prune_oneshot(
   batches = data_inputs.read_example_inputs(
     calibration_data,
     pruned.input_signature,
-    batch_size=batch_size,
+    batch_size=batch_size or BATCH_SIZE,
     max_examples=max_examples,
     what='calibration_data',
   )
