@@ -7,6 +7,8 @@ Usage:
       [--log_every=N] [--strategy=default|mirrored|multi_worker]
       [--num_cpu_devices=N] [--shrink]
       [--export_tflite=none|dynamic|float16|int8 ...]
+      [--oneshot=weight|wanda|sparsegpt [--calibration_samples=N]
+       [--finetune_steps=K]]
   (or python -m graph_prune.train ...)
 
 With no flags it prunes the classic 1000-1000-500-200 ReLU MLP to 90%
@@ -30,6 +32,12 @@ calibrated on the training inputs, and the table then shows every export's
 test accuracy and its gzipped size as a share of the dense float
 SavedModel's.
 
+--oneshot=weight|wanda|sparsegpt trains dense for --train_steps instead,
+then prunes once (graph_prune.prune_oneshot, prune_option set by the flag,
+targets from --hparams, schedule steps ignored) from --calibration_samples
+training examples, prints each weight's sparsity and reconstruction error,
+trains --finetune_steps more with the masks fixed, and exports as above.
+
 --data takes an .npz with x_train, y_train, x_test, y_test, or a folder with
 MNIST's four IDX files (optionally .gz), e.g. MNIST or Fashion-MNIST.
 
@@ -49,6 +57,7 @@ from graph_prune.config import hparams as hparams_lib
 from graph_prune.train import errors as train_errors
 from graph_prune.train import experiment
 from graph_prune.train import models
+from graph_prune.train import oneshot_stage
 from graph_prune.train import strategies
 from graph_prune.train import summary
 
@@ -119,6 +128,24 @@ _EXPORT_TFLITE = flags.DEFINE_multi_enum(
   'give one; int8 is calibrated on the training inputs) to '
   "EXPORT_DIR/tflite/STEP/MODE.tflite, and report every export's test "
   'accuracy and size beside the dense float SavedModel.',
+)
+_ONESHOT = flags.DEFINE_enum(
+  'oneshot',
+  None,
+  list(oneshot_stage.OPTIONS),
+  'Train dense for --train_steps, then prune once with this prune_option '
+  '(prune_oneshot); unset: gradual pruning on the --hparams schedule.',
+)
+_CALIBRATION_SAMPLES = runner.positive_int(
+  'calibration_samples',
+  experiment.TrainConfig.calibration_samples,
+  'With --oneshot: training examples the one-shot pruning reads.',
+)
+_FINETUNE_STEPS = flags.DEFINE_integer(
+  'finetune_steps',
+  0,
+  'With --oneshot: steps trained after the prune, masks fixed.',
+  lower_bound=0,
 )
 _NUM_CPU_DEVICES = runner.positive_int(
   'num_cpu_devices',

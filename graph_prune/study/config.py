@@ -7,6 +7,12 @@ BatchNorm scale and shift with its kernel slice (`unit_params=all`),
 `unitkernel` the kernel slice only (`unit_params=kernel`); scope `coupled`
 prunes the channels that residual adds and concatenations tie together as
 one (`unit_groups=coupled`, one threshold per group).
+
+The GRANULARITY part may instead name a criterion other than |w| (a row of
+`CRITERIA`, its `prune_option`): single weights ranked by it, e.g.
+`oneshot_sparsegpt_layer` (`prune_oneshot` from calibration data) or
+`gradual_first_order_gradient_layer` (masked retraining ranking |w| * g).
+A criterion's row says which kinds and scopes it works with.
 """
 
 import dataclasses
@@ -22,6 +28,37 @@ GRANULARITIES = ('weight', 'unit', 'unitkernel', 'blockHxW')
 _UNITS = {'unit': 'all', 'unitkernel': 'kernel'}  # -> unit_params
 _BLOCK = re.compile(r'block([1-9][0-9]*)x([1-9][0-9]*)')  # blockHxW
 SCOPES = ('layer', 'global', 'coupled')
+
+
+@dataclasses.dataclass(frozen=True)
+class Criterion:
+  """A criterion a method may name instead of a magnitude granularity.
+
+  Attributes:
+    prune_option: the `prune_option` hparam it sets.
+    kinds: the kinds it works with: wanda and sparsegpt prune once from
+      calibration data, the gradient saliencies need training between
+      mask updates.
+    scopes: the scopes it works with (wanda and sparsegpt compare weights
+      within a layer only).
+  """
+
+  prune_option: str
+  kinds: Tuple[str, ...]
+  scopes: Tuple[str, ...]
+
+
+# GRANULARITY part -> criterion; a new criterion is a new row.
+CRITERIA = {
+  'wanda': Criterion('wanda', ('oneshot',), ('layer',)),
+  'sparsegpt': Criterion('sparsegpt', ('oneshot',), ('layer',)),
+  'first_order_gradient': Criterion(
+    'first_order_gradient', ('gradual',), ('layer', 'global')
+  ),
+  'second_order_gradient': Criterion(
+    'second_order_gradient', ('gradual',), ('layer', 'global')
+  ),
+}
 DEFAULT_METHODS = (
   'oneshot_weight_layer',
   'oneshot_weight_global',
@@ -47,6 +84,12 @@ class Method:
     return f'{self.kind}_{self.granularity}_{self.scope}'
 
   @property
+  def prune_option(self) -> str:
+    """The `prune_option` of the method ('weight' ranks |w|)."""
+    criterion = CRITERIA.get(self.granularity)
+    return criterion.prune_option if criterion else 'weight'
+
+  @property
   def block_dims(self) -> Optional[Tuple[int, int]]:
     """(height, width) for a `blockHxW` granularity, else None."""
     match = _BLOCK.fullmatch(self.granularity)
@@ -63,6 +106,8 @@ class Method:
       )
     elif self.granularity in _UNITS:
       granularity = f'granularity=unit,unit_params={_UNITS[self.granularity]}'
+    elif self.granularity in CRITERIA:
+      granularity = f'granularity=weight,prune_option={self.prune_option}'
     else:
       granularity = f'granularity={self.granularity}'
     if self.scope == 'coupled':
@@ -83,27 +128,49 @@ class Method:
 def parse_method(name: str) -> Method:
   """Parses 'KIND_GRANULARITY_SCOPE', e.g. 'gradual_weight_global'.
 
+  GRANULARITY may hold underscores (a criterion such as
+  `first_order_gradient`): KIND is the first part, SCOPE the last.
+
   Raises:
     errors.SweepConfigError: naming the bad part and the choices.
   """
   parts = name.strip().split('_')
+  if len(parts) >= 3:
+    parts = [parts[0], '_'.join(parts[1:-1]), parts[-1]]
   valid = len(parts) == 3 and (
     parts[0] in KINDS
     and parts[2] in SCOPES
-    and (parts[1] in ('weight', *_UNITS) or _BLOCK.fullmatch(parts[1]))
+    and (
+      parts[1] in ('weight', *_UNITS, *CRITERIA) or _BLOCK.fullmatch(parts[1])
+    )
   )
   if not valid:
     raise errors.SweepConfigError(
       f'Unknown method {name!r}; a method is KIND_GRANULARITY_SCOPE with '
-      f'KIND in {KINDS}, GRANULARITY in {GRANULARITIES} (e.g. block4x4), '
-      f'SCOPE in {SCOPES}, e.g. gradual_weight_global.'
+      f'KIND in {KINDS}, GRANULARITY in {GRANULARITIES} (e.g. block4x4) or '
+      f'a criterion in {tuple(CRITERIA)}, SCOPE in {SCOPES}, e.g. '
+      'gradual_weight_global.'
     )
-  if parts[2] == 'coupled' and parts[1] not in _UNITS:
+  kind, granularity, scope = parts
+  if scope == 'coupled' and granularity not in _UNITS:
     raise errors.SweepConfigError(
       f'Method {name!r}: scope coupled groups units; use granularity unit '
-      f'or unitkernel, e.g. {parts[0]}_unit_coupled.'
+      f'or unitkernel, e.g. {kind}_unit_coupled.'
     )
-  return Method(*parts)
+  criterion = CRITERIA.get(granularity)
+  if criterion and kind not in criterion.kinds:
+    raise errors.SweepConfigError(
+      f'Method {name!r}: {granularity} works with kind '
+      f'{" or ".join(criterion.kinds)} only, e.g. '
+      f'{criterion.kinds[0]}_{granularity}_{criterion.scopes[0]}.'
+    )
+  if criterion and scope not in criterion.scopes:
+    raise errors.SweepConfigError(
+      f'Method {name!r}: {granularity} works with scope '
+      f'{" or ".join(criterion.scopes)} only, e.g. '
+      f'{kind}_{granularity}_{criterion.scopes[0]}.'
+    )
+  return Method(kind, granularity, scope)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +193,8 @@ class SweepConfig:
     latency_batch: the batch size at which each pruned model's shrunk and
       stripped versions are timed (`graph_prune.shrink`); 0 skips timing
       (multiply-adds are always counted).
+    calibration_samples: training examples the one-shot methods read
+      (`prune_oneshot`'s calibration data; all when fewer).
   """
 
   methods: Tuple[str, ...] = DEFAULT_METHODS
@@ -140,6 +209,7 @@ class SweepConfig:
   pruning_frequency: int = 20
   schedule_fraction: float = 0.6
   latency_batch: int = 256
+  calibration_samples: int = 512
 
   def __post_init__(self):
     for name in self.methods:
@@ -159,6 +229,7 @@ class SweepConfig:
       'retrain_steps',
       'pruning_frequency',
       'batch_size',
+      'calibration_samples',
     ):
       if getattr(self, name) < 1:
         raise errors.SweepConfigError(

@@ -10,7 +10,9 @@ This is what the `graph_prune_train` binary runs. A rerun with the same
 hparams, seed, batch size and learning rate are written to
 `model_dir/train_config.json` once the first run has built its model, and a
 rerun with others is refused (`run_record`), so a directory never mixes two
-experiments. The chief holds `run_lock` on the model_dir for the whole run,
+experiments. With `oneshot` the run trains dense for `train_steps`, prunes
+once (`oneshot_stage`) and trains `finetune_steps` more through the fixed
+masks. The chief holds `run_lock` on the model_dir for the whole run,
 so a second trainer on it is refused while the first one lives.
 """
 
@@ -30,6 +32,7 @@ from graph_prune.train import datasets
 from graph_prune.train import errors
 from graph_prune.train import loop
 from graph_prune.train import models
+from graph_prune.train import oneshot_stage
 from graph_prune.train import run_lock
 from graph_prune.train import run_record
 from graph_prune.train import strategies
@@ -73,6 +76,12 @@ class TrainConfig:
     export_tflite: TFLite quantization modes to export as
       `export_dir/tflite/STEP/<mode>.tflite` (int8 calibrated on the
       training inputs); every export's test accuracy is then measured.
+    oneshot: None prunes gradually on the hparams' schedule; 'weight',
+      'wanda' or 'sparsegpt' trains dense for `train_steps`, then prunes
+      once with `prune_oneshot` (that `prune_option`, the hparams' targets).
+    calibration_samples: with `oneshot`, the training examples it reads.
+    finetune_steps: with `oneshot`, steps trained after the prune with the
+      masks fixed; the run ends at `train_steps + finetune_steps`.
   """
 
   model: str = 'mlp'
@@ -90,6 +99,9 @@ class TrainConfig:
   num_cpu_devices: Optional[int] = None
   shrink: bool = False
   export_tflite: Tuple[str, ...] = ()
+  oneshot: Optional[str] = None
+  calibration_samples: int = 512
+  finetune_steps: int = 0
 
   def __post_init__(self):
     models.check_name(self.model)
@@ -127,6 +139,37 @@ class TrainConfig:
         'strategy=multi_worker needs a model_dir that every worker reaches '
         '(a shared folder); pass --model_dir.'
       )
+    self._check_oneshot()
+
+  def _check_oneshot(self) -> None:
+    if self.finetune_steps < 0:
+      raise errors.ConfigError(
+        f'finetune_steps={self.finetune_steps} is negative; pass a value >= 0.'
+      )
+    if not self.oneshot:
+      if self.finetune_steps:
+        raise errors.ConfigError(
+          f'finetune_steps={self.finetune_steps} needs oneshot (gradual '
+          'pruning fine-tunes after end_pruning_step within train_steps); '
+          'pass --oneshot=weight|wanda|sparsegpt, or drop --finetune_steps.'
+        )
+      return
+    oneshot_stage.oneshot_hparams(self.hparams, self.oneshot)
+    if self.calibration_samples < 1:
+      raise errors.ConfigError(
+        f'calibration_samples={self.calibration_samples} is too small; pass '
+        'a value >= 1 (e.g. 512).'
+      )
+    if self.strategy != 'default':
+      raise errors.ConfigError(
+        f'oneshot={self.oneshot} runs on one device, not under '
+        f'strategy={self.strategy}; pass --strategy=default.'
+      )
+
+  @property
+  def end_step(self) -> int:
+    """The step the run ends at (after fine-tuning, with `oneshot`)."""
+    return self.train_steps + (self.finetune_steps if self.oneshot else 0)
 
 
 @dataclasses.dataclass
@@ -189,22 +232,34 @@ def _train_in(config, strategy, data, model_dir, log, chief) -> TrainResult:
   """`train` once model_dir is prepared and locked (by the chief)."""
   saved = run_record.check(config, model_dir) if chief else None
   run = _build_run(config, data, strategy)
-  resumed_from = run.restore(model_dir)
+  # A one-shot run's dense model may restore a fine-tuning checkpoint.
+  resumed_from = run.restore(model_dir, partial=bool(config.oneshot))
   if chief and saved is None:  # the model is built and the restore worked
     run_record.write(config, model_dir)
   _log_start(config, data, run, model_dir, resumed_from, log)
   batches = loop.Batches(
     data.x_train, data.y_train, config.batch_size, seed=config.seed
   )
-  progress = loop.fit(
-    run,
-    batches,
-    config.train_steps,
-    model_dir=model_dir,
-    checkpoint_every=config.checkpoint_every,
-    log_every=config.log_every,
-    log=log,
-  )
+
+  def fit(run, steps):
+    return loop.fit(
+      run,
+      batches,
+      steps,
+      model_dir=model_dir,
+      checkpoint_every=config.checkpoint_every,
+      log_every=config.log_every,
+      log=log,
+    )
+
+  progress = fit(run, config.train_steps)
+  if config.oneshot:
+    run = _prune_oneshot(config, data, run, model_dir, log)
+    tuned = fit(run, config.end_step)
+    progress.end_step = tuned.end_step
+    progress.checkpoints += tuned.checkpoints
+    progress.history += tuned.history
+    progress.seconds += tuned.seconds
   test_loss, test_accuracy = loop.evaluate(run.pruned, data.x_test, data.y_test)
   exports, dense_export = [], None
   if chief:  # the other workers hold the same model
@@ -246,14 +301,54 @@ def _export(config: TrainConfig, run: loop.Run, model_dir: str, log, x_train):
 
 
 def _build_run(config: TrainConfig, data, strategy) -> loop.Run:
-  """The model, its pruning and the optimizer, built under `strategy`."""
+  """The model, its pruning and the optimizer, built under `strategy`.
+
+  With `oneshot` the model trains dense first: no pruning yet.
+  """
   with strategy.scope():
     model = models.build(
       config.model, data.x_train.shape[1:], data.num_classes, seed=config.seed
     )
-    pruned = pruned_lib.apply_pruning(model, config.hparams)
+    pruned = (
+      None
+      if config.oneshot
+      else pruned_lib.apply_pruning(model, config.hparams)
+    )
     optimizer = keras.optimizers.Adam(config.learning_rate)
   return loop.Run(model, pruned, optimizer, strategy)
+
+
+def _prune_oneshot(config, data, run, model_dir, log) -> loop.Run:
+  """Prunes the dense `run` once; returns the run of the fixed masks.
+
+  A rerun whose latest checkpoint is past `train_steps` (from fine-tuning)
+  does not prune again: it wraps the model as the prune did and restores
+  that checkpoint's weights, masks and optimizer.
+  """
+  hparams = oneshot_stage.oneshot_hparams(config.hparams, config.oneshot)
+  if run.step > config.train_steps:
+    pruned = oneshot_stage.wrap(run.model, hparams)
+    tuned = oneshot_stage.finetune_run(
+      run.model, pruned, run.optimizer, run.strategy
+    )
+    tuned.restore(model_dir)
+  else:
+    examples = oneshot_stage.calibration_examples(
+      data.x_train, config.calibration_samples, config.seed
+    )
+    log(
+      f'step {run.step}: pruning once with prune_option={config.oneshot} '
+      f'from {len(examples)} training examples.'
+    )
+    pruned = oneshot_stage.prune(run.model, examples, hparams, log=log)
+    tuned = oneshot_stage.finetune_run(
+      run.model, pruned, run.optimizer, run.strategy
+    )
+  log(
+    f'step {tuned.step}: sparsity {loop.overall_sparsity(pruned):.4f}; '
+    f'fine-tuning with fixed masks to step {config.end_step}.'
+  )
+  return tuned
 
 
 def _log_start(config, data, run, model_dir, resumed_from, log) -> None:
@@ -269,8 +364,13 @@ def _log_start(config, data, run, model_dir, resumed_from, log) -> None:
     f'{config.model} on {config.data or "the embedded digits"}: '
     f'{len(data.x_train)} train / '
     f'{len(data.x_test)} test images of shape {list(data.x_train.shape[1:])}'
-    f', {run.model.count_params()} weights, pruning '
-    f'{len(run.pruned.weight_names)} of them.'
+    f', {run.model.count_params()} weights'
+    + (
+      f', pruning {len(run.pruned.weight_names)} of them.'
+      if run.pruned is not None
+      else f', dense until step {config.train_steps}, then {config.oneshot} '
+      'one-shot pruning.'
+    )
   )
   if resumed_from:
     log(f'resumed from {resumed_from} at step {run.step}.')

@@ -107,6 +107,9 @@ class Run:
     strategy: the `tf.distribute` strategy the three were built under (the
       default strategy on one device).
     checkpoint: a `tf.train.Checkpoint` of the three.
+    update_masks: whether each step updates the masks on the schedule; False
+      trains through fixed masks (fine-tuning after one-shot pruning, whose
+      masks no magnitude update may replace).
   """
 
   def __init__(
@@ -115,8 +118,10 @@ class Run:
     pruned: Optional[pruned_lib.PrunedModel],
     optimizer: keras.optimizers.Optimizer,
     strategy: Optional[tf.distribute.Strategy] = None,
+    update_masks: bool = True,
   ):
     self.model = model
+    self.update_masks = update_masks
     self.pruned = pruned
     self.optimizer = optimizer
     self.strategy = strategy or tf.distribute.get_strategy()
@@ -129,14 +134,15 @@ class Run:
     if pruned is not None:
       objects['pruned'] = pruned
     self.checkpoint = tf.train.Checkpoint(**objects)
+    # Fixed masks: the step trains through `pruned` but never updates it.
     self._step_fn = strategies.make_train_step(
       self.strategy,
-      pruned,
+      pruned if update_masks else None,
       model.trainable_variables,
       optimizer,
       _per_example_loss,
       training=True,
-      forward=None if pruned is not None else model,
+      forward=model if pruned is None else pruned,
       with_accuracy=True,
     )
 
@@ -177,11 +183,14 @@ class Run:
       step_counter=self.optimizer.iterations,
     )
 
-  def restore(self, model_dir: str) -> Optional[str]:
+  def restore(self, model_dir: str, partial: bool = False) -> Optional[str]:
     """Restores the latest checkpoint in `model_dir`, if there is one.
 
     Args:
       model_dir: the directory `fit` writes checkpoints to.
+      partial: the checkpoint may hold more than this run (a dense run
+        restoring a checkpoint of its pruned continuation); no warnings about
+        its other values.
 
     Returns:
       The restored checkpoint's path, or None when there was none.
@@ -193,7 +202,10 @@ class Run:
     if latest is None:
       return None
     try:
-      self.checkpoint.restore(latest).assert_existing_objects_matched()
+      status = self.checkpoint.restore(latest)
+      status.assert_existing_objects_matched()
+      if partial:
+        status.expect_partial()
     except (AssertionError, ValueError, tf.errors.OpError) as e:
       first_line = str(e).strip().splitlines()[0] if str(e).strip() else ''
       raise errors.ResumeError(

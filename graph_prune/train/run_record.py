@@ -11,6 +11,9 @@ decide every batch). These may change on resume: `train_steps`,
 `checkpoint_every`, `log_every`, `export_dir`, `strategy`,
 `num_cpu_devices` (a mirrored run splits the same global batch, so it
 trains the same model) and the export options `shrink` and `export_tflite`.
+A one-shot run (`oneshot`) also fixes its method, its calibration sample
+count and `train_steps` (the step it prunes at); its `finetune_steps` may
+change. Records written before `oneshot` existed read as gradual runs.
 
 The record is written only once the model is built and any checkpoint
 restored, so a run that fails before (a wrong --model) records nothing; it
@@ -30,7 +33,18 @@ from graph_prune.export import staging
 from graph_prune.train import errors
 
 CONFIG_FILE = 'train_config.json'
-FIXED = ('model', 'data', 'hparams', 'seed', 'batch_size', 'learning_rate')
+FIXED = (
+  'model',
+  'data',
+  'hparams',
+  'seed',
+  'batch_size',
+  'learning_rate',
+  'oneshot',
+  'calibration_samples',
+)
+# What a record without a value of FIXED (an older record) held.
+_BEFORE = {'oneshot': None, 'calibration_samples': None}
 MAY_CHANGE = (
   'train_steps',
   'checkpoint_every',
@@ -40,6 +54,7 @@ MAY_CHANGE = (
   'num_cpu_devices',
   'shrink',
   'export_tflite',
+  'finetune_steps',
 )
 
 
@@ -75,6 +90,10 @@ def identity(config) -> Dict[str, Any]:
   values['hparams'] = hparams_lib.parse_hparams(config.hparams).to_string(
     only_changed=True
   )
+  if config.oneshot:  # the step it prunes at
+    values['train_steps'] = config.train_steps
+  else:  # unused by gradual runs
+    values['calibration_samples'] = None
   return values
 
 
@@ -107,15 +126,18 @@ def check(config, model_dir: str) -> Optional[dict]:
       f'Cannot read {path} ({e}); restore it or pass a new --model_dir.'
     ) from e
   first_run = saved.get('first_run') or {}
-  for key, value in identity(config).items():
+  values = identity(config)
+  for key, value in values.items():
     # Records of older graph_prune hold only model, data and hparams at the
     # top; the other values are those of the first run.
-    old = saved.get(key, first_run.get(key))
+    old = saved.get(key, first_run.get(key, _BEFORE.get(key)))
     if old != value:
+      may_change = [k for k in MAY_CHANGE if k not in values]
+      fix = f'drop --{key}' if old is None else f'pass --{key}={old!r}'
       raise errors.ResumeMismatchError(
-        f'{model_dir} holds a run with {key}={old!r}, not {value!r}; pass '
-        f'--{key}={old!r} to resume it, or a new --model_dir (may change '
-        f'on resume: {", ".join(MAY_CHANGE)}).'
+        f'{model_dir} holds a run with {key}={old!r}, not {value!r}; '
+        f'{fix} to resume it, or a new --model_dir (may change on resume: '
+        f'{", ".join(may_change)}).'
       )
   return saved
 
