@@ -90,6 +90,34 @@ class SparseGPTTest(tf.test.TestCase, parameterized.TestCase):
       sparsegpt.prune(np.ones((4, 2)), np.eye(3), 0.5)
 
 
+class DiagonalTest(tf.test.TestCase):
+  def test_a_diagonal_hessian_gives_no_update(self):
+    # Why an embedding needs no OBS update: with H diagonal, the full
+    # solver keeps every kept weight as it was.
+    rng = np.random.default_rng(6)
+    w = rng.standard_normal((16, 5))
+    counts = rng.integers(1, 50, 16).astype(float)
+    new, keep = sparsegpt.prune(
+      w, np.diag(counts), sparsity=0.5, precision=np.float64
+    )
+    self.assertAllClose(new, w * keep, rtol=1e-12, atol=1e-12)
+
+  def test_prune_diagonal_ranks_each_column_by_damped_squares(self):
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((10, 3)).astype(np.float32)
+    counts = np.array([0, 0, 5, 1, 9, 2, 0, 7, 3, 1], float)
+    new, keep = sparsegpt.prune_diagonal(w, counts, sparsity=0.5)
+    damped = counts + 0.01 * counts.mean()
+    for out in range(3):
+      score = [w[j, out] ** 2 * damped[j] for j in range(10)]
+      lowest = sorted(range(10), key=lambda j: score[j])[:5]
+      self.assertAllEqual(keep[:, out], [j not in lowest for j in range(10)])
+    self.assertAllEqual(new, w * keep)
+    self.assertEqual(new.dtype, np.float32)
+    with self.assertRaisesRegex(ValueError, r'\(9,\).*\(10, 3\)'):
+      sparsegpt.prune_diagonal(w, counts[:9], 0.5)
+
+
 class WandaTest(tf.test.TestCase):
   def test_scores_and_per_output_selection_match_numpy(self):
     rng = np.random.default_rng(4)

@@ -53,11 +53,11 @@ class InputStatisticsTest(tf.test.TestCase):
     self.assertEqual(stats.rows, 0)
 
 
-class DepthwiseStatisticsTest(tf.test.TestCase):
+class GroupedStatisticsTest(tf.test.TestCase):
   def test_per_channel_gram_of_interleaved_patches(self):
     rng = np.random.default_rng(2)
     rows = rng.standard_normal((20, 4 * 3))  # 4 taps x 3 channels, (k, c)
-    stats = statistics.DepthwiseStatistics(taps=4, channels=3)
+    stats = statistics.GroupedStatistics(taps=4, group_inputs=1, groups=3)
     stats.add(rows[:7])
     stats.add(rows[7:])
     for c in range(3):
@@ -65,6 +65,41 @@ class DepthwiseStatisticsTest(tf.test.TestCase):
       self.assertAllClose(stats.hessian(c), channel.T @ channel)
       self.assertAllClose(stats.norms(c), np.linalg.norm(channel, axis=0))
     self.assertEqual(stats.rows, 20)
+
+  def test_per_group_gram_of_its_own_channels(self):
+    rng = np.random.default_rng(3)
+    # 2 taps x 6 channels in (tap, channel) order; 3 groups of 2 channels.
+    rows = rng.standard_normal((15, 2 * 6))
+    stats = statistics.GroupedStatistics(taps=2, group_inputs=2, groups=3)
+    stats.add(rows[:4])
+    stats.add(rows[4:])
+    for g in range(3):
+      columns = [t * 6 + g * 2 + k for t in range(2) for k in range(2)]
+      x = rows[:, columns]
+      self.assertAllClose(stats.hessian(g), x.T @ x)
+      d = rng.standard_normal((4, 5))
+      self.assertAllClose(stats.quadratic(d, g), np.sum((x @ d) ** 2))
+
+
+class TokenCountsTest(tf.test.TestCase):
+  def test_counts_norms_and_quadratic_of_one_hot_rows(self):
+    ids = np.array([[0, 3, 3], [4, 3, 0]])
+    stats = statistics.TokenCounts(6, name='e/embeddings')
+    stats.add(ids[:1])
+    stats.add(ids[1:])
+    one_hot = np.eye(6)[ids.reshape(-1)]
+    self.assertAllEqual(stats.counts(), one_hot.sum(axis=0))
+    self.assertAllClose(stats.norms(), np.linalg.norm(one_hot, axis=0))
+    d = np.random.default_rng(0).standard_normal((6, 2))
+    self.assertAllClose(stats.quadratic(d), np.sum((one_hot @ d) ** 2))
+    self.assertEqual(stats.rows, 6)
+
+  def test_ids_outside_the_table_name_it(self):
+    stats = statistics.TokenCounts(4, name='e/embeddings')
+    for bad in (np.array([0, 4]), np.array([-1]), np.array([0.5])):
+      with self.assertRaisesRegex(ValueError, r'\[0, 4\) in e/embeddings'):
+        stats.add(bad)
+    self.assertEqual(stats.rows, 0)
 
 
 if __name__ == '__main__':

@@ -76,7 +76,8 @@ def prune_oneshot(
     StatisticsError: a layer's calibration inputs hold NaN or Inf (nothing is
       changed).
     OneShotError: a masked weight is read by an op `wanda`/`sparsegpt` do
-      not handle yet (leave it out with `do_not_prune`).
+      not handle yet (`op_rules`), or by two layers (tied embeddings); leave
+      it out with `do_not_prune`.
   """
   h = (
     hparams_lib.parse_hparams(hparams) if isinstance(hparams, str) else hparams

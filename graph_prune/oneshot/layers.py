@@ -8,6 +8,9 @@ Q/K/V projections of an attention block share one run; an MLP's layers
 each need their own). Per layer, the statistics (`statistics`) are summed
 over every batch, the layer is solved (`sparsegpt`, `wanda`, or magnitude),
 and its weight (SparseGPT changes the kept weights) and mask are assigned.
+A layer is one [inputs, outputs] problem, or one per group of a grouped or
+depthwise conv (each from its own channels' patches); an embedding's is
+solved from token counts (its Hessian is diagonal: `sparsegpt.prune_diagonal`).
 
     errors = prune_layers(pruned, batches, 'sparsegpt', {name: 0.5, ...})
 """
@@ -17,6 +20,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from graph_prune.oneshot import op_rules
 from graph_prune.oneshot import sparsegpt
 from graph_prune.oneshot import statistics
 from graph_prune.oneshot import wanda
@@ -100,84 +104,122 @@ def prune_layers(
   return tuple(results)
 
 
-def _statistics(probe, group, batches) -> Dict[str, statistics.InputStatistics]:
-  stats = {layer.name: _new_statistics(layer) for layer in group}
+def _statistics(probe, group, batches) -> Dict[str, object]:
+  """Each layer's statistics, summed over every batch (made at the first)."""
+  stats = {}
   names = [layer.name for layer in group]
   for batch in batches:
     values = probe.run(batch, names)
     for layer in group:
-      stats[layer.name].add(_rows(layer, values[layer.name]))
+      value = values[layer.name]
+      if layer.name not in stats:
+        stats[layer.name] = _new_statistics(layer, np.shape(value))
+      stats[layer.name].add(_rows(layer, value))
   return stats
 
 
-def _new_statistics(layer: Layer):
-  if layer.op == _DEPTHWISE:
-    kh, kw, channels, _ = layer.kernel_shape
-    return statistics.DepthwiseStatistics(kh * kw, channels, name=layer.name)
+def _new_statistics(layer: Layer, input_shape):
+  if layer.kind == op_rules.LOOKUP:
+    return statistics.TokenCounts(layer.kernel_shape[0], name=layer.name)
+  if layer.kind == op_rules.CONV:
+    taps, group_inputs, groups, _ = _conv_groups(layer, input_shape[-1])
+    return statistics.GroupedStatistics(
+      taps, group_inputs, groups, name=layer.name
+    )
   return statistics.InputStatistics(layer.inputs, hessian=True, name=layer.name)
 
 
+def _conv_groups(layer: Layer, channels: int) -> Tuple[int, int, int, int]:
+  """(taps, in-channels per group, groups, out-channels per group).
+
+  A Conv2D whose kernel has fewer in-channels than its input is grouped
+  (Keras' `groups`); a depthwise conv is a group per input channel.
+  """
+  kh, kw, kin, kout = layer.kernel_shape
+  if layer.op == _DEPTHWISE:
+    return kh * kw, 1, kin, kout
+  if channels % kin or kout % (channels // kin):
+    raise statistics.StatisticsError(
+      f'{layer.name}: a Conv2D input of {channels} channels for a kernel of '
+      f'{kin} in-channels and {kout} filters is no whole number of groups; '
+      "the calibration data must match the model's input signature"
+    )
+  groups = int(channels) // kin
+  return kh * kw, kin, groups, kout // groups
+
+
+def _grouping(layer: Layer, stats) -> Tuple[int, int, int, int]:
+  """The weight as (taps, group inputs, groups, group outputs): one group
+  for a matrix or a lookup, the conv's groups for a conv."""
+  if layer.kind == op_rules.CONV:
+    taps, group_inputs, groups = stats.taps, stats.group_inputs, stats.groups
+    size = int(np.prod(layer.kernel_shape))
+    return taps, group_inputs, groups, size // (taps * group_inputs * groups)
+  return 1, layer.inputs, 1, layer.outputs
+
+
+def _split(kernel, grouping) -> np.ndarray:
+  """The kernel as [groups, taps * group inputs, group outputs]."""
+  taps, inputs, groups, outputs = grouping
+  w = np.reshape(kernel, grouping).transpose(2, 0, 1, 3)
+  return w.reshape(groups, taps * inputs, outputs)
+
+
+def _join(split, grouping, shape) -> np.ndarray:
+  """`_split`'s inverse, in the weight's own `shape`."""
+  taps, inputs, groups, outputs = grouping
+  w = np.reshape(split, (groups, taps, inputs, outputs)).transpose(1, 2, 0, 3)
+  return w.reshape(shape)
+
+
 def _rows(layer: Layer, value):
-  if layer.op in ('Conv2D', _DEPTHWISE):
+  if layer.kind == op_rules.CONV:
     return statistics.conv_patches(value, layer.kernel_shape, **layer.attrs)
+  if layer.kind == op_rules.LOOKUP:
+    return value  # token ids
   return np.reshape(value, (-1, layer.inputs))
 
 
 def _prune(pruned, layer, stats, method, sparsities, m_by_n) -> LayerResult:
+  """Prunes one weight, each of its groups its own [inputs, outputs] problem."""
   weight = pruned.weights[layer.index]
   mask = pruned.masks[layer.index]
   sparsity = float(sparsities.get(layer.name, 0.0))
-  if layer.op == _DEPTHWISE:
-    return _prune_depthwise(
-      weight, mask, layer, stats, method, sparsity, m_by_n
-    )
-  w = (np.asarray(weight.numpy()) * np.asarray(mask.numpy())).reshape(
-    layer.inputs, layer.outputs
-  )
-  h = stats.hessian()
-  if method == 'sparsegpt':
-    new, keep = sparsegpt.prune(w, h, sparsity, m_by_n)
-  elif method == 'wanda':
-    keep = wanda.keep(w, stats.norms(), sparsity, m_by_n)
-    new = w * keep
-  else:
-    keep = _magnitude(w, sparsity, m_by_n)
-    new = w * keep
-  _assign(weight, mask, new, keep, method)
-  num, den = _quadratic(w - new, h), _quadratic(w, h)
-  return LayerResult(
-    layer.name, float(1.0 - keep.mean()), _ratio(num, den), stats.rows
-  )
-
-
-def _prune_depthwise(weight, mask, layer, stats, method, sparsity, m_by_n):
-  """Each channel's [kh * kw, multiplier] kernel from its own patches."""
-  kh, kw, channels, multiplier = layer.kernel_shape
-  w = (np.asarray(weight.numpy()) * np.asarray(mask.numpy())).reshape(
-    kh * kw, channels, multiplier
-  )
+  grouping = _grouping(layer, stats)
+  w = _split(np.asarray(weight.numpy()) * np.asarray(mask.numpy()), grouping)
+  groups, rows, outputs = w.shape
   if method == 'weight':
-    keep = _magnitude(w.reshape(kh * kw, -1), sparsity, m_by_n)
-    keep = keep.reshape(w.shape)
+    flat = w.transpose(1, 0, 2).reshape(rows, groups * outputs)
+    keep = _magnitude(flat, sparsity, m_by_n).reshape(rows, groups, outputs)
+    keep = keep.transpose(1, 0, 2)
     new = w * keep
   else:
     new, keep = np.empty_like(w), np.empty(w.shape, dtype=bool)
-    for c in range(channels):
-      if method == 'sparsegpt':
-        new[:, c], keep[:, c] = sparsegpt.prune(
-          w[:, c], stats.hessian(c), sparsity, m_by_n
-        )
-      else:
-        keep[:, c] = wanda.keep(w[:, c], stats.norms(c), sparsity, m_by_n)
-        new[:, c] = w[:, c] * keep[:, c]
-  _assign(weight, mask, new, keep, method)
-  num = den = 0.0
-  for c in range(channels):
-    num += _quadratic(w[:, c] - new[:, c], stats.hessian(c))
-    den += _quadratic(w[:, c], stats.hessian(c))
+    for g in range(groups):
+      new[g], keep[g] = _solve(layer, stats, g, w[g], method, sparsity, m_by_n)
+  shape = tuple(weight.shape)
+  _assign(
+    weight,
+    mask,
+    _join(new, grouping, shape),
+    _join(keep, grouping, shape),
+    method,
+  )
+  num = sum(stats.quadratic(w[g] - new[g], g) for g in range(groups))
+  den = sum(stats.quadratic(w[g], g) for g in range(groups))
   return LayerResult(
     layer.name, float(1.0 - keep.mean()), _ratio(num, den), stats.rows
   )
+
+
+def _solve(layer, stats, g, w, method, sparsity, m_by_n):
+  """(new weight, kept) of one [inputs, outputs] problem by `method`."""
+  if layer.kind == op_rules.LOOKUP and method == 'sparsegpt':
+    return sparsegpt.prune_diagonal(w, stats.counts(), sparsity, m_by_n)
+  if method == 'sparsegpt':
+    return sparsegpt.prune(w, stats.hessian(g), sparsity, m_by_n)
+  keep = wanda.keep(w, stats.norms(g), sparsity, m_by_n)
+  return w * keep, keep
 
 
 def _magnitude(w, sparsity, m_by_n):
@@ -196,12 +238,6 @@ def _assign(weight, mask, new, keep, method) -> None:
   if method == 'sparsegpt':
     weight.assign(new.reshape(shape).astype(weight.dtype.as_numpy_dtype))
   mask.assign(keep.reshape(shape).astype(mask.dtype.as_numpy_dtype))
-
-
-def _quadratic(d, h) -> float:
-  """`||X d||^2` from `H = X^T X`, without X."""
-  d = np.asarray(d, np.float64)
-  return float(np.einsum('ij,ik,kj->', d, h, d))
 
 
 def _ratio(num, den) -> float:

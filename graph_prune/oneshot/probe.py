@@ -27,14 +27,13 @@ import tensorflow as tf
 from graph_prune import _tf_internal
 from graph_prune import errors
 from graph_prune.model import tracing
+from graph_prune.oneshot import op_rules
 from graph_prune.passes import flatten
 from graph_prune.passes import graph_ir
 
 # Ops between `weight * mask` and the op that consumes the weight: they only
 # reshape it (Conv1D's ExpandDims) or pass it on.
 _ON_THE_WAY = frozenset(['Identity', 'Snapshot', 'ExpandDims', 'Reshape'])
-# x @ W with x of any rank (Keras' EinsumDense: attention projections).
-_BATCH_MATMUL = frozenset(['BatchMatMul', 'BatchMatMulV2', 'BatchMatMulV3'])
 _probe_ids = itertools.count()
 
 
@@ -49,15 +48,16 @@ class Layer:
   Attributes:
     name: the weight's name (`PrunedModel.weight_names`).
     index: its index in `PrunedModel.weights`.
-    op: the consuming op's type ('MatMul', 'BatchMatMulV2', 'Conv2D' or
-      'DepthwiseConv2dNative': each channel its own [kh * kw, multiplier]
-      problem).
-    input_tensor: the flat graph's tensor the op reads the layer input from.
+    op: the consuming op's type (a key of `op_rules.RULES`).
+    input_tensor: the flat graph's tensor the op reads the layer input from
+      (a lookup's token ids).
     kernel_shape: the weight as the op sees it ([in, out], or
       [kh, kw, cin, cout]; an EinsumDense kernel [in, heads, head_dim] is
-      seen as the [in, heads * head_dim] matrix it is reshaped to).
-    attrs: the conv's strides, padding and dilations (empty for MatMul).
+      seen as the [in, heads * head_dim] matrix it is reshaped to, an
+      output kernel [heads, head_dim, out] as [heads * head_dim, out]).
+    attrs: the conv's strides, padding and dilations (empty otherwise).
     after: the names of the masked weights the input depends on.
+    kind: `op_rules.MATRIX`, `CONV` or `LOOKUP`.
   """
 
   name: str
@@ -67,6 +67,7 @@ class Layer:
   kernel_shape: Tuple[int, ...]
   attrs: Mapping[str, object]
   after: frozenset
+  kind: str = op_rules.MATRIX
 
   @property
   def inputs(self) -> int:
@@ -92,8 +93,8 @@ class Probe:
     """The probe of a `PrunedModel`.
 
     Raises:
-      OneShotError: a masked weight is read by an op other than a MatMul
-        (weight on the right, untransposed) or a channels-last Conv2D.
+      OneShotError: a masked weight is read by an op `op_rules` cannot read,
+        or by several ops (tied weights).
     """
     call = pruned.__call__
     flat = flatten.flat_graph(tracing.inference_trace(call))
@@ -160,9 +161,11 @@ def _layers(graph_def, shapes: Mapping[str, Tuple[int, ...]]) -> List[Layer]:
     weight = _weight_of(graph_ir.weight_of_masked(node.name), index)
     if weight is None:
       continue
-    for user, position, reshaped in _users(node, consumers, nodes):
+    users = _users(node, consumers, nodes)
+    _check_one_layer(weight, users)
+    for user, position, reshaped in users:
       shape = _resolved(reshaped, shapes[weight])
-      layer = _layer(user, position, weight, index[weight], shape)
+      layer = _layer(user, position, weight, index[weight], shape, nodes)
       if weight in found and found[weight].input_tensor != layer.input_tensor:
         raise OneShotError(
           f'weight {weight!r} is read by several layers ({user.name!r} and '
@@ -188,6 +191,23 @@ def _layers(graph_def, shapes: Mapping[str, Tuple[int, ...]]) -> List[Layer]:
     )
     for layer in layers
   ]
+
+
+def _check_one_layer(weight, users) -> None:
+  """Refuses a weight that several different ops read (tied weights).
+
+  Tied input and output embeddings are one table read by a lookup and by a
+  transposed matmul: two layers with different inputs, whose statistics
+  ask for different masks of the same weight.
+  """
+  ops = {(user.name, user.op) for user, _, _ in users}
+  if len({op for _, op in ops}) > 1:
+    listed = ' and '.join(f'{op} {name!r}' for name, op in sorted(ops))
+    raise OneShotError(
+      f'weight {weight!r} is read by {listed}: a tied (shared) weight, e.g. '
+      'tied input and output embeddings, has one mask but two layers of '
+      'inputs to choose it from; leave it out with do_not_prune'
+    )
 
 
 def _weight_of(scoped: str, index) -> Optional[str]:
@@ -233,47 +253,25 @@ def _reshaped(node, nodes) -> Optional[Tuple[int, ...]]:
   return tuple(int(d) for d in tf.make_ndarray(source.attr['value'].tensor))
 
 
-def _layer(user, position, weight, index, shape) -> Layer:
-  if (
-    user.op == 'MatMul'
-    and position == 1
-    and len(shape) == 2
-    and not user.attr['transpose_a'].b
-    and not user.attr['transpose_b'].b
-  ) or (
-    user.op in _BATCH_MATMUL
-    and position == 1
-    and len(shape) == 2
-    and not user.attr['adj_x'].b
-    and not user.attr['adj_y'].b
-  ):
-    attrs = {}
-  elif (
-    user.op in ('Conv2D', 'DepthwiseConv2dNative')
-    and position == 1
-    and user.attr['data_format'].s in (b'NHWC', b'')
-  ):
-    shape = (1,) * (4 - len(shape)) + tuple(shape)  # Conv1D's ExpandDims
-    attrs = {
-      'strides': tuple(user.attr['strides'].list.i),
-      'padding': user.attr['padding'].s.decode(),
-      'dilations': tuple(user.attr['dilations'].list.i) or (1, 1, 1, 1),
-    }
-    if attrs['padding'] == 'EXPLICIT':
-      raise OneShotError(
-        f'weight {weight!r} is read by Conv2D {user.name!r} with explicit '
-        'padding, which one-shot pruning does not read; leave it out with '
-        'do_not_prune'
-      )
-  else:
+def _layer(user, position, weight, index, shape, nodes) -> Layer:
+  try:
+    read = op_rules.reading(user, position, shape, nodes)
+  except op_rules.UnreadableError as reason:
     raise OneShotError(
       f'weight {weight!r} is read by {user.op} {user.name!r} (input '
-      f'{position}); one-shot pruning reads Dense and EinsumDense (MatMul) '
-      'and channels-last Conv2D and depthwise layers: leave it out with '
-      'do_not_prune'
-    )
+      f'{position}: {reason}); one-shot pruning reads '
+      f'{", ".join(sorted(op_rules.RULES))} as layers: leave the weight '
+      'out with do_not_prune'
+    ) from None
   return Layer(
-    weight, index, user.op, _tensor(user.input[0]), shape, attrs, frozenset()
+    weight,
+    index,
+    user.op,
+    _tensor(user.input[read.input_index]),
+    read.kernel_shape,
+    read.attrs,
+    frozenset(),
+    read.kind,
   )
 
 

@@ -155,6 +155,58 @@ def prune(
   return w.astype(dtype), keep
 
 
+def prune_diagonal(
+  weight: np.ndarray,
+  diagonal: np.ndarray,
+  sparsity: float = 0.0,
+  m_by_n: Optional[Tuple[int, int]] = None,
+  damping: float = DAMPING,
+) -> Tuple[np.ndarray, np.ndarray]:
+  """SparseGPT on a layer whose Hessian is diagonal: an embedding table.
+
+  A lookup's `X^T X` is diagonal (each token's count), so is U, the factor
+  of its inverse, and the OBS step has nothing to update: the error of
+  row i reaches the later rows through `U[i, i+1:]`, all zero. What is left
+  is the choice, `w^2 / U[i, i]^2 = w^2 * (count_i + damp)`, made within
+  each output column (each embedding dimension keeps the same fraction of
+  tokens), as for an embedding every column is read for every token. That
+  ranks as Wanda's `|w| * sqrt(count)` but for the damping, which ranks the
+  tokens the calibration never saw by |w| instead of by index. Unseen
+  tokens are not zeroed as `prune` zeroes dead inputs: a table row unseen
+  in calibration is a token still to be read, not an input that is zero.
+
+  Args:
+    weight: the table, [vocabulary, dimensions].
+    diagonal: [vocabulary], each token's count in the calibration data.
+    sparsity: the fraction of each column's entries to prune (its floor).
+    m_by_n: (N, M): keep N of every M consecutive tokens of each column.
+    damping: the fraction of the mean count added to every count.
+
+  Returns:
+    (the masked weight in `weight`'s dtype, the bool mask of kept weights).
+  """
+  w = np.asarray(weight)
+  d = np.asarray(diagonal, np.float64)
+  if w.ndim != 2 or d.shape != (w.shape[0],):
+    raise HessianError(
+      f'the diagonal is {d.shape} but the weight is {w.shape}; pass one '
+      'count per row of the weight'
+    )
+  damped = d + damping * float(np.mean(d))
+  scores = np.asarray(w, np.float64) ** 2 * damped[:, None]
+  keep = np.ones(w.shape, dtype=bool)
+  rows = w.shape[0]
+  if m_by_n is None:
+    count = int(np.floor(sparsity * rows + 1e-9))
+    order = np.argsort(scores, axis=0, kind='stable')[:count]
+    np.put_along_axis(keep, order, False, axis=0)
+  else:
+    for start in range(0, rows, m_by_n[1]):
+      group = slice(start, start + m_by_n[1])
+      keep[group] = _keep_per_column(scores[group], m_by_n[0])
+  return np.where(keep, w, 0).astype(w.dtype), keep
+
+
 def _keep_smallest_out(scores: np.ndarray, count: int) -> np.ndarray:
   """All True except the `count` smallest scores (any of equal ones).
 

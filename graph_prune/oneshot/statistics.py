@@ -8,6 +8,11 @@ order, so `patches(x) @ kernel.reshape(-1, cout)` is the conv's output
 (`tf.image.extract_patches` orders a patch that way; SAME padding's zeros
 are part of the patch, as the conv multiplies them too).
 
+A grouped conv (Keras' `groups`; a depthwise conv is one group per input
+channel) is one such problem per group, from its own channels' patches
+(`GroupedStatistics`). An embedding lookup multiplies one-hot token rows,
+so its `X^T X` is diagonal, the count of each token (`TokenCounts`).
+
 The statistics are sums over every calibration row, accumulated batch by
 batch so that no more than one batch of rows is ever held:
 
@@ -39,13 +44,15 @@ def conv_patches(
 
   Args:
     x: the conv's input, [batch, height, width, cin].
-    kernel_shape: [kh, kw, cin, cout].
+    kernel_shape: [kh, kw, ...]: only the window is read, so a grouped
+      conv's kernel (cin / groups in-channels) gives every channel's patch.
     strides, padding, dilations: the Conv2D's attributes (NHWC, 4 values).
 
   Returns:
     [batch * out_h * out_w, kh * kw * cin], rows in the kernel's order.
   """
-  kh, kw, cin = (int(d) for d in kernel_shape[:3])
+  kh, kw = (int(d) for d in kernel_shape[:2])
+  cin = int(np.shape(x)[-1])
   patches = tf.image.extract_patches(
     x,
     sizes=[1, kh, kw, 1],
@@ -101,38 +108,111 @@ class InputStatistics:
     if self._gram is not None:
       self._gram += rows.T @ rows
 
-  def norms(self) -> np.ndarray:
+  groups = 1
+
+  def norms(self, group: int = 0) -> np.ndarray:
     """`||X[:, j]||_2` over every row added (Wanda)."""
+    del group
     return np.sqrt(self._squares)
 
-  def hessian(self) -> Optional[np.ndarray]:
+  def hessian(self, group: int = 0) -> Optional[np.ndarray]:
     """`X^T X` over every row added (SparseGPT), or None if not kept."""
+    del group
     return None if self._gram is None else self._gram.copy()
 
+  def quadratic(self, d, group: int = 0) -> float:
+    """`||X d||^2` for a [inputs, outputs] `d`, from `X^T X`."""
+    return _quadratic(d, self.hessian(group))
 
-class DepthwiseStatistics:
-  """Per-channel sums of a depthwise conv's input patches.
 
-  Channel c's outputs read only channel c's kh x kw window, so each channel
-  is its own small problem: `X_c^T X_c` ([taps, taps], taps = kh * kw) and
-  the norm of each tap, kept as [channels, taps, taps] rather than one
-  [taps * channels]^2 matrix of which all but the blocks would be zero.
+class GroupedStatistics:
+  """Per-group sums of a grouped or depthwise conv's input patches.
+
+  A conv of G groups reads, for the outputs of group g, only the input
+  channels of group g (`cin / G` of them, g major: channel `g * cin_g + k`),
+  so each group is its own problem: `X_g^T X_g` over the group's
+  kh x kw x cin_g patch, kept as [G, n, n] (n = taps * cin_g) rather than one
+  [taps * cin]^2 matrix of which all but the blocks would be zero. A
+  depthwise conv is G = cin groups of one channel each.
   """
 
-  def __init__(self, taps: int, channels: int, name: str = ''):
-    self.taps, self.channels, self.name = int(taps), int(channels), name
+  def __init__(self, taps: int, group_inputs: int, groups: int, name: str = ''):
+    self.taps, self.group_inputs = int(taps), int(group_inputs)
+    self.groups, self.name = int(groups), name
     self.rows = 0
-    self._gram = np.zeros((self.channels, self.taps, self.taps), np.float64)
+    size = self.taps * self.group_inputs
+    self._gram = np.zeros((self.groups, size, size), np.float64)
 
   def add(self, rows) -> None:
-    """Adds patches [..., taps * channels] in the kernel's (kh, kw, c) order."""
-    rows = checked_rows(rows, self.taps * self.channels, self.name)
-    rows = rows.reshape(-1, self.taps, self.channels)
+    """Adds patches [..., taps * cin] in the kernel's (kh, kw, c) order."""
+    rows = checked_rows(
+      rows, self.taps * self.group_inputs * self.groups, self.name
+    )
+    rows = rows.reshape(-1, self.taps, self.groups, self.group_inputs)
     self.rows += rows.shape[0]
-    self._gram += np.einsum('rkc,rlc->ckl', rows, rows)
+    gram = np.einsum('rtgk,rsgl->gtksl', rows, rows)
+    self._gram += gram.reshape(self._gram.shape)
 
-  def hessian(self, channel: int) -> np.ndarray:
-    return self._gram[channel].copy()
+  def hessian(self, group: int) -> np.ndarray:
+    """`X_g^T X_g`, rows and columns in the group's (tap, channel) order."""
+    return self._gram[group].copy()
 
-  def norms(self, channel: int) -> np.ndarray:
-    return np.sqrt(np.diagonal(self._gram[channel]))
+  def norms(self, group: int) -> np.ndarray:
+    return np.sqrt(np.diagonal(self._gram[group]))
+
+  def quadratic(self, d, group: int) -> float:
+    return _quadratic(d, self._gram[group])
+
+
+class TokenCounts:
+  """How often each token id was looked up: an embedding's statistics.
+
+  A lookup `W[ids]` is `onehot(ids) @ W`, so its `X^T X` is diagonal, the
+  count of each token, and `||X[:, i]||` is the count's square root.
+  """
+
+  groups = 1
+
+  def __init__(self, vocabulary: int, name: str = ''):
+    self.vocabulary, self.name = int(vocabulary), name
+    self.rows = 0
+    self._counts = np.zeros(self.vocabulary, np.float64)
+
+  def add(self, ids) -> None:
+    """Adds a batch of token ids (any shape).
+
+    Raises:
+      StatisticsError: ids that are not integers in [0, vocabulary).
+    """
+    ids = np.asarray(ids).reshape(-1)
+    what = self.name or 'an embedding'
+    if not np.issubdtype(ids.dtype, np.integer) or (
+      ids.size and (ids.min() < 0 or ids.max() >= self.vocabulary)
+    ):
+      raise StatisticsError(
+        f'the calibration data looks up ids of dtype {ids.dtype} outside '
+        f'[0, {self.vocabulary}) in {what}; pass token ids the embedding '
+        'has rows for'
+      )
+    self.rows += ids.size
+    self._counts += np.bincount(ids, minlength=self.vocabulary)
+
+  def counts(self, group: int = 0) -> np.ndarray:
+    """Each token's count: the diagonal of `X^T X`."""
+    del group
+    return self._counts.copy()
+
+  def norms(self, group: int = 0) -> np.ndarray:
+    del group
+    return np.sqrt(self._counts)
+
+  def quadratic(self, d, group: int = 0) -> float:
+    del group
+    d = np.asarray(d, np.float64)
+    return float(np.einsum('i,ij,ij->', self._counts, d, d))
+
+
+def _quadratic(d, h) -> float:
+  """`||X d||^2` from `H = X^T X`, without X."""
+  d = np.asarray(d, np.float64)
+  return float(np.einsum('ij,ik,kj->', d, h, d))
