@@ -3,6 +3,7 @@
 Usage:
   python bench/oneshot.py [--seeds=0,1,2] [--methods=weight,wanda,sparsegpt]
       [--sparsities=0.5,0.7,0.8,0.9,2:4] [--calibration_samples=N]
+      [--keep_dense=logits[,dense_1]]
       [--output=bench/results/oneshot.json]
 
 Issue 25's accuracy goal. For each seed it trains the built-in 64-1000-1000-
@@ -15,12 +16,13 @@ weight, wanda, sparsegpt) and every sparsity (a fraction, or N:M as
 `sparsity_m_by_n`) it prunes a copy of the dense model
 (`keras.models.clone_model` + `set_weights`: sparsegpt writes the weights)
 once with `prune_oneshot`, every hidden kernel, the logits left dense
-(`do_not_prune=[logits]`), the training images as calibration data (all of
-them unless --calibration_samples), and measures its test accuracy; no
-retraining. It prints the accuracy table (per seed and the median over
-seeds), the seconds of each `prune_oneshot` call, the goals (sparsegpt within
-0.5 point of dense at 80% and at 2:4, at least 93% at 90%), and writes the
-JSON to --output.
+(`do_not_prune=[logits]`; --keep_dense=logits,dense_1 also keeps the 64-pixel
+input layer, as the LLM papers keep the embeddings), the training images as
+calibration data (all of them unless --calibration_samples), and measures
+its test accuracy; no retraining. It prints the accuracy table (per seed and
+the median over seeds), the seconds of each `prune_oneshot` call, the goals
+(sparsegpt within 0.5 point of dense at 80% and at 2:4, at least 93% at 90%),
+and writes the JSON to --output.
 """
 
 import os
@@ -52,6 +54,12 @@ _CALIBRATION_SAMPLES = flags.DEFINE_integer(
   0,
   'Calibration images (the first ones of the training split); 0: all.',
   lower_bound=0,
+)
+_KEEP_DENSE = flags.DEFINE_list(
+  'keep_dense',
+  [models.OUTPUT_LAYER],
+  'Layers left dense (do_not_prune); e.g. logits,dense_1 also keeps the '
+  '64-pixel input layer, as the LLM papers keep embeddings.',
 )
 _OUTPUT = flags.DEFINE_string(
   'output',
@@ -87,7 +95,8 @@ def hparams(method: str, sparsity: str) -> str:
     if ':' in sparsity
     else f'target_sparsity={sparsity}'
   )
-  return f'prune_option={method},{target},do_not_prune=[{models.OUTPUT_LAYER}]'
+  keep = ','.join(_KEEP_DENSE.value)
+  return f'prune_option={method},{target},do_not_prune=[{keep}]'
 
 
 def prune_copy(dense, method, sparsity, calibration, data):
@@ -180,6 +189,7 @@ def main(argv):
       train_steps=config.train_steps,
     ),
     calibration_samples=len(calibration),
+    keep_dense=list(_KEEP_DENSE.value),
     seeds=seeds,
     dense=[],
     dense_seconds=[],
