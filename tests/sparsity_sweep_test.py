@@ -83,6 +83,48 @@ class MethodTest(parameterized.TestCase):
       ('unit', params, groups, 'layer'),
     )
 
+  @parameterized.named_parameters(
+    ('wanda', 'oneshot_wanda_layer', 'wanda', 'layer'),
+    ('sparsegpt', 'oneshot_sparsegpt_layer', 'sparsegpt', 'layer'),
+    (
+      'first_order',
+      'gradual_first_order_gradient_layer',
+      'first_order_gradient',
+      'layer',
+    ),
+    (
+      'second_order_global',
+      'gradual_second_order_gradient_global',
+      'second_order_gradient',
+      'global',
+    ),
+  )
+  def test_criterion_methods(self, name, option, scope):
+    method = config_lib.parse_method(name)
+    self.assertEqual((method.granularity, method.name), (option, name))
+    h = graph_prune.parse_hparams(method.hparams(0.5, 60, 20))
+    self.assertEqual(
+      (h.prune_option, h.granularity, h.pruning_scope, h.block_height),
+      (option, 'weight', scope, 1),
+    )
+    self.assertEqual(
+      graph_prune.parse_hparams(
+        config_lib.parse_method('gradual_weight_layer').hparams(0.5)
+      ).prune_option,
+      'weight',
+    )
+
+  @parameterized.named_parameters(
+    ('gradient_once', 'oneshot_first_order_gradient_layer', 'kind gradual'),
+    ('sparsegpt_gradual', 'gradual_sparsegpt_layer', 'kind oneshot'),
+    ('wanda_global', 'oneshot_wanda_global', 'scope layer only'),
+    ('gradient_coupled', 'gradual_first_order_gradient_coupled', 'coupled'),
+    ('unknown', 'oneshot_third_order_gradient_layer', 'KIND_GRANULARITY'),
+  )
+  def test_bad_criterion_method(self, name, why):
+    with self.assertRaisesRegex(errors.SweepConfigError, f"'{name}'.*{why}"):
+      config_lib.parse_method(name)
+
   def test_coupled_needs_units(self):
     with self.assertRaisesRegex(
       errors.SweepConfigError, "'oneshot_weight_coupled'.*unit"

@@ -6,6 +6,7 @@ Usage:
       [--dense_steps=N]
       [--retrain_steps=N] [--schedule_fraction=F] [--pruning_frequency=N]
       [--batch_size=B] [--learning_rate=LR] [--latency_batch=B]
+      [--calibration_samples=N]
   (or tools/sparsity_sweep ...)
 
 Trains the dense 1000-1000-500-200 MLP on the embedded digits (one per seed),
@@ -21,6 +22,20 @@ with each method:
   gradual_weight_layer   masked retraining while contrib's schedule raises the
   gradual_weight_global  sparsity (any KIND_GRANULARITY_SCOPE is accepted)
   gradual_unit_layer     masked retraining, whole units per layer
+
+and, on request (--methods), other criteria of single weights in place of
+the granularity:
+
+  oneshot_wanda_layer       once (graph_prune.prune_oneshot, no retraining):
+                            |w| * ||x|| from --calibration_samples training
+                            examples, the same fraction of every output's
+                            inputs
+  oneshot_sparsegpt_layer   once: SparseGPT, each layer's output
+                            reconstructed, the kept weights updated
+  gradual_first_order_gradient_layer   masked retraining ranking |w| * g,
+                            g the EMA of the weight's movement between
+                            steps (google-research's prune_option; also
+                            _global, and second_order_gradient)
 
 Coupled channel groups (unit_groups=coupled: the channels residual adds and
 concatenations tie, pruned together) are the scope coupled, e.g.
@@ -90,6 +105,7 @@ for _name, _help in (
   ('retrain_steps', 'Steps of each gradual masked retraining.'),
   ('pruning_frequency', 'Steps between mask updates while retraining.'),
   ('batch_size', 'Examples per step.'),
+  ('calibration_samples', 'Training examples the one-shot methods read.'),
 ):
   runner.positive_int(_name, getattr(_defaults, _name), _help)
 _LATENCY_BATCH = flags.DEFINE_integer(

@@ -13,6 +13,7 @@ import importlib.util
 import os
 from typing import List
 
+from graph_prune.study import config as config_lib
 from graph_prune.study import results
 
 
@@ -37,10 +38,21 @@ def _by_method(means):
   return groups
 
 
+# GRANULARITY part of a method -> its marker; units and blocks are squares.
+_MARKERS = {
+  'weight': 'o',
+  'wanda': '^',
+  'sparsegpt': 'v',
+  'first_order_gradient': 'D',
+  'second_order_gradient': 'P',
+}
+
+
 def _style(method: str) -> dict:
+  granularity = config_lib.parse_method(method).granularity
   return {
     'linestyle': '-' if method.startswith('gradual') else '--',
-    'marker': 'o' if '_weight_' in method else 's',
+    'marker': _MARKERS.get(granularity, 's'),
   }
 
 

@@ -41,6 +41,9 @@ class Row:
     shrunk_macs: the same after removing zero units (`graph_prune.shrink`).
     latency_ratio: shrunk / stripped median latency at the config's
       `latency_batch` (NaN when not timed).
+    reconstruction_error: one-shot wanda and sparsegpt: the mean over pruned
+      weights of `||XW - XW'|| / ||XW||` on the calibration inputs (NaN for
+      the other methods).
   """
 
   seed: int
@@ -55,6 +58,7 @@ class Row:
   macs: int = 0
   shrunk_macs: int = 0
   latency_ratio: float = float('nan')
+  reconstruction_error: float = float('nan')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +97,7 @@ class SweepResult:
         'macs',
         'shrunk_macs',
         'latency_ratio',
+        'reconstruction_error',
       ):
         values = [getattr(r, field) for r in rows]
         entry[field] = float(np.mean(values))
@@ -195,6 +200,7 @@ CSV_FIELDS = (
   'macs',
   'shrunk_macs',
   'latency_ratio',
+  'reconstruction_error',
 )
 
 
@@ -227,16 +233,19 @@ def format_table(result: SweepResult) -> str:
   means = result.mean_rows()
   targets = sorted({e['target_sparsity'] for e in means})
   methods = list(collections.OrderedDict.fromkeys(e['method'] for e in means))
+  width = max([22] + [len(m) + 1 for m in methods])
   cell = {(e['method'], e['target_sparsity']): e['accuracy'] for e in means}
   lines = [
     f'test accuracy (%), mean of {len(result.dense)} seed(s); dense '
     f'{100 * result.dense_accuracy:.2f}'
   ]
-  lines.append(f'{"method":<22}' + ''.join(f'{100 * t:>7g}' for t in targets))
+  lines.append(
+    f'{"method":<{width}}' + ''.join(f'{100 * t:>7g}' for t in targets)
+  )
   for method in methods:
     values = [cell.get((method, t)) for t in targets]
     lines.append(
-      f'{method:<22}'
+      f'{method:<{width}}'
       + ''.join(
         f'{100 * v:>7.2f}' if v is not None else f'{"-":>7}' for v in values
       )
@@ -255,12 +264,12 @@ def format_table(result: SweepResult) -> str:
       )
       for t in targets
     ]
-    lines.append(f'{method:<22}' + ' '.join(cells))
+    lines.append(f'{method:<{width}}' + ' '.join(cells))
   marks = holds(means, result.dense_accuracy)
   lines.append(f'drop of more than {DROP_POINTS:g} points from dense:')
   for method, mark in marks.items():
     lines.append(
-      f'  {method:<22} holds to {_percent(mark["holds_to"])}, '
+      f'  {method:<{width}} holds to {_percent(mark["holds_to"])}, '
       f'drops at {_percent(mark["drops_at"])}'
     )
   return '\n'.join(lines)

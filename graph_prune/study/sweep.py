@@ -7,8 +7,11 @@ For each seed it trains one dense model (the built-in `mlp` by default) and
 then, for every target sparsity k and every method:
 
 * one-shot (`oneshot_*`): masks computed once from the trained weights, no
-  retraining: `apply_pruning(model, 'target_sparsity=k,...')` and one
-  `mask_update` at the end of the schedule;
+  retraining: `prune_oneshot(model, calibration, 'target_sparsity=k,...')`
+  with `calibration_samples` training examples (`oneshot_stage`); magnitude
+  methods ignore them (one `mask_update` at the end of the schedule),
+  `oneshot_wanda_layer` ranks |w| * ||x||, `oneshot_sparsegpt_layer` also
+  updates the kept weights;
 * gradual (`gradual_*`): a copy of the dense model retrained for
   `retrain_steps` steps while contrib's schedule raises the sparsity from 0 to
   k over the first `schedule_fraction` of them (masked retraining).
@@ -17,7 +20,10 @@ A method also names the granularity (`weight`: single weights, `unit`: whole
 output units, ranked by L2 norm, `blockHxW`: blocks of H x W weights of each
 kernel ranked by their mean |w|, contrib's block sparsity) and the scope of
 the threshold (`layer`: one per weight, `global`: one over all weights), e.g.
-`oneshot_unit_global` or `gradual_block4x4_layer`. The
+`oneshot_unit_global` or `gradual_block4x4_layer`; instead of a granularity
+it may name another criterion of single weights (`config.CRITERIA`: wanda
+and sparsegpt one-shot, e.g. `gradual_first_order_gradient_layer` ranks
+|w| * g, g google-research's saliency of the weight's movement). The
 output layer stays dense (`do_not_prune=[logits]`): pruning units of the
 logits would remove classes. The result holds one row per seed, method and
 sparsity, and their mean over seeds (`graph_prune.study.results`); the
@@ -30,6 +36,7 @@ from typing import Callable, Optional, Sequence, Tuple
 import keras
 import numpy as np
 
+from graph_prune.config import hparams as hparams_lib
 from graph_prune.export import shrink as shrink_lib
 from graph_prune.model import pruned_model as pruned_lib
 from graph_prune.study.config import Method
@@ -42,6 +49,7 @@ from graph_prune.train import datasets
 from graph_prune.train import eta
 from graph_prune.train import loop
 from graph_prune.train import models
+from graph_prune.train import oneshot_stage
 from graph_prune.train.summary import count_params
 
 Log = Callable[[str], None]
@@ -52,6 +60,7 @@ def _measure(model, pruned, data, seed, method, target, began, latency_batch):
   counts = count_params(model, pruned)
   seconds = time.perf_counter() - began
   macs, shrunk_macs, latency_ratio = _shrunk_costs(pruned, latency_batch)
+  layers = pruned.report.oneshot
   return Row(
     seed=seed,
     method=method,
@@ -65,6 +74,9 @@ def _measure(model, pruned, data, seed, method, target, began, latency_batch):
     macs=macs,
     shrunk_macs=shrunk_macs,
     latency_ratio=latency_ratio,
+    reconstruction_error=(
+      float(np.mean([r.error for r in layers])) if layers else float('nan')
+    ),
   )
 
 
@@ -79,6 +91,26 @@ def _shrunk_costs(pruned, latency_batch):
   return result.macs_before, result.macs_after, ratio
 
 
+def prune_once(
+  model: keras.Model,
+  data: datasets.Dataset,
+  method: Method,
+  sparsity: float,
+  seed: int = 0,
+  calibration_samples: int = 512,
+):
+  """The `PrunedModel` of a one-shot `method` on the trained `model`.
+
+  `calibration_samples` training examples (drawn with `seed`) are the
+  calibration data. Under sparsegpt the model's weights change.
+  """
+  examples = oneshot_stage.calibration_examples(
+    data.x_train, calibration_samples, seed
+  )
+  hparams = hparams_lib.parse_hparams(method.hparams(sparsity))
+  return oneshot_stage.prune(model, examples, hparams)
+
+
 def one_shot(
   model: keras.Model,
   data: datasets.Dataset,
@@ -86,30 +118,35 @@ def one_shot(
   sparsity: float,
   seed: int = 0,
   latency_batch: int = 0,
+  calibration_samples: int = 512,
 ) -> Row:
-  """Prunes the trained `model` once to `sparsity`, without reloop.
+  """Prunes the trained `model` once to `sparsity`, without retraining.
 
-  The weights are left as they are (only the new masks change), so the same
-  model serves every one-shot row.
+  The weights are restored afterwards (`prune_once` under sparsegpt writes
+  them), so the same model serves every one-shot row.
   """
   began = time.perf_counter()
-  pruned = pruned_lib.apply_pruning(model, method.hparams(sparsity))
-  pruned.mask_update(1)
-  return _measure(
-    model, pruned, data, seed, method.name, sparsity, began, latency_batch
-  )
+  weights = model.get_weights()
+  try:
+    pruned = prune_once(
+      model, data, method, sparsity, seed, calibration_samples
+    )
+    return _measure(
+      model, pruned, data, seed, method.name, sparsity, began, latency_batch
+    )
+  finally:
+    model.set_weights(weights)
 
 
-def gradual(
+def retrain(
   config: SweepConfig,
   dense_weights: Sequence[np.ndarray],
   data: datasets.Dataset,
   method: Method,
   sparsity: float,
   seed: int = 0,
-) -> Row:
-  """Retrains a copy of the dense model while pruning it to `sparsity`."""
-  began = time.perf_counter()
+) -> Tuple[keras.Model, pruned_lib.PrunedModel]:
+  """A copy of the dense model retrained while pruned to `sparsity`."""
   model = models.build(
     config.model, data.x_train.shape[1:], data.num_classes, seed=seed
   )
@@ -125,6 +162,20 @@ def gradual(
     data.x_train, data.y_train, config.batch_size, seed=seed + 1000
   )
   loop.fit(run, batches, config.retrain_steps, log=None)
+  return model, pruned
+
+
+def gradual(
+  config: SweepConfig,
+  dense_weights: Sequence[np.ndarray],
+  data: datasets.Dataset,
+  method: Method,
+  sparsity: float,
+  seed: int = 0,
+) -> Row:
+  """Retrains a copy of the dense model while pruning it to `sparsity`."""
+  began = time.perf_counter()
+  model, pruned = retrain(config, dense_weights, data, method, sparsity, seed)
   return _measure(
     model,
     pruned,
@@ -180,6 +231,7 @@ def sweep(config: SweepConfig, log: Optional[Log] = print) -> SweepResult:
   methods = [parse_method(m) for m in config.methods]
   result = SweepResult(config=config, dense=[], rows=[])
   work = _Work(config, methods)
+  width = max(len(m.name) for m in methods)
   for seed in config.seeds:
     model, dense = train_dense(config, data, seed)
     result.dense.append(dense)
@@ -194,7 +246,13 @@ def sweep(config: SweepConfig, log: Optional[Log] = print) -> SweepResult:
       for sparsity in config.sparsities:
         if method.kind == 'oneshot':
           row = one_shot(
-            model, data, method, sparsity, seed, config.latency_batch
+            model,
+            data,
+            method,
+            sparsity,
+            seed,
+            config.latency_batch,
+            config.calibration_samples,
           )
           work.done('oneshot', 1, row.seconds)
         else:
@@ -202,7 +260,7 @@ def sweep(config: SweepConfig, log: Optional[Log] = print) -> SweepResult:
           work.done('retrain', config.retrain_steps, row.seconds)
         result.rows.append(row)
         log(
-          f'seed {seed} {row.method:<22} k={sparsity:<5g} sparsity '
+          f'seed {seed} {row.method:<{width}} k={sparsity:<5g} sparsity '
           f'{row.sparsity:.4f} non-zeros {row.nonzeros:>8d} accuracy '
           f'{row.accuracy:.4f} loss {row.loss:.4f} ({row.seconds:.1f} s)  '
           f'{work.status()}'
