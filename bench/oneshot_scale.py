@@ -14,7 +14,9 @@ he-uniform weights, seed 0), draws the calibration inputs (standard normal,
 seed 0) and times `prune_oneshot` (tracing and the per-layer probe runs
 included), every kernel but the logits pruned. The parent prints a table of
 seconds and peak RSS per method against the weights' bytes, and writes the
-JSON to --output.
+JSON to --output. The machine is shared: each row also has the CPU seconds
+of the call and the load average at its end; a wall time under load says
+little.
 """
 
 import json
@@ -72,7 +74,7 @@ def run_child(method: str, path: str) -> None:
   )
   model = keras.Sequential([keras.Input((width,)), *hidden, last])
   x = np.random.RandomState(0).randn(_SAMPLES.value, width).astype('float32')
-  began = time.perf_counter()
+  began, cpu = time.perf_counter(), time.process_time()
   pruned = graph_prune.prune_oneshot(
     model,
     x,
@@ -81,10 +83,13 @@ def run_child(method: str, path: str) -> None:
     max_examples=_SAMPLES.value,
   )
   seconds = time.perf_counter() - began
+  cpu_seconds = time.process_time() - cpu
   sparsity = pruned.sparsity()
   record = dict(
     method=method,
     seconds=seconds,
+    cpu_seconds=cpu_seconds,
+    load_average=os.getloadavg(),
     layers=layers,
     params=model.count_params(),
     weight_bytes=4 * model.count_params(),
@@ -142,11 +147,12 @@ def main(argv):
   print('|---|---|---|---|---|---|---|')
   for r in rows:
     if r['returncode']:
-      print(f'| {r["method"]} | failed rc={r["returncode"]} | | | | | |')
+      print(f'| {r["method"]} | failed rc={r["returncode"]} | | | | | | |')
       continue
     print(
       f'| {r["method"]} | {r["layers"]} | {r["params"] / 1e6:.1f} '
       f'| {r["seconds"]:.1f} | {r["process_seconds"]:.1f} '
+      f'| {r["cpu_seconds"]:.0f} '
       f'| {r["peak_rss_mib"]:.0f} '
       f'| {r["peak_rss_mib"] * 2**20 / r["weight_bytes"]:.2f}x |'
     )
