@@ -147,6 +147,12 @@ class TrainConfig:
         f'finetune_steps={self.finetune_steps} is negative; pass a value >= 0.'
       )
     if not self.oneshot:
+      option = hparams_lib.parse_hparams(self.hparams).prune_option
+      if option in oneshot_stage.OPTIONS and option != 'weight':
+        raise errors.ConfigError(
+          f'prune_option={option} in hparams prunes once after training; '
+          f'pass --oneshot={option} (and drop prune_option from --hparams).'
+        )
       if self.finetune_steps:
         raise errors.ConfigError(
           f'finetune_steps={self.finetune_steps} needs oneshot (gradual '
