@@ -85,6 +85,24 @@ class SparseGPTTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(upper, np.triu(upper))
     self.assertAllClose(upper.T @ upper, np.linalg.inv(_damped(h)), rtol=1e-8)
 
+  def test_upper_factor_of_a_hessian_split_into_blocks(self):
+    # 300 inputs: past lower_inverse's 256-row leaf, so its block formula
+    # runs; U must still be the upper Cholesky factor of H^-1.
+    h = sparsegpt.hessian(_correlated(inputs=300, rows=600))
+    upper, _ = sparsegpt.upper_inverse_factor(h)
+    self.assertAllEqual(upper, np.triu(upper))
+    self.assertAllGreater(np.diagonal(upper), 0.0)
+    expected = np.linalg.cholesky(np.linalg.inv(_damped(h))).T
+    self.assertAllClose(upper, expected, rtol=1e-7, atol=1e-12)
+
+  @parameterized.parameters(1, 7, 64)
+  def test_lower_inverse_by_blocks(self, leaf):
+    rng = np.random.RandomState(leaf)
+    lower = np.tril(rng.randn(150, 150)) + 20.0 * np.eye(150)
+    inverse = sparsegpt.lower_inverse(lower, leaf=leaf)
+    self.assertAllEqual(inverse, np.tril(inverse))
+    self.assertAllClose(inverse @ lower, np.eye(150), atol=1e-12)
+
   def test_mismatched_hessian_names_both_shapes(self):
     with self.assertRaisesRegex(ValueError, r'\(3, 3\).*4 inputs'):
       sparsegpt.prune(np.ones((4, 2)), np.eye(3), 0.5)

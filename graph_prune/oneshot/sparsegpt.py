@@ -62,18 +62,47 @@ def upper_inverse_factor(h: np.ndarray, damping: float = DAMPING):
   h[dead, dead] = 1.0
   h[np.diag_indices_from(h)] += damping * float(np.mean(np.diagonal(h)))
   try:
-    lower = np.linalg.cholesky(h)
-    inverse = np.linalg.inv(lower)
-    h_inv = inverse.T @ inverse
-    # The upper factor of H^-1: cholesky(H^-1) is lower L; U = L^T.
-    upper = np.linalg.cholesky(h_inv).T
+    # U^T U = H^-1 with U upper: factor H with its order reversed,
+    # J H J = M M^T (J the reversal, M lower), so H = R R^T with R = J M J
+    # upper, and U = R^-1 = J M^-1 J. One Cholesky and one triangular
+    # inverse, instead of inverting H and factoring its inverse again.
+    lower = np.linalg.cholesky(h[::-1, ::-1])
   except np.linalg.LinAlgError as err:
     raise HessianError(
       'the Hessian is not positive definite after damping '
       f'({damping:g} of its mean diagonal): {err}; raise the damping or '
       'check the calibration data for NaN or Inf'
     ) from None
+  upper = np.ascontiguousarray(lower_inverse(lower)[::-1, ::-1])
   return upper, dead
+
+
+def lower_inverse(lower: np.ndarray, leaf: int = 256) -> np.ndarray:
+  """The inverse of a lower triangular matrix, by blocks.
+
+  NumPy has no triangular solve; `np.linalg.inv` would factor the matrix
+  again as a general one. Splitting `[[A, 0], [B, C]]` gives the inverse
+  `[[A^-1, 0], [-C^-1 B A^-1, C^-1]]`: two half-size inverses and two
+  matrix products, so nearly all of the work is in BLAS matrix products.
+
+  Args:
+    lower: [n, n], lower triangular, nonzero diagonal.
+    leaf: at or below this size, `np.linalg.inv`.
+
+  Returns:
+    [n, n], lower triangular.
+  """
+  n = lower.shape[0]
+  if n <= leaf:
+    return np.tril(np.linalg.inv(lower))
+  half = n // 2
+  a_inv = lower_inverse(lower[:half, :half], leaf)
+  c_inv = lower_inverse(lower[half:, half:], leaf)
+  result = np.zeros_like(lower)
+  result[:half, :half] = a_inv
+  result[half:, half:] = c_inv
+  result[half:, :half] = -(c_inv @ (lower[half:, :half] @ a_inv))
+  return result
 
 
 def prune(
