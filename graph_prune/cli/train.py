@@ -35,8 +35,9 @@ SavedModel's.
 --oneshot=weight|wanda|sparsegpt trains dense for --train_steps instead,
 then prunes once (graph_prune.prune_oneshot, prune_option set by the flag,
 targets from --hparams, schedule steps ignored) from --calibration_samples
-training examples, prints each weight's sparsity and reconstruction error,
-trains --finetune_steps more with the masks fixed, and exports as above.
+training examples (wanda and sparsegpt print each weight's sparsity and
+reconstruction error), trains --finetune_steps more with the masks fixed,
+and exports as above.
 
 --data takes an .npz with x_train, y_train, x_test, y_test, or a folder with
 MNIST's four IDX files (optionally .gz), e.g. MNIST or Fashion-MNIST.
