@@ -150,8 +150,9 @@ class GroupedStatistics:
     )
     rows = rows.reshape(-1, self.taps, self.groups, self.group_inputs)
     self.rows += rows.shape[0]
-    gram = np.einsum('rtgk,rsgl->gtksl', rows, rows)
-    self._gram += gram.reshape(self._gram.shape)
+    # [groups, rows, taps * group_inputs]: one BLAS product per group.
+    per_group = rows.transpose(2, 0, 1, 3).reshape(self.groups, len(rows), -1)
+    self._gram += np.matmul(per_group.transpose(0, 2, 1), per_group)
 
   def hessian(self, group: int) -> np.ndarray:
     """`X_g^T X_g`, rows and columns in the group's (tap, channel) order."""
@@ -215,4 +216,6 @@ class TokenCounts:
 def _quadratic(d, h) -> float:
   """`||X d||^2` from `H = X^T X`, without X."""
   d = np.asarray(d, np.float64)
-  return float(np.einsum('ij,ik,kj->', d, h, d))
+  # One BLAS product: einsum('ij,ik,kj->') loops over every (i, j, k) in
+  # plain C, inputs^2 x outputs multiply-adds without BLAS.
+  return float(np.sum(d * (h @ d)))
