@@ -65,9 +65,14 @@ def folded_value(weight, mask) -> tf.Tensor:
 def count_nonzero(weight, mask) -> int:
   """How many values of `folded_value(weight, mask)` are not zero.
 
-  Counted without keeping the folded value (see `_count_nonzero`).
+  Counted without keeping the folded value (see `_count_nonzero`). The
+  values go in as tensors (reads share the variables' buffers): given
+  variables, the trace relaxed for a second shape keeps the first
+  variable's static shape in `tf.shape` (the reshape then fails).
   """
-  return int(_count_nonzero(weight, mask))
+  return int(
+    _count_nonzero(tf.convert_to_tensor(weight), tf.convert_to_tensor(mask))
+  )
 
 
 @tf.function(autograph=False, reduce_retracing=True)
