@@ -3,7 +3,7 @@
 Usage:
   .venv/bin/python bench/scale.py [--params=50e6,134e6,600e6 | --sizes=small]
       [--rounds=3] [--timeout=1800] [--out=bench/results/scale.json]
-      [--tmpdir=DIR] [--width=4096] [--batch=8] [--nogzip]
+      [--tmpdir=DIR] [--width=4096] [--batch=8] [--nogzip] [--skip=shrink]
 
 Models: Keras 3 MLPs of Dense layers `width` wide (ReLU, He-uniform kernels,
 zero biases, the last layer `logits` linear), input `width` wide, as many
@@ -129,6 +129,12 @@ _GZIP = flags.DEFINE_bool(
   True,
   'Time the gzipped-size computation of the export report (on first read).',
 )
+_SKIP = flags.DEFINE_list(
+  'skip',
+  [],
+  'Stages not run, reported as skipped (e.g. shrink: a 600 M point of the '
+  'memory bound without the shrink stage, which needs the most memory).',
+)
 _TMPDIR = flags.DEFINE_string(
   'tmpdir', None, 'Where the temporary SavedModels go (default: $TMPDIR).'
 )
@@ -148,6 +154,16 @@ _STAGE_DIR = flags.DEFINE_string(
 _RESULT = flags.DEFINE_string(
   'result', None, "Internal: where the child writes its stage's JSON."
 )
+
+
+@flags.validator('skip')
+def _check_skip(values):
+  unknown = [v for v in values if v not in STAGES]
+  if unknown:
+    raise flags.ValidationError(
+      f'--skip entries {unknown} are not stages; choose from {list(STAGES)}.'
+    )
+  return True
 
 
 @flags.validator('params')
@@ -508,6 +524,9 @@ def one_round(params, r, tmp):
   try:
     for stage in (s for group in order for s in group):
       need = NEEDS.get(stage)
+      if stage in _SKIP.value:
+        records[stage] = {'status': 'skipped: --skip'}
+        continue
       if need and records[need]['status'] != 'ok':
         records[stage] = {'status': f'skipped: {need} not ok'}
         continue

@@ -239,3 +239,40 @@ def record_operation(op_type, outputs, inputs, backward):
   from tensorflow.python.eager import record as _record  # pylint: disable=g-import-not-at-top
 
   _record.record_operation(op_type, outputs, inputs, backward)
+
+
+def uninitialized_variable(shape, dtype, name):
+  """A non-trainable resource variable of `shape` and `dtype` with no value.
+
+  The export writes the folded weights into the SavedModel's checkpoint one
+  at a time (`export/folded_checkpoint.py`), so their variables must exist,
+  with their shapes, for the SavedModel's functions and object graph, but
+  hold no memory. `tf.Variable` always initializes (a value of the full
+  size); the loader makes its variables with this same class before it
+  restores them, and nothing public makes one.
+
+  Args:
+    shape: the variable's `tf.TensorShape`.
+    dtype: its `tf.DType`.
+    name: its name.
+  """
+  return _rvo.UninitializedVariable(
+    shape=shape, dtype=dtype, name=name, trainable=False
+  )
+
+
+def write_fingerprint(export_dir):
+  """Writes `export_dir`'s `fingerprint.pb` again, from its files as they are.
+
+  `tf.saved_model.save` writes the fingerprint (hashes of the graph and of
+  the checkpoint's index) last; the export then adds the folded weights to
+  the checkpoint (`export/folded_checkpoint.py`), which changes the index,
+  so the checkpoint hash must be computed again. The public API only reads
+  fingerprints (`tf.saved_model.experimental.read_fingerprint`).
+
+  Args:
+    export_dir: a SavedModel directory.
+  """
+  from tensorflow.python.saved_model import fingerprinting_utils  # pylint: disable=g-import-not-at-top
+
+  fingerprinting_utils.write_fingerprint(export_dir)

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from graph_prune import _tf_internal
 from graph_prune import errors
+from graph_prune.export import folded_checkpoint
 from graph_prune.export.stripped_function import StrippedFunction
 from graph_prune.passes import graph_ir
 
@@ -39,10 +40,15 @@ class VariableCopies:
     share: whether the other variables are the originals themselves rather
       than copies (an export that writes them and is done; a live stripped
       model copies, so that it does not follow later training).
+    deferred: a `folded_checkpoint.DeferredFolds` when the folded variables
+      hold no values and their values are written into the SavedModel after
+      it is saved (an export that writes a SavedModel and is done: the
+      folded values never all exist at once); else None.
   """
 
-  def __init__(self, share: bool = False):
+  def __init__(self, share: bool = False, defer_folds: bool = False):
     self.share = share
+    self.deferred = folded_checkpoint.DeferredFolds() if defer_folds else None
     self._copies = {}
     self._folded = {}
     self._read = set()
@@ -64,22 +70,33 @@ class VariableCopies:
     """A non-trainable variable holding `weight * mask`, +0.0 where pruned.
 
     Computed by TensorFlow, one weight at a time (no copy through NumPy or
-    a proto). Adding +0.0 turns the -0.0 of a masked negative weight into
-    +0.0, so the saved zeros are plain zero bytes (see fold_masks.py).
+    a proto), see `folded_checkpoint.folded_value`; with `deferred`, the
+    variable has no value and the SavedModel's checkpoint gets it.
     """
     key = (id(weight.handle), id(mask.handle))
     if key not in self._folded:
-      with tf.init_scope():
-        if weight.shape != mask.shape or weight.dtype != mask.dtype:
-          raise errors.FoldError(
-            f'Cannot fold {name!r}: the weight is {weight.dtype.name}'
-            f'{weight.shape} but the mask is {mask.dtype.name}{mask.shape}.'
-          )
-        value = tf.multiply(weight, mask) + tf.zeros((), weight.dtype)
-        self._folded[key] = tf.Variable(
-          value, trainable=False, name=graph_ir.variable_name(weight)
+      if weight.shape != mask.shape or weight.dtype != mask.dtype:
+        raise errors.FoldError(
+          f'Cannot fold {name!r}: the weight is {weight.dtype.name}'
+          f'{weight.shape} but the mask is {mask.dtype.name}{mask.shape}.'
         )
+      variable_name = graph_ir.variable_name(weight)
+      if self.deferred is not None:
+        self._folded[key] = self.deferred.variable(weight, mask, variable_name)
+      else:
+        with tf.init_scope():
+          self._folded[key] = tf.Variable(
+            folded_checkpoint.folded_value(weight, mask),
+            trainable=False,
+            name=variable_name,
+          )
     return self._folded[key]
+
+  def nonzeros(self, folded) -> int:
+    """How many values of a variable `folded` made are not zero."""
+    if self.deferred is not None and self.deferred.holds(folded):
+      return self.deferred.nonzeros(folded)
+    return int(tf.math.count_nonzero(folded))
 
   def fixed(self, key, value, name: str, trainable=False) -> tf.Variable:
     """A new variable holding `value` (a shrunk weight), one per `key`."""

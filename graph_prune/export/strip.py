@@ -114,6 +114,7 @@ def _fold_model(
     signature_functions=functions,
     report=report,
     variables=copies.variables,
+    deferred=copies.deferred,
   )
   if shrink:
     module.shrink_report = shrink_report.make_report(list(shrunk.items()))
@@ -151,9 +152,12 @@ def export_saved_model(
   """
   request = base.Request(saved_model_format.NAME, export_dir, 'export_dir')
   driver.check_requests([request], overwrite)
-  # The model's own variables go into the SavedModel as they are (no copy):
-  # the stripped model lives only until it is written.
-  module = _fold_model(pruned, signatures, shrink, VariableCopies(share=True))
+  # The model's own variables go into the SavedModel as they are (no copy)
+  # and the folded ones are written into its checkpoint one chunk at a time
+  # (`folded_checkpoint`): the stripped model lives only until it is
+  # written. Shrink slices the folded values, so it makes them.
+  copies = VariableCopies(share=True, defer_folds=not shrink)
+  module = _fold_model(pruned, signatures, shrink, copies)
   keys = module.report.signatures
   source = base.Source(module, keys, keys, 'the pruned model', pruned=pruned)
   written = driver.write(source, [request], overwrite)

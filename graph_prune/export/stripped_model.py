@@ -15,9 +15,11 @@ checks that no mask, threshold, saliency variable or step and no
 `masked_weight` Mul is left
 (`fold_checks.check_stripped`). The folded variables are made by
 `VariableCopies.folded`: `weight * mask` computed once by TensorFlow, +0.0
-where pruned. `rebuild` makes a `tf.function` that imports the GraphDef and
-feeds each handle Placeholder its variable; a `StrippedModel` holds one per
-signature.
+where pruned (for `export_saved_model`, variables without values whose
+values go into the SavedModel's checkpoint a chunk at a time after it is
+saved: `folded_checkpoint.py`). `rebuild` makes a `tf.function` that
+imports the GraphDef and feeds each handle Placeholder its variable; a
+`StrippedModel` holds one per signature.
 
 Weights stay variables, as in a dense model (contrib froze them; so did
 graph_prune until the export had to scale):
@@ -128,10 +130,15 @@ class StrippedModel(conventions.SavedModelConventions, tf.Module):
     report=None,
     variables=(),
     name=None,
+    deferred=None,
   ):
+    """Args: as the attributes; `deferred`, the `DeferredFolds` that made
+    the folded variables without values (a model that can be saved, not
+    called), or None."""
     super().__init__(name=name)
     # Tracked, so that SavedModels and checkpoints hold them.
     self.model_variables = list(variables)
+    self._deferred = Untracked(deferred)
     if call is not None:
       # As in PrunedModel: SavedModel exports this instance attribute as the
       # loaded object's __call__.
@@ -163,6 +170,16 @@ class StrippedModel(conventions.SavedModelConventions, tf.Module):
       self._signatures.value, self.__dict__.get('__call__')
     )
     tf.saved_model.save(self, export_dir, signatures=signatures)
+    deferred = self._deferred.value
+    if deferred:
+      # Found from the root through the tracked list above.
+      deferred.write(
+        export_dir,
+        {
+          id(v): ('model_variables', str(i))
+          for i, v in enumerate(self.model_variables)
+        },
+      )
 
   _serve_is_default_signature = False  # `save` passes its signatures
 
@@ -295,7 +312,7 @@ def strip_function(
           tuple(value.shape),
           tf.as_dtype(value.dtype).name,
           # (Counted once shrink made the variables: see below.)
-          0 if shrink else int(tf.math.count_nonzero(value)),
+          0 if shrink else copies.nonzeros(value),
         )
       )
     for placeholder, external in by_placeholder.items():

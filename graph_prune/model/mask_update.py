@@ -160,7 +160,7 @@ class MaskUpdates:
     step = tf.cast(step, tf.int64)
     pruned = self.pruned_weights
     weight_plans = [w.plan for w in pruned]
-    values = [w.weight.read_value() for w in pruned]
+    values = _checked_first(pruned)
     states = self._saliency_states(values)
     masks, thresholds = plans_lib.compute_masks(
       values,
@@ -180,23 +180,20 @@ class MaskUpdates:
       [p.plan for p in self.unit_params],
       [p.mask.dtype for p in self.unit_params],
     )
-    # All or nothing: no assign may run before every mask and threshold is
-    # computed, i.e. before every weight passed its NaN/Inf check (each mask
-    # depends on its weight's check), so a failed update changes no state.
-    # Meanwhile each new mask waits as a bool (a byte per entry, not a
-    # float's four): all of them are held at once. The saliency's new
-    # values were read before any of its variables is written.
-    masks = [tf.not_equal(m, 0) for m in masks]
+    # All or nothing: every value above is computed after every weight
+    # passed its NaN/Inf check (`_checked_first`), the only error an update
+    # raises, so each mask can be written as soon as it is computed: the new
+    # masks are never all held at once. The saliency's new values are read
+    # before any of its variables is written.
     ops = []
-    with tf.control_dependencies(
-      masks + thresholds + params + _tensors(states)
-    ):
+    with tf.control_dependencies(_tensors(states)):
       ops.extend(self._assign_saliency(states))
-      for w, mask, threshold in zip(pruned, masks, thresholds):
-        ops.append(w.mask.assign(tf.cast(mask, w.mask.dtype)))
-        ops.append(w.threshold.assign(tf.cast(threshold, w.threshold.dtype)))
-      for p, mask in zip(self.unit_params, params):
-        ops.append(p.mask.assign(mask))
+    for w, mask, threshold in zip(pruned, masks, thresholds):
+      ops.append(w.mask.assign(tf.cast(mask, w.mask.dtype)))
+      ops.append(w.threshold.assign(tf.cast(threshold, w.threshold.dtype)))
+    for p, mask in zip(self.unit_params, params):
+      ops.append(p.mask.assign(mask))
+    with tf.control_dependencies(ops):
       ops.append(self.last_mask_update_step.assign(step))
     return tf.group(ops)
 
@@ -273,6 +270,20 @@ class MaskUpdates:
     summaries.scalar(
       f'{prefix}/last_mask_update_step', self.last_mask_update_step, step=step
     )
+
+
+def _checked_first(pruned):
+  """The weights' values, each after every weight's NaN/Inf check.
+
+  What is computed from them (masks, thresholds, saliency) waits for all the
+  checks, so a weight that fails its check stops the update before any of
+  its variables is written.
+  """
+  checked = [
+    masking.checked_weight(w.weight.read_value(), w.name) for w in pruned
+  ]
+  with tf.control_dependencies(checked):
+    return [tf.identity(value) for value in checked]
 
 
 def _tensors(states):
