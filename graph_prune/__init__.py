@@ -25,6 +25,7 @@ _PUBLIC = {
   'MaskError': 'graph_prune.errors',
   'NoPrunableWeightsError': 'graph_prune.errors',
   'NoPruningVariablesError': 'graph_prune.errors',
+  'OneShotError': 'graph_prune.errors',
   'OutputExistsError': 'graph_prune.errors',
   'PrunedModel': 'graph_prune.model.pruned_model',
   'PruningHParams': 'graph_prune.config.hparams',
@@ -88,6 +89,7 @@ if TYPE_CHECKING:  # what static tools and IDEs see
   from graph_prune.errors import MaskError  # noqa: F401
   from graph_prune.errors import NoPrunableWeightsError  # noqa: F401
   from graph_prune.errors import NoPruningVariablesError  # noqa: F401
+  from graph_prune.errors import OneShotError  # noqa: F401
   from graph_prune.errors import OutputExistsError  # noqa: F401
   from graph_prune.errors import ProtoLimitError  # noqa: F401
   from graph_prune.errors import RepresentativeDataError  # noqa: F401

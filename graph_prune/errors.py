@@ -112,6 +112,22 @@ class ExampleDataError(GraphPruneError, ValueError):
   """
 
 
+class OneShotError(GraphPruneError, ValueError):
+  """One-shot pruning (`prune_oneshot`) cannot prune a weight as asked.
+
+  A masked weight is read by an op whose input the statistics cannot be
+  taken from (leave it out with `do_not_prune`), or is shared by two ops.
+  """
+
+
+class StatisticsError(OneShotError):
+  """Calibration rows that do not fit a layer, or hold NaN or Inf."""
+
+
+class HessianError(OneShotError):
+  """A layer's input Hessian does not match its weight or is not usable."""
+
+
 class TFLiteExportError(StripError):
   """A TFLite export was asked for with a bad option (quantization mode)."""
 

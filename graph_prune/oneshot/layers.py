@@ -20,6 +20,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from graph_prune import errors
 from graph_prune.oneshot import op_rules
 from graph_prune.oneshot import sparsegpt
 from graph_prune.oneshot import statistics
@@ -139,7 +140,7 @@ def _conv_groups(layer: Layer, channels: int) -> Tuple[int, int, int, int]:
   if layer.op == _DEPTHWISE:
     return kh * kw, 1, kin, kout
   if channels % kin or kout % (channels // kin):
-    raise statistics.StatisticsError(
+    raise errors.StatisticsError(
       f'{layer.name}: a Conv2D input of {channels} channels for a kernel of '
       f'{kin} in-channels and {kout} filters is no whole number of groups; '
       "the calibration data must match the model's input signature"

@@ -37,10 +37,6 @@ _ON_THE_WAY = frozenset(['Identity', 'Snapshot', 'ExpandDims', 'Reshape'])
 _probe_ids = itertools.count()
 
 
-class OneShotError(errors.GraphPruneError, ValueError):
-  """A masked weight is used in a way one-shot pruning cannot read."""
-
-
 @dataclasses.dataclass(frozen=True)
 class Layer:
   """A masked weight and the op that multiplies it with its input.
@@ -167,7 +163,7 @@ def _layers(graph_def, shapes: Mapping[str, Tuple[int, ...]]) -> List[Layer]:
       shape = _resolved(reshaped, shapes[weight])
       layer = _layer(user, position, weight, index[weight], shape, nodes)
       if weight in found and found[weight].input_tensor != layer.input_tensor:
-        raise OneShotError(
+        raise errors.OneShotError(
           f'weight {weight!r} is read by several layers ({user.name!r} and '
           'another); one-shot pruning reads one input per weight: leave it '
           'out with do_not_prune'
@@ -175,7 +171,7 @@ def _layers(graph_def, shapes: Mapping[str, Tuple[int, ...]]) -> List[Layer]:
       found[weight] = layer
   missing = [n for n in weight_names if n not in found]
   if missing:
-    raise OneShotError(
+    raise errors.OneShotError(
       f'no layer reading weight {missing[0]!r} was found in the pruned '
       'model; leave it out with do_not_prune'
     )
@@ -203,7 +199,7 @@ def _check_one_layer(weight, users) -> None:
   ops = {(user.name, user.op) for user, _, _ in users}
   if len({op for _, op in ops}) > 1:
     listed = ' and '.join(f'{op} {name!r}' for name, op in sorted(ops))
-    raise OneShotError(
+    raise errors.OneShotError(
       f'weight {weight!r} is read by {listed}: a tied (shared) weight, e.g. '
       'tied input and output embeddings, has one mask but two layers of '
       'inputs to choose it from; leave it out with do_not_prune'
@@ -257,7 +253,7 @@ def _layer(user, position, weight, index, shape, nodes) -> Layer:
   try:
     read = op_rules.reading(user, position, shape, nodes)
   except op_rules.UnreadableError as reason:
-    raise OneShotError(
+    raise errors.OneShotError(
       f'weight {weight!r} is read by {user.op} {user.name!r} (input '
       f'{position}: {reason}); one-shot pruning reads '
       f'{", ".join(sorted(op_rules.RULES))} as layers: leave the weight '

@@ -24,12 +24,10 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from graph_prune import errors
+
 DAMPING = 0.01  # of the mean diagonal, as the paper
 BLOCK_SIZE = 128  # input rows per block, as the paper
-
-
-class HessianError(ValueError):
-  """The Hessian does not match the weight or is not usable."""
 
 
 def hessian(x: np.ndarray) -> np.ndarray:
@@ -56,7 +54,9 @@ def upper_inverse_factor(h: np.ndarray, damping: float = DAMPING):
   """
   h = np.array(h, np.float64)
   if h.ndim != 2 or h.shape[0] != h.shape[1]:
-    raise HessianError(f'the Hessian must be square, got shape {h.shape}')
+    raise errors.HessianError(
+      f'the Hessian must be square, got shape {h.shape}'
+    )
   diag = np.diagonal(h).copy()
   dead = diag == 0
   h[dead, dead] = 1.0
@@ -68,7 +68,7 @@ def upper_inverse_factor(h: np.ndarray, damping: float = DAMPING):
     # inverse, instead of inverting H and factoring its inverse again.
     lower = np.linalg.cholesky(h[::-1, ::-1])
   except np.linalg.LinAlgError as err:
-    raise HessianError(
+    raise errors.HessianError(
       'the Hessian is not positive definite after damping '
       f'({damping:g} of its mean diagonal): {err}; raise the damping or '
       'check the calibration data for NaN or Inf'
@@ -140,9 +140,11 @@ def prune(
   dtype = np.asarray(weight).dtype
   w = np.array(weight, precision)
   if w.ndim != 2:
-    raise HessianError(f'the weight must be [inputs, outputs], got {w.shape}')
+    raise errors.HessianError(
+      f'the weight must be [inputs, outputs], got {w.shape}'
+    )
   if np.shape(h) != (w.shape[0], w.shape[0]):
-    raise HessianError(
+    raise errors.HessianError(
       f'the Hessian is {np.shape(h)} but the weight has {w.shape[0]} inputs'
     )
   upper, dead = upper_inverse_factor(h, damping)
@@ -156,7 +158,7 @@ def prune(
     u = upper[start:end, start:end]
     d = np.diagonal(u)
     block = w[start:end].copy()
-    errors = np.zeros_like(block)
+    block_errors = np.zeros_like(block)
     if m_by_n is None:
       target = int(np.floor(sparsity * rows * cols * end / rows + 1e-9))
       count = target - pruned_so_far
@@ -175,10 +177,10 @@ def prune(
       err = (row - q) / u[i, i]
       block[i:] -= np.outer(u[i, i:], err)
       block[i] = q
-      errors[i] = err
+      block_errors[i] = err
     w[start:end] = block
     keep[start:end] = block_keep
-    w[end:] -= upper[start:end, end:].T @ errors
+    w[end:] -= upper[start:end, end:].T @ block_errors
   keep &= ~dead[:, None]
   w[~keep] = 0.0
   return w.astype(dtype), keep
@@ -217,7 +219,7 @@ def prune_diagonal(
   w = np.asarray(weight)
   d = np.asarray(diagonal, np.float64)
   if w.ndim != 2 or d.shape != (w.shape[0],):
-    raise HessianError(
+    raise errors.HessianError(
       f'the diagonal is {d.shape} but the weight is {w.shape}; pass one '
       'count per row of the weight'
     )

@@ -28,9 +28,7 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-
-class StatisticsError(ValueError):
-  """Calibration rows that do not fit the layer, or hold NaN or Inf."""
+from graph_prune import errors
 
 
 def conv_patches(
@@ -68,13 +66,13 @@ def checked_rows(rows, inputs: int, name: str) -> np.ndarray:
   rows = np.asarray(rows, np.float64)
   what = name or 'a layer'
   if rows.ndim == 0 or rows.shape[-1] != inputs:
-    raise StatisticsError(
+    raise errors.StatisticsError(
       f'calibration rows of shape {rows.shape} for {what} with {inputs} '
       "inputs; the calibration data must match the model's input signature"
     )
   rows = rows.reshape(-1, inputs)
   if not np.isfinite(rows).all():
-    raise StatisticsError(
+    raise errors.StatisticsError(
       f'the calibration data gives NaN or Inf at the input of {what}; check '
       'the data for NaN, Inf or values the model overflows on'
     )
@@ -190,7 +188,7 @@ class TokenCounts:
     if not np.issubdtype(ids.dtype, np.integer) or (
       ids.size and (ids.min() < 0 or ids.max() >= self.vocabulary)
     ):
-      raise StatisticsError(
+      raise errors.StatisticsError(
         f'the calibration data looks up ids of dtype {ids.dtype} outside '
         f'[0, {self.vocabulary}) in {what}; pass token ids the embedding '
         'has rows for'
