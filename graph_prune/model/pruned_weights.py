@@ -24,6 +24,7 @@ from graph_prune.model import plans as plans_lib
 from graph_prune.model import tracing
 from graph_prune.passes import channel_groups
 from graph_prune.passes import graph_ir
+from graph_prune.passes import head_groups
 from graph_prune.passes import scan as scan_lib
 
 
@@ -201,6 +202,8 @@ def plan_units(
   found = channel_groups.analyse(
     scan.analysis, consumers, variables, coupled=coupled, params=params
   )
+  if coupled:
+    found = _with_heads(found, scan.analysis, consumers, variables)
   groups = []
   grouped = set()
   for group in found.groups:
@@ -227,6 +230,18 @@ def plan_units(
     for p in found.params
   )
   return UnitStructure(tuple(groups), param_plans, found)
+
+
+def _with_heads(found, analysis, consumers, variables):
+  """`found` with the attention heads' groups (`head_groups`) added, but
+  for heads whose kernels are already in a channel group."""
+  taken = {m.weight for g in found.groups for m in g.members}
+  heads = tuple(
+    g
+    for g in head_groups.analyse(analysis, consumers, variables)
+    if not taken & {m.weight for m in g.members}
+  )
+  return dataclasses.replace(found, groups=found.groups + heads)
 
 
 def create_unit_params(structure: UnitStructure) -> Tuple[UnitParam, ...]:
