@@ -203,7 +203,7 @@ def plan_units(
     scan.analysis, consumers, variables, coupled=coupled, params=params
   )
   if coupled:
-    found = _with_heads(found, scan.analysis, consumers, variables)
+    found = _with_heads(found, scan.analysis, consumers)
   groups = []
   grouped = set()
   for group in found.groups:
@@ -232,13 +232,13 @@ def plan_units(
   return UnitStructure(tuple(groups), param_plans, found)
 
 
-def _with_heads(found, analysis, consumers, variables):
+def _with_heads(found, analysis, consumers):
   """`found` with the attention heads' groups (`head_groups`) added, but
   for heads whose kernels are already in a channel group."""
   taken = {m.weight for g in found.groups for m in g.members}
   heads = tuple(
     g
-    for g in head_groups.analyse(analysis, consumers, variables)
+    for g in head_groups.analyse(analysis, consumers)
     if not taken & {m.weight for m in g.members}
   )
   return dataclasses.replace(found, groups=found.groups + heads)

@@ -134,6 +134,15 @@ class _Walk:
     if ins[0] is not None and _last(op.inputs[0]) == _last(op.outputs[0]):
       self._set(op.outputs[0], ins[0])
 
+  def _transpose(self, op, ins, rule) -> None:
+    del rule  # followed while the last axis stays last
+    perm = tf.get_static_value(op.inputs[1])
+    rank = op.inputs[0].shape.rank
+    if ins[0] is None or perm is None or not rank:
+      return
+    if int(np.ravel(perm)[-1]) % rank == rank - 1:
+      self._set(op.outputs[0], ins[0])
+
   def _ends(self, op, ins, rule) -> None:
     del op, ins, rule  # reads only the shape: the channels end here
 
@@ -396,6 +405,7 @@ _HANDLERS = {
   Kind.DEPTHWISE: _Walk._depthwise,
   Kind.CONCAT: _Walk._concat,
   Kind.SPLIT: _Walk._split,
+  Kind.TRANSPOSE: _Walk._transpose,
 }
 
 KINDS_FOLLOWED = frozenset(_HANDLERS) | {Kind.PRODUCER}

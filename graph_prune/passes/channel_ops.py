@@ -42,6 +42,7 @@ class Kind(enum.Enum):
   SHAPE = 'shape'  # reads only the shape (Flatten's)
   CONCAT = 'concat'  # along the channels: offsets; else: ties
   SPLIT = 'split'  # along the channels: slices; else: every output
+  TRANSPOSE = 'transpose'  # followed while the last axis stays last
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +164,9 @@ def _table() -> Dict[str, OpRule]:
       'ConcatV2': OpRule(Kind.CONCAT),
       'Split': OpRule(Kind.SPLIT),
       'SplitV': OpRule(Kind.SPLIT),
+      # Keras 3's Dense on a 3-D input (Tensordot) transposes with the
+      # identity permutation before its reshape.
+      'Transpose': OpRule(Kind.TRANSPOSE),
     }
   )
   groups = {

@@ -1,308 +1,79 @@
 """Which attention heads of a traced graph belong together: heads as groups.
 
-A head is a slice along a non-last axis of several kernels: the heads axis
-of the query, key and value kernels of an `EinsumDense` (`[hidden, heads,
-head_dim]`, Gemma's `[heads, hidden, head_dim]`) and axis 0 of the output
-kernel (`[heads, head_dim, hidden]`). `channel_groups` follows channels
-along the last axis only, so this analysis follows the heads axis instead:
-a *head layout* is (the axis, counted from the end so that broadcast
-operands align; an id per position along it). It starts at an `Einsum`
-whose kernel is a unit-pruned weight with two or more axes the data input
-does not have (heads, head_dim: the first is the heads axis), and is carried
-through the attention: bias adds and scalings (the table's elementwise
-ops), `Transpose`, the scores' and context's `BatchMatMulV2` or `Einsum`
-(which tie the query's and key's heads), the `Softmax` over keys, rotary
-embeddings' splits and stacks inside head_dim, and the reshapes of
-grouped-query attention. It ends at the output `Einsum`, whose kernel joins
-the group along the contracted heads axis.
+With `unit_groups=coupled`, each attention layer is one group of kernels
+pruned head by head (`head_walk` follows the heads through the attention):
+its query, key and value kernels along the heads axis and its output kernel
+along axis 0, so a head's score is the L2 norm over every slice of it (the
+group importance of Torch-Pruning) and a pruned head is zero in all four.
+Under grouped-query attention a channel of the group is one key/value head
+with the query heads that share it (pruning one query head alone would leave
+the heads unequal).
 
-Grouped-query attention needs no rule of its own: Llama repeats each key
-and value head for its query heads (`Reshape [b, s, kv, rep, d] -> [b, s,
-kv * rep, d]`: ids repeated), Gemma splits the query heads into (kv, rep)
-(ids of a block tied), so the union-find ties each key/value head with the
-query heads that read it: one channel of the group is one key/value head.
+    groups = analyse(analysis, consumers)   # Tuple[UnitGroup, ...]
 
-    heads = analyse(analysis, consumers, variables)  # Tuple[UnitGroup, ...]
-
-An analysis, not a pass: it reads `cf.graph` and changes nothing. An op it
-does not know drops the layout; the kernels then stay groups of their own.
+An analysis, not a pass: it reads `cf.graph` and changes nothing. Heads the
+walk loses stay with their kernels, each a group of its own.
 """
 
-import re
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import List, Mapping, Optional, Tuple
 
 import numpy as np
-import tensorflow as tf
 
 from graph_prune.passes import channel_classes
 from graph_prune.passes import channel_groups
-from graph_prune.passes import channel_ops
 from graph_prune.passes import graph_cones
+from graph_prune.passes import head_walk
 from graph_prune.passes.channel_group_types import UnitGroup
-from graph_prune.passes.channel_ops import Kind
-
-# A layout: (axis < 0, one id per position along it).
-Layout = Tuple[int, np.ndarray]
-
-_EQUATION = re.compile(r'^([a-zA-Z]+),([a-zA-Z]+)->([a-zA-Z]+)$')
 
 
-def analyse(
-  analysis,
-  consumers: Mapping[str, str],
-  variables: Mapping[str, tf.Variable],
-) -> Tuple[UnitGroup, ...]:
+def analyse(analysis, consumers: Mapping[str, str]) -> Tuple[UnitGroup, ...]:
   """Finds the attention heads of a traced graph as coupled groups.
 
   Args:
     analysis: the scan's `Analysis` of the traced function.
     consumers: top-level node name -> the unit-pruned kernel it consumes.
-    variables: name -> variable of every captured variable (unused yet:
-      head biases are planned with the unit parameters).
 
   Returns:
-    One `UnitGroup` per attention layer found: its query, key and value
-    kernels along their heads axis and its output kernel along axis 0; a
-    channel is a key/value head with its query heads.
+    One `UnitGroup` per attention layer whose heads reach an output kernel:
+    its query, key and value kernels along their heads axis and its output
+    kernel along the contracted axis; a channel is a key/value head with its
+    query heads.
   """
-  del variables
-  walk = _Walk(analysis, consumers)
-  for op in walk.graph.get_operations():
+  recorder = _Groups(analysis, consumers)
+  walk = head_walk.Walk(recorder)
+  for op in analysis.concrete_function.graph.get_operations():
     walk.visit(op)
-  return walk.groups()
+  return recorder.groups()
 
 
-class _Walk:
-  """One pass over the ops of `cf.graph`, in creation (topological) order."""
+class _Groups(head_walk.Recorder):
+  """Collects (kernel, axis, ids) where heads start and end."""
 
   def __init__(self, analysis, consumers):
-    self.graph = analysis.concrete_function.graph
-    self.consumers = consumers
-    self.cones = graph_cones.Cones(analysis)
     self.ids = channel_classes.Classes()
-    self.layouts: Dict[str, Layout] = {}
+    self.cones = graph_cones.Cones(analysis)
+    self.consumers = consumers
     self.starts: List[Tuple[str, int, np.ndarray]] = []
     self.ends: List[Tuple[str, int, np.ndarray]] = []
 
-  def visit(self, op) -> None:
+  def track(self, op) -> None:
     self.cones.track(op)
-    if op.type == 'Einsum':
-      self._einsum(op)
-      return
-    ins = [self.layouts.get(t.name) for t in op.inputs]
-    if all(x is None for x in ins):
-      return
-    handler = _HANDLERS.get(op.type)
-    if handler is None:
-      rule = channel_ops.rule(op.type)
-      kind = None if rule is None else rule.kind
-      handler = _BY_KIND.get(kind)
-    if handler is not None:
-      handler(self, op, ins)
 
-  def _set(self, t, layout: Optional[Layout]) -> None:
-    if layout is None:
-      return
-    axis, ids = layout
-    shape = t.shape
-    if shape.rank is None or -axis > shape.rank:
-      return
-    if shape[axis] is not None and shape[axis] != ids.size:
-      return
-    self.layouts[t.name] = (axis, ids)
+  def is_param(self, t) -> bool:
+    return self.cones.is_param(t)
 
-  # -- einsums: projections, scores, contexts, the output ----------------
+  def kernel(self, op) -> Optional[int]:
+    if op.name not in self.consumers:
+      return None
+    return 0 if self.cones.is_param(op.inputs[0]) else 1
 
-  def _einsum(self, op) -> None:
-    match = _EQUATION.match(op.get_attr('equation').decode())
-    if match is None or len(op.inputs) != 2:
-      return
-    labels = match.group(1), match.group(2)
-    out = match.group(3)
-    kernel = self.consumers.get(op.name)
-    if kernel is not None:
-      position = 0 if self.cones.is_param(op.inputs[0]) else 1
-      self._dense_einsum(op, kernel, position, labels, out)
-      return
-    carried = None
-    for t, text in zip(op.inputs, labels):
-      layout = self.layouts.get(t.name)
-      if layout is None:
-        continue
-      label = text[len(text) + layout[0]]
-      if label not in out:
-        continue
-      if carried is None:
-        carried = (label, layout[1])
-      elif carried[0] == label:
-        self.ids.union(carried[1], layout[1])
-    if carried is not None:
-      self._set(op.outputs[0], (out.index(carried[0]) - len(out), carried[1]))
+  def start(self, op, position, axis) -> np.ndarray:
+    ids = self.ids.new(op.inputs[position].shape[axis])
+    self.starts.append((self.consumers[op.name], axis, ids))
+    return ids
 
-  def _dense_einsum(self, op, kernel, position, labels, out) -> None:
-    """An EinsumDense: starts heads (q, k, v) or ends them (the output)."""
-    kernel_labels, data_labels = labels[position], labels[1 - position]
-    rank = len(kernel_labels)
-    layout = self.layouts.get(op.inputs[1 - position].name)
-    if layout is not None:
-      label = data_labels[len(data_labels) + layout[0]]
-      if label in kernel_labels and label not in out:
-        self.ends.append((kernel, kernel_labels.index(label) - rank, layout[1]))
-      return
-    new = [c for c in kernel_labels if c in out and c not in data_labels]
-    size = op.inputs[position].shape
-    if len(new) < 2 or size.rank != rank:
-      return  # a Dense-like einsum: its units are the last axis
-    axis = kernel_labels.index(new[0])
-    heads = size[axis]
-    if heads is None:
-      return
-    ids = self.ids.new(heads)
-    self.starts.append((kernel, axis - rank, ids))
-    self._set(op.outputs[0], (out.index(new[0]) - len(out), ids))
-
-  # -- ops that keep the heads where they are ----------------------------
-
-  def _same(self, op, ins) -> None:
-    self._set(op.outputs[0], next(x for x in ins if x is not None))
-
-  def _elementwise(self, op, ins) -> None:
-    """Broadcasting ops: layouts on the same axis tie; others broadcast."""
-    out = op.outputs[0]
-    carried = [x for x in ins if x is not None]
-    axis, ids = carried[0]
-    for other_axis, other in carried[1:]:
-      if other_axis != axis:
-        return
-      self.ids.union(ids, other)
-    rule = channel_ops.rule(op.type)
-    additive = rule is not None and rule.additive
-    for t, layout in zip(op.inputs, ins):
-      if layout is not None or t.shape.rank is None or -axis > t.shape.rank:
-        continue
-      if t.shape[axis] == 1:
-        continue
-      if self.cones.varies(t) and additive:
-        self.ids.fix(ids)  # a head's channel added from elsewhere
-    self._set(out, (axis, ids))
-
-  def _softmax(self, op, ins) -> None:
-    """Softmax over the last axis: the heads elsewhere stay."""
-    if ins[0] is not None and ins[0][0] != -1:
-      self._set(op.outputs[0], ins[0])
-
-  def _batch_matmul(self, op, ins) -> None:
-    """Heads on a batch axis of both operands: tied, and carried."""
-    carried = [x for x in ins[:2] if x is not None]
-    axis, ids = carried[0]
-    if axis > -3:
-      return  # rows or the contracted axis: no heads there
-    for other_axis, other in carried[1:]:
-      if other_axis == axis:
-        self.ids.union(ids, other)
-    self._set(op.outputs[0], (axis, ids))
-
-  def _split(self, op, ins) -> None:
-    """A split along another axis (rotary halves of head_dim)."""
-    value, axis_input = (1, 0) if op.type == 'Split' else (0, 2)
-    layout = ins[value]
-    split = tf.get_static_value(op.inputs[axis_input])
-    rank = op.inputs[value].shape.rank
-    if layout is None or split is None or rank is None:
-      return
-    if int(np.ravel(split)[0]) % rank == rank + layout[0]:
-      return
-    for t in op.outputs:
-      self._set(t, layout)
-
-  # -- ops that move the heads axis --------------------------------------
-
-  def _transpose(self, op, ins) -> None:
-    perm = tf.get_static_value(op.inputs[1])
-    if ins[0] is None or perm is None:
-      return
-    perm = [int(p) for p in np.ravel(perm)]
-    axis, ids = ins[0]
-    new = perm.index(len(perm) + axis)
-    self._set(op.outputs[0], (new - len(perm), ids))
-
-  def _insert_axis(self, op, ins, inserted: Optional[int]) -> None:
-    """The heads axis after an axis is inserted at `inserted` (of the
-    output)."""
-    layout = next(x for x in ins if x is not None)
-    rank = op.outputs[0].shape.rank
-    if inserted is None or rank is None:
-      return
-    axis, ids = layout
-    position = rank - 1 + axis  # in the input
-    inserted %= rank
-    if inserted <= position:
-      position += 1
-    self._set(op.outputs[0], (position - rank, ids))
-
-  def _expand_dims(self, op, ins) -> None:
-    if ins[0] is None:
-      return
-    inserted = tf.get_static_value(op.inputs[1])
-    if inserted is not None:
-      inserted = int(np.ravel(inserted)[0])
-    self._insert_axis(op, ins, inserted)
-
-  def _pack(self, op, ins) -> None:
-    carried = [x for x in ins if x is not None]
-    if len(carried) != len(ins):
-      return
-    axis, ids = carried[0]
-    for other_axis, other in carried[1:]:
-      if other_axis != axis:
-        return
-      self.ids.union(ids, other)
-    self._insert_axis(op, ins, op.get_attr('axis'))
-
-  def _tile(self, op, ins) -> None:
-    if ins[0] is None:
-      return
-    axis = ins[0][0]
-    before, after = op.inputs[0].shape, op.outputs[0].shape
-    multiples = tf.get_static_value(op.inputs[1])
-    once = multiples is not None and int(np.ravel(multiples)[axis]) == 1
-    if once or (before.rank and after.rank and before[axis] == after[axis]):
-      self._set(op.outputs[0], ins[0])
-
-  def _reshape(self, op, ins) -> None:
-    """Kept, merged with the axes after it, or split into (kv, rep)."""
-    if ins[0] is None:
-      return
-    before = op.inputs[0].shape
-    after = op.outputs[0].shape
-    if before.rank is None or after.rank is None:
-      return
-    axis, ids = ins[0]
-    position = before.rank + axis
-    shape_in, shape_out = before.as_list(), after.as_list()
-    if (
-      position >= len(shape_out)
-      or shape_in[:position] != (shape_out[:position])
-    ):
-      return
-    rest_in, rest_out = shape_in[position + 1 :], shape_out[position + 1 :]
-    n_in, n_out = shape_in[position], shape_out[position]
-    if None in rest_in or None in rest_out or n_out is None:
-      return
-    if n_in * int(np.prod(rest_in)) != n_out * int(np.prod(rest_out)):
-      return
-    new_axis = position - len(shape_out)
-    if n_out == n_in:
-      self._set(op.outputs[0], (new_axis, ids))
-    elif n_out % n_in == 0 and _leading(rest_in, n_out // n_in):
-      self._set(op.outputs[0], (new_axis, np.repeat(ids, n_out // n_in)))
-    elif n_in % n_out == 0 and _leading(rest_out, n_in // n_out):
-      blocks = ids.reshape(n_out, n_in // n_out)
-      for block in blocks:
-        self.ids.union(np.full(block.size, block[0]), block)
-      self._set(op.outputs[0], (new_axis, blocks[:, 0].copy()))
-
-  # -- results --------------------------------------------------------------
+  def end(self, op, position, axis, ids) -> None:
+    self.ends.append((self.consumers[op.name], axis, ids))
 
   def groups(self) -> Tuple[UnitGroup, ...]:
     """Attention layers whose heads reached an output kernel."""
@@ -314,34 +85,3 @@ class _Walk:
     ]
     groups = channel_groups.group_entries(self.ids, entries, min_entries=2)
     return tuple(g for g in groups if not g.fixed)
-
-
-def _leading(dims, product: int) -> bool:
-  """Whether the first few of `dims` multiply to `product`."""
-  total = 1
-  for d in dims:
-    if total == product:
-      return True
-    total *= d
-  return total == product
-
-
-_HANDLERS = {
-  'Softmax': _Walk._softmax,
-  'LogSoftmax': _Walk._softmax,
-  'BatchMatMulV2': _Walk._batch_matmul,
-  'BatchMatMulV3': _Walk._batch_matmul,
-  'Transpose': _Walk._transpose,
-  'ExpandDims': _Walk._expand_dims,
-  'Pack': _Walk._pack,
-  'Tile': _Walk._tile,
-  'Reshape': _Walk._reshape,
-  'Split': _Walk._split,
-  'SplitV': _Walk._split,
-  'ZerosLike': _Walk._same,
-  'OnesLike': _Walk._same,
-}
-_BY_KIND = {
-  Kind.UNARY: _Walk._same,
-  Kind.ELEMENTWISE: _Walk._elementwise,
-}

@@ -179,6 +179,11 @@ class Graph:
     shape = self._tf_graph.get_tensor_by_name(tensor_name(tensor)).shape
     return None if shape.rank is None else shape.as_list()
 
+  def operations(self) -> List:
+    """The graph's ops imported into TensorFlow (static shapes, inputs), in
+    creation (topological) order."""
+    return self._tf_graph.get_operations()
+
   def input(self, node, position: int) -> str:
     return tensor_name(node.input[position])
 
