@@ -122,6 +122,22 @@ class HeadGroupsTest(tf.test.TestCase, parameterized.TestCase):
             moved[position], np.full_like(moved[position], want)
           )
 
+  @parameterized.named_parameters(('bert', 'bert'), ('gpt2', 'gpt2'))
+  def test_biases_are_masked_with_their_heads(self, name):
+    _, pruned = self._build(name)
+    pruned.mask_update(1)
+    names = pruned.weight_names
+    kernels = {n.split(':')[0]: m.numpy() for n, m in zip(names, pruned.masks)}
+    biases = {p.name: p.mask.numpy() for p in pruned.unit_params}
+    heads = [k for k in kernels if _role(k) in ('query', 'key', 'value')]
+    self.assertLen(heads, 3 * LAYERS)
+    for kernel in heads:
+      bias = biases[kernel.replace('/kernel', '/bias')]
+      # Head h of the bias [heads, head_dim] goes with the kernel's [:, h, :].
+      kept = kernels[kernel].max(axis=(0, 2))
+      self.assertAllEqual(bias, np.broadcast_to(kept[:, None], bias.shape))
+      self.assertEqual(kept.sum() * 2, kept.size)
+
   def test_head_pruned_in_one_layer_and_not_another(self):
     # Head 0 is small in layer 0 and large in layer 1.
     def scale(model):
