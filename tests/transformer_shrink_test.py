@@ -9,7 +9,6 @@ key/value heads, so grouped-query attention keeps its ratio), the
 (gated FFNs: gate and up columns, down rows), and the hidden size of the
 residual stream stays. Each shrunk variable equals the masked weight with
 the zero slices removed (NumPy), and the outputs equal the pruned model's.
-Gemma's FFN (an `EinsumDense`, not a Dense) is not shrunk yet.
 """
 
 import os
@@ -51,13 +50,24 @@ def _axis(backbone, name):
     return 0 if backbone == 'gemma' else 1
   if layer == 'attention_output' and weight == 'kernel':
     return 0
-  if backbone == 'gemma':
-    return None  # its FFN is an EinsumDense, not followed yet
-  if layer in ('feedforward_intermediate_dense', 'feedforward_gate_dense'):
+  if layer in _UP:
     return -1
-  if layer == 'feedforward_output_dense' and weight == 'kernel':
+  if layer in _DOWN and weight == 'kernel':
     return 0
   return None
+
+
+# The FFNs' up (and gate) kernels lose columns, their down kernels rows.
+_UP = (
+  'feedforward_intermediate_dense',
+  'feedforward_gate_dense',
+  'ffw_gating',
+  'ffw_gating_2',
+)
+_DOWN = {
+  'feedforward_output_dense': 'feedforward_intermediate_dense',
+  'ffw_linear': 'ffw_gating',
+}
 
 
 def _kept(masked, axis):
@@ -98,10 +108,10 @@ class ShrinkTest(tf.test.TestCase, parameterized.TestCase):
       axis = _axis(name, key)
       want = masked[key]
       if axis is not None:
-        # A bias follows its kernel, the FFN's output rows its units.
-        kernel = key.replace('/bias', '/kernel').replace(
-          'feedforward_output_dense', 'feedforward_intermediate_dense'
-        )
+        # A bias follows its kernel, the FFN's down rows its units.
+        kernel = key.replace('/bias', '/kernel')
+        for down, up in _DOWN.items():
+          kernel = kernel.replace(f'/{down}/', f'/{up}/')
         kept = _kept(masked[kernel], _axis(name, kernel))
         if halves:
           self.assertEqual(kept.sum() * 2, kept.size, key)

@@ -154,6 +154,11 @@ class _Walk:
     if op.type == 'MatMul':
       if op.get_attr('transpose_a') or op.get_attr('transpose_b'):
         return
+    elif op.type == 'BatchMatMulV2':
+      if op.get_attr('adj_x') or op.get_attr('adj_y'):
+        return
+      if op.inputs[1].shape.rank != 2:
+        return  # no kernel: attention's scores and contexts
     elif not op.get_attr('data_format').endswith(b'C'):
       return
     kernel = self.consumers.get(op.name)

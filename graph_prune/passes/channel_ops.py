@@ -170,7 +170,9 @@ def _table() -> Dict[str, OpRule]:
     }
   )
   groups = {
-    Kind.PRODUCER: ('MatMul', 'Conv2D', 'Conv3D'),
+    # BatchMatMulV2 with a rank-2 kernel: Keras 3's Dense on a 3-D input
+    # through `ops.matmul` (Gemma's feed-forward); others end the channels.
+    Kind.PRODUCER: ('MatMul', 'Conv2D', 'Conv3D', 'BatchMatMulV2'),
     Kind.BATCH_NORM: ('FusedBatchNorm', 'FusedBatchNormV2', 'FusedBatchNormV3'),
     Kind.POOL: ('MaxPool', 'AvgPool', 'MaxPool3D', 'AvgPool3D', 'MaxPoolV2'),
     Kind.REDUCE: ('Mean', 'Max', 'Min', 'Sum', 'Prod'),

@@ -183,9 +183,23 @@ def _fold_into_next(ctx: Context, node, space: Space, kernel, exact: bool):
 
 
 def _matmul(ctx: Context, node, position: int, space: Space):
-  if position != 0 or node.attr['transpose_a'].b or node.attr['transpose_b'].b:
-    raise CannotFollowError(f'MatMul {node.name!r} reads the units transposed')
+  """MatMul, or BatchMatMulV2 with a rank-2 kernel (Keras 3's Dense on a
+  3-D input)."""
+  names = (
+    ('adj_x', 'adj_y')
+    if node.op == 'BatchMatMulV2'
+    else (
+      'transpose_a',
+      'transpose_b',
+    )
+  )
+  if position != 0 or any(node.attr[n].b for n in names):
+    raise CannotFollowError(
+      f'{node.op} {node.name!r} reads the units transposed'
+    )
   kernel = _kernel(ctx, node)
+  if kernel.ndim != 2:
+    raise CannotFollowError(f'{node.op} {node.name!r} has no 2-D kernel')
   ctx.edits.append(Edit('slice', node.name, 1, -2, space.root))
   _fold_into_next(ctx, node, space, kernel, exact=True)
 
@@ -290,7 +304,7 @@ def _reduce(ctx: Context, node, position: int, space: Space):
 
 
 def _consumer(ctx: Context, node, position: int, space: Space):
-  if node.op == 'MatMul':
+  if node.op in ('MatMul', 'BatchMatMulV2'):
     return _matmul(ctx, node, position, space)
   return _conv(ctx, node, position, space)
 
