@@ -139,6 +139,7 @@ class ShrinkTest(tf.test.TestCase, parameterized.TestCase):
       v.numpy().size for v in model.variables if _name(v) in self._unused(name)
     )
     self.assertEqual(main.params_before - main.params_after, removed - unused)
+    self.assertIn('residual stream (16) stays', ' '.join(main.notes))
 
   def test_head_pruned_in_one_layer_and_not_another(self):
     spec = (

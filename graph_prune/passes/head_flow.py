@@ -44,11 +44,20 @@ def extend(flow: Flow) -> Flow:
   for tensor, (_, ids) in walk.layouts.items():
     if tensor in flow.graph.outputs:
       recorder.stop(f'the heads are a model output ({tensor!r})', ids)
+  notes = ()
+  if recorder.hidden:
+    sizes = ', '.join(str(h) for h in sorted(recorder.hidden))
+    notes = (
+      f'the hidden size of the residual stream ({sizes}) stays: attention '
+      'and feed-forward outputs are added to it, and LayerNorm/RMSNorm '
+      'statistics range over it',
+    )
   return dataclasses.replace(
     flow,
     groups=flow.groups + tuple(recorder.groups),
     edits=flow.edits + tuple(recorder.edits),
     stops=flow.stops + tuple(recorder.stops),
+    notes=flow.notes + notes,
   )
 
 
@@ -61,6 +70,7 @@ class _Heads(head_walk.Recorder):
     self.groups = []
     self.edits = []
     self.stops = []
+    self.hidden = set()  # the output kernels' widths
 
   def stop(self, reason: str, ids) -> None:
     self.stops.append((reason, np.asarray(ids)))
@@ -93,6 +103,9 @@ class _Heads(head_walk.Recorder):
 
   def end(self, op, position, axis, ids) -> None:
     self.ids.union(self._group(op, position, axis).ids, ids)
+    width = op.inputs[position].shape[-1]
+    if width is not None:
+      self.hidden.add(int(width))
 
   def operand(self, op, index, axis, ids) -> None:
     """A bias `[heads, head_dim]` (or a per-head scale): sliced."""

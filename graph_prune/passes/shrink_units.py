@@ -75,6 +75,8 @@ class ShrinkResult:
       convolution of the graph.
     coupled: the groups of layers whose channels are tied (residual adds,
       gates), `unit_removal.CoupledGroup`s.
+    notes: what stays by design, one sentence each (a transformer's
+      residual stream).
   """
 
   layers: Tuple[LayerUnits, ...]
@@ -83,6 +85,7 @@ class ShrinkResult:
   macs_before: int
   macs_after: int
   coupled: Tuple[unit_removal.CoupledGroup, ...] = ()
+  notes: Tuple[str, ...] = ()
 
 
 def shrink_units(
@@ -139,6 +142,7 @@ def shrink_units(
     before.total_macs,
     after.total_macs,
     decision.coupled,
+    flow.notes,
   )
   return driver.PassResult(new, report, changed=bool(values))
 

@@ -143,6 +143,8 @@ class Flow:
       takes (an edit of a kept element changes nothing).
     stops: (reason, elements): these elements' classes must stay.
     graph: the analysed graph.
+    notes: sentences for the report about what stays by design (the
+      residual stream's hidden size of a transformer).
   """
 
   groups: Tuple[Group, ...]
@@ -150,6 +152,7 @@ class Flow:
   edits: Tuple[Edit, ...]
   stops: Tuple[Tuple[str, np.ndarray], ...]
   graph: 'Graph'
+  notes: Tuple[str, ...] = ()
 
 
 class Graph:
