@@ -30,6 +30,10 @@ setuptools.setup(
       'hypothesis',
       'tf_keras',
       'ruff==0.17.6',
+      # Transformer backbones built from a config (random weights, nothing
+      # downloaded) for the transformer tests; keras-hub needs
+      # tensorflow-text, which pins TensorFlow's minor version.
+      'keras-hub>=0.32',
       # LiteRT's interpreter, where its wheels exist (checked for 2.3.0:
       # Linux x86_64, Python 3.10-3.13); elsewhere graph_prune falls back
       # to tf.lite.Interpreter (graph_prune/export/tflite_read.py).

@@ -66,6 +66,7 @@ class ShrinkReport:
             )
             for group in result.coupled
           ],
+          'notes': list(result.notes),
           'params_before': result.params_before,
           'params_after': result.params_after,
           'macs_before': result.macs_before,
@@ -101,6 +102,7 @@ class ShrinkReport:
             f'  kept {kept} zero units of {name}: ' + '; '.join(layer.kept)
           )
       lines += self._coupled_lines(result)
+      lines += [f'  {note}' for note in result.notes]
       lines.append(
         f'  parameters {result.params_before:,} -> {result.params_after:,}, '
         f'multiply-adds per example {result.macs_before:,} -> '

@@ -34,6 +34,7 @@ def export_tflite(
   representative_data: Any = None,
   sparse: str = 'auto',
   overwrite: bool = False,
+  shrink: bool = False,
 ) -> TFLiteReport:
   """Writes a pruned model as a (quantized) TFLite file, masks folded in.
 
@@ -55,6 +56,8 @@ def export_tflite(
     sparse: 'auto' keeps whichever weight encoding gives the smaller gzipped
       file; 'on' / 'off' force TFLite's sparse encoding or dense weights.
     overwrite: replace `path` if it exists.
+    shrink: remove zero units, channels and attention heads first
+      (`graph_prune.shrink`), so the file holds the smaller kernels.
 
   Returns:
     A `TFLiteReport` (with the file's `path` and `size`).
@@ -72,6 +75,10 @@ def export_tflite(
   driver.check_requests(requests, overwrite)
   keys = (strip_lib.DEFAULT_SIGNATURE,)
   source = base.Source(
-    strip_lib.strip(pruned), keys, keys, 'the pruned model', pruned=pruned
+    strip_lib.strip(pruned, shrink=shrink),
+    keys,
+    keys,
+    'the pruned model',
+    pruned=pruned,
   )
   return driver.write(source, requests, overwrite)[tflite_format.NAME]

@@ -63,9 +63,20 @@ class GroupPlan:
 
 @dataclasses.dataclass(frozen=True)
 class ParamPlan:
-  """A unit parameter: per position, (kernel index, unit) or None."""
+  """A unit parameter: per position, (kernel index, unit) or None.
+
+  Attributes:
+    sources: per position along `axis`, (kernel index, unit) or None.
+    axis: the param's axis the sources run along; the mask is the same
+      along its other axes (`shape`).
+    kernel_axis: the kernels' axis their units lie along.
+    shape: the param's shape; () for a rank-1 param.
+  """
 
   sources: Tuple[Optional[Tuple[int, int]], ...]
+  axis: int = -1
+  kernel_axis: int = -1
+  shape: Tuple[int, ...] = ()
 
 
 def singleton(index: int, shape: Sequence[int]) -> GroupPlan:
@@ -237,10 +248,12 @@ def _select(scores, groups, sparsity, structure, previous, decay):
   return results
 
 
-def unit_vector(mask: tf.Tensor) -> tf.Tensor:
-  """1 for every output unit (last axis) a kernel mask keeps."""
-  flat = tf.reshape(mask, [-1, mask.shape[-1]])
-  return tf.reduce_max(flat, axis=0)
+def unit_vector(mask: tf.Tensor, axis: int = -1) -> tf.Tensor:
+  """1 for every unit along `axis` (output units: the last) a kernel mask
+  keeps."""
+  rank = mask.shape.rank
+  others = [a for a in range(rank) if a != axis % rank]
+  return tf.reduce_max(mask, axis=others)
 
 
 def param_masks(
@@ -257,12 +270,18 @@ def param_masks(
     kernels = sorted({s[0] for s in plan.sources if s is not None})
     offsets, parts, start = {}, [], 0
     for k in kernels:
-      if k not in vectors:
-        vectors[k] = unit_vector(masks[k])
+      key = (k, plan.kernel_axis)
+      if key not in vectors:
+        vectors[key] = unit_vector(masks[k], plan.kernel_axis)
       offsets[k] = start
-      start += int(vectors[k].shape[0])
-      parts.append(tf.cast(vectors[k], dtype))
+      start += int(vectors[key].shape[0])
+      parts.append(tf.cast(vectors[key], dtype))
     parts.append(tf.ones([1], dtype))
     index = [start if s is None else offsets[s[0]] + s[1] for s in plan.sources]
-    result.append(tf.gather(tf.concat(parts, axis=0), index))
+    mask = tf.gather(tf.concat(parts, axis=0), index)
+    if len(plan.shape) > 1:  # the same along the param's other axes
+      view = [1] * len(plan.shape)
+      view[plan.axis % len(plan.shape)] = len(index)
+      mask = tf.broadcast_to(tf.reshape(mask, view), plan.shape)
+    result.append(mask)
   return result

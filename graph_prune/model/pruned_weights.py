@@ -24,6 +24,7 @@ from graph_prune.model import plans as plans_lib
 from graph_prune.model import tracing
 from graph_prune.passes import channel_groups
 from graph_prune.passes import graph_ir
+from graph_prune.passes import head_groups
 from graph_prune.passes import scan as scan_lib
 
 
@@ -201,6 +202,8 @@ def plan_units(
   found = channel_groups.analyse(
     scan.analysis, consumers, variables, coupled=coupled, params=params
   )
+  if coupled:
+    found = _with_heads(found, scan.analysis, consumers, variables, params)
   groups = []
   grouped = set()
   for group in found.groups:
@@ -222,11 +225,34 @@ def plan_units(
       variables[p.param],
       unit_groups.ParamPlan(
         tuple(None if s is None else (index[s[0]], s[1]) for s in p.sources),
+        p.axis,
+        p.kernel_axis,
+        tuple(variables[p.param].shape.as_list()),
       ),
     )
     for p in found.params
   )
   return UnitStructure(tuple(groups), param_plans, found)
+
+
+def _with_heads(found, analysis, consumers, variables, params):
+  """`found` with the attention heads' groups (`head_groups`) added, but
+  for heads whose kernels are already in a channel group, and with their
+  biases as unit parameters (`params`: `unit_params=all`)."""
+  taken = {m.weight for g in found.groups for m in g.members}
+  heads = head_groups.analyse(analysis, consumers, variables)
+  groups = tuple(
+    g for g in heads.groups if not taken & {m.weight for m in g.members}
+  )
+  kept = {m.weight for g in groups for m in g.members}
+  biases = tuple(
+    p
+    for p in heads.params
+    if params and all(s is None or s[0] in kept for s in p.sources)
+  )
+  return dataclasses.replace(
+    found, groups=found.groups + groups, params=found.params + biases
+  )
 
 
 def create_unit_params(structure: UnitStructure) -> Tuple[UnitParam, ...]:

@@ -24,8 +24,13 @@ What is in this package:
     table (`channel_ops`: op -> kind and constant; `channel_classes`: the
     union-find): training's `channel_groups` (result types in
     `channel_group_types`) and shrink's unit analysis
-    `unit_traversal`/`unit_rules`/`unit_layout_rules`/`unit_flow`/
-    `unit_removal`/`unit_costs` (which `shrink_units` runs).
+    `unit_traversal`/`unit_rules`/`unit_layout_rules`/
+    `unit_reshape_rules`/`unit_flow`/`unit_removal`/`unit_costs` (which
+    `shrink_units` runs); `graph_cones` (which tensors vary, which variables
+    a parameter reads) serves training's analyses. Attention heads: one walk
+    of the heads axis (`head_walk`) with two recorders, training's
+    `head_groups` and shrink's `head_flow` (which `shrink_units` adds to the
+    unit flow).
   * Helpers of one pass: `function_body` (the bodies `fold_masks` edits),
     `folded_values` (the folded values `fold_masks` makes), `mask_keys`
     (`insert_masks`' masks by weight name, checked), `replicas` (the copy

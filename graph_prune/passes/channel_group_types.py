@@ -50,13 +50,19 @@ class ParamMask:
   """A unit parameter and the units its positions go with.
 
   Attributes:
-    param: the rank-1 variable's name.
-    sources: per position, (kernel, unit) of a producer whose unit the
-      position belongs to, or None where it always stays.
+    param: the variable's name.
+    sources: per position along `axis`, (kernel, unit) of a producer whose
+      unit the position belongs to, or None where it always stays.
+    axis: the param's axis the sources run along (an attention bias
+      `[heads, head_dim]`: 0); the other axes follow.
+    kernel_axis: the kernels' axis their units lie along (-1: output units;
+      an attention kernel's heads axis).
   """
 
   param: str
   sources: Tuple[Optional[Tuple[str, int]], ...]
+  axis: int = -1
+  kernel_axis: int = -1
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,6 +35,7 @@ import tensorflow as tf
 
 from graph_prune.passes import channel_classes
 from graph_prune.passes import channel_ops
+from graph_prune.passes import graph_cones
 from graph_prune.passes.channel_group_types import ChannelGroups
 from graph_prune.passes.channel_group_types import Member
 from graph_prune.passes.channel_group_types import ParamMask
@@ -87,57 +88,16 @@ class _Walk:
     self.followers: List[Tuple[str, np.ndarray]] = []  # depthwise kernels
     self.params: Dict[str, np.ndarray] = {}
     self.conflicts = set()
-    captured = {id(internal) for _, internal in self.graph.captures}
-    self.handles = {
-      id(self.graph.inputs[info.arg_index]): info.name
-      for info in analysis.infos
-    }
-    # Tensor name -> the variables in its cone (for tensors that depend on
-    # no input).
-    self.cone: Dict[str, frozenset] = {}
-    self.varying = set()
-    for t in self.graph.inputs:
-      if id(t) not in captured:
-        self.varying.add(t.name)
+    self.cones = graph_cones.Cones(analysis)
 
   def run(self) -> None:
     for op in self.graph.get_operations():
       self._visit(op)
 
-  # -- constants and variables --------------------------------------------
-
-  def _is_param(self, t) -> bool:
-    return t.name not in self.varying
-
-  def _track(self, op) -> None:
-    """Records whether `op`'s outputs vary and which variables they read."""
-    inputs = list(op.inputs)
-    if op.type in channel_ops.RANDOM_OPS or any(
-      t.name in self.varying for t in inputs
-    ):
-      self.varying.update(t.name for t in op.outputs)
-      return
-    if op.type == 'ReadVariableOp':
-      handle = self._handle(inputs[0])
-      if handle is not None:
-        self.cone[op.outputs[0].name] = frozenset([handle])
-        return
-    cone = frozenset()
-    for t in inputs:
-      cone |= self.cone.get(t.name, frozenset())
-    if cone:
-      for t in op.outputs:
-        self.cone[t.name] = cone
-
-  def _handle(self, t) -> Optional[str]:
-    while t.op.type == 'Identity' and t.dtype == tf.resource:
-      t = t.op.inputs[0]
-    return self.handles.get(id(t))
-
   # -- layouts --------------------------------------------------------------
 
   def _visit(self, op) -> None:
-    self._track(op)
+    self.cones.track(op)
     rule = channel_ops.rule(op.type)
     if rule is None:
       return  # the channels end here
@@ -174,6 +134,15 @@ class _Walk:
     if ins[0] is not None and _last(op.inputs[0]) == _last(op.outputs[0]):
       self._set(op.outputs[0], ins[0])
 
+  def _transpose(self, op, ins, rule) -> None:
+    del rule  # followed while the last axis stays last
+    perm = tf.get_static_value(op.inputs[1])
+    rank = op.inputs[0].shape.rank
+    if ins[0] is None or perm is None or not rank:
+      return
+    if int(np.ravel(perm)[-1]) % rank == rank - 1:
+      self._set(op.outputs[0], ins[0])
+
   def _ends(self, op, ins, rule) -> None:
     del op, ins, rule  # reads only the shape: the channels end here
 
@@ -185,10 +154,15 @@ class _Walk:
     if op.type == 'MatMul':
       if op.get_attr('transpose_a') or op.get_attr('transpose_b'):
         return
+    elif op.type == 'BatchMatMulV2':
+      if op.get_attr('adj_x') or op.get_attr('adj_y'):
+        return
+      if op.inputs[1].shape.rank != 2:
+        return  # no kernel: attention's scores and contexts
     elif not op.get_attr('data_format').endswith(b'C'):
       return
     kernel = self.consumers.get(op.name)
-    if kernel is None or op.inputs[0].name not in self.varying:
+    if kernel is None or not self.cones.varies(op.inputs[0]):
       return
     units = _last(op.inputs[1])
     if units is None:
@@ -220,7 +194,7 @@ class _Walk:
     for t, x in zip(op.inputs, ins):
       if x is not None:
         continue
-      if self._is_param(t):
+      if self.cones.is_param(t):
         self._param(t, layout, width)
       elif rule.additive and _last(t) == width:
         if not self.coupled:
@@ -231,7 +205,7 @@ class _Walk:
   def _param_inputs(self, op, layout, positions) -> None:
     for position in positions:
       t = op.inputs[position]
-      if self._is_param(t):
+      if self.cones.is_param(t):
         self._param(t, layout, layout.size)
 
   def _param(self, t, layout, width) -> None:
@@ -239,7 +213,7 @@ class _Walk:
     shape = t.shape
     if shape.rank is None or any(d != 1 for d in shape.as_list()[:-1]):
       return
-    for name in self.cone.get(t.name, ()):
+    for name in self.cones.variables(t):
       v = self.variables.get(name)
       if v is None or not v.trainable or v.shape.as_list() != [width]:
         continue
@@ -358,44 +332,60 @@ class _Walk:
   def groups(self) -> Tuple[UnitGroup, ...]:
     entries = [(k, -1, ids) for k, ids in self.kernel_ids.items()]
     entries += [(k, -2, ids) for k, ids in self.followers]
-    by_root = collections.defaultdict(set)
-    for index, (_, _, ids) in enumerate(entries):
-      for i in ids.tolist():
-        by_root[self.ids.find(i)].add(index)
-    # Entries sharing any channel form one group.
-    clusters_of = channel_classes.Classes()
-    clusters_of.new(len(entries))
-    for members in by_root.values():
-      first, *rest = sorted(members)
-      for other in rest:
-        clusters_of.union(first, other)
-    clusters = collections.defaultdict(list)
-    for index in range(len(entries)):
-      clusters[clusters_of.find(index)].append(index)
-    groups = []
-    for indices in clusters.values():
-      if len(indices) < 2:
-        continue
-      groups.append(self._group([entries[i] for i in indices]))
-    return tuple(groups)
+    return tuple(group_entries(self.ids, entries, min_entries=2))
 
-  def _group(self, entries) -> UnitGroup:
-    roots: Dict[int, int] = {}
-    members = []
-    seen = set()
-    for kernel, axis, ids in entries:
-      if (kernel, axis) in seen:
-        continue
-      seen.add((kernel, axis))
-      channels = []
-      for i in ids.tolist():
-        root = self.ids.find(i)
-        channels.append(roots.setdefault(root, len(roots)))
-      members.append(Member(kernel, axis, tuple(channels)))
-    fixed = tuple(
-      channel for root, channel in roots.items() if self.ids.is_fixed(root)
-    )
-    return UnitGroup(tuple(members), len(roots), fixed)
+
+def group_entries(
+  ids: channel_classes.Classes, entries, min_entries: int = 1
+) -> List[UnitGroup]:
+  """Kernels sharing any channel class, as groups (one per cluster).
+
+  Args:
+    ids: the channel classes.
+    entries: (kernel, axis, ids along that axis) per member slice set.
+    min_entries: clusters of fewer entries are left out.
+
+  Returns:
+    One `UnitGroup` per cluster of at least `min_entries` entries.
+  """
+  by_root = collections.defaultdict(set)
+  for index, (_, _, members) in enumerate(entries):
+    for i in members.tolist():
+      by_root[ids.find(i)].add(index)
+  # Entries sharing any channel form one group.
+  clusters_of = channel_classes.Classes()
+  clusters_of.new(len(entries))
+  for members in by_root.values():
+    first, *rest = sorted(members)
+    for other in rest:
+      clusters_of.union(first, other)
+  clusters = collections.defaultdict(list)
+  for index in range(len(entries)):
+    clusters[clusters_of.find(index)].append(index)
+  return [
+    _group(ids, [entries[i] for i in indices])
+    for indices in clusters.values()
+    if len(indices) >= min_entries
+  ]
+
+
+def _group(ids, entries) -> UnitGroup:
+  roots: Dict[int, int] = {}
+  members = []
+  seen = set()
+  for kernel, axis, slots in entries:
+    if (kernel, axis) in seen:
+      continue
+    seen.add((kernel, axis))
+    channels = []
+    for i in slots.tolist():
+      root = ids.find(i)
+      channels.append(roots.setdefault(root, len(roots)))
+    members.append(Member(kernel, axis, tuple(channels)))
+  fixed = tuple(
+    channel for root, channel in roots.items() if ids.is_fixed(root)
+  )
+  return UnitGroup(tuple(members), len(roots), fixed)
 
 
 def _last(t) -> Optional[int]:
@@ -420,6 +410,7 @@ _HANDLERS = {
   Kind.DEPTHWISE: _Walk._depthwise,
   Kind.CONCAT: _Walk._concat,
   Kind.SPLIT: _Walk._split,
+  Kind.TRANSPOSE: _Walk._transpose,
 }
 
 KINDS_FOLLOWED = frozenset(_HANDLERS) | {Kind.PRODUCER}

@@ -42,6 +42,7 @@ class Kind(enum.Enum):
   SHAPE = 'shape'  # reads only the shape (Flatten's)
   CONCAT = 'concat'  # along the channels: offsets; else: ties
   SPLIT = 'split'  # along the channels: slices; else: every output
+  TRANSPOSE = 'transpose'  # followed while the last axis stays last
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,10 +164,15 @@ def _table() -> Dict[str, OpRule]:
       'ConcatV2': OpRule(Kind.CONCAT),
       'Split': OpRule(Kind.SPLIT),
       'SplitV': OpRule(Kind.SPLIT),
+      # Keras 3's Dense on a 3-D input (Tensordot) transposes with the
+      # identity permutation before its reshape.
+      'Transpose': OpRule(Kind.TRANSPOSE),
     }
   )
   groups = {
-    Kind.PRODUCER: ('MatMul', 'Conv2D', 'Conv3D'),
+    # BatchMatMulV2 with a rank-2 kernel: Keras 3's Dense on a 3-D input
+    # through `ops.matmul` (Gemma's feed-forward); others end the channels.
+    Kind.PRODUCER: ('MatMul', 'Conv2D', 'Conv3D', 'BatchMatMulV2'),
     Kind.BATCH_NORM: ('FusedBatchNorm', 'FusedBatchNormV2', 'FusedBatchNormV3'),
     Kind.POOL: ('MaxPool', 'AvgPool', 'MaxPool3D', 'AvgPool3D', 'MaxPoolV2'),
     Kind.REDUCE: ('Mean', 'Max', 'Min', 'Sum', 'Prod'),

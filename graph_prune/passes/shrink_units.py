@@ -33,6 +33,7 @@ from tensorflow.core.framework import graph_pb2
 from graph_prune.passes import driver
 from graph_prune.passes import drop_unused
 from graph_prune.passes import graph_ir
+from graph_prune.passes import head_flow
 from graph_prune.passes import unit_costs
 from graph_prune.passes import unit_flow
 from graph_prune.passes import unit_removal
@@ -74,6 +75,8 @@ class ShrinkResult:
       convolution of the graph.
     coupled: the groups of layers whose channels are tied (residual adds,
       gates), `unit_removal.CoupledGroup`s.
+    notes: what stays by design, one sentence each (a transformer's
+      residual stream).
   """
 
   layers: Tuple[LayerUnits, ...]
@@ -82,6 +85,7 @@ class ShrinkResult:
   macs_before: int
   macs_after: int
   coupled: Tuple[unit_removal.CoupledGroup, ...] = ()
+  notes: Tuple[str, ...] = ()
 
 
 def shrink_units(
@@ -108,8 +112,8 @@ def shrink_units(
   Returns:
     A `PassResult` with the new GraphDef and a `ShrinkResult`.
   """
-  flow = unit_traversal.analyze(
-    graph_def, output_names, unit_rules.RULES, values
+  flow = head_flow.extend(
+    unit_traversal.analyze(graph_def, output_names, unit_rules.RULES, values)
   )
   decision = unit_removal.decide(flow, weight_names)
   graph = flow.graph
@@ -138,6 +142,7 @@ def shrink_units(
     before.total_macs,
     after.total_macs,
     decision.coupled,
+    flow.notes,
   )
   return driver.PassResult(new, report, changed=bool(values))
 
@@ -147,7 +152,9 @@ def _edited(graph, edge, edits, removed) -> np.ndarray:
   node = graph.nodes[edge[0]]
   if edits[0].kind == 'reshape':
     # The rule gives the new shape (`unit_rules._reshape`): the batch -1.
-    dtype = tf.as_dtype(node.attr['Tshape'].type).as_numpy_dtype
+    # Reshape's shape, or one part of a computed shape (ConcatV2, Pack).
+    dtype = node.attr['Tshape' if node.op == 'Reshape' else 'T'].type
+    dtype = tf.as_dtype(dtype).as_numpy_dtype
     return np.asarray(edits[0].fold(removed), dtype=dtype)
   value = graph.value(graph.input(node, edge[1]))
   for edit in edits:

@@ -143,6 +143,8 @@ class Flow:
       takes (an edit of a kept element changes nothing).
     stops: (reason, elements): these elements' classes must stay.
     graph: the analysed graph.
+    notes: sentences for the report about what stays by design (the
+      residual stream's hidden size of a transformer).
   """
 
   groups: Tuple[Group, ...]
@@ -150,6 +152,7 @@ class Flow:
   edits: Tuple[Edit, ...]
   stops: Tuple[Tuple[str, np.ndarray], ...]
   graph: 'Graph'
+  notes: Tuple[str, ...] = ()
 
 
 class Graph:
@@ -178,6 +181,11 @@ class Graph:
   def shape(self, tensor: str) -> Optional[List[Optional[int]]]:
     shape = self._tf_graph.get_tensor_by_name(tensor_name(tensor)).shape
     return None if shape.rank is None else shape.as_list()
+
+  def operations(self) -> List:
+    """The graph's ops imported into TensorFlow (static shapes, inputs), in
+    creation (topological) order."""
+    return self._tf_graph.get_operations()
 
   def input(self, node, position: int) -> str:
     return tensor_name(node.input[position])

@@ -13,7 +13,8 @@ channels (`Space`; the other inputs' spaces are `ctx.space(...)`) and either
     says why.
 An op without a rule keeps the channels it reads. The rules of ops that
 only rearrange channels (concatenation, split, padding) are in
-`unit_layout_rules`.
+`unit_layout_rules`, those of reshapes and transposes in
+`unit_reshape_rules`.
 """
 
 from typing import List
@@ -22,6 +23,7 @@ import numpy as np
 
 from graph_prune.passes import channel_ops
 from graph_prune.passes import unit_layout_rules
+from graph_prune.passes import unit_reshape_rules
 from graph_prune.passes.channel_ops import Kind
 from graph_prune.passes.unit_flow import Edit
 from graph_prune.passes.unit_flow import Space
@@ -181,9 +183,23 @@ def _fold_into_next(ctx: Context, node, space: Space, kernel, exact: bool):
 
 
 def _matmul(ctx: Context, node, position: int, space: Space):
-  if position != 0 or node.attr['transpose_a'].b or node.attr['transpose_b'].b:
-    raise CannotFollowError(f'MatMul {node.name!r} reads the units transposed')
+  """MatMul, or BatchMatMulV2 with a rank-2 kernel (Keras 3's Dense on a
+  3-D input)."""
+  names = (
+    ('adj_x', 'adj_y')
+    if node.op == 'BatchMatMulV2'
+    else (
+      'transpose_a',
+      'transpose_b',
+    )
+  )
+  if position != 0 or any(node.attr[n].b for n in names):
+    raise CannotFollowError(
+      f'{node.op} {node.name!r} reads the units transposed'
+    )
   kernel = _kernel(ctx, node)
+  if kernel.ndim != 2:
+    raise CannotFollowError(f'{node.op} {node.name!r} has no 2-D kernel')
   ctx.edits.append(Edit('slice', node.name, 1, -2, space.root))
   _fold_into_next(ctx, node, space, kernel, exact=True)
 
@@ -255,14 +271,6 @@ def _batch_norm(ctx: Context, node, position: int, space: Space):
   return follow_same(space, node, const.astype(np.float32))
 
 
-def _channels_last(ctx, node, space):
-  shape_in = ctx.graph.shape(space.tensor)
-  shape_out = ctx.graph.shape(f'{node.name}:0')
-  if not shape_in or not shape_out:
-    return None
-  return shape_in, shape_out
-
-
 def _pool(ctx: Context, node, position: int, space: Space):
   if position != 0 or not node.attr['data_format'].s.endswith(b'C'):
     raise CannotFollowError(f'{node.op} {node.name!r} is not channels-last')
@@ -270,7 +278,7 @@ def _pool(ctx: Context, node, position: int, space: Space):
 
 
 def _reduce(ctx: Context, node, position: int, space: Space):
-  shapes = _channels_last(ctx, node, space)
+  shapes = unit_reshape_rules.channels_last(ctx, node, space)
   axes_tensor = ctx.graph.input(node, 1)
   if shapes is None or position != 0 or not ctx.graph.is_constant(axes_tensor):
     raise CannotFollowError(
@@ -295,93 +303,8 @@ def _reduce(ctx: Context, node, position: int, space: Space):
   return follow_same(space, node, np.asarray(const, np.float32))
 
 
-def _reshape_axes(ctx: Context, node, position: int, space: Space):
-  """Squeeze, ExpandDims: fine while the units stay the last axis."""
-  shapes = _channels_last(ctx, node, space)
-  width = space.root.size
-  if position != 0 or shapes is None or shapes[1][-1] != width:
-    raise CannotFollowError(
-      f'{node.op} {node.name!r} moves the units off the last axis'
-    )
-  if node.op == 'ExpandDims':
-    axis = int(np.ravel(ctx.graph.value(ctx.graph.input(node, 1)))[0])
-    if axis % len(shapes[1]) == len(shapes[1]) - 1:
-      raise CannotFollowError(
-        f'ExpandDims {node.name!r} appends an axis after the units'
-      )
-  return follow_same(space, node)
-
-
-def _reshape(ctx: Context, node, position: int, space: Space):
-  """A Flatten, or a reshape that keeps the channels as the last axis.
-
-  Flatten: [N, d1, ..., C] -> [N, d1 * ... * C], channel c at f % C.
-  Otherwise the last axis stays C (row-major order keeps channel c at c:
-  squeeze-and-excitation's [N, C] -> [N, 1, 1, C], tokens' [N, H, W, C] ->
-  [N, H * W, C]); the new shape is -1 and the other dims, which must be
-  static.
-  """
-  shapes = _channels_last(ctx, node, space)
-  if position != 0 or shapes is None:
-    raise CannotFollowError(f'Reshape {node.name!r} has unknown shapes')
-  shape_in, shape_out = shapes
-  width = space.root.size
-  inner = shape_in[1:]
-  if len(shape_out) == 2 and None not in inner and len(inner) > 1:
-    flatten = shape_out[1] == int(np.prod(inner))
-  else:
-    flatten = False
-  if not flatten and shape_out[-1] == width and None not in shape_out[1:-1]:
-    middle = [int(d) for d in shape_out[1:-1]]
-    root = space.root
-
-    def new_shape(removed):
-      return [-1, *middle, int((~removed[root]).sum())]
-
-    ctx.edits.append(Edit('reshape', node.name, 1, root=root, fold=new_shape))
-    return follow_same(space, node)
-  if not flatten:
-    raise CannotFollowError(
-      f'Reshape {node.name!r} from {shape_in} to {shape_out} mixes the '
-      'units with other axes (followed: a Flatten, or a reshape that keeps '
-      'them as the last axis with static other dims)'
-    )
-  positions = shape_out[1] // width
-  root = np.tile(space.root, positions)
-  const = np.tile(space.const, positions)
-
-  def flat_shape(removed):
-    return [-1, int((~removed[root]).sum())]
-
-  ctx.edits.append(Edit('reshape', node.name, 1, root=root, fold=flat_shape))
-  return [Space(f'{node.name}:0', root, const)]
-
-
-def _shape(ctx: Context, node, position: int, space: Space):
-  """Flatten's Shape: fine while only the leading dims are read."""
-  rank = len(ctx.graph.shape(space.tensor) or ())
-  for user, _ in ctx.graph.consumers[f'{node.name}:0']:
-    ok = user.op == 'StridedSlice' and rank > 1
-    if ok:
-      end = ctx.graph.input(user, 2)
-      ok = (
-        ctx.graph.is_constant(end)
-        and user.attr['end_mask'].i == 0
-        and 0 < int(np.ravel(ctx.graph.value(end))[0]) < rank
-      )
-    if not ok:
-      raise CannotFollowError(f'Shape {node.name!r} is read as a whole')
-  return None
-
-
-def _reshaping(ctx: Context, node, position: int, space: Space):
-  if node.op == 'Reshape':
-    return _reshape(ctx, node, position, space)
-  return _reshape_axes(ctx, node, position, space)
-
-
 def _consumer(ctx: Context, node, position: int, space: Space):
-  if node.op == 'MatMul':
+  if node.op in ('MatMul', 'BatchMatMulV2'):
     return _matmul(ctx, node, position, space)
   return _conv(ctx, node, position, space)
 
@@ -397,9 +320,8 @@ BY_KIND = {
   Kind.BATCH_NORM: _batch_norm,
   Kind.POOL: _pool,
   Kind.REDUCE: _reduce,
-  Kind.RESHAPE: _reshaping,
-  Kind.SHAPE: _shape,
   **unit_layout_rules.BY_KIND,
+  **unit_reshape_rules.BY_KIND,
 }
 
 

@@ -145,16 +145,19 @@ def _producer_group(graph: Graph, node, units: Units) -> Optional[Group]:
   if node.op == 'MatMul':
     if node.attr['transpose_a'].b or node.attr['transpose_b'].b:
       return None
+  elif node.op == 'BatchMatMulV2':
+    if node.attr['adj_x'].b or node.attr['adj_y'].b:
+      return None
   elif not node.attr['data_format'].s.endswith(b'C'):
     return None
   kernel = graph.const_source(graph.input(node, 1))
   if kernel is None or graph.is_constant(graph.input(node, 0)):
     return None
   value = graph.value(kernel)
-  if value.ndim < 2:
+  if value.ndim < 2 or (node.op == 'BatchMatMulV2' and value.ndim != 2):
     return None
   channels = (graph.shape(graph.input(node, 0)) or [None])[-1]
-  if node.op != 'MatMul' and channels != value.shape[-2]:
+  if 'MatMul' not in node.op and channels != value.shape[-2]:
     return None  # a grouped conv: its output channels are tied to groups
   flat = value.reshape(-1, value.shape[-1])
   zero = ~flat.any(axis=0)
