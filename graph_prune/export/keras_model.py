@@ -14,6 +14,11 @@ pruned, never -0.0, so the zeros compress alike). The clone holds no
 graph_prune object, so its `.keras` file loads with plain Keras; the
 training model is not touched. The clone is checked against `pruned(x)` on
 random inputs before it is returned.
+
+With `shrink=True` the clone's layers are rebuilt with the units, filters
+and heads `graph_prune.shrink` removed taken out (`keras_shrink.py`): a
+smaller `.keras` file that runs faster, or a `KerasStripError` that says
+why the architecture's configs cannot hold the shrunk sizes.
 """
 
 import sys
@@ -23,15 +28,21 @@ import numpy as np
 import tensorflow as tf
 
 from graph_prune import errors
+from graph_prune.export import keras_channels
+from graph_prune.export import keras_shrink
 
 
-def strip_keras(pruned, check: bool = True):
+def strip_keras(pruned, check: bool = True, shrink: bool = False):
   """Returns a new Keras model whose weights are `pruned`'s masked values.
 
   Args:
     pruned: a `PrunedModel` from `apply_pruning` of a Keras 3 or tf_keras
       model (Sequential, functional or subclassed).
     check: compare the new model with `pruned(x)` on random inputs.
+    shrink: rebuild the layers without the zero units, filters and heads
+      that `graph_prune.shrink` removes (Sequential and functional models
+      layer by layer; models built from their own config, like keras-hub
+      backbones, through that config).
 
   Returns:
     An uncompiled model of the same Keras package and architecture as the
@@ -39,7 +50,8 @@ def strip_keras(pruned, check: bool = True):
 
   Raises:
     KerasStripError: `pruned` is not a PrunedModel of a Keras model, the
-      model cannot be cloned, or the clone's weights do not line up.
+      model cannot be cloned, or the clone's weights do not line up; with
+      `shrink`, a layer or config cannot hold the shrunk sizes.
     FoldError: the clone computes something else than `pruned` (a bug).
   """
   model = getattr(pruned, 'keras_model', None)
@@ -49,35 +61,75 @@ def strip_keras(pruned, check: bool = True):
       f'{_describe(pruned)}; for other computations use graph_prune.strip '
       '(a tf.Module) or graph_prune.export_saved_model.'
     )
-  clone = _clone(model, pruned.input_signature)
-  clone.set_weights(masked_values(pruned, model, clone))
+  if shrink:
+    masks = _masks(pruned)
+    values = keras_channels.complete(
+      model,
+      keras_shrink.shrunk_values(pruned),
+      lambda v: _masked(v, masks),
+      _tf_variable,
+    )
+    clone = keras_shrink.rebuild(
+      model,
+      _keras_module(model),
+      keras_shrink.target_shapes(values, _tf_variable),
+      _example_inputs(pruned.input_signature),
+    )
+  else:
+    values = {}
+    clone = _clone(model, pruned.input_signature)
+  clone.set_weights(masked_values(pruned, model, clone, values))
   if check:
     _check(pruned, clone)
   return clone
 
 
-def masked_values(pruned, model, clone):
-  """The values for `clone.set_weights`: `model`'s, masked where pruned."""
-  masks: Dict[int, Any] = {}
-  # Unit parameters (`unit_params=all`) are masked like the weights.
-  for w in tuple(pruned.pruned_weights) + tuple(pruned.unit_params):
-    masks[id(_tf_variable(w.weight))] = w.mask
+def masked_values(pruned, model, clone, shrunk=None):
+  """The values for `clone.set_weights`: `model`'s, masked where pruned.
+
+  `shrunk` maps id(tf.Variable) to a value that replaces the variable's
+  (`keras_shrink.shrunk_values`).
+  """
+  shrunk = shrunk or {}
+  masks = _masks(pruned)
   source, target = model.weights, clone.weights
-  if [tuple(v.shape) for v in source] != [tuple(v.shape) for v in target]:
+  want = [
+    tuple(shrunk[id(_tf_variable(v))].shape)
+    if id(_tf_variable(v)) in shrunk
+    else tuple(v.shape)
+    for v in source
+  ]
+  if want != [tuple(v.shape) for v in target]:
     raise errors.KerasStripError(
       f'The clone of {model.name!r} has weights of shapes '
       f'{[tuple(v.shape) for v in target]} where the model has '
       f'{[tuple(v.shape) for v in source]}; give the model a get_config '
       'that rebuilds the same layers.'
     )
-  values = []
-  for v in source:
-    value = np.asarray(v.numpy() if hasattr(v, 'numpy') else v)
-    mask = masks.get(id(_tf_variable(v)))
-    if mask is not None:
-      value = value * mask.numpy().astype(value.dtype) + value.dtype.type(0)
-    values.append(value)
-  return values
+  return [
+    shrunk[id(_tf_variable(v))]
+    if id(_tf_variable(v)) in shrunk
+    else _masked(v, masks)
+    for v in source
+  ]
+
+
+def _masks(pruned) -> Dict[int, Any]:
+  """id(tf.Variable) -> its mask, for every masked weight."""
+  # Unit parameters (`unit_params=all`) are masked like the weights.
+  return {
+    id(_tf_variable(w.weight)): w.mask
+    for w in tuple(pruned.pruned_weights) + tuple(pruned.unit_params)
+  }
+
+
+def _masked(v, masks) -> np.ndarray:
+  """`v`'s value, times its mask if it has one (+0.0 where pruned)."""
+  value = np.asarray(v.numpy() if hasattr(v, 'numpy') else v)
+  mask = masks.get(id(_tf_variable(v)))
+  if mask is not None:
+    value = value * mask.numpy().astype(value.dtype) + value.dtype.type(0)
+  return value
 
 
 def _tf_variable(variable):

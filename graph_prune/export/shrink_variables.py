@@ -71,6 +71,10 @@ class Shrunk:
       non-zero counts are the caller's to take from the new variables).
     result: the `shrink_units.ShrinkResult`.
     names: kernel node name in `result` -> its weight's name.
+    sources: handle Placeholder of each new variable -> the model's variable
+      its value was sliced from (the weight, for a folded one), for the new
+      variables that come from one (`strip_keras(shrink=True)` rebuilds the
+      model's layers with these shapes).
   """
 
   graph_def: Any
@@ -78,6 +82,7 @@ class Shrunk:
   folded: Tuple[FoldedWeight, ...]
   result: Any
   names: Mapping[str, str]
+  sources: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def shrink_stripped(
@@ -141,6 +146,7 @@ def shrink_stripped(
   new_values = list(results['thaw'].report)
   del results
   new_variables: Dict[str, Any] = {}
+  sources: Dict[str, Any] = {}
   sliced: Dict[str, Any] = {}
   with tf.init_scope():
     while new_values:
@@ -158,6 +164,10 @@ def shrink_stripped(
         (id(graph), value.handle), value.value, name, trainable
       )
       new_variables[value.handle] = variable
+      if source is not None:
+        sources[value.handle] = getattr(
+          source.variable, 'weight', source.variable
+        )
       if weight is not None:
         sliced[weight.node] = (value.handle, variable)
   return Shrunk(
@@ -166,6 +176,7 @@ def shrink_stripped(
     tuple(_shrunk_folded(folded, sliced)),
     result,
     dict(names),
+    sources,
   )
 
 

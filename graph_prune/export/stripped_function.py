@@ -28,6 +28,10 @@ class StrippedFunction:
       else None.
     names: node name -> weight name, for the kernels `shrunk` names by node
       (a variable's stub in the shrunk graph).
+    originals: each handle Placeholder -> the model's variable it stands for
+      (the weight of a folded one, the variable a shrunk one was sliced
+      from, the variable a copy copies); handles of captured tensors that
+      are no variable are left out.
   """
 
   graph_def: Any
@@ -38,6 +42,7 @@ class StrippedFunction:
   variables: Mapping[str, Any]
   shrunk: Any = None
   names: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  originals: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def register_rewritten(graph_def, suffix: str) -> None:

@@ -294,7 +294,7 @@ def strip_function(
   register_rewritten(graph_def, suffix)
   variables = {id(v.handle): v for v in cf.variables}
   present = {n.name for n in graph_def.node}
-  feeds, folded = {}, []
+  feeds, folded, originals = {}, [], {}
   with tf.init_scope():
     for handle in results['fold_masks'].report:
       weight = variables[id(by_placeholder[handle.weight_node])]
@@ -305,6 +305,7 @@ def strip_function(
       else:
         value = copies.folded(weight, mask, handle.name)
       feeds[handle.node] = value
+      originals[handle.node] = weight
       folded.append(
         FoldedWeight(
           handle.name,
@@ -322,6 +323,8 @@ def strip_function(
         feeds[placeholder] = (
           external if variable is None else copies.copy_of(variable)
         )
+        if variable is not None:
+          originals[placeholder] = variable
     shrunk, names = None, {}
     if shrink:
       result = shrink_variables.shrink_stripped(
@@ -341,6 +344,7 @@ def strip_function(
       shrunk, names = result.result, result.names
       present = {n.name for n in graph_def.node}
       feeds.update(result.variables)
+      originals.update(result.sources)
       feeds = {
         k: v.make() if isinstance(v, shrink_variables.LazyFold) else v
         for k, v in feeds.items()
@@ -371,6 +375,7 @@ def strip_function(
     feeds,
     shrunk,
     names=names,
+    originals={k: v for k, v in originals.items() if k in feeds},
   )
 
 

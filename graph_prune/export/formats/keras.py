@@ -39,9 +39,15 @@ class KerasReport:
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-  """Attributes: check: compare the clone with the pruned model first."""
+  """Attributes.
+
+  check: compare the clone with the pruned model first.
+  shrink: rebuild the layers without the units shrink removes
+    (`strip_keras(shrink=True)`).
+  """
 
   check: bool = True
+  shrink: bool = False
 
 
 def _check(request: base.Request) -> None:
@@ -54,7 +60,9 @@ def _check(request: base.Request) -> None:
 
 def _prepare(source: base.Source, options: Options):
   pruned = base.require(source.pruned, 'the PrunedModel of a Keras model', NAME)
-  return keras_model.strip_keras(pruned, check=options.check)
+  return keras_model.strip_keras(
+    pruned, check=options.check, shrink=options.shrink
+  )
 
 
 def _write(clone, path: str, workspace) -> KerasReport:
