@@ -10,6 +10,7 @@ from the kernels' slices, and every member's mask is zero exactly on their
 slices.
 """
 
+from absl import logging
 from absl.testing import parameterized
 import keras
 import numpy as np
@@ -165,6 +166,40 @@ class HeadGroupsTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(out1[0].min(), 1.0)
     self.assertEqual(out0.mean(), 0.5)
     self.assertEqual(out1.mean(), 0.5)
+
+
+class HeadlessWarningTest(tf.test.TestCase, parameterized.TestCase):
+  """A Keras MultiHeadAttention traced with a static sequence length has
+  its projections lowered to Reshape + BatchMatMulV2, which the heads walk
+  does not follow: its kernels are named in a warning, and with an unknown
+  length they form one head group and no warning is given."""
+
+  @parameterized.named_parameters(('static', 5, True), ('unknown', None, False))
+  def test_warning(self, sequence, warned):
+    x = keras.Input((sequence, 12))
+    h = keras.layers.MultiHeadAttention(num_heads=4, key_dim=3, name='mha')(
+      x, x
+    )
+    model = keras.Model(x, keras.layers.Dense(2, name='logits')(h))
+    hparams = (
+      'target_sparsity=0.5,granularity=unit,unit_groups=coupled,'
+      'do_not_prune=[logits]'
+    )
+    with self.assertLogs(level='WARNING') as logs:
+      logging.warning('(so that the block logs at least once)')
+      pruned = graph_prune.apply_pruning(model, hparams)
+    text = '\n'.join(logs.output)
+    kernels = [f'mha/{n}/kernel' for n in ('attention_output', 'key', 'query')]
+    if warned:
+      self.assertRegex(text, 'found no attention heads for ' + ', '.join(kernels))
+      self.assertIn('keras.Input((None, features))', text)
+    else:
+      self.assertNotIn('found no attention heads', text)
+      names = pruned.weight_names
+      groups = [
+        sorted(names[m.index] for m in g.members) for g in pruned.unit_groups
+      ]
+      self.assertIn(sorted(kernels + ['mha/value/kernel']), groups)
 
 
 if __name__ == '__main__':

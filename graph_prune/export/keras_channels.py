@@ -1,15 +1,14 @@
 """Values for the weights a shrunk graph folded away, for a rebuilt Keras model.
 
-    values = keras_channels.complete(model, values, masked, tf_variable)
+    values = keras_channels.complete(model, shrunk, masked, tf_variable)
 
 Shrink reads a BatchNormalization's parameters (and the bias of the
 convolution before it) as constants and computes them into one scale and
 one offset (`passes/shrink_units.py`), so the shrunk graph has no sliced
 gamma, beta, moving mean or variance, nor that bias. A `.keras` file needs
-each of them. They are the original values at the units that stayed: which
-units stayed is read off the kernel that produces them (its shrunk slices
-are its masked slices in order, `kept_units`), and carried down the Keras
-graph through layers that keep channels (activations, normalizations,
+each of them. They are the original values at the units that stayed,
+which shrink reports per kernel (`LayerUnits.remaining`), carried down the
+Keras graph through layers that keep channels (activations, normalizations,
 dropout, pooling) to the normalizations and depthwise convolutions that
 read them. A weight left without a value keeps its shape, and the rebuilt
 model's shape check then says which one.
@@ -62,43 +61,25 @@ SIZED_BY_INPUT = (
 )
 
 
-def kept_units(masked: np.ndarray, shrunk: np.ndarray) -> Optional[np.ndarray]:
-  """The indices along the last axis of `masked` that `shrunk` kept.
-
-  Shrink only removes slices, in order; the shrunk kernel's slices are the
-  masked kernel's slices at the kept indices, bit for bit. None if they do
-  not line up that way.
-  """
-  if masked.shape[:-1] != shrunk.shape[:-1]:
-    return None
-  before = masked.reshape(-1, masked.shape[-1]).T
-  after = shrunk.reshape(-1, shrunk.shape[-1]).T
-  kept, j = [], 0
-  for i, column in enumerate(before):
-    if j < len(after) and np.array_equal(column, after[j]):
-      kept.append(i)
-      j += 1
-  return np.asarray(kept) if j == len(after) else None
-
-
 def complete(
   model,
-  values: Dict[int, Any],
+  shrunk,
   masked: Callable[[Any], np.ndarray],
   tf_variable: Callable[[Any], Any],
 ) -> Dict[int, Any]:
-  """`values` with the folded-away weights of `model`'s layers filled in.
+  """The shrunk values with the folded-away weights of `model` filled in.
 
   Args:
-    model: a Sequential or functional Keras model.
-    values: id(tf.Variable) -> shrunk value (`keras_shrink.shrunk_values`).
+    model: a Keras model.
+    shrunk: a `keras_shrink.ShrunkWeights`.
     masked: a Keras weight -> its masked value (NumPy).
     tf_variable: a Keras weight -> its `tf.Variable`.
 
   Returns:
-    A new dict: `values` plus each missing per-unit weight sliced.
+    id(tf.Variable) -> value: `shrunk.values` plus each missing per-unit
+    weight sliced.
   """
-  values = dict(values)
+  values = dict(shrunk.values)
   kept: Dict[int, Optional[np.ndarray]] = {}
 
   def has(w) -> bool:
@@ -113,9 +94,9 @@ def complete(
     kernel = getattr(layer, 'kernel', None)
     names = {c.__name__ for c in type(layer).__mro__}
     if names & {'Dense', 'Conv1D', 'Conv2D', 'Conv3D'} and has(kernel):
-      shrunk = values[id(tf_variable(kernel))]
-      if shrunk.shape[-1] != kernel.shape[-1]:
-        result = kept_units(masked(kernel), shrunk)
+      result = shrunk.remaining.get(id(tf_variable(kernel)))
+      if result is not None and result.size == kernel.shape[-1]:
+        result = None  # all stay
     elif names & set(SIZED_BY_INPUT):
       result = units_of_input(layer)
     kept[id(layer)] = result

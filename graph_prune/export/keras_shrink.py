@@ -30,6 +30,7 @@ that names the weight, never a wrong model; what cannot be rebuilt is a
 `KerasStripError` saying why and which export holds the shrunk model.
 """
 
+import dataclasses
 import re
 from typing import Any, Callable, Dict, List, Mapping, Tuple
 
@@ -50,11 +51,24 @@ _OTHER_EXPORTS = (
 )
 
 
-def shrunk_values(pruned) -> Dict[int, Any]:
-  """id(model tf.Variable) -> its value in the shrunk model (NumPy).
+@dataclasses.dataclass(frozen=True)
+class ShrunkWeights:
+  """The model's weights as the shrunk graph has them.
 
-  Masked weights have their masks applied (+0.0 where pruned); weights the
-  shrunk graph does not read are left out.
+  Attributes:
+    values: id(tf.Variable) -> its value in the shrunk model (NumPy; masked
+      weights with their masks applied, +0.0 where pruned); weights the
+      shrunk graph does not read are left out.
+    remaining: id(tf.Variable of a kernel) -> the indices of its output
+      units that stay (the kernels shrink analysed).
+  """
+
+  values: Dict[int, Any]
+  remaining: Dict[int, np.ndarray]
+
+
+def shrunk_values(pruned) -> ShrunkWeights:
+  """The weights of `pruned` shrunk (`strip_function(..., shrink=True)`).
 
   Raises:
     KerasStripError: one variable was sliced two ways (a weight read by two
@@ -77,7 +91,12 @@ def shrunk_values(pruned) -> Dict[int, Any]:
         f'twice); a Keras layer holds one; {_OTHER_EXPORTS}.'
       )
     values[key] = value
-  return values
+  remaining = {
+    id(stripped.kernels[layer.kernel]): np.asarray(layer.remaining, np.int64)
+    for layer in stripped.shrunk.layers
+    if layer.kernel in stripped.kernels
+  }
+  return ShrunkWeights(values, remaining)
 
 
 def rebuild(model, keras_module, targets: Callable[[Any], Shape], inputs):

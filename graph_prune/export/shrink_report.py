@@ -51,11 +51,7 @@ class ShrinkReport:
       'functions': {
         key: {
           'layers': [
-            dict(
-              dataclasses.asdict(layer),
-              weight=self.weight_names.get(layer.kernel, layer.kernel),
-              kept=list(layer.kept),
-            )
+            _layer_json(layer, self.weight_names)
             for layer in result.layers
           ],
           'coupled': [
@@ -135,6 +131,18 @@ class ShrinkReport:
       if kept:
         lines.append(f'    kept {kept} zero channels: ' + '; '.join(group.kept))
     return lines
+
+
+def _layer_json(layer, weight_names) -> Dict[str, Any]:
+  # `remaining` (the kept unit indices) is for rebuilding layers, not for
+  # reading: a long list per layer.
+  fields = dataclasses.asdict(layer)
+  fields.pop('remaining', None)
+  return dict(
+    fields,
+    weight=weight_names.get(layer.kernel, layer.kernel),
+    kept=list(layer.kept),
+  )
 
 
 def make_report(stripped: Sequence[Tuple[str, Any]]) -> ShrinkReport:

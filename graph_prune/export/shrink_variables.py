@@ -75,6 +75,8 @@ class Shrunk:
       its value was sliced from (the weight, for a folded one), for the new
       variables that come from one (`strip_keras(shrink=True)` rebuilds the
       model's layers with these shapes).
+    kernels: kernel node name in `result` -> the model's variable (the
+      weight, for a folded one).
   """
 
   graph_def: Any
@@ -83,6 +85,7 @@ class Shrunk:
   result: Any
   names: Mapping[str, str]
   sources: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  kernels: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def shrink_stripped(
@@ -110,6 +113,7 @@ def shrink_stripped(
   """
   folded_by_handle = {w.node: w for w in folded}
   names: Dict[str, str] = {}
+  kernels: Dict[str, Any] = {}
 
   def shrink(g, done):
     for stub, read in done['const_view'].report.reads.items():
@@ -119,6 +123,7 @@ def shrink_stripped(
         if weight is not None
         else graph_ir.variable_name(variables[read.handle])
       )
+      kernels[stub] = getattr(read.variable, 'weight', read.variable)
     return shrink_units.shrink_units(
       g, output_names, suffix, names, done['const_view'].report.values()
     )
@@ -177,6 +182,7 @@ def shrink_stripped(
     result,
     dict(names),
     sources,
+    dict(kernels),
   )
 
 

@@ -32,6 +32,8 @@ class StrippedFunction:
       (the weight of a folded one, the variable a shrunk one was sliced
       from, the variable a copy copies); handles of captured tensors that
       are no variable are left out.
+    kernels: for a shrunk function, each kernel node `shrunk` names -> the
+      model's variable (the weight of a folded one).
   """
 
   graph_def: Any
@@ -43,6 +45,7 @@ class StrippedFunction:
   shrunk: Any = None
   names: Mapping[str, str] = dataclasses.field(default_factory=dict)
   originals: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  kernels: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def register_rewritten(graph_def, suffix: str) -> None:

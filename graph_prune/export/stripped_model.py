@@ -325,7 +325,7 @@ def strip_function(
         )
         if variable is not None:
           originals[placeholder] = variable
-    shrunk, names = None, {}
+    shrunk, names, kernels = None, {}, {}
     if shrink:
       result = shrink_variables.shrink_stripped(
         graph_def,
@@ -341,7 +341,7 @@ def strip_function(
         copies,
       )
       graph_def, folded = result.graph_def, list(result.folded)
-      shrunk, names = result.result, result.names
+      shrunk, names, kernels = result.result, result.names, result.kernels
       present = {n.name for n in graph_def.node}
       feeds.update(result.variables)
       originals.update(result.sources)
@@ -376,6 +376,7 @@ def strip_function(
     shrunk,
     names=names,
     originals={k: v for k, v in originals.items() if k in feeds},
+    kernels=kernels,
   )
 
 

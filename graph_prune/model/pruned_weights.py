@@ -245,6 +245,7 @@ def _with_heads(found, analysis, consumers, variables, params):
     g for g in heads.groups if not taken & {m.weight for m in g.members}
   )
   kept = {m.weight for g in groups for m in g.members}
+  _warn_headless(analysis, consumers, variables, taken | kept)
   biases = tuple(
     p
     for p in heads.params
@@ -253,6 +254,43 @@ def _with_heads(found, analysis, consumers, variables, params):
   return dataclasses.replace(
     found, groups=found.groups + groups, params=found.params + biases
   )
+
+
+# Ops that read an attention projection's kernel (directly, or reshaped to
+# rank 2 when Keras lowers an einsum).
+_PROJECTION_OPS = ('Einsum', 'BatchMatMulV2', 'BatchMatMulV3', 'MatMul')
+
+
+def _warn_headless(analysis, consumers, variables, grouped) -> None:
+  """Warns of projection kernels of rank 3 left out of every group.
+
+  A `[hidden, heads, head_dim]` kernel no head group took is pruned by its
+  last axis alone, which removes no head; the user asked for coupled groups
+  and would not know.
+  """
+  graph = analysis.concrete_function.graph
+  lost = set()
+  for node, name in consumers.items():
+    variable = variables.get(name)
+    if name in grouped or variable is None or variable.shape.rank != 3:
+      continue
+    try:
+      op_type = graph.get_operation_by_name(node).type
+    except KeyError:
+      continue
+    if op_type in _PROJECTION_OPS:
+      lost.add(name)
+  if lost:
+    logging.warning(
+      'graph_prune: unit_groups=coupled found no attention heads for %s; '
+      'they are pruned by their last axis alone, which shrink cannot remove '
+      'as heads. The heads were not followed from them to an output kernel: '
+      'if Keras traced the attention with a static sequence length, its '
+      'einsums became Reshape and BatchMatMulV2, which the walk does not '
+      'follow; give the model an unknown sequence length '
+      '(keras.Input((None, features))).',
+      ', '.join(sorted(lost)),
+    )
 
 
 def create_unit_params(structure: UnitStructure) -> Tuple[UnitParam, ...]:

@@ -52,6 +52,8 @@ class LayerUnits:
     zero_units: units whose kernel slice is all zero.
     macs_before, macs_after: its multiply-adds per example.
     kept: why zero units were kept, one sentence each.
+    remaining: the indices of the output units that stay, in order (what a
+      rebuilt Keras layer slices its folded-away parameters by).
   """
 
   kernel: str
@@ -62,6 +64,7 @@ class LayerUnits:
   macs_before: int
   macs_after: int
   kept: Tuple[str, ...]
+  remaining: Tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,6 +216,7 @@ def _layer(graph, group, decision, before, after) -> LayerUnits:
     macs_before=before.macs.get(group.producer, 0),
     macs_after=after.macs.get(group.producer, 0),
     kept=decision.layer_reasons[group.producer],
+    remaining=tuple(int(i) for i in np.flatnonzero(~removed)),
   )
 
 
