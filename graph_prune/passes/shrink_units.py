@@ -145,9 +145,19 @@ def shrink_units(
     before.total_macs,
     after.total_macs,
     decision.coupled,
-    flow.notes,
+    tuple(flow.notes) + _cost_notes(before),
   )
   return driver.PassResult(new, report, changed=bool(values))
+
+
+def _cost_notes(before: unit_costs.Costs) -> Tuple[str, ...]:
+  if not before.unknown_dims:
+    return ()
+  return (
+    'multiply-adds count each dimension the graph leaves open (a sequence '
+    'length) as 1: per token for a transformer, its attention scores as '
+    'for one token',
+  )
 
 
 def _edited(graph, edge, edits, removed) -> np.ndarray:

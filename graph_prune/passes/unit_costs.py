@@ -2,10 +2,18 @@
 
 Parameters: the values of the float Consts of a GraphDef (frozen weights).
 Multiply-adds per example (a leading batch dimension is not counted):
-  MatMul [n, k] x [k, m]: k * m per row of a batch of rows;
+  MatMul [n, k] x [k, m], BatchMatMulV2 [..., n, k] x [..., k, m]: k * m
+    per output row;
+  Einsum with two operands: the product of the sizes of its distinct
+    indices (contracted ones included), the batch index left out;
   Conv2D/Conv3D: output positions * kernel size * C_in * C_out;
   DepthwiseConv2dNative: output positions * kh * kw * C_in * multiplier.
-Only the top-level graph is counted (not the bodies of loops).
+A dimension the graph does not know (a transformer's sequence length when
+the input signature leaves it open) counts as 1, so that a transformer's
+count is per token at a sequence length of 1: the projections and FFNs,
+which shrinking cuts, counted in full, the attention's scores and context
+as for one token; `Costs.unknown_dims` says so. Only the top-level graph is
+counted (not the bodies of loops).
 """
 
 import dataclasses
@@ -26,10 +34,12 @@ _FLOATS = frozenset(
 
 @dataclasses.dataclass(frozen=True)
 class Costs:
-  """Attributes: params (float constant values), macs (node -> per example)."""
+  """Attributes: params (float constant values), macs (node -> per example),
+  unknown_dims (a counted op had a dimension counted as 1)."""
 
   params: int
   macs: Dict[str, int]
+  unknown_dims: bool = False
 
   @property
   def total_macs(self) -> int:
@@ -43,6 +53,7 @@ def costs(graph_def) -> Costs:
     tf.graph_util.import_graph_def(graph_def, name='')
   params = 0
   macs = {}
+  unknown = False
   for node in graph_def.node:
     if node.op == 'Const' and node.attr['dtype'].type in _FLOATS:
       shape = [d.size for d in node.attr['value'].tensor.tensor_shape.dim]
@@ -52,14 +63,22 @@ def costs(graph_def) -> Costs:
       count = _MACS[node.op](op)
       if count is not None:
         macs[node.name] = count
-  return Costs(params, macs)
+        unknown = unknown or any(
+          None in t.shape.as_list()[1:]
+          for t in list(op.inputs) + list(op.outputs)
+          if t.shape.rank is not None
+        )
+  return Costs(params, macs, unknown)
 
 
 def _dims(tensor):
+  """The shape, an unknown dimension after the batch as 1; None if the rank
+  is unknown."""
   shape = tensor.shape
-  if shape.rank is None or None in shape.as_list()[1:]:
+  if shape.rank is None:
     return None
-  return shape.as_list()
+  dims = shape.as_list()
+  return dims[:1] + [1 if d is None else d for d in dims[1:]]
 
 
 def _matmul(op):
@@ -69,6 +88,40 @@ def _matmul(op):
   k = a[-2] if op.get_attr('transpose_a') else a[-1]
   rows = int(np.prod(out[1:-1], dtype=np.int64)) if len(out) > 2 else 1
   return rows * k * out[-1]
+
+
+def _batch_matmul(op):
+  a, out = _dims(op.inputs[0]), _dims(op.outputs[0])
+  if a is None or out is None or len(a) < 2:
+    return None
+  k = a[-2] if op.get_attr('adj_x') else a[-1]
+  return int(np.prod(out[1:], dtype=np.int64)) * k
+
+
+def _einsum(op):
+  """Two operands, no ellipsis: the product of every index's size, but the
+  output's first (batch) index."""
+  equation = op.get_attr('equation')
+  if isinstance(equation, bytes):
+    equation = equation.decode()
+  if '...' in equation or len(op.inputs) != 2 or '->' not in equation:
+    return None
+  operands, out = equation.split('->')
+  specs = operands.split(',')
+  sizes = {}
+  for spec, t in zip(specs, op.inputs):
+    dims = _dims(t)
+    if dims is None or len(dims) != len(spec):
+      return None
+    for letter, size in zip(spec, dims):
+      if size is not None:
+        sizes[letter] = size
+  batch = out[:1]
+  if any(letter not in sizes for letter in set(''.join(specs)) - set(batch)):
+    return None
+  return int(
+    np.prod([n for k, n in sizes.items() if k != batch], dtype=np.int64)
+  )
 
 
 def _conv(op):
@@ -89,6 +142,10 @@ def _depthwise(op):
 
 _MACS = {
   'MatMul': _matmul,
+  'BatchMatMul': _batch_matmul,
+  'BatchMatMulV2': _batch_matmul,
+  'BatchMatMulV3': _batch_matmul,
+  'Einsum': _einsum,
   'Conv2D': _conv,
   'Conv3D': _conv,
   'DepthwiseConv2dNative': _depthwise,
