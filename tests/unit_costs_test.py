@@ -47,6 +47,17 @@ class CostsTest(tf.test.TestCase, parameterized.TestCase):
       sorted(costs.macs.values()), sorted([5 * 16 * 12, 3 * 9 * 9 * 7])
     )
 
+  def test_contracted_size_from_the_kernel(self):
+    # Keras' Dense on 3-D inputs (Tensordot): a reshape to a computed shape
+    # leaves the data's last dimension open; the kernel knows it.
+    def fn(x):
+      kernel = tf.constant(np.ones((16, 12), np.float32))
+      flat = tf.reshape(x, tf.stack([-1, tf.shape(x)[-1]]))
+      return tf.matmul(flat, kernel)
+
+    costs = _costs(fn, tf.TensorSpec([None, None, 16]))
+    self.assertEqual(list(costs.macs.values()), [16 * 12])
+
   def test_unknown_sequence_counts_one(self):
     kernel = tf.constant(np.ones((16, 4, 8), np.float32))
 

@@ -82,20 +82,35 @@ def _dims(tensor):
 
 
 def _matmul(op):
-  a, b, out = _dims(op.inputs[0]), _dims(op.inputs[1]), _dims(op.outputs[0])
-  if a is None or b is None or out is None:
+  out = _dims(op.outputs[0])
+  k = _contracted(op, 'transpose_a', 'transpose_b')
+  if out is None or k is None:
     return None
-  k = a[-2] if op.get_attr('transpose_a') else a[-1]
   rows = int(np.prod(out[1:-1], dtype=np.int64)) if len(out) > 2 else 1
   return rows * k * out[-1]
 
 
 def _batch_matmul(op):
-  a, out = _dims(op.inputs[0]), _dims(op.outputs[0])
-  if a is None or out is None or len(a) < 2:
+  out = _dims(op.outputs[0])
+  k = _contracted(op, 'adj_x', 'adj_y')
+  if out is None or k is None:
     return None
-  k = a[-2] if op.get_attr('adj_x') else a[-1]
   return int(np.prod(out[1:], dtype=np.int64)) * k
+
+
+def _contracted(op, transpose_a: str, transpose_b: str):
+  """The contracted size of a matrix product, from whichever operand knows
+  it (a reshape computed in the graph can leave the data's open)."""
+  a, b = op.inputs[0].shape, op.inputs[1].shape
+  sizes = []
+  if a.rank is not None and a.rank >= 2:
+    sizes.append(a[-2] if op.get_attr(transpose_a) else a[-1])
+  if b.rank is not None and b.rank >= 2:
+    sizes.append(b[-1] if op.get_attr(transpose_b) else b[-2])
+  known = [n for n in sizes if n is not None]
+  if known:
+    return known[0]
+  return 1 if sizes else None
 
 
 def _einsum(op):
