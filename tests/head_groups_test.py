@@ -202,5 +202,24 @@ class HeadlessWarningTest(tf.test.TestCase, parameterized.TestCase):
       self.assertIn(sorted(kernels + ['mha/value/kernel']), groups)
 
 
+  def test_unit_pruned_embeddings_are_named(self):
+    if keras_hub is None:
+      self.skipTest('keras-hub is not installed (pip install -e .[test])')
+    model = BACKBONES['gpt2']()
+    hparams = SPEC.replace('do_not_prune=[embeddings,pooled_dense]', '')
+    with self.assertLogs(level='WARNING') as logs:
+      graph_prune.apply_pruning(model, hparams.rstrip(','))
+    text = '\n'.join(logs.output)
+    self.assertRegex(
+      text,
+      r'token_embedding/embeddings unit-pruned along the hidden size of a '
+      r'transformer.*do_not_prune=\[embeddings\]',
+    )
+    with self.assertLogs(level='WARNING') as logs:
+      logging.warning('(so that the block logs at least once)')
+      graph_prune.apply_pruning(BACKBONES['gpt2'](), SPEC)
+    self.assertNotIn('unit-pruned along the hidden size', '\n'.join(logs.output))
+
+
 if __name__ == '__main__':
   tf.test.main()

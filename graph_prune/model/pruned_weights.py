@@ -246,6 +246,8 @@ def _with_heads(found, analysis, consumers, variables, params):
   )
   kept = {m.weight for g in groups for m in g.members}
   _warn_headless(analysis, consumers, variables, taken | kept)
+  if groups:
+    _warn_embeddings(analysis, consumers)
   biases = tuple(
     p
     for p in heads.params
@@ -290,6 +292,32 @@ def _warn_headless(analysis, consumers, variables, grouped) -> None:
       'follow; give the model an unknown sequence length '
       '(keras.Input((None, features))).',
       ', '.join(sorted(lost)),
+    )
+
+
+def _warn_embeddings(analysis, consumers) -> None:
+  """Warns of unit-pruned lookups (embeddings) in a transformer.
+
+  Their units are the hidden size of the residual stream, which shrink
+  keeps; zeroing them removes features of every token and nothing from the
+  model. Pruned on request all the same (`do_not_prune` is the user's).
+  """
+  graph = analysis.concrete_function.graph
+  lookups = set()
+  for node, name in consumers.items():
+    try:
+      op_type = graph.get_operation_by_name(node).type
+    except KeyError:
+      continue
+    if op_type in ('ResourceGather', 'GatherV2', 'Gather'):
+      lookups.add(name)
+  if lookups:
+    logging.warning(
+      'graph_prune: %s unit-pruned along the hidden size of a transformer: '
+      'shrink keeps those units (the residual stream keeps its width) and '
+      'zeroing them removes features of every token; leave embeddings '
+      'dense with do_not_prune=[embeddings].',
+      ', '.join(sorted(lookups)),
     )
 
 
