@@ -88,6 +88,17 @@ def _converter_error(error, logged, signature_keys, quantize):
     if quantize == 'none'
     else f"try quantize='{other}' (--quantize={other}), or "
   )
+  if 'neither a custom op nor a flex op' in message:
+    # An op TFLite has no builtin for, as used (a transformer's causal mask
+    # slices a shape the signature leaves open); TF Select ops would hold
+    # it, but no interpreter installed here runs them to check the file.
+    return errors.TFLiteExportError(
+      f'The TFLite converter failed on signatures {list(signature_keys)} '
+      f'({message}): TFLite has no builtin op for it as traced. Give the '
+      'signature fixed shapes (apply_pruning(model, hparams, '
+      "input_signature=[...]) with known dimensions, e.g. a transformer's "
+      'sequence length), or export a SavedModel instead.'
+    )
   return errors.TFLiteExportError(
     f'The TFLite converter failed on signatures {list(signature_keys)} '
     f'with quantize={quantize!r} ({message}); {also}as TFLite builtin ops '
