@@ -25,6 +25,11 @@ SPEC = (
   'begin_pruning_step=0,end_pruning_step=1,sparsity_function_end_step=1,'
   'do_not_prune=[embeddings,pooled_dense]'
 )
+KERAS_SPEC = (
+  'target_sparsity=0.5,granularity=unit,unit_groups=coupled,'
+  'begin_pruning_step=0,end_pruning_step=1,sparsity_function_end_step=1,'
+  'do_not_prune=[logits]'
+)
 # Query and key/value heads of the small configurations.
 HEADS = {'bert': (4, 4), 'gpt2': (4, 4), 'gemma': (4, 2), 'llama': (4, 2)}
 LAYERS = 2
@@ -168,39 +173,50 @@ class HeadGroupsTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(out1.mean(), 0.5)
 
 
-class HeadlessWarningTest(tf.test.TestCase, parameterized.TestCase):
-  """A Keras MultiHeadAttention traced with a static sequence length has
-  its projections lowered to Reshape + BatchMatMulV2, which the heads walk
-  does not follow: its kernels are named in a warning, and with an unknown
-  length they form one head group and no warning is given."""
+class KerasAttentionTest(tf.test.TestCase, parameterized.TestCase):
+  """A Keras MultiHeadAttention is one head group whether its sequence
+  length is open (einsums) or fixed (Keras lowers the projections to
+  Reshape + BatchMatMulV2); a rank-3 projection whose heads reach no output
+  kernel is named in a warning."""
 
-  @parameterized.named_parameters(('static', 5, True), ('unknown', None, False))
-  def test_warning(self, sequence, warned):
+  @parameterized.named_parameters(('static', 5), ('open', None))
+  def test_one_group_of_heads(self, sequence):
     x = keras.Input((sequence, 12))
     h = keras.layers.MultiHeadAttention(num_heads=4, key_dim=3, name='mha')(
       x, x
     )
     model = keras.Model(x, keras.layers.Dense(2, name='logits')(h))
-    hparams = (
-      'target_sparsity=0.5,granularity=unit,unit_groups=coupled,'
-      'do_not_prune=[logits]'
-    )
     with self.assertLogs(level='WARNING') as logs:
       logging.warning('(so that the block logs at least once)')
-      pruned = graph_prune.apply_pruning(model, hparams)
-    text = '\n'.join(logs.output)
-    kernels = [f'mha/{n}/kernel' for n in ('attention_output', 'key', 'query')]
-    if warned:
-      self.assertRegex(text, 'found no attention heads for ' + ', '.join(kernels))
-      self.assertIn('keras.Input((None, features))', text)
-    else:
-      self.assertNotIn('found no attention heads', text)
-      names = pruned.weight_names
-      groups = [
-        sorted(names[m.index] for m in g.members) for g in pruned.unit_groups
-      ]
-      self.assertIn(sorted(kernels + ['mha/value/kernel']), groups)
+      pruned = graph_prune.apply_pruning(model, KERAS_SPEC)
+    self.assertNotIn('found no attention heads', '\n'.join(logs.output))
+    names = pruned.weight_names
+    groups = [
+      sorted(names[m.index] for m in g.members) for g in pruned.unit_groups
+    ]
+    kernels = [f'mha/{n}/kernel' for n in ('query', 'key', 'value')]
+    self.assertIn(sorted(kernels + ['mha/attention_output/kernel']), groups)
+    pruned.mask_update(tf.constant(1, tf.int64))
+    # Two whole heads of four zero in every member (NumPy on the masks).
+    by_name = {names[i]: w for i, w in enumerate(pruned.pruned_weights)}
+    query = by_name['mha/query/kernel'].mask.numpy()  # [12, heads, 3]
+    zero = ~query.any(axis=(0, 2))
+    self.assertEqual(zero.sum(), 2)
+    output = by_name['mha/attention_output/kernel'].mask.numpy()
+    self.assertAllEqual(~output.any(axis=(1, 2)), zero)
 
+  def test_heads_that_reach_no_output_kernel_are_named(self):
+    x = keras.Input((None, 12))
+    heads = keras.layers.EinsumDense(
+      'abc,cde->abde', output_shape=(None, 4, 3), name='heads'
+    )(x)
+    flat = keras.layers.Reshape((-1, 12))(heads)
+    model = keras.Model(x, keras.layers.Dense(2, name='logits')(flat))
+    with self.assertLogs(level='WARNING') as logs:
+      graph_prune.apply_pruning(model, KERAS_SPEC)
+    text = '\n'.join(logs.output)
+    self.assertRegex(text, 'found no attention heads for heads/kernel;')
+    self.assertIn('keras.Input((None, features))', text)
 
   def test_unit_pruned_embeddings_are_named(self):
     if keras_hub is None:

@@ -141,12 +141,12 @@ class SequentialAndFunctionalTest(tf.test.TestCase, parameterized.TestCase):
     images = images.astype(np.float32)
     self.assertAllClose(small(images), pruned(images), atol=1e-5)
 
-  def test_multi_head_attention_heads(self):
+  @parameterized.named_parameters(('static', 5), ('open', None))
+  def test_multi_head_attention_heads(self, sequence):
     keras.utils.set_random_seed(0)
-    # (An unknown sequence length: with a static one, Keras lowers the
-    # projections' einsums to reshapes and BatchMatMulV2, which the heads
-    # walk does not follow; see BUILD_NOTES, Known issues.)
-    x = keras.Input((None, 12))
+    # (A fixed sequence length: Keras lowers the projections' einsums to
+    # reshapes and BatchMatMulV2, which the heads walk follows too.)
+    x = keras.Input((sequence, 12))
     attention = keras.layers.MultiHeadAttention(num_heads=4, key_dim=3)
     h = attention(x, x)
     model = keras.Model(x, keras.layers.Dense(2, name='logits')(h))

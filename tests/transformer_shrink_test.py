@@ -20,6 +20,7 @@ import tensorflow as tf
 from transformers_test import backbone_inputs  # tests/, beside this
 from transformers_test import BACKBONES
 from transformers_test import keras_hub
+from transformers_test import SEQUENCE
 from transformers_test import sequence_output
 
 import graph_prune
@@ -194,6 +195,31 @@ class ShrinkTest(tf.test.TestCase, parameterized.TestCase):
     self.assertLess(report.max_abs_diff, 1e-4)
     # The converter keeps each query kernel as [heads * head_dim, hidden]:
     # 2 heads of 4 left of 4, hidden 16.
+    queries = [
+      tuple(w[1]) for w in report.weights if 'query' in w[0] and len(w[1]) == 2
+    ]
+    self.assertEqual(queries, [(8, 16), (8, 16)])
+
+  def test_fixed_sequence_length(self):
+    # With a fixed signature Keras lowers the attention's einsums to
+    # reshapes and BatchMatMulV2; the heads are followed through them and
+    # removed, and the TFLite converter takes the shrunk model.
+    keras.utils.set_random_seed(0)
+    model = BACKBONES['bert']()
+    spec = {
+      key: tf.TensorSpec([2, SEQUENCE], tf.int32, name=key)
+      for key in ('token_ids', 'padding_mask', 'segment_ids')
+    }
+    pruned = graph_prune.apply_pruning(model, HALF, input_signature=[spec])
+    pruned.mask_update(tf.constant(1, tf.int64))
+    shrunk = graph_prune.shrink(pruned)
+    self.check_shrunk('bert', model, pruned, shrunk)
+    x = backbone_inputs('bert')
+    tflite = os.path.join(self.get_temp_dir(), 'bert_fixed.tflite')
+    report = graph_prune.export_tflite(
+      pruned, tflite, representative_data=x, shrink=True
+    )
+    self.assertLess(report.max_abs_diff, 1e-4)
     queries = [
       tuple(w[1]) for w in report.weights if 'query' in w[0] and len(w[1]) == 2
     ]

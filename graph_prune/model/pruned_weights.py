@@ -238,8 +238,19 @@ def plan_units(
 def _with_heads(found, analysis, consumers, variables, params):
   """`found` with the attention heads' groups (`head_groups`) added, but
   for heads whose kernels are already in a channel group, and with their
-  biases as unit parameters (`params`: `unit_params=all`)."""
-  taken = {m.weight for g in found.groups for m in g.members}
+  biases as unit parameters (`params`: `unit_params=all`).
+
+  A channel group whose channels all stay (the residual stream, tied to the
+  embeddings) takes nothing: an output kernel Keras lowered to a matrix
+  product joins it along the hidden size, and leaves it for its heads.
+  """
+  fixed = [len(g.fixed) == g.channels for g in found.groups]
+  taken = {
+    m.weight
+    for g, stays in zip(found.groups, fixed)
+    if not stays
+    for m in g.members
+  }
   heads = head_groups.analyse(analysis, consumers, variables)
   groups = tuple(
     g for g in heads.groups if not taken & {m.weight for m in g.members}
@@ -248,13 +259,29 @@ def _with_heads(found, analysis, consumers, variables, params):
   _warn_headless(analysis, consumers, variables, taken | kept)
   if groups:
     _warn_embeddings(analysis, consumers)
+  channel_groups_left = []
+  for g, stays in zip(found.groups, fixed):
+    if stays:
+      members = tuple(m for m in g.members if m.weight not in kept)
+      if not members:
+        continue
+      g = dataclasses.replace(g, members=members)
+    channel_groups_left.append(g)
+  moved = {m.weight for g in found.groups for m in g.members} & kept
+  channel_params = tuple(
+    p
+    for p in found.params
+    if not any(s is not None and s[0] in moved for s in p.sources)
+  )
   biases = tuple(
     p
     for p in heads.params
     if params and all(s is None or s[0] in kept for s in p.sources)
   )
   return dataclasses.replace(
-    found, groups=found.groups + groups, params=found.params + biases
+    found,
+    groups=tuple(channel_groups_left) + groups,
+    params=channel_params + biases,
   )
 
 
@@ -286,11 +313,10 @@ def _warn_headless(analysis, consumers, variables, grouped) -> None:
     logging.warning(
       'graph_prune: unit_groups=coupled found no attention heads for %s; '
       'they are pruned by their last axis alone, which shrink cannot remove '
-      'as heads. The heads were not followed from them to an output kernel: '
-      'if Keras traced the attention with a static sequence length, its '
-      'einsums became Reshape and BatchMatMulV2, which the walk does not '
-      'follow; give the model an unknown sequence length '
-      '(keras.Input((None, features))).',
+      'as heads. The heads walk did not reach an output kernel from them '
+      '(an op it does not follow between them); where Keras lowered the '
+      'einsums to transposes and matrix products (a fixed sequence length), '
+      'an open one may help (keras.Input((None, features))).',
       ', '.join(sorted(lost)),
     )
 

@@ -83,26 +83,31 @@ class _Heads(head_walk.Recorder):
       p
       for p, t in enumerate(op.inputs)
       if self.graph.is_constant(t.name)
-      and self.graph.const_source(t.name) is not None
+      and self.graph.const_source(_unreshaped(t).name) is not None
     ]
     return found[0] if len(found) == 1 and len(op.inputs) == 2 else None
 
-  def _group(self, op, position, axis) -> Group:
-    """The kernel at `position` as a group of heads along `axis`."""
-    tensor = op.inputs[position].name
-    kernel = self.graph.const_source(tensor)
+  def _group(self, op, position, axis, kernel=None) -> Group:
+    """The kernel at `position` (or the `kernel` it reshapes) as a group of
+    heads along `axis`."""
+    # A lowered einsum's kernel is sliced where its Reshape reads it.
+    site, index = (op, position)
+    if kernel is not None:
+      site, index = op.inputs[position].op, 0
+    tensor = site.inputs[index].name
+    source = self.graph.const_source(tensor)
     value = np.moveaxis(np.asarray(self.graph.value(tensor)), axis, 0)
     zero = ~value.reshape(value.shape[0], -1).any(axis=1)
-    group = Group(op.name, kernel, zero, self.ids.add(zero))
+    group = Group(op.name, source, zero, self.ids.add(zero))
     self.groups.append(group)
-    self.edits.append(Edit('slice', op.name, position, axis, group.ids))
+    self.edits.append(Edit('slice', site.name, index, axis, group.ids))
     return group
 
-  def start(self, op, position, axis) -> np.ndarray:
-    return self._group(op, position, axis).ids
+  def start(self, op, position, axis, kernel=None) -> np.ndarray:
+    return self._group(op, position, axis, kernel).ids
 
-  def end(self, op, position, axis, ids) -> None:
-    self.ids.union(self._group(op, position, axis).ids, ids)
+  def end(self, op, position, axis, ids, kernel=None) -> None:
+    self.ids.union(self._group(op, position, axis, kernel).ids, ids)
     width = op.inputs[position].shape[-1]
     if width is not None:
       self.hidden.add(int(width))
@@ -152,6 +157,11 @@ class _Heads(head_walk.Recorder):
       'not follow them',
       ids,
     )
+
+
+def _unreshaped(t):
+  """The tensor a Reshape reshapes (a lowered einsum's kernel), else `t`."""
+  return t.op.inputs[0] if t.op.type == 'Reshape' else t
 
 
 def _count(ids, position, shape=None):

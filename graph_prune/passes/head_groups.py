@@ -79,12 +79,13 @@ class _Groups(head_walk.Recorder):
       return None
     return 0 if self.cones.is_param(op.inputs[0]) else 1
 
-  def start(self, op, position, axis) -> np.ndarray:
-    ids = self.ids.new(op.inputs[position].shape[axis])
+  def start(self, op, position, axis, kernel=None) -> np.ndarray:
+    tensor = op.inputs[position] if kernel is None else kernel
+    ids = self.ids.new(tensor.shape[axis])
     self.starts.append((self.consumers[op.name], axis, ids))
     return ids
 
-  def end(self, op, position, axis, ids) -> None:
+  def end(self, op, position, axis, ids, kernel=None) -> None:
     self.ends.append((self.consumers[op.name], axis, ids))
 
   def operand(self, op, index, axis, ids) -> None:

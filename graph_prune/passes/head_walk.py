@@ -67,12 +67,17 @@ class Recorder:
   def track(self, op) -> None:
     """Called first for every op, in order."""
 
-  def start(self, op, position: int, axis: int) -> np.ndarray:
-    """Heads start at kernel input `position`'s `axis`: their ids."""
+  def start(self, op, position: int, axis: int, kernel=None) -> np.ndarray:
+    """Heads start at kernel input `position`'s `axis`: their ids.
+
+    `kernel`, when given, is the rank-3 kernel tensor that input reshapes
+    (an einsum Keras lowered to a matrix product); `axis` is then its axis.
+    """
     raise NotImplementedError
 
-  def end(self, op, position: int, axis: int, ids: np.ndarray) -> None:
-    """Kernel input `position` contracts heads `ids` along `axis`."""
+  def end(self, op, position: int, axis: int, ids: np.ndarray, kernel=None):
+    """Kernel input `position` contracts heads `ids` along `axis` (of
+    `kernel`, when given, as in `start`)."""
 
   def operand(self, op, index: int, axis: int, ids: np.ndarray) -> None:
     """Constant input `index` of an elementwise op spans the heads."""
@@ -99,7 +104,10 @@ class Walk:
   def visit(self, op) -> None:
     self.recorder.track(op)
     ins = [self.layouts.get(t.name) for t in op.inputs]
-    if op.type == 'Einsum':
+    lowered = _LOWERED.get(op.type) and self._lowered_dense(op, ins)
+    if lowered is not None:
+      ended = lowered
+    elif op.type == 'Einsum':
       ended = self._einsum(op)
     elif all(x is None for x in ins):
       return
@@ -179,6 +187,50 @@ class Walk:
     ids = self.recorder.start(op, position, axis - rank)
     self._set(op.outputs[0], (out.index(new[0]) - len(out), ids))
     return False
+
+  def _lowered_dense(self, op, ins) -> Optional[bool]:
+    """An EinsumDense that Keras lowered to a matrix product.
+
+    With every dimension but the batch known, Keras computes
+    `abc,cde->abde` as `x @ reshape(kernel, [c, d * e])` and a reshape to
+    `[..., d, e]`, and `abcd,cde->abe` as `reshape(x, [..., c * d]) @
+    reshape(kernel, [c * d, e])`. The first starts heads along the kernel's
+    axis -2 (its output carries each head's id on its `e` columns, which the
+    reshape after it splits back); the second ends the heads it reads along
+    the kernel's axis -3. The recorder gets the kernel itself. None if `op`
+    is not such a product.
+    """
+    position = self.recorder.kernel(op)
+    if position != 1 or op.get_attr(_LOWERED[op.type][0]):
+      return None
+    if op.get_attr(_LOWERED[op.type][1]):
+      return None
+    reshaped = op.inputs[1]
+    if reshaped.op.type != 'Reshape':
+      return None
+    # (Kernels Keras transposes first, Gemma's `abc,dce->abde`, are not
+    # followed: see BUILD_NOTES, Known issues.)
+    kernel = reshaped.op.inputs[0]
+    if not _known(kernel.shape, 3) or not _known(reshaped.shape, 2):
+      return None
+    c, d, e = kernel.shape.as_list()
+    layout = ins[0]
+    if layout is None and reshaped.shape.as_list() == [c, d * e]:
+      ids = self.recorder.start(op, position, -2, kernel=kernel)
+      self._set(op.outputs[0], (-1, np.repeat(ids, e)))
+      return False
+    if (
+      layout is not None
+      and layout[0] == -1
+      and reshaped.shape.as_list() == [c * d, e]
+      and layout[1].size == c * d
+    ):
+      blocks = layout[1].reshape(c, d)
+      if not (blocks == blocks[:, :1]).all():
+        return None
+      self.recorder.end(op, position, -3, blocks[:, 0].copy(), kernel=kernel)
+      return True
+    return None
 
   # -- ops that keep the heads where they are ----------------------------
 
@@ -327,6 +379,10 @@ class Walk:
     self._set(op.outputs[0], (position - len(shape_out), new))
 
 
+def _known(shape, rank: int) -> bool:
+  return shape.rank == rank and None not in shape.as_list()
+
+
 def _leading(dims, product: int) -> bool:
   """Whether the first few of `dims` multiply to `product`."""
   total = 1
@@ -336,6 +392,14 @@ def _leading(dims, product: int) -> bool:
     total *= d
   return total == product
 
+
+# Matrix products an EinsumDense may be lowered to: (op, its transpose
+# attributes of the data and the kernel).
+_LOWERED = {
+  'BatchMatMulV2': ('adj_x', 'adj_y'),
+  'BatchMatMulV3': ('adj_x', 'adj_y'),
+  'MatMul': ('transpose_a', 'transpose_b'),
+}
 
 _HANDLERS = {
   'Softmax': Walk._softmax,

@@ -63,10 +63,9 @@ def costs(graph_def) -> Costs:
       count = _MACS[node.op](op)
       if count is not None:
         macs[node.name] = count
-        unknown = unknown or any(
-          None in t.shape.as_list()[1:]
-          for t in list(op.inputs) + list(op.outputs)
-          if t.shape.rank is not None
+        out = op.outputs[0].shape
+        unknown = unknown or (
+          out.rank is not None and None in out.as_list()[1:]
         )
   return Costs(params, macs, unknown)
 
