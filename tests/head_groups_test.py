@@ -234,7 +234,9 @@ class KerasAttentionTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertLogs(level='WARNING') as logs:
       logging.warning('(so that the block logs at least once)')
       graph_prune.apply_pruning(BACKBONES['gpt2'](), SPEC)
-    self.assertNotIn('unit-pruned along the hidden size', '\n'.join(logs.output))
+    self.assertNotIn(
+      'unit-pruned along the hidden size', '\n'.join(logs.output)
+    )
 
 
 if __name__ == '__main__':

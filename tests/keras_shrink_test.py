@@ -115,7 +115,9 @@ class SequentialAndFunctionalTest(tf.test.TestCase, parameterized.TestCase):
     self.assertLess(small.count_params(), model.count_params())
     path = os.path.join(self.root, 'small.keras')
     small.save(path)
-    self.assertAllClose(package.models.load_model(path)(X), pruned(X), atol=1e-6)
+    self.assertAllClose(
+      package.models.load_model(path)(X), pruned(X), atol=1e-6
+    )
 
   def test_functional_conv_and_batch_norm(self):
     keras.utils.set_random_seed(0)

@@ -165,9 +165,7 @@ def _clone_layers(model, keras_module, targets):
     return layer.__class__.from_config(config)
 
   try:
-    return keras_module.models.clone_model(
-      model, clone_function=clone_function
-    )
+    return keras_module.models.clone_model(model, clone_function=clone_function)
   except errors.KerasStripError:
     raise
   except Exception as e:  # pylint: disable=broad-except

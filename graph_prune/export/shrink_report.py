@@ -51,8 +51,7 @@ class ShrinkReport:
       'functions': {
         key: {
           'layers': [
-            _layer_json(layer, self.weight_names)
-            for layer in result.layers
+            _layer_json(layer, self.weight_names) for layer in result.layers
           ],
           'coupled': [
             dict(
