@@ -87,16 +87,26 @@ class SequentialAndFunctionalTest(tf.test.TestCase, parameterized.TestCase):
     super().setUp()
     self.root = tempfile.mkdtemp(dir=self.get_temp_dir())
 
-  @parameterized.named_parameters(('keras3', keras), ('tf_keras', tf_keras))
-  def test_dense_units(self, package):
+  @parameterized.named_parameters(
+    ('keras3', keras, False),
+    ('tf_keras', tf_keras, False),
+    ('tf_keras_functional', tf_keras, True),
+  )
+  def test_dense_units(self, package, functional):
     package.utils.set_random_seed(0)
-    layers = package.layers
-    _, dense = _mlp(layers)
-    model = package.Sequential([package.Input((12,))] + dense)
+    _, dense = _mlp(package.layers)
+    if functional:
+      x = package.Input((12,))
+      h = x
+      for layer in dense:
+        h = layer(h)
+      model = package.Model(x, h)
+    else:
+      model = package.Sequential([package.Input((12,))] + dense)
     pruned = graph_prune.apply_pruning(model, UNITS + ',do_not_prune=[logits]')
     pruned.mask_update(1)
-    k1 = _masked(pruned, model.layers[0].kernel)
-    k2 = _masked(pruned, model.layers[1].kernel)
+    names = ('hidden_1', 'hidden_2', 'logits')
+    k1, k2 = (_masked(pruned, model.get_layer(n).kernel) for n in names[:2])
     live1, live2 = _live_columns(k1), _live_columns(k2)
     self.assertLen(live1, 8)
     self.assertLen(live2, 5)
@@ -104,13 +114,12 @@ class SequentialAndFunctionalTest(tf.test.TestCase, parameterized.TestCase):
     small = graph_prune.strip_keras(pruned, shrink=True)
 
     self.assertIsInstance(small, package.Model)
-    self.assertEqual(
-      [layer.get_config()['units'] for layer in small.layers], [8, 5, 3]
-    )
-    self.assertAllEqual(small.layers[0].kernel.numpy(), k1[:, live1])
-    self.assertAllEqual(small.layers[1].kernel.numpy(), k2[live1][:, live2])
-    k3 = model.layers[2].kernel.numpy()
-    self.assertAllEqual(small.layers[2].kernel.numpy(), k3[live2])
+    rebuilt = [small.get_layer(n) for n in names]
+    self.assertEqual([layer.units for layer in rebuilt], [8, 5, 3])
+    self.assertAllEqual(rebuilt[0].kernel.numpy(), k1[:, live1])
+    self.assertAllEqual(rebuilt[1].kernel.numpy(), k2[live1][:, live2])
+    k3 = model.get_layer('logits').kernel.numpy()
+    self.assertAllEqual(rebuilt[2].kernel.numpy(), k3[live2])
     self.assertAllClose(small(X), pruned(X), atol=1e-6)
     self.assertLess(small.count_params(), model.count_params())
     path = os.path.join(self.root, 'small.keras')

@@ -115,13 +115,14 @@ def rebuild(model, keras_module, targets: Callable[[Any], Shape], inputs):
   Raises:
     KerasStripError: a layer or config cannot hold the shrunk shapes.
   """
+  edits: Dict[str, int] = {}  # what configs were given, for messages
   if _rebuilt_by_layers(model, keras_module):
-    clone = _clone_layers(model, keras_module, targets)
+    clone = _clone_layers(model, keras_module, targets, edits)
   else:
-    clone = _clone_config(model, targets)
+    clone = _clone_config(model, targets, edits)
   if not clone.built or len(clone.weights) != len(model.weights):
     clone(*inputs)
-  _check_shapes(model, clone, targets)
+  _check_shapes(model, clone, targets, edits)
   return clone
 
 
@@ -136,7 +137,7 @@ def _rebuilt_by_layers(model, keras_module) -> bool:
 
 
 def _functional_class(keras_module):
-  for path in ('src.models.functional', 'engine.functional'):
+  for path in ('src.models.functional', 'src.engine.functional'):
     module = keras_module
     for part in path.split('.'):
       module = getattr(module, part, None)
@@ -151,14 +152,14 @@ def _is_graph_network(model) -> bool:
   return bool(getattr(model, '_is_graph_network', False))
 
 
-def _clone_layers(model, keras_module, targets):
+def _clone_layers(model, keras_module, targets, edits):
   def clone_function(layer):
     if isinstance(layer, keras_module.Model):
       if _rebuilt_by_layers(layer, keras_module):
         return keras_module.models.clone_model(
           layer, clone_function=clone_function
         )
-      return _clone_config(layer, targets)
+      return _clone_config(layer, targets, edits)
     config = layer.get_config()
     if _changed(layer.weights, targets):
       config = _edit_layer_config(layer, config, targets)
@@ -270,8 +271,9 @@ _CONFIG_KEYS = (
 )
 
 
-def _clone_config(model, targets):
-  """`model` rebuilt from its config with its head and FFN sizes scaled."""
+def _clone_config(model, targets, all_edits: Dict[str, int]):
+  """`model` rebuilt from its config with its head and FFN sizes scaled
+  (added to `all_edits`)."""
   try:
     config = model.get_config()
   except Exception as e:  # pylint: disable=broad-except
@@ -303,7 +305,7 @@ def _clone_config(model, targets):
       f'Cannot rebuild {model.name!r} ({type(model).__name__}) with '
       f'{_format_edits(edits)}: {_first_line(e)}; {_OTHER_EXPORTS}.'
     ) from e
-  clone._graph_prune_edits = edits  # pylint: disable=protected-access
+  all_edits.update(edits)
   return clone
 
 
@@ -350,14 +352,13 @@ def _scaled(model, key, value, endings, targets) -> int:
   return int(size)
 
 
-def _check_shapes(model, clone, targets) -> None:
+def _check_shapes(model, clone, targets, edits: Mapping[str, int]) -> None:
   source, rebuilt = model.weights, clone.weights
   if len(source) != len(rebuilt):
     raise errors.KerasStripError(
       f'The rebuilt {model.name!r} has {len(rebuilt)} weights where the '
       f'model has {len(source)}; {_OTHER_EXPORTS}.'
     )
-  edits = getattr(clone, '_graph_prune_edits', {})
   for w, r in zip(source, rebuilt):
     want, got = targets(w), tuple(r.shape)
     if want == got:
