@@ -94,6 +94,8 @@ class _Heads(head_walk.Recorder):
     site, index = (op, position)
     if kernel is not None:
       site, index = op.inputs[position].op, 0
+      while site.inputs[0].name != kernel.name:  # through a Transpose
+        site = site.inputs[0].op
     tensor = site.inputs[index].name
     source = self.graph.const_source(tensor)
     value = np.moveaxis(np.asarray(self.graph.value(tensor)), axis, 0)
@@ -160,8 +162,13 @@ class _Heads(head_walk.Recorder):
 
 
 def _unreshaped(t):
-  """The tensor a Reshape reshapes (a lowered einsum's kernel), else `t`."""
-  return t.op.inputs[0] if t.op.type == 'Reshape' else t
+  """The tensor a Reshape (of a Transpose) reshapes: a lowered einsum's
+  kernel; else `t`."""
+  if t.op.type == 'Reshape':
+    t = t.op.inputs[0]
+    if t.op.type == 'Transpose':
+      t = t.op.inputs[0]
+  return t
 
 
 def _count(ids, position, shape=None):

@@ -208,16 +208,28 @@ class Walk:
     reshaped = op.inputs[1]
     if reshaped.op.type != 'Reshape':
       return None
-    # (Kernels Keras transposes first, Gemma's `abc,dce->abde`, are not
-    # followed: see BUILD_NOTES, Known issues.)
-    kernel = reshaped.op.inputs[0]
-    if not _known(kernel.shape, 3) or not _known(reshaped.shape, 2):
+    ordered = reshaped.op.inputs[0]
+    kernel, perm = ordered, [0, 1, 2]
+    if ordered.op.type == 'Transpose':
+      # Gemma's `abc,dce->abde` and the like: the kernel's axes put in
+      # order first; the recorder gets the kernel and its own axis.
+      perm = tf.get_static_value(ordered.op.inputs[1])
+      if perm is None or sorted(int(p) for p in np.ravel(perm)) != [0, 1, 2]:
+        return None
+      perm = [int(p) for p in np.ravel(perm)]
+      kernel = ordered.op.inputs[0]
+    if not _known(ordered.shape, 3) or not _known(reshaped.shape, 2):
       return None
-    c, d, e = kernel.shape.as_list()
+    c, d, e = ordered.shape.as_list()
     layout = ins[0]
     if layout is None and reshaped.shape.as_list() == [c, d * e]:
-      ids = self.recorder.start(op, position, -2, kernel=kernel)
-      self._set(op.outputs[0], (-1, np.repeat(ids, e)))
+      ids = self.recorder.start(op, position, perm[1] - 3, kernel=kernel)
+      out = op.outputs[0]
+      if out.shape.rank is None:
+        # (A flat graph of stubs may not know it; the last axis is d * e.)
+        self.layouts[out.name] = (-1, np.repeat(ids, e))
+      else:
+        self._set(out, (-1, np.repeat(ids, e)))
       return False
     if (
       layout is not None
@@ -228,7 +240,9 @@ class Walk:
       blocks = layout[1].reshape(c, d)
       if not (blocks == blocks[:, :1]).all():
         return None
-      self.recorder.end(op, position, -3, blocks[:, 0].copy(), kernel=kernel)
+      self.recorder.end(
+        op, position, perm[0] - 3, blocks[:, 0].copy(), kernel=kernel
+      )
       return True
     return None
 
@@ -348,11 +362,21 @@ class Walk:
       return
     before = op.inputs[0].shape
     after = op.outputs[0].shape
-    if before.rank is None or after.rank is None:
+    if after.rank is None:
       return
     axis, ids = ins[0]
-    position = before.rank + axis
-    shape_in, shape_out = before.as_list(), after.as_list()
+    shape_out = after.as_list()
+    if before.rank is not None:
+      shape_in = before.as_list()
+    elif axis == -1:
+      # The last axis' values land in the output's trailing dims whose
+      # product they are (row-major); the leading dims are the rest.
+      shape_in = _trailing(shape_out, ids.size)
+      if shape_in is None:
+        return
+    else:
+      return
+    position = len(shape_in) + axis
     if (
       position >= len(shape_out)
       or shape_in[:position] != (shape_out[:position])
@@ -377,6 +401,16 @@ class Walk:
       return
     self.recorder.reshaped(op, position, new)
     self._set(op.outputs[0], (position - len(shape_out), new))
+
+
+def _trailing(shape_out, size: int):
+  """`shape_out`'s leading dims and `size`, if its trailing dims multiply to
+  `size`; else None."""
+  k, total = len(shape_out), 1
+  while k > 0 and total < size and shape_out[k - 1] is not None:
+    total *= shape_out[k - 1]
+    k -= 1
+  return shape_out[:k] + [size] if total == size else None
 
 
 def _known(shape, rank: int) -> bool:
