@@ -127,29 +127,15 @@ def rebuild(model, keras_module, targets: Callable[[Any], Shape], inputs):
 
 
 def _rebuilt_by_layers(model, keras_module) -> bool:
-  """Sequential and plain functional models are cloned layer by layer."""
+  """Sequential and plain functional models are cloned layer by layer.
+
+  `keras.Model(inputs, outputs)` makes an instance of `Functional`, a class
+  neither Keras exports; a subclass of it (a keras-hub backbone) has a
+  config of its own and is rebuilt from that.
+  """
   if isinstance(model, keras_module.Sequential):
     return True
-  functional = _functional_class(keras_module)
-  return type(model) is functional or (
-    type(model) is keras_module.Model and _is_graph_network(model)
-  )
-
-
-def _functional_class(keras_module):
-  for path in ('src.models.functional', 'src.engine.functional'):
-    module = keras_module
-    for part in path.split('.'):
-      module = getattr(module, part, None)
-      if module is None:
-        break
-    if module is not None and hasattr(module, 'Functional'):
-      return module.Functional
-  return None
-
-
-def _is_graph_network(model) -> bool:
-  return bool(getattr(model, '_is_graph_network', False))
+  return type(model).__name__ == 'Functional'
 
 
 def _clone_layers(model, keras_module, targets, edits):
