@@ -200,13 +200,17 @@ class ShrinkTest(tf.test.TestCase, parameterized.TestCase):
     ]
     self.assertEqual(queries, [(8, 16), (8, 16)])
 
-  @parameterized.named_parameters(('bert', 'bert'), ('gemma', 'gemma'))
+  @parameterized.named_parameters(
+    ('bert', 'bert'), ('llama', 'llama'), ('gemma', 'gemma')
+  )
   def test_fixed_sequence_length(self, name):
     # With a fixed signature Keras lowers the attention's einsums to
     # reshapes and BatchMatMulV2 (Gemma's after a transpose of the kernel);
-    # the heads are followed through them. BERT's are removed and TFLite
-    # takes the shrunk model; Gemma's rotary embedding reshapes its heads
-    # with a shape the walk cannot follow, so shrink keeps them and says so.
+    # the heads are followed through them. BERT's and Llama's are removed
+    # (Llama's k/v repeat computes its reshape's shape from constants: a new
+    # constant shape) and TFLite takes the shrunk model; Gemma's rotary
+    # embedding reshapes its heads from a shape the stripped graph does not
+    # know, so shrink keeps them and says so.
     keras.utils.set_random_seed(0)
     model = BACKBONES[name]()
     keys = ('token_ids', 'padding_mask')

@@ -138,16 +138,13 @@ class _Heads(head_walk.Recorder):
       part = source.inputs[position]
       if not self.graph.is_constant(part.name):
         return
-      if self.graph.const_source(part.name) is None:
-        self.stop(f'Pack {source.name!r} computes a head count', ids)
-        return
+      # (A count computed from constants only gets a Const of its own.)
       self.edits.append(
         Edit('reshape', source.name, position, root=ids, fold=_count(ids, 0))
       )
       return
-    if self.graph.const_source(shape.name) is None:
-      self.stop(f'Reshape {op.name!r} has a computed shape', ids)
-      return
+    # A shape computed from constants only (Llama's k/v repeat with a fixed
+    # sequence length) is evaluated, and the new one is a Const of its own.
     value = np.asarray(self.graph.value(shape.name))
     self.edits.append(
       Edit('reshape', op.name, 1, root=ids, fold=_count(ids, position, value))
