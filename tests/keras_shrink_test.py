@@ -273,6 +273,24 @@ class BackboneTest(tf.test.TestCase):
       sequence_output(small(x)), sequence_output(pruned(x)), atol=1e-5
     )
 
+  def test_a_task_rebuilds_its_backbone(self):
+    # A keras-hub task keeps its backbone's config inside its own.
+    keras.utils.set_random_seed(0)
+    task = keras_hub.models.BertTextClassifier(
+      backbone=BACKBONES['bert'](), num_classes=3, preprocessor=None
+    )
+    hparams = HEADS.replace(
+      'pooled_dense]', f'pooled_dense,{ATTENTION},logits]'
+    )
+    pruned = graph_prune.apply_pruning(task, hparams)
+    pruned.mask_update(1)
+    small = graph_prune.strip_keras(pruned, shrink=True)
+    self.assertEqual(small.backbone.get_config()['intermediate_dim'], 16)
+    x = backbone_inputs('bert')
+    path = os.path.join(self.get_temp_dir(), 'task.keras')
+    small.save(path)
+    self.assertAllClose(keras.models.load_model(path)(x), pruned(x), atol=1e-5)
+
   def test_bert_heads_are_refused(self):
     _, pruned = self._pruned('bert', HEADS)
     with self.assertRaisesRegex(

@@ -268,13 +268,14 @@ def _clone_config(model, targets, all_edits: Dict[str, int]):
       f'usable get_config ({_first_line(e)}); {_OTHER_EXPORTS}.'
     ) from e
   config = dict(config)
+  sizes = _sizes_config(config)
   edits = {}
   for keys, endings in _CONFIG_KEYS:
-    key = next((k for k in keys if isinstance(config.get(k), int)), None)
+    key = next((k for k in keys if isinstance(sizes.get(k), int)), None)
     if key is None:
       continue
-    value = _scaled(model, key, config[key], endings, targets)
-    if value != config[key]:
+    value = _scaled(model, key, sizes[key], endings, targets)
+    if value != sizes[key]:
       edits[key] = value
   if not edits and _changed(model.weights, targets):
     raise errors.KerasStripError(
@@ -283,7 +284,7 @@ def _clone_config(model, targets, all_edits: Dict[str, int]):
       f'knows {", ".join(k for keys, _ in _CONFIG_KEYS for k in keys)}); '
       f'{_OTHER_EXPORTS}.'
     )
-  config.update(edits)
+  sizes.update(edits)
   try:
     clone = type(model).from_config(config)
   except Exception as e:  # pylint: disable=broad-except
@@ -293,6 +294,24 @@ def _clone_config(model, targets, all_edits: Dict[str, int]):
     ) from e
   all_edits.update(edits)
   return clone
+
+
+def _sizes_config(config: Dict[str, Any]) -> Dict[str, Any]:
+  """The dict in `config` that holds the head and FFN sizes (mutable).
+
+  A backbone's own config, or a keras-hub task's (`BertTextClassifier`,
+  `GemmaCausalLM`) serialized `backbone`: copied into `config` so that
+  editing it edits what `from_config` reads.
+  """
+  known = [k for keys, _ in _CONFIG_KEYS for k in keys]
+  if any(isinstance(config.get(k), int) for k in known):
+    return config
+  nested = config.get('backbone')
+  if isinstance(nested, dict) and isinstance(nested.get('config'), dict):
+    inner = dict(nested['config'])
+    config['backbone'] = dict(nested, config=inner)
+    return inner
+  return config
 
 
 def _scaled(model, key, value, endings, targets) -> int:
