@@ -152,6 +152,59 @@ class SequentialAndFunctionalTest(tf.test.TestCase, parameterized.TestCase):
     images = images.astype(np.float32)
     self.assertAllClose(small(images), pruned(images), atol=1e-5)
 
+  def test_inverted_residual_block(self):
+    # Conv -> BN -> ReLU -> depthwise -> BN -> ReLU -> conv -> BN -> add:
+    # the expansion's channels go with the depthwise conv's and both
+    # BatchNorms'; BatchNorm parameters shrink folds into one constant are
+    # the originals at the channels that stay.
+    keras.utils.set_random_seed(0)
+    lay = keras.layers
+    x = keras.Input((6, 6, 4))
+    h = lay.Conv2D(8, 1, name='expand')(x)
+    h = lay.ReLU()(lay.BatchNormalization(name='expand_bn')(h))
+    h = lay.DepthwiseConv2D(3, padding='same', name='depthwise')(h)
+    h = lay.ReLU()(lay.BatchNormalization(name='depthwise_bn')(h))
+    h = lay.BatchNormalization(name='project_bn')(
+      lay.Conv2D(4, 1, name='project')(h)
+    )
+    h = lay.GlobalAveragePooling2D()(lay.Add()([x, h]))
+    model = keras.Model(x, lay.Dense(3, name='logits')(h))
+    for layer in model.layers:  # BatchNorm statistics other than 0 and 1
+      if isinstance(layer, lay.BatchNormalization):
+        rs = np.random.RandomState(len(layer.name))
+        layer.set_weights(
+          [rs.uniform(0.5, 1.5, w.shape) for w in layer.weights]
+        )
+    pruned = graph_prune.apply_pruning(
+      model, UNITS + ',unit_groups=coupled,do_not_prune=[logits]'
+    )
+    pruned.mask_update(1)
+    expand = _masked(pruned, model.get_layer('expand').kernel)
+    live = _live_columns(expand)
+    self.assertLen(live, 4)
+
+    small = graph_prune.strip_keras(pruned, shrink=True)
+
+    self.assertEqual(small.get_layer('expand').filters, 4)
+    self.assertAllEqual(
+      small.get_layer('expand').kernel.numpy(), expand[..., live]
+    )
+    depthwise = small.get_layer('depthwise').kernel.numpy()
+    self.assertEqual(depthwise.shape, (3, 3, 4, 1))
+    for name in ('expand_bn', 'depthwise_bn'):
+      for got, want in zip(
+        small.get_layer(name).weights, model.get_layer(name).weights
+      ):
+        self.assertAllEqual(got.numpy(), want.numpy()[live], msg=name)
+    images = np.random.RandomState(4).standard_normal((2, 6, 6, 4))
+    images = images.astype(np.float32)
+    self.assertAllClose(small(images), pruned(images), atol=1e-5)
+    path = os.path.join(self.root, 'block.keras')
+    small.save(path)
+    self.assertAllClose(
+      keras.models.load_model(path)(images), pruned(images), atol=1e-5
+    )
+
   @parameterized.named_parameters(('static', 5), ('open', None))
   def test_multi_head_attention_heads(self, sequence):
     keras.utils.set_random_seed(0)
