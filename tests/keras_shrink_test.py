@@ -205,6 +205,55 @@ class SequentialAndFunctionalTest(tf.test.TestCase, parameterized.TestCase):
       keras.models.load_model(path)(images), pruned(images), atol=1e-5
     )
 
+  def test_concatenation_and_squeeze_excitation(self):
+    # Two convs concatenated, a BatchNorm over the concatenation, and a
+    # squeeze-and-excitation gate whose Reshape((1, 1, channels)) holds the
+    # channel count in its config (DenseNet's and EfficientNet's patterns).
+    keras.utils.set_random_seed(0)
+    lay = keras.layers
+    x = keras.Input((6, 6, 4))
+    cat = lay.Concatenate(name='cat')(
+      [lay.Conv2D(6, 1, name='a')(x), lay.Conv2D(6, 1, name='b')(x)]
+    )
+    h = lay.ReLU()(lay.BatchNormalization(name='cat_bn')(cat))
+    se = lay.Reshape((1, 1, 12), name='se_reshape')(
+      lay.GlobalAveragePooling2D()(h)
+    )
+    se = lay.Conv2D(3, 1, activation='relu', name='se_reduce')(se)
+    se = lay.Conv2D(12, 1, activation='sigmoid', name='se_expand')(se)
+    h = lay.GlobalAveragePooling2D()(lay.Multiply()([h, se]))
+    model = keras.Model(x, lay.Dense(3, name='logits')(h))
+    bn = model.get_layer('cat_bn')
+    rs = np.random.RandomState(5)
+    bn.set_weights([rs.uniform(0.5, 1.5, w.shape) for w in bn.weights])
+    pruned = graph_prune.apply_pruning(
+      model, UNITS + ',unit_groups=coupled,do_not_prune=[logits]'
+    )
+    pruned.mask_update(1)
+    live = np.concatenate(
+      [
+        _live_columns(_masked(pruned, model.get_layer('a').kernel)),
+        6 + _live_columns(_masked(pruned, model.get_layer('b').kernel)),
+      ]
+    )
+    self.assertLess(live.size, 12)
+
+    small = graph_prune.strip_keras(pruned, shrink=True)
+
+    self.assertEqual(
+      small.get_layer('se_reshape').target_shape, (1, 1, live.size)
+    )
+    for got, want in zip(small.get_layer('cat_bn').weights, bn.weights):
+      self.assertAllEqual(got.numpy(), want.numpy()[live])
+    images = np.random.RandomState(6).standard_normal((2, 6, 6, 4))
+    images = images.astype(np.float32)
+    self.assertAllClose(small(images), pruned(images), atol=1e-5)
+    path = os.path.join(self.root, 'se.keras')
+    small.save(path)
+    self.assertAllClose(
+      keras.models.load_model(path)(images), pruned(images), atol=1e-5
+    )
+
   @parameterized.named_parameters(('static', 5), ('open', None))
   def test_multi_head_attention_heads(self, sequence):
     keras.utils.set_random_seed(0)

@@ -1,6 +1,8 @@
 """Values for the weights a shrunk graph folded away, for a rebuilt Keras model.
 
-    values = keras_channels.complete(model, shrunk, masked, tf_variable)
+    channels = keras_channels.Channels(shrunk, tf_variable)
+    values = keras_channels.complete(model, channels, masked, tf_variable,
+                                     shrunk.values)
 
 Shrink reads a BatchNormalization's parameters (and the bias of the
 convolution before it) as constants and computes them into one scale and
@@ -9,8 +11,10 @@ gamma, beta, moving mean or variance, nor that bias. A `.keras` file needs
 each of them. They are the original values at the units that stayed,
 which shrink reports per kernel (`LayerUnits.remaining`), carried down the
 Keras graph through layers that keep channels (activations, normalizations,
-dropout, pooling) to the normalizations and depthwise convolutions that
-read them. A weight left without a value keeps its shape, and the rebuilt
+dropout, pooling, merges, concatenations) to the normalizations and
+depthwise convolutions that read them. The same `Channels` give a
+squeeze-and-excitation `Reshape((1, 1, channels))` its new channel count.
+A weight left without a value keeps its shape, and the rebuilt
 model's shape check then says which one.
 """
 
@@ -61,60 +65,104 @@ SIZED_BY_INPUT = (
 )
 
 
-def complete(
-  model,
-  shrunk,
-  masked: Callable[[Any], np.ndarray],
-  tf_variable: Callable[[Any], Any],
-) -> Dict[int, Any]:
-  """The shrunk values with the folded-away weights of `model` filled in.
+# Layers that join tensors of the same channels (coupled: shrink removes the
+# same channels from each input).
+_MERGES = ('Add', 'Subtract', 'Multiply', 'Average', 'Maximum', 'Minimum')
+_PRODUCERS = {'Dense', 'Conv1D', 'Conv2D', 'Conv3D'}
 
-  Args:
-    model: a Keras model.
-    shrunk: a `keras_shrink.ShrunkWeights`.
-    masked: a Keras weight -> its masked value (NumPy).
-    tf_variable: a Keras weight -> its `tf.Variable`.
 
-  Returns:
-    id(tf.Variable) -> value: `shrunk.values` plus each missing per-unit
-    weight sliced.
+class Channels:
+  """Which output channels of each Keras layer stay, read off the shrink.
+
+  A kernel's own (`LayerUnits.remaining`); a channel-keeping layer's are its
+  input's; a merge's are its inputs' (tied); a `Concatenate`'s along the
+  last axis are its inputs' one after the other. None: all stay (or not
+  known, which the shape check then reports).
   """
-  values = dict(shrunk.values)
-  kept: Dict[int, Optional[np.ndarray]] = {}
 
-  def has(w) -> bool:
-    return id(tf_variable(w)) in values
+  def __init__(self, shrunk, tf_variable: Callable[[Any], Any]):
+    """Args: shrunk, a `keras_shrink.ShrunkWeights`; tf_variable, a Keras
+    weight -> its `tf.Variable`."""
+    self._shrunk = shrunk
+    self._tf_variable = tf_variable
+    self._kept: Dict[int, Optional[np.ndarray]] = {}
 
-  def units_of(layer) -> Optional[np.ndarray]:
-    """The kept output units of `layer`, or None if it keeps them all."""
-    if id(layer) in kept:
-      return kept[id(layer)]
-    kept[id(layer)] = None  # (no cycles in a Keras graph; a guard anyway)
-    result = None
-    kernel = getattr(layer, 'kernel', None)
+  def has(self, w) -> bool:
+    return id(self._tf_variable(w)) in self._shrunk.values
+
+  def of(self, layer) -> Optional[np.ndarray]:
+    """The output channels of `layer` that stay, or None if all do."""
+    if id(layer) in self._kept:
+      return self._kept[id(layer)]
+    self._kept[id(layer)] = None  # (no cycles in a Keras graph; a guard)
     names = {c.__name__ for c in type(layer).__mro__}
-    if names & {'Dense', 'Conv1D', 'Conv2D', 'Conv3D'} and has(kernel):
-      result = shrunk.remaining.get(id(tf_variable(kernel)))
+    kernel = getattr(layer, 'kernel', None)
+    result = None
+    if names & _PRODUCERS and kernel is not None and self.has(kernel):
+      result = self._shrunk.remaining.get(id(self._tf_variable(kernel)))
       if result is not None and result.size == kernel.shape[-1]:
         result = None  # all stay
     elif names & set(SIZED_BY_INPUT):
-      result = units_of_input(layer)
-    kept[id(layer)] = result
+      result = self.of_input(layer)
+    elif names & set(_MERGES):
+      found = [self._of_tensor(t) for t in _inputs(layer)]
+      result = next((u for u in found if u is not None), None)
+    elif 'Concatenate' in names and _last_axis(layer):
+      result = self._concatenated(layer)
+    self._kept[id(layer)] = result
     return result
 
-  def units_of_input(layer) -> Optional[np.ndarray]:
-    producer = _producer(layer)
-    return None if producer is None else units_of(producer)
+  def of_input(self, layer) -> Optional[np.ndarray]:
+    """The channels of `layer`'s (first) input that stay."""
+    inputs = _inputs(layer)
+    return self._of_tensor(inputs[0]) if inputs else None
 
+  def _of_tensor(self, t) -> Optional[np.ndarray]:
+    producer = _producer_of(t)
+    return None if producer is None else self.of(producer)
+
+  def _concatenated(self, layer) -> Optional[np.ndarray]:
+    parts, offset, changed = [], 0, False
+    for t in _inputs(layer):
+      size = t.shape[-1]
+      if size is None:
+        return None
+      units = self._of_tensor(t)
+      changed = changed or units is not None
+      parts.append(offset + (np.arange(size) if units is None else units))
+      offset += size
+    return np.concatenate(parts) if changed else None
+
+
+def complete(
+  model,
+  channels: Channels,
+  masked: Callable[[Any], np.ndarray],
+  tf_variable: Callable[[Any], Any],
+  values: Dict[int, Any],
+) -> Dict[int, Any]:
+  """`values` with the folded-away weights of `model` filled in.
+
+  Args:
+    model: a Keras model.
+    channels: its `Channels`.
+    masked: a Keras weight -> its masked value (NumPy).
+    tf_variable: a Keras weight -> its `tf.Variable`.
+    values: id(tf.Variable) -> shrunk value (`ShrunkWeights.values`).
+
+  Returns:
+    A new dict: `values` plus each missing per-channel weight sliced.
+  """
+  values = dict(values)
   for layer in _layers(model):
-    missing = [w for w in layer.weights if not has(w)]
+    missing = [w for w in layer.weights if id(tf_variable(w)) not in values]
     if not missing:
       continue
     names = {c.__name__ for c in type(layer).__mro__}
-    if names & {'Dense', 'Conv1D', 'Conv2D', 'Conv3D'}:
-      units, channel_axis = units_of(layer), 0  # the bias
+    if names & _PRODUCERS:
+      units, channel_axis = channels.of(layer), 0  # the bias
     else:
-      units, channel_axis = units_of_input(layer), None
+      units, channel_axis = channels.of_input(layer), None
     if units is None:
       continue
     for w in missing:
@@ -138,15 +186,30 @@ def _layers(model):
       yield layer
 
 
-def _producer(layer):
-  """The layer whose output `layer` reads (its first input), or None."""
+def _last_axis(layer) -> bool:
+  """Whether a `Concatenate` joins along its output's last axis."""
+  axis = layer.get_config().get('axis', -1)
+  try:
+    rank = len(layer.output.shape)
+  except (AttributeError, ValueError):  # a shared layer
+    return axis == -1
+  return axis % rank == rank - 1
+
+
+def _inputs(layer):
+  """The symbolic tensors `layer` reads (its one call), or []."""
   try:
     inputs = layer.input
   except (AttributeError, ValueError):  # a shared layer or no input
-    return None
-  if isinstance(inputs, (list, tuple)):
-    inputs = inputs[0] if inputs else None
-  history = getattr(inputs, '_keras_history', None)
+    return []
+  if isinstance(inputs, dict):
+    return list(inputs.values())
+  return list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+
+
+def _producer_of(t):
+  """The layer that made symbolic tensor `t`, or None (an input)."""
+  history = getattr(t, '_keras_history', None)
   if not history:
     return None
   producer = history[0]

@@ -63,17 +63,17 @@ def strip_keras(pruned, check: bool = True, shrink: bool = False):
     )
   if shrink:
     masks = _masks(pruned)
+    shrunk = keras_shrink.shrunk_values(pruned)
+    channels = keras_channels.Channels(shrunk, _tf_variable)
     values = keras_channels.complete(
-      model,
-      keras_shrink.shrunk_values(pruned),
-      lambda v: _masked(v, masks),
-      _tf_variable,
+      model, channels, lambda v: _masked(v, masks), _tf_variable, shrunk.values
     )
     clone = keras_shrink.rebuild(
       model,
       _keras_module(model),
       keras_shrink.target_shapes(values, _tf_variable),
       _example_inputs(pruned.input_signature),
+      channels,
     )
   else:
     values = {}

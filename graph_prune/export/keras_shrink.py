@@ -99,7 +99,13 @@ def shrunk_values(pruned) -> ShrunkWeights:
   return ShrunkWeights(values, remaining)
 
 
-def rebuild(model, keras_module, targets: Callable[[Any], Shape], inputs):
+def rebuild(
+  model,
+  keras_module,
+  targets: Callable[[Any], Shape],
+  inputs,
+  channels: keras_channels.Channels,
+):
   """A new model like `model` whose weights have the shapes `targets` gives.
 
   Args:
@@ -107,6 +113,8 @@ def rebuild(model, keras_module, targets: Callable[[Any], Shape], inputs):
     keras_module: its Keras package (`keras` or `tf_keras`).
     targets: a model weight -> the shape it has in the shrunk model.
     inputs: example inputs that build the clone.
+    channels: the model's `keras_channels.Channels` (a channel count in a
+      weightless layer's config, a `Reshape`'s).
 
   Returns:
     The built, uncompiled clone; its weights are in `model.weights`' order
@@ -117,7 +125,7 @@ def rebuild(model, keras_module, targets: Callable[[Any], Shape], inputs):
   """
   edits: Dict[str, int] = {}  # what configs were given, for messages
   if _rebuilt_by_layers(model, keras_module):
-    clone = _clone_layers(model, keras_module, targets, edits)
+    clone = _clone_layers(model, keras_module, targets, edits, channels)
   else:
     clone = _clone_config(model, targets, edits)
   if not clone.built or len(clone.weights) != len(model.weights):
@@ -138,7 +146,7 @@ def _rebuilt_by_layers(model, keras_module) -> bool:
   return type(model).__name__ == 'Functional'
 
 
-def _clone_layers(model, keras_module, targets, edits):
+def _clone_layers(model, keras_module, targets, edits, channels):
   def clone_function(layer):
     if isinstance(layer, keras_module.Model):
       if _rebuilt_by_layers(layer, keras_module):
@@ -149,6 +157,8 @@ def _clone_layers(model, keras_module, targets, edits):
     config = layer.get_config()
     if _changed(layer.weights, targets):
       config = _edit_layer_config(layer, config, targets)
+    elif 'Reshape' in _class_names(layer):
+      config = _reshape_config(layer, config, channels)
     return layer.__class__.from_config(config)
 
   try:
@@ -208,6 +218,21 @@ def _edit_layer_config(layer, config, targets) -> Dict[str, Any]:
       f'{_OTHER_EXPORTS}.'
     )
   return config
+
+
+def _reshape_config(layer, config, channels) -> Dict[str, Any]:
+  """A `Reshape` that keeps its input's channels last (a squeeze-and-
+  excitation block's `(1, 1, channels)`) with the channels that stay."""
+  target = list(config.get('target_shape') or ())
+  units = channels.of_input(layer)
+  try:
+    before = layer.input.shape[-1]
+  except (AttributeError, ValueError):  # a shared layer
+    return config
+  if units is None or not target or target[-1] != before:
+    return config
+  target[-1] = int(units.size)
+  return dict(config, target_shape=tuple(target))
 
 
 def _sublayer(layer, name: str):
