@@ -87,6 +87,15 @@ class SequentialAndFunctionalTest(tf.test.TestCase, parameterized.TestCase):
     super().setUp()
     self.root = tempfile.mkdtemp(dir=self.get_temp_dir())
 
+  def check_reloads(self, small, package, x, pruned, name, atol):
+    """`small` saved as `.keras` loads with plain Keras and equals
+    `pruned` on `x`."""
+    path = os.path.join(self.root, f'{name}.keras')
+    small.save(path)
+    self.assertAllClose(
+      package.models.load_model(path)(x), pruned(x), atol=atol
+    )
+
   @parameterized.named_parameters(
     ('keras3', keras, False),
     ('tf_keras', tf_keras, False),
@@ -122,11 +131,7 @@ class SequentialAndFunctionalTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllEqual(rebuilt[2].kernel.numpy(), k3[live2])
     self.assertAllClose(small(X), pruned(X), atol=1e-6)
     self.assertLess(small.count_params(), model.count_params())
-    path = os.path.join(self.root, 'small.keras')
-    small.save(path)
-    self.assertAllClose(
-      package.models.load_model(path)(X), pruned(X), atol=1e-6
-    )
+    self.check_reloads(small, package, X, pruned, 'small', 1e-6)
 
   def test_functional_conv_and_batch_norm(self):
     keras.utils.set_random_seed(0)
@@ -199,11 +204,7 @@ class SequentialAndFunctionalTest(tf.test.TestCase, parameterized.TestCase):
     images = np.random.RandomState(4).standard_normal((2, 6, 6, 4))
     images = images.astype(np.float32)
     self.assertAllClose(small(images), pruned(images), atol=1e-5)
-    path = os.path.join(self.root, 'block.keras')
-    small.save(path)
-    self.assertAllClose(
-      keras.models.load_model(path)(images), pruned(images), atol=1e-5
-    )
+    self.check_reloads(small, keras, images, pruned, 'block', 1e-5)
 
   def test_concatenation_and_squeeze_excitation(self):
     # Two convs concatenated, a BatchNorm over the concatenation, and a
@@ -248,11 +249,7 @@ class SequentialAndFunctionalTest(tf.test.TestCase, parameterized.TestCase):
     images = np.random.RandomState(6).standard_normal((2, 6, 6, 4))
     images = images.astype(np.float32)
     self.assertAllClose(small(images), pruned(images), atol=1e-5)
-    path = os.path.join(self.root, 'se.keras')
-    small.save(path)
-    self.assertAllClose(
-      keras.models.load_model(path)(images), pruned(images), atol=1e-5
-    )
+    self.check_reloads(small, keras, images, pruned, 'se', 1e-5)
 
   @parameterized.named_parameters(('static', 5), ('open', None))
   def test_multi_head_attention_heads(self, sequence):

@@ -124,6 +124,20 @@ class ShrinkTest(tf.test.TestCase, parameterized.TestCase):
       sequence_output(shrunk(x)), sequence_output(pruned(x)), atol=2e-6
     )
 
+  def check_tflite(self, pruned, x, path):
+    """The shrunk TFLite file agrees with `pruned` on `x` and holds 2 of 4
+    heads per query kernel."""
+    report = graph_prune.export_tflite(
+      pruned, path, representative_data=x, shrink=True
+    )
+    self.assertLess(report.max_abs_diff, 1e-4)
+    # The converter keeps each query kernel as [heads * head_dim, hidden]:
+    # 2 heads of 4 left of 4, hidden 16.
+    queries = [
+      tuple(w[1]) for w in report.weights if 'query' in w[0] and len(w[1]) == 2
+    ]
+    self.assertEqual(queries, [(8, 16), (8, 16)])
+
   def _unused(self, name):
     # Llama's LM head is no part of the backbone's output.
     return {'token_embedding/reverse_embeddings'} if name == 'llama' else set()
@@ -189,16 +203,7 @@ class ShrinkTest(tf.test.TestCase, parameterized.TestCase):
         graph_prune.export_tflite(pruned, tflite, shrink=True)
       self.assertFalse(os.path.exists(tflite))
       return
-    report = graph_prune.export_tflite(
-      pruned, tflite, representative_data=x, shrink=True
-    )
-    self.assertLess(report.max_abs_diff, 1e-4)
-    # The converter keeps each query kernel as [heads * head_dim, hidden]:
-    # 2 heads of 4 left of 4, hidden 16.
-    queries = [
-      tuple(w[1]) for w in report.weights if 'query' in w[0] and len(w[1]) == 2
-    ]
-    self.assertEqual(queries, [(8, 16), (8, 16)])
+    self.check_tflite(pruned, x, tflite)
 
   @parameterized.named_parameters(
     ('bert', 'bert'), ('llama', 'llama'), ('gemma', 'gemma')
@@ -236,14 +241,7 @@ class ShrinkTest(tf.test.TestCase, parameterized.TestCase):
     shrunk = graph_prune.shrink(pruned)
     self.check_shrunk(name, model, pruned, shrunk)
     tflite = os.path.join(self.get_temp_dir(), f'{name}_fixed.tflite')
-    report = graph_prune.export_tflite(
-      pruned, tflite, representative_data=x, shrink=True
-    )
-    self.assertLess(report.max_abs_diff, 1e-4)
-    queries = [
-      tuple(w[1]) for w in report.weights if 'query' in w[0] and len(w[1]) == 2
-    ]
-    self.assertEqual(queries, [(8, 16), (8, 16)])
+    self.check_tflite(pruned, x, tflite)
 
 
 if __name__ == '__main__':

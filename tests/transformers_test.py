@@ -33,26 +33,23 @@ VOCABULARY = 50
 SEQUENCE = 8
 
 
+# BERT and GPT-2 take the same configuration.
+_ENCODER = dict(
+  vocabulary_size=VOCABULARY,
+  num_layers=2,
+  num_heads=4,
+  hidden_dim=16,
+  intermediate_dim=32,
+  max_sequence_length=SEQUENCE,
+)
+
+
 def bert():
-  return keras_hub.models.BertBackbone(
-    vocabulary_size=VOCABULARY,
-    num_layers=2,
-    num_heads=4,
-    hidden_dim=16,
-    intermediate_dim=32,
-    max_sequence_length=SEQUENCE,
-  )
+  return keras_hub.models.BertBackbone(**_ENCODER)
 
 
 def gpt2():
-  return keras_hub.models.GPT2Backbone(
-    vocabulary_size=VOCABULARY,
-    num_layers=2,
-    num_heads=4,
-    hidden_dim=16,
-    intermediate_dim=32,
-    max_sequence_length=SEQUENCE,
-  )
+  return keras_hub.models.GPT2Backbone(**_ENCODER)
 
 
 def gemma():

@@ -18,7 +18,7 @@ A weight left without a value keeps its shape, and the rebuilt
 model's shape check then says which one.
 """
 
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -95,7 +95,7 @@ class Channels:
     if id(layer) in self._kept:
       return self._kept[id(layer)]
     self._kept[id(layer)] = None  # (no cycles in a Keras graph; a guard)
-    names = {c.__name__ for c in type(layer).__mro__}
+    names = set(class_names(layer))
     kernel = getattr(layer, 'kernel', None)
     result = None
     if names & _PRODUCERS and kernel is not None and self.has(kernel):
@@ -158,7 +158,7 @@ def complete(
     missing = [w for w in layer.weights if id(tf_variable(w)) not in values]
     if not missing:
       continue
-    names = {c.__name__ for c in type(layer).__mro__}
+    names = set(class_names(layer))
     if names & _PRODUCERS:
       units, channel_axis = channels.of(layer), 0  # the bias
     else:
@@ -184,6 +184,11 @@ def _layers(model):
       yield from _layers(layer)
     else:
       yield layer
+
+
+def class_names(layer) -> Tuple[str, ...]:
+  """The names of `layer`'s class and its bases (rules match subclasses)."""
+  return tuple(c.__name__ for c in type(layer).__mro__)
 
 
 def _last_axis(layer) -> bool:

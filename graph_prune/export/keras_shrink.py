@@ -157,7 +157,7 @@ def _clone_layers(model, keras_module, targets, edits, channels):
     config = layer.get_config()
     if _changed(layer.weights, targets):
       config = _edit_layer_config(layer, config, targets)
-    elif 'Reshape' in _class_names(layer):
+    elif 'Reshape' in keras_channels.class_names(layer):
       config = _reshape_config(layer, config, channels)
     return layer.__class__.from_config(config)
 
@@ -178,13 +178,9 @@ def _changed(weights, targets) -> bool:
   return any(tuple(w.shape) != targets(w) for w in weights)
 
 
-def _class_names(layer) -> Tuple[str, ...]:
-  return tuple(c.__name__ for c in type(layer).__mro__)
-
-
 def _edit_layer_config(layer, config, targets) -> Dict[str, Any]:
   """`config` with the sizes that give `layer`'s weights their targets."""
-  names = _class_names(layer)
+  names = keras_channels.class_names(layer)
   config = dict(config)
   if set(names) & set(keras_channels.SIZED_BY_INPUT):
     pass  # its weights follow its input's channels

@@ -8,7 +8,7 @@ its saliency state under a gradient `prune_option`, and its
 """
 
 import dataclasses
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from absl import logging
 import tensorflow as tf
@@ -290,6 +290,18 @@ def _with_heads(found, analysis, consumers, variables, params):
 _PROJECTION_OPS = ('Einsum', 'BatchMatMulV2', 'BatchMatMulV3', 'MatMul')
 
 
+def _consumer_types(analysis, consumers) -> Dict[str, Tuple[str, str]]:
+  """Top-level node -> (the kernel it consumes, its op type)."""
+  graph = analysis.concrete_function.graph
+  found = {}
+  for node, name in consumers.items():
+    try:
+      found[node] = (name, graph.get_operation_by_name(node).type)
+    except KeyError:
+      continue
+  return found
+
+
 def _warn_headless(analysis, consumers, variables, grouped) -> None:
   """Warns of projection kernels of rank 3 left out of every group.
 
@@ -297,18 +309,14 @@ def _warn_headless(analysis, consumers, variables, grouped) -> None:
   last axis alone, which removes no head; the user asked for coupled groups
   and would not know.
   """
-  graph = analysis.concrete_function.graph
-  lost = set()
-  for node, name in consumers.items():
-    variable = variables.get(name)
-    if name in grouped or variable is None or variable.shape.rank != 3:
-      continue
-    try:
-      op_type = graph.get_operation_by_name(node).type
-    except KeyError:
-      continue
-    if op_type in _PROJECTION_OPS:
-      lost.add(name)
+  lost = {
+    name
+    for name, op_type in _consumer_types(analysis, consumers).values()
+    if op_type in _PROJECTION_OPS
+    and name not in grouped
+    and name in variables
+    and variables[name].shape.rank == 3
+  }
   if lost:
     logging.warning(
       'graph_prune: unit_groups=coupled found no attention heads for %s; '
@@ -328,15 +336,11 @@ def _warn_embeddings(analysis, consumers) -> None:
   keeps; zeroing them removes features of every token and nothing from the
   model. Pruned on request all the same (`do_not_prune` is the user's).
   """
-  graph = analysis.concrete_function.graph
-  lookups = set()
-  for node, name in consumers.items():
-    try:
-      op_type = graph.get_operation_by_name(node).type
-    except KeyError:
-      continue
-    if op_type in ('ResourceGather', 'GatherV2', 'Gather'):
-      lookups.add(name)
+  lookups = {
+    name
+    for name, op_type in _consumer_types(analysis, consumers).values()
+    if op_type in ('ResourceGather', 'GatherV2', 'Gather')
+  }
   if lookups:
     logging.warning(
       'graph_prune: %s unit-pruned along the hidden size of a transformer: '
