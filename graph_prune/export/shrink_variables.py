@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import tensorflow as tf
 
+from graph_prune.export import folded_checkpoint
 from graph_prune.passes import driver
 from graph_prune.passes import drop_unused
 from graph_prune.passes import graph_ir
@@ -48,7 +49,7 @@ class LazyFold:
     self.dtype = weight.dtype
 
   def _value(self):
-    return tf.multiply(self.weight, self.mask) + tf.zeros((), self.weight.dtype)
+    return folded_checkpoint.folded_value(self.weight, self.mask)
 
   def numpy(self):
     return self._value().numpy()
